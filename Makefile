@@ -1,0 +1,45 @@
+# One Makefile for set-up, running, testing and checking. Every target bootstraps .venv itself.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install run serve test check lint format bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## run: migrate the embedded SQLite store, load the demo catalogue if empty, then report it
+run: $(STAMP)
+	$(BIN)/salesfc db upgrade
+	$(BIN)/salesfc demo-data --if-empty
+	$(BIN)/salesfc db stats
+
+## test: the whole suite (SQLite always; PostgreSQL too, required when CI=true)
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+## check: format, lint, types and tests
+check: lint test
+
+## bench: benchmarks (results go to docs/benchmarks.md); needs the bench extras
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python bench/ingest.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

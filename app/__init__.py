@@ -1,0 +1,1 @@
+"""The faces of salesfc: the `salesfc` CLI and the FastAPI service."""

@@ -1,0 +1,20 @@
+"""The one `salesfc` command: a thin typer face over the featurestore and training services."""
+
+from __future__ import annotations
+
+import typer
+
+from app.cli import db
+
+cli = typer.Typer(
+    name="salesfc",
+    help="Per-SKU sales forecasting: feature store, training, forecasts and the service.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+cli.add_typer(db.cli, name="db")
+
+
+def main() -> None:
+    """Entry point of the `salesfc` console script."""
+    cli()

@@ -1,0 +1,1 @@
+"""The feature store: the schema, validated ingestion and point-in-time readers."""

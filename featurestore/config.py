@@ -1,0 +1,55 @@
+"""One settings class, read by the CLI, training and the service alike."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Settings from the environment (prefix ``SALESFC_``) or a ``.env`` file."""
+
+    model_config = SettingsConfigDict(env_prefix="SALESFC_", env_file=".env", extra="ignore")
+
+    database_url: str = Field(
+        default="sqlite:///./data/salesfc.db",
+        description="SQLAlchemy URL: a SQLite file (default) or postgresql+psycopg://...",
+    )
+    models_dir: Path = Path("./models")
+    data_dir: Path = Path("./data")
+    timezone: str = Field(default="UTC", description="Zone in which order timestamps become days")
+    ingest_chunk_rows: int = Field(default=50_000, ge=1_000)
+    max_reject_share: float = Field(default=0.05, ge=0.0, le=1.0)
+    max_string_length: int = Field(default=255, ge=8)
+    read_api_keys: list[SecretStr] = Field(default_factory=list)
+    ops_api_keys: list[SecretStr] = Field(default_factory=list)
+    default_horizon: int = Field(default=28, ge=1)
+    max_horizon: int = Field(default=28, ge=1)
+    quantiles: list[float] = Field(default_factory=lambda: [0.1, 0.5, 0.9])
+    selection_metric: str = "rmsse"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = Field(default=1, ge=1)
+    log_level: str = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _psycopg_driver(cls, value: str) -> str:
+        """Route plain PostgreSQL URLs through psycopg 3, the driver we ship."""
+        for prefix in ("postgresql://", "postgres://"):
+            if value.startswith(prefix):
+                return "postgresql+psycopg://" + value[len(prefix) :]
+        return value
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; tests clear the cache to override them."""
+    return Settings()

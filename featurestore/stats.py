@@ -1,0 +1,29 @@
+"""Store statistics for operators and checks (`salesfc db stats`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, func, select
+
+from featurestore.tables import Base, DailySales, Product
+
+
+def store_stats(engine: Engine) -> dict[str, Any]:
+    """Row counts per table, SKU count, first and last sales date and total units."""
+    with engine.connect() as conn:
+        tables = {
+            name: int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+            for name, table in sorted(Base.metadata.tables.items())
+        }
+        skus = int(conn.execute(select(func.count()).select_from(Product)).scalar_one())
+        first, last, units = conn.execute(
+            select(func.min(DailySales.date), func.max(DailySales.date), func.sum(DailySales.units))
+        ).one()
+    return {
+        "tables": tables,
+        "skus": skus,
+        "first_sales_date": first.isoformat() if first is not None else None,
+        "last_sales_date": last.isoformat() if last is not None else None,
+        "total_units": float(units or 0.0),
+    }

@@ -1,0 +1,163 @@
+"""The feature store's tables (SQLAlchemy 2, typed ``Mapped[]`` columns)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+SKU_LEN = 64
+
+
+class Base(DeclarativeBase):
+    """Declarative base with a naming convention, so migrations name constraints stably."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Product(Base):
+    """One SKU: a product at a location (for M5, an item in a store)."""
+
+    __tablename__ = "products"
+
+    sku: Mapped[str] = mapped_column(String(SKU_LEN), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(255))
+    item_id: Mapped[str | None] = mapped_column(String(SKU_LEN))
+    department: Mapped[str | None] = mapped_column(String(64), index=True)
+    category: Mapped[str | None] = mapped_column(String(64), index=True)
+    brand: Mapped[str | None] = mapped_column(String(64))
+    store: Mapped[str | None] = mapped_column(String(64), index=True)
+    region: Mapped[str | None] = mapped_column(
+        String(16), doc="ISO 3166 country or subdivision code (US, US-CA) for holidays"
+    )
+    attributes: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    launch_date: Mapped[dt.date | None] = mapped_column(Date)
+    first_sale_date: Mapped[dt.date | None] = mapped_column(Date)
+    last_sale_date: Mapped[dt.date | None] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(16), default="active", server_default="active")
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
+class OrderLine(Base):
+    """One line of a customer order, as the platform exported it."""
+
+    __tablename__ = "order_lines"
+
+    order_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    line: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sku: Mapped[str] = mapped_column(ForeignKey("products.sku"), index=True)
+    customer_id: Mapped[str | None] = mapped_column(String(64))
+    ordered_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    sale_date: Mapped[dt.date] = mapped_column(Date, doc="ordered_at as a day in settings.timezone")
+    quantity: Mapped[float] = mapped_column(Float)
+    unit_price: Mapped[float | None] = mapped_column(Float)
+    discount: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    status: Mapped[str] = mapped_column(String(16), doc="completed | cancelled | returned")
+
+    __table_args__ = (Index("ix_order_lines_sku_sale_date", "sku", "sale_date"),)
+
+
+class DailySales(Base):
+    """Units sold per SKU and day: what training and serving read."""
+
+    __tablename__ = "daily_sales"
+
+    sku: Mapped[str] = mapped_column(ForeignKey("products.sku"), primary_key=True)
+    date: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    units: Mapped[float] = mapped_column(Float)
+    revenue: Mapped[float | None] = mapped_column(Float)
+    avg_price: Mapped[float | None] = mapped_column(Float)
+    returned_units: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    on_promotion: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    in_stock: Mapped[bool | None] = mapped_column(Boolean)
+    source: Mapped[str] = mapped_column(String(8), doc="orders | direct")
+
+    __table_args__ = (Index("ix_daily_sales_date", "date"),)
+
+
+class Price(Base):
+    """A SKU's shelf price from a date on (planned future prices included)."""
+
+    __tablename__ = "prices"
+
+    sku: Mapped[str] = mapped_column(ForeignKey("products.sku"), primary_key=True)
+    valid_from: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    price: Mapped[float] = mapped_column(Float)
+
+
+class Promotion(Base):
+    """A promotion on a SKU or a whole category, past or planned."""
+
+    __tablename__ = "promotions"
+
+    promo_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sku: Mapped[str | None] = mapped_column(ForeignKey("products.sku"), index=True)
+    category: Mapped[str | None] = mapped_column(String(64), index=True)
+    start_date: Mapped[dt.date] = mapped_column(Date)
+    end_date: Mapped[dt.date] = mapped_column(Date)
+    kind: Mapped[str] = mapped_column(String(32), default="discount", server_default="discount")
+    discount_depth: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    display: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    mailer: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+
+
+class CalendarEvent(Base):
+    """A holiday or custom event (sports final, payday, SNAP day) for a region or everywhere."""
+
+    __tablename__ = "calendar_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    date: Mapped[dt.date] = mapped_column(Date, index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(32), doc="holiday | sporting | cultural | snap | ...")
+    region: Mapped[str] = mapped_column(
+        String(16), default="", server_default="", doc="'' for every region"
+    )
+    source: Mapped[str] = mapped_column(String(16), default="custom", server_default="custom")
+
+    __table_args__ = (UniqueConstraint("date", "name", "region", name="uq_calendar_events_key"),)
+
+
+class IngestionLog(Base):
+    """One ingestion of one file: what was read, accepted and rejected."""
+
+    __tablename__ = "ingestion_log"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    file_name: Mapped[str] = mapped_column(Text)
+    entity: Mapped[str] = mapped_column(String(32))
+    checksum: Mapped[str] = mapped_column(String(64), index=True)
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    rows_read: Mapped[int] = mapped_column(BigInteger, default=0)
+    rows_accepted: Mapped[int] = mapped_column(BigInteger, default=0)
+    rows_rejected: Mapped[int] = mapped_column(BigInteger, default=0)
+    status: Mapped[str] = mapped_column(String(16), doc="loaded | unchanged | failed")
+    detail: Mapped[str | None] = mapped_column(Text)

@@ -1,0 +1,1 @@
+"""Offline training: features, estimators, backtests, bundles and the model registry."""
