@@ -1,0 +1,232 @@
+"""Every model of the zoo on a small synthetic problem with a clear signal, plus the baselines."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.exceptions import NotFittedError
+
+from training import estimators as E
+
+FEATURES = ["x1", "noise", "lag_7", "weekday", "store"]
+CATEGORICAL = ["weekday", "store"]
+
+# Small budgets keep the whole module to a few seconds.
+FAST: dict[str, dict[str, Any]] = {
+    "lgbm_tweedie": {
+        "n_estimators": 60,
+        "num_leaves": 15,
+        "min_data_in_leaf": 20,
+        "num_threads": 1,
+    },
+    "lgbm_poisson": {
+        "n_estimators": 60,
+        "num_leaves": 15,
+        "min_data_in_leaf": 20,
+        "num_threads": 1,
+    },
+    "lgbm_l2": {"n_estimators": 60, "num_leaves": 15, "min_data_in_leaf": 20, "num_threads": 1},
+    "linear": {},
+    "tree": {"max_depth": 6, "min_samples_leaf": 20},
+    "forest": {"n_estimators": 20, "max_samples": 1000, "n_jobs": 1},
+    "mlp": {"hidden_layer_sizes": (16,), "max_iter": 60},
+}
+
+
+def make_problem(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """y ~ Poisson(exp(0.3 + 1.2 * x1 + weekday effect)); NaN lags and unknown (-1) stores."""
+    rng = np.random.default_rng(seed)
+    x1 = rng.uniform(-1.0, 1.0, n)
+    weekday = rng.integers(0, 7, n)
+    store = rng.integers(-1, 4, n)
+    effect = np.array([0.0, 0.1, 0.0, 0.2, 0.5, 0.9, 0.7])[weekday]
+    y = rng.poisson(np.exp(0.3 + 1.2 * x1 + effect)).astype(np.float64)
+    lag = rng.poisson(np.exp(0.3 + 1.2 * x1)).astype(np.float64)
+    lag[rng.random(n) < 0.2] = np.nan
+    noise = rng.normal(size=n)
+    X = np.column_stack([x1, noise, lag, weekday, store]).astype(np.float32)
+    return X, y
+
+
+@pytest.fixture(scope="module")
+def data() -> dict[str, np.ndarray]:
+    X, y = make_problem(3000, seed=0)
+    return {"X": X[:2400], "y": y[:2400], "X_test": X[2400:], "y_test": y[2400:]}
+
+
+def fit(name: str, data: dict[str, np.ndarray], **extra: Any) -> E.Estimator:
+    est = E.make_estimator(name, **{**FAST[name], **extra})
+    return est.fit(data["X"], data["y"], feature_names=FEATURES, categorical=CATEGORICAL)
+
+
+@pytest.fixture(scope="module", params=sorted(E.REGISTRY))
+def fitted(request: pytest.FixtureRequest, data: dict[str, np.ndarray]) -> E.Estimator:
+    return fit(request.param, data)
+
+
+def test_registry_names() -> None:
+    expected = {"lgbm_tweedie", "lgbm_poisson", "lgbm_l2", "linear", "tree", "forest", "mlp"}
+    assert set(E.REGISTRY) == expected
+    for name in E.REGISTRY:
+        assert E.make_estimator(name).name == name
+
+
+def test_beats_the_mean_and_predicts_non_negative(
+    fitted: E.Estimator, data: dict[str, np.ndarray]
+) -> None:
+    pred = fitted.predict(data["X_test"])
+    assert pred.dtype == np.float64 and pred.shape == data["y_test"].shape
+    assert (pred >= 0).all()
+    mse_model = np.mean((pred - data["y_test"]) ** 2)
+    mse_mean = np.mean((data["y"].mean() - data["y_test"]) ** 2)
+    assert mse_model < 0.8 * mse_mean, (fitted.name, mse_model, mse_mean)
+
+
+def test_pickle_round_trip_is_identical(fitted: E.Estimator, data: dict[str, np.ndarray]) -> None:
+    buf = io.BytesIO()
+    joblib.dump(fitted, buf)
+    buf.seek(0)
+    loaded = joblib.load(buf)
+    np.testing.assert_array_equal(loaded.predict(data["X_test"]), fitted.predict(data["X_test"]))
+    assert loaded.feature_names_ == FEATURES
+
+
+def test_feature_importance_keys(fitted: E.Estimator) -> None:
+    imp = fitted.feature_importance()
+    if fitted.name in {"linear", "mlp"}:
+        assert imp is None
+        return
+    assert imp is not None and list(imp) == FEATURES
+    assert sum(imp.values()) == pytest.approx(1.0)
+    assert max(imp, key=lambda k: imp[k]) == "x1"  # the strongest signal
+
+
+@pytest.mark.parametrize("name", sorted(E.REGISTRY))
+def test_predict_before_fit_raises(name: str, data: dict[str, np.ndarray]) -> None:
+    est = E.make_estimator(name)
+    with pytest.raises(NotFittedError):
+        est.predict(data["X_test"])
+    with pytest.raises(NotFittedError):
+        est.feature_importance()
+
+
+def test_wrong_width_is_rejected(fitted: E.Estimator, data: dict[str, np.ndarray]) -> None:
+    with pytest.raises(ValueError, match="columns"):
+        fitted.predict(data["X_test"][:, :3])
+
+
+@pytest.mark.parametrize("name", ["lgbm_tweedie", "lgbm_poisson", "lgbm_l2"])
+def test_lgbm_contributions_sum_to_raw_score(name: str, data: dict[str, np.ndarray]) -> None:
+    est = fit(name, data)
+    assert isinstance(est, E.LGBMEstimator)
+    X = data["X_test"][:50]
+    contrib = est.contributions(X)
+    assert contrib.shape == (50, len(FEATURES) + 1)
+    np.testing.assert_allclose(contrib.sum(axis=1), est.raw_predict(X), rtol=1e-6, atol=1e-6)
+    link = np.exp if name != "lgbm_l2" else (lambda s: np.clip(s, 0, None))
+    np.testing.assert_allclose(link(contrib.sum(axis=1)), est.predict(X), rtol=1e-6)
+
+
+def test_lgbm_early_stopping_and_determinism(data: dict[str, np.ndarray]) -> None:
+    est = E.make_estimator("lgbm_tweedie", **{**FAST["lgbm_tweedie"], "n_estimators": 300})
+    est.fit(
+        data["X"],
+        data["y"],
+        feature_names=FEATURES,
+        categorical=CATEGORICAL,
+        eval_set=(data["X_test"], data["y_test"]),
+    )
+    assert isinstance(est, E.LGBMEstimator)
+    assert 0 < est.best_iteration_ < 300  # 15-leaf trees at 0.05 overfit 2,400 rows before 300
+    again = fit("lgbm_tweedie", data)
+    assert again.booster_.current_iteration() == 60  # type: ignore[attr-defined]
+    twin = fit("lgbm_tweedie", data)
+    np.testing.assert_array_equal(again.predict(data["X_test"]), twin.predict(data["X_test"]))
+
+
+def test_lgbm_params_are_the_brief_defaults() -> None:
+    est = E.make_estimator("lgbm_tweedie")
+    assert isinstance(est, E.LGBMEstimator)
+    params = est.lgb_params()
+    assert params["objective"] == "tweedie" and params["tweedie_variance_power"] == 1.1
+    assert est.n_estimators == 500 and params["verbosity"] == -1
+    assert E.make_estimator("lgbm_l2").lgb_params()["objective"] == "regression"  # type: ignore[attr-defined]
+    assert "objective" in est.get_params()
+    rebuilt = E.make_estimator("lgbm_tweedie", **est.get_params())
+    assert rebuilt.get_params() == est.get_params()
+    with pytest.raises(ValueError, match="lgbm_tweedie"):
+        E.make_estimator("lgbm_poisson", **est.get_params())
+
+
+@pytest.mark.parametrize("name", ["linear", "forest", "mlp"])
+def test_seeded_models_are_deterministic(name: str, data: dict[str, np.ndarray]) -> None:
+    a = fit(name, data).predict(data["X_test"])
+    b = fit(name, data).predict(data["X_test"])
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", sorted(E.REGISTRY))
+def test_sample_weight_changes_the_fit(name: str, data: dict[str, np.ndarray]) -> None:
+    # Weighting the above-average rows pulls predictions up: the fit must use the weights.
+    weight = np.where(data["y"] > data["y"].mean(), 1.0, 0.1)
+    est = E.make_estimator(name, **FAST[name])
+    est.fit(
+        data["X"], data["y"], feature_names=FEATURES, categorical=CATEGORICAL, sample_weight=weight
+    )
+    plain = fit(name, data)
+    X = data["X_test"]
+    assert est.predict(X).mean() > plain.predict(X).mean()
+
+
+def test_bad_inputs() -> None:
+    with pytest.raises(ValueError, match="unknown model"):
+        E.make_estimator("prophet")
+    X, y = make_problem(50, seed=1)
+    est = E.make_estimator("tree")
+    with pytest.raises(ValueError, match="non-negative"):
+        est.fit(X, -y, feature_names=FEATURES, categorical=CATEGORICAL)
+    with pytest.raises(ValueError, match="categorical"):
+        est.fit(X, y, feature_names=FEATURES, categorical=["brand"])
+
+
+# --- baselines --------------------------------------------------------------------------------
+
+
+def test_seasonal_naive_repeats_the_last_week() -> None:
+    hist = np.array([np.arange(14, dtype=float), np.arange(14, dtype=float)[::-1]])
+    fc = E.seasonal_naive(hist, horizon=10)
+    assert fc.shape == (2, 10)
+    np.testing.assert_array_equal(fc[0], [7, 8, 9, 10, 11, 12, 13, 7, 8, 9])
+    np.testing.assert_array_equal(fc[1], [6, 5, 4, 3, 2, 1, 0, 6, 5, 4])
+    # Day T+h takes day T+h-7 whatever the history's length (weekday alignment).
+    np.testing.assert_array_equal(E.seasonal_naive(hist[:, :10], 3)[0], [3, 4, 5])
+
+
+def test_seasonal_naive_is_nan_safe() -> None:
+    nan = np.nan
+    hist = np.array(
+        [
+            [nan] * 11 + [4.0, 2.0, 6.0],  # started 3 days ago: unseen weekdays get the mean, 4
+            [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, nan, 11.0, 12.0, 13.0, 14.0],
+            [nan] * 14,
+        ]
+    )
+    fc = E.seasonal_naive(hist, horizon=7)
+    np.testing.assert_array_equal(fc[0], [4, 4, 4, 4, 4.0, 2.0, 6.0])
+    np.testing.assert_array_equal(fc[1], [8, 9, 3, 11, 12, 13, 14])  # the gap falls back a week
+    np.testing.assert_array_equal(fc[2], np.zeros(7))
+    assert not np.isnan(fc).any()
+
+
+def test_moving_average() -> None:
+    hist = np.array([np.r_[np.full(30, 100.0), np.arange(28, dtype=float)], np.full(58, np.nan)])
+    hist[0, -1] = np.nan  # the mean is over observed days only: 0..26
+    fc = E.moving_average(hist, horizon=5)
+    np.testing.assert_allclose(fc[0], np.full(5, 13.0))
+    np.testing.assert_array_equal(fc[1], np.zeros(5))
+    np.testing.assert_allclose(E.moving_average(hist, 2, window=3)[0], [25.5, 25.5])
+    assert set(E.BASELINES) == {"seasonal_naive", "moving_average"}
