@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from app.cli import db
+from app.cli import db, models
 
 cli = typer.Typer(
     name="salesfc",
@@ -13,6 +13,7 @@ cli = typer.Typer(
     pretty_exceptions_enable=False,
 )
 cli.add_typer(db.cli, name="db")
+cli.add_typer(models.cli, name="models")
 
 
 def main() -> None:
