@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import platform
 import re
@@ -32,8 +33,9 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 ARTIFACT_SUFFIX = ".joblib"
 TMP_PREFIX = ".tmp-"
-# Libraries whose pickles only round-trip within the same major.minor release.
-CHECKED_LIBRARIES = ("lightgbm", "scikit-learn", "numpy")
+# Libraries whose pickles only round-trip within the same release prefix: major.minor for the
+# model libraries, major for pandas (bundles may hold frames, e.g. backtest predictions).
+CHECKED_LIBRARIES = {"lightgbm": 2, "scikit-learn": 2, "numpy": 2, "pandas": 1}
 RECORDED_LIBRARIES = ("lightgbm", "scikit-learn", "numpy", "pandas", "salesfc")
 
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -333,17 +335,18 @@ def load_bundle(path: Path, *, verify: bool = True, models_dir: Path | None = No
 
 
 def check_libraries(manifest: Manifest) -> None:
-    """Refuse a bundle whose pickling libraries differ from ours in major or minor release."""
+    """Refuse a bundle whose pickling libraries differ from ours in major (or minor) release."""
     running = running_libraries()
-    for name in CHECKED_LIBRARIES:
+    for name, parts in CHECKED_LIBRARIES.items():
         recorded = manifest.libraries.get(name)
         if recorded is None:
             raise IncompatibleBundle(f"bundle {manifest.version} records no {name} version")
-        if _major_minor(recorded) != _major_minor(running[name]):
+        wanted = _release(recorded, parts)
+        if wanted != _release(running[name], parts):
             raise IncompatibleBundle(
                 f"bundle {manifest.version} was written with {name} {recorded} but {name} "
                 f"{running[name]} is running; retrain or install {name} "
-                f"{'.'.join(map(str, _major_minor(recorded)))}.x"
+                f"{'.'.join(map(str, wanted))}.x"
             )
 
 
@@ -383,7 +386,7 @@ def _manifest_fields(artifacts: dict[str, Any], given: dict[str, Any]) -> dict[s
     }
     try:
         # A JSON round trip stores exactly what a later load will read back.
-        plain: dict[str, Any] = json.loads(json.dumps(raw, default=_json_default))
+        plain: dict[str, Any] = _finite(json.loads(json.dumps(raw, default=_json_default)))
     except (TypeError, ValueError) as exc:
         raise BundleError(f"manifest_fields are not JSON-serialisable: {exc}") from exc
     for key in ("data_start", "data_end", "cutoff"):
@@ -407,9 +410,19 @@ def _feature_order(model: Any) -> list[str] | None:
     return None if names is None else [str(n) for n in names]
 
 
-def _major_minor(version: str) -> tuple[int, ...]:
-    parts = re.findall(r"\d+", version)[:2]
-    return tuple(int(p) for p in parts)
+def _release(version: str, parts: int) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", version)[:parts])
+
+
+def _finite(value: Any) -> Any:
+    # NaN / inf are not JSON: jq, browsers and the API's responses would all reject the manifest.
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _inside(models_dir: Path, path: Path) -> Path:

@@ -153,6 +153,14 @@ def test_bad_manifest_fields_are_refused(tmp_path: Path, bad: dict[str, Any]) ->
     assert list(tmp_path.iterdir()) == []
 
 
+def test_non_finite_metrics_are_stored_as_null(tmp_path: Path) -> None:
+    metrics = {"rmsse": float("nan"), "mase": np.float64("inf"), "folds": [1.0, float("nan")]}
+    path = save_bundle(tmp_path, {"calibration": {}}, fields(metrics=metrics))
+    text = (path / MANIFEST_NAME).read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert read_manifest(path).metrics == {"rmsse": None, "mase": None, "folds": [1.0, None]}
+
+
 def test_missing_required_field_is_refused(tmp_path: Path) -> None:
     partial = {k: v for k, v in fields().items() if k != "cutoff"}
     with pytest.raises(BundleError, match="lacks: cutoff"):
@@ -181,25 +189,30 @@ def test_missing_artifact_and_manifest(tmp_path: Path) -> None:
         load_bundle(tmp_path / "20990101T000000Z-0000", models_dir=tmp_path)
 
 
-@pytest.mark.parametrize("library", ["lightgbm", "scikit-learn", "numpy"])
-def test_library_minor_mismatch_is_refused(tmp_path: Path, library: str) -> None:
+@pytest.mark.parametrize(
+    ("library", "bump"),
+    [("lightgbm", "minor"), ("scikit-learn", "minor"), ("numpy", "minor"), ("pandas", "major")],
+)
+def test_library_release_mismatch_is_refused(tmp_path: Path, library: str, bump: str) -> None:
     path = save_bundle(tmp_path, {"calibration": {}}, fields())
     libraries = read_manifest(path).libraries
     running = libraries[library]
     major, minor = (int(p) for p in running.split(".")[:2])
-    libraries[library] = f"{major}.{minor + 1}.0"
+    other = f"{major}.{minor + 1}.0" if bump == "minor" else f"{major + 1}.0.0"
+    libraries[library] = other
     edit_manifest(path, libraries=libraries)
     with pytest.raises(IncompatibleBundle) as info:
         load_bundle(path, models_dir=tmp_path)
     message = str(info.value)
-    assert library in message and f"{major}.{minor + 1}.0" in message and running in message
+    assert library in message and other in message and running in message
 
 
-def test_library_patch_difference_is_accepted(tmp_path: Path) -> None:
+def test_patch_or_pandas_minor_difference_is_accepted(tmp_path: Path) -> None:
     path = save_bundle(tmp_path, {"calibration": {"a": 1}}, fields())
     libraries = read_manifest(path).libraries
     major, minor = libraries["numpy"].split(".")[:2]
     libraries["numpy"] = f"{major}.{minor}.999"
+    libraries["pandas"] = libraries["pandas"].split(".")[0] + ".999.0"
     edit_manifest(path, libraries=libraries)
     assert load_bundle(path, models_dir=tmp_path).artifacts["calibration"] == {"a": 1}
 
