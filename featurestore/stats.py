@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
-from featurestore.tables import Base, DailySales, Product
+from featurestore.tables import Base, DailySales, IngestionLog, Product
 
 
 def store_stats(engine: Engine) -> dict[str, Any]:
@@ -27,3 +27,12 @@ def store_stats(engine: Engine) -> dict[str, Any]:
         "last_sales_date": last.isoformat() if last is not None else None,
         "total_units": float(units or 0.0),
     }
+
+
+def data_token(engine: Engine) -> str:
+    """Changes whenever any ingestion loads data: forecasts cached under an older token are stale."""
+    with engine.connect() as conn:
+        last = conn.execute(
+            select(func.max(IngestionLog.id)).where(IngestionLog.status == "loaded")
+        ).scalar_one()
+    return f"ingest-{last or 0}"

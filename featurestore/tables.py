@@ -161,3 +161,61 @@ class IngestionLog(Base):
     rows_rejected: Mapped[int] = mapped_column(BigInteger, default=0)
     status: Mapped[str] = mapped_column(String(16), doc="loaded | unchanged | failed")
     detail: Mapped[str | None] = mapped_column(Text)
+
+
+class Job(Base):
+    """A background job (retrain); its state lives here so it survives API restarts."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), doc="queued | running | succeeded | failed")
+    active: Mapped[bool | None] = mapped_column(
+        Boolean, doc="true while queued or running, NULL after: one active job per kind"
+    )
+    progress: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    message: Mapped[str | None] = mapped_column(Text)
+    params: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    pid: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (UniqueConstraint("kind", "active", name="uq_jobs_one_active"),)
+
+
+class ForecastRun(Base):
+    """One forecast-all run; visible to readers only once complete."""
+
+    __tablename__ = "forecast_runs"
+
+    run_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    model_version: Mapped[str] = mapped_column(String(128))
+    as_of: Mapped[dt.date] = mapped_column(Date)
+    data_token: Mapped[str] = mapped_column(
+        String(64), doc="featurestore.stats.data_token() when the run read its data"
+    )
+    horizon: Mapped[int] = mapped_column(Integer)
+    quantiles: Mapped[list[float]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), doc="running | complete | failed")
+    rows: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    completed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ForecastRow(Base):
+    """One SKU-day of a forecast run."""
+
+    __tablename__ = "forecast_rows"
+
+    run_id: Mapped[str] = mapped_column(
+        ForeignKey("forecast_runs.run_id", ondelete="CASCADE"), primary_key=True
+    )
+    sku: Mapped[str] = mapped_column(String(SKU_LEN), primary_key=True)
+    date: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    mean: Mapped[float] = mapped_column(Float)
+    quantiles: Mapped[list[float]] = mapped_column(JSON, doc="values in the run's quantile order")
+    cold_start: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")

@@ -1,0 +1,202 @@
+"""`salesfc train | backtest | forecast-all | report`: the training services on the command line."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from featurestore.config import get_settings
+from featurestore.db import get_engine
+from training.forecaster import Strategy
+from training.pipeline import (
+    ALL_MODELS,
+    DEFAULT_MODELS,
+    TrainOptions,
+    forecast_all,
+    load_history,
+    write_forecasts,
+)
+from training.pipeline import backtest as run_backtest
+from training.pipeline import train as run_train
+from training.registry import Registry
+
+console = Console(stderr=True)
+MODELS_HELP = f"Comma-separated candidates among: {', '.join(ALL_MODELS)}"
+
+
+def _parse_models(value: str) -> list[str]:
+    return [m.strip() for m in value.split(",") if m.strip()]
+
+
+def _parse_date(value: str | None) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{value!r} is not an ISO date (YYYY-MM-DD)") from exc
+
+
+@contextmanager
+def _progress(title: str) -> Iterator[Progress]:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        yield progress
+
+
+def _options(
+    cutoff: str | None,
+    models: str,
+    strategy: str,
+    horizon: int,
+    folds: int,
+    step: int | None,
+    metric: str,
+    ensemble_top: int,
+    n_estimators: int | None,
+) -> TrainOptions:
+    if strategy not in ("direct", "recursive", "multi"):
+        raise typer.BadParameter("strategy must be direct, recursive or multi")
+    strat: Strategy = strategy  # type: ignore[assignment]
+    return TrainOptions(
+        cutoff=_parse_date(cutoff),
+        models=_parse_models(models),
+        strategy=strat,
+        horizon=horizon,
+        folds=folds,
+        step=step,
+        metric=metric,
+        ensemble_top=ensemble_top,
+        n_estimators=n_estimators,
+    )
+
+
+CUTOFF = typer.Option(None, "--cutoff", help="Train on data up to this date only (YYYY-MM-DD)")
+MODELS = typer.Option(",".join(DEFAULT_MODELS), "--models", help=MODELS_HELP)
+STRATEGY = typer.Option("multi", "--strategy", help="direct, recursive or multi (M5-style)")
+HORIZON = typer.Option(28, "--horizon", min=1, help="Days ahead")
+FOLDS = typer.Option(2, "--folds", min=1, help="Rolling-origin folds")
+STEP = typer.Option(None, "--step", min=1, help="Days between fold cut-offs (default: horizon)")
+METRIC = typer.Option("rmsse", "--metric", help="Selection metric: rmsse, wape, mase, rmse, mae")
+ENSEMBLE = typer.Option(0, "--ensemble-top", min=0, help="Also try the mean of the best N models")
+TREES = typer.Option(None, "--n-estimators", min=1, help="Trees for the LightGBM models")
+
+
+def train(
+    cutoff: str | None = CUTOFF,
+    models: str = MODELS,
+    strategy: str = STRATEGY,
+    horizon: int = HORIZON,
+    folds: int = FOLDS,
+    step: int | None = STEP,
+    metric: str = METRIC,
+    ensemble_top: int = ENSEMBLE,
+    n_estimators: int | None = TREES,
+    promote: str = typer.Option(
+        "if-better", "--promote", help="if-better (gate on the metric), always or never"
+    ),
+) -> None:
+    """Backtest the candidates, refit the best on all data up to the cut-off, write a bundle."""
+    settings = get_settings()
+    options = _options(
+        cutoff, models, strategy, horizon, folds, step, metric, ensemble_top, n_estimators
+    )
+    with _progress("train") as progress:
+        task = progress.add_task("reading history", total=None)
+        outcome = run_train(
+            get_engine(),
+            settings.models_dir,
+            options,
+            progress=lambda msg: progress.update(task, description=msg),
+        )
+        progress.update(task, description="done")
+    registry = Registry(settings.models_dir)
+    current = registry.champion()
+    promoted = False
+    if promote == "always" or current is None:
+        registry.promote(outcome.version, reason="first bundle" if current is None else "forced")
+        promoted = True
+    elif promote == "if-better":
+        old = registry.get(current).metrics.get("selection_score")
+        if old is None or outcome.score < float(old):
+            registry.promote(outcome.version, reason=f"{metric} {outcome.score:.4f} < {old}")
+            promoted = True
+    table = outcome.backtest.table()
+    console.print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    state = "promoted to champion" if promoted else f"champion stays {current}"
+    console.print(
+        f"bundle [bold]{outcome.version}[/bold] ({outcome.champion_model}, "
+        f"{metric} {outcome.score:.4f}): {state}"
+    )
+    typer.echo(outcome.version)
+
+
+def backtest(
+    json_path: Path | None = typer.Option(None, "--json", help="Write the full report here"),
+    cutoff: str | None = CUTOFF,
+    models: str = MODELS,
+    strategy: str = STRATEGY,
+    horizon: int = HORIZON,
+    folds: int = typer.Option(3, "--folds", min=1, help="Rolling-origin folds"),
+    step: int | None = STEP,
+    metric: str = METRIC,
+    ensemble_top: int = ENSEMBLE,
+    n_estimators: int | None = TREES,
+) -> None:
+    """Rolling-origin evaluation of the candidates: metrics overall, by segment and by horizon."""
+    options = _options(
+        cutoff, models, strategy, horizon, folds, step, metric, ensemble_top, n_estimators
+    )
+    with _progress("backtest") as progress:
+        task = progress.add_task("reading history", total=None)
+        history, products = load_history(get_engine(), options.cutoff)
+        result = run_backtest(
+            history, products, options, lambda msg: progress.update(task, description=msg)
+        )
+        progress.update(task, description="done")
+    table = Table(title=f"backtest: {len(result.cutoffs)} folds x {horizon} days, by {metric}")
+    frame = result.table()
+    for col in frame.columns:
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for row in frame.itertuples(index=False):
+        table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row])
+    console.print(table)
+    if json_path is not None:
+        json_path.write_text(json.dumps(result.to_json(), indent=2, default=str))
+        console.print(f"report written to {json_path}")
+
+
+def forecast_all_command(
+    as_of: str | None = typer.Option(None, "--as-of", help="Origin date (default: last sales day)"),
+    horizon: int | None = typer.Option(None, "--horizon", min=1, help="Days ahead"),
+    out: Path = typer.Option(Path("forecasts.parquet"), "--out", help=".parquet or .csv"),
+    quantiles: str = typer.Option("0.1,0.5,0.9", "--quantiles", help="Comma-separated levels"),
+) -> None:
+    """Forecast every active SKU from the champion: sku, date, mean and quantiles per day."""
+    settings = get_settings()
+    registry = Registry(settings.models_dir)
+    bundle = registry.load_champion()
+    levels = [float(q) for q in quantiles.split(",") if q.strip()]
+    with _progress("forecast-all") as progress:
+        progress.add_task(f"forecasting with {bundle.version}", total=None)
+        frame = forecast_all(
+            get_engine(), bundle, as_of=_parse_date(as_of), horizon=horizon, quantiles=levels
+        )
+    write_forecasts(frame, out)
+    console.print(
+        f"{frame['sku'].nunique():,} SKUs x {frame['date'].nunique()} days from "
+        f"{bundle.version} written to {out}"
+    )

@@ -1,0 +1,82 @@
+"""Request dependencies: the services on app.state and the API-key checks."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader
+
+from app.errors import ForbiddenApiKey, MissingApiKey
+from app.services.champion import ChampionHolder
+from app.services.forecasting import ForecastService
+from featurestore.config import Settings
+from training.registry import Registry
+
+_api_key = APIKeyHeader(name="X-API-Key", auto_error=False)
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _matches(given: str, keys: list[str]) -> bool:
+    """Constant-time comparison against every configured key."""
+    found = False
+    for key in keys:
+        found |= hmac.compare_digest(given.encode(), key.encode())
+    return found
+
+
+def _keys(settings: Settings, ops: bool) -> list[str]:
+    ops_keys = [k.get_secret_value() for k in settings.ops_api_keys]
+    if ops:
+        return ops_keys
+    return [k.get_secret_value() for k in settings.read_api_keys] + ops_keys
+
+
+def require_read_key(
+    request: Request, key: Annotated[str | None, Depends(_api_key)]
+) -> None:
+    """Read endpoints need a read or ops key once any key is configured."""
+    keys = _keys(_settings(request), ops=False)
+    if not keys:
+        return
+    if not key:
+        raise MissingApiKey("send an API key in the X-API-Key header")
+    if not _matches(key, keys):
+        raise ForbiddenApiKey("this API key is not allowed here")
+
+
+def require_ops_key(request: Request, key: Annotated[str | None, Depends(_api_key)]) -> None:
+    """Operations (retrain, promote, rollback) always need an ops key."""
+    keys = _keys(_settings(request), ops=True)
+    if not key:
+        raise MissingApiKey("send an ops API key in the X-API-Key header")
+    if not keys or not _matches(key, keys):
+        raise ForbiddenApiKey("this API key may not run operations")
+
+
+def _forecast_service(request: Request) -> ForecastService:
+    service: ForecastService = request.app.state.forecasts
+    return service
+
+
+def _holder(request: Request) -> ChampionHolder:
+    holder: ChampionHolder = request.app.state.champion
+    return holder
+
+
+def _registry(request: Request) -> Registry:
+    registry: Registry = request.app.state.registry
+    return registry
+
+
+ForecastDep = Annotated[ForecastService, Depends(_forecast_service)]
+HolderDep = Annotated[ChampionHolder, Depends(_holder)]
+RegistryDep = Annotated[Registry, Depends(_registry)]
+SettingsDep = Annotated[Settings, Depends(_settings)]
+ReadKey = Depends(require_read_key)
+OpsKey = Depends(require_ops_key)

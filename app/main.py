@@ -1,0 +1,48 @@
+"""The FastAPI application: create_app builds it, the lifespan loads the store and the champion."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.errors import install_handlers
+from app.routes import forecast, health
+from app.services.champion import ChampionHolder
+from app.services.forecasting import ForecastService
+from featurestore.config import Settings, get_settings
+from featurestore.db import make_engine
+from training.registry import Registry
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the service; heavy things (engine, bundle) load in the lifespan, not at import."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        cfg = settings or get_settings()
+        engine = make_engine(cfg.database_url)
+        registry = Registry(cfg.models_dir)
+        holder = ChampionHolder(registry)
+        holder.current()
+        app.state.settings = cfg
+        app.state.engine = engine
+        app.state.registry = registry
+        app.state.champion = holder
+        app.state.forecasts = ForecastService(engine, holder, cfg.quantiles)
+        try:
+            yield
+        finally:
+            engine.dispose()
+
+    app = FastAPI(
+        title="salesfc",
+        summary="Per-SKU sales forecasts with quantiles, what-if scenarios and explanations.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    install_handlers(app)
+    app.include_router(health.router)
+    app.include_router(forecast.router)
+    return app

@@ -1,0 +1,125 @@
+"""Request and response bodies of the API (pydantic v2), with examples for the OpenAPI docs."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+MAX_BATCH = 1000
+
+
+class PriceChange(BaseModel):
+    """A shelf price for a SKU from one day to another (inclusive) in a what-if scenario."""
+
+    sku: str
+    start: dt.date
+    end: dt.date
+    price: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PriceChange:
+        if self.end < self.start:
+            raise ValueError("end is before start")
+        return self
+
+
+class PromotionPlan(BaseModel):
+    """A promotion on a SKU in a what-if scenario."""
+
+    sku: str
+    start: dt.date
+    end: dt.date
+    depth: float = Field(default=0.1, ge=0, le=1, description="discount share, 0..1")
+    display: bool = False
+    mailer: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PromotionPlan:
+        if self.end < self.start:
+            raise ValueError("end is before start")
+        return self
+
+
+class Scenario(BaseModel):
+    """What-if inputs: planned prices and promotions that replace the store's plans."""
+
+    prices: list[PriceChange] = Field(default_factory=list)
+    promotions: list[PromotionPlan] = Field(default_factory=list)
+
+
+class ForecastRequest(BaseModel):
+    """Several SKUs in one vectorised prediction, optionally under a what-if scenario."""
+
+    skus: list[str] = Field(min_length=1, max_length=MAX_BATCH)
+    horizon: int | None = Field(default=None, ge=1)
+    quantiles: list[float] | None = None
+    scenario: Scenario | None = None
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "skus": ["FOODS_3_090_CA_1"],
+                    "horizon": 28,
+                    "quantiles": [0.1, 0.5, 0.9],
+                    "scenario": {
+                        "prices": [
+                            {
+                                "sku": "FOODS_3_090_CA_1",
+                                "start": "2016-04-25",
+                                "end": "2016-05-08",
+                                "price": 1.0,
+                            }
+                        ]
+                    },
+                }
+            ]
+        }
+    }
+
+    @field_validator("quantiles")
+    @classmethod
+    def _levels(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and any(not 0 < q < 1 for q in value):
+            raise ValueError("quantiles must lie strictly between 0 and 1")
+        return value
+
+
+class ForecastDay(BaseModel):
+    """One forecast day: the mean and the requested quantiles (p10, p50, p90 ...)."""
+
+    date: dt.date
+    mean: float
+    quantiles: dict[str, float]
+    baseline_mean: float | None = Field(default=None, description="without the scenario")
+    delta: float | None = Field(default=None, description="scenario mean minus baseline mean")
+
+
+class SkuForecast(BaseModel):
+    """A SKU's forecast for the coming days."""
+
+    sku: str
+    cold_start: bool = Field(description="answered from attributes: too little history")
+    days: list[ForecastDay]
+
+
+class ForecastResponse(BaseModel):
+    """Forecasts, the model version that made them and the last day of data used."""
+
+    model_version: str
+    data_until: dt.date
+    horizon: int
+    scenario: bool = False
+    forecasts: list[SkuForecast]
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    status: str
+    database: bool
+    model_version: str | None
+    detail: str | None = None

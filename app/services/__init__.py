@@ -1,0 +1,1 @@
+"""Services shared by the API routes and the CLI."""

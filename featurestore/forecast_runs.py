@@ -1,0 +1,190 @@
+"""Stored forecast-all runs: written in bulk, visible only once complete, read by cursor."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Engine, delete, insert, select, update
+
+from featurestore.tables import ForecastRow, ForecastRun
+
+INSERT_BATCH = 10_000
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """A complete run's header."""
+
+    run_id: str
+    model_version: str
+    as_of: dt.date
+    data_token: str
+    horizon: int
+    quantiles: list[float]
+    rows: int
+    completed_at: dt.datetime | None
+
+
+def save_run(
+    engine: Engine,
+    frame: pd.DataFrame,
+    *,
+    model_version: str,
+    as_of: dt.date,
+    data_token: str,
+    horizon: int,
+    quantiles: Sequence[float],
+    quantile_columns: Sequence[str],
+) -> str:
+    """Store a whole forecast-all result; it becomes visible when its status turns complete."""
+    run_id = str(uuid.uuid4())
+    now = dt.datetime.now(dt.UTC)
+    with engine.begin() as conn:
+        conn.execute(
+            insert(ForecastRun).values(
+                run_id=run_id,
+                model_version=model_version,
+                as_of=as_of,
+                data_token=data_token,
+                horizon=horizon,
+                quantiles=list(quantiles),
+                status="running",
+                rows=0,
+                created_at=now,
+            )
+        )
+    try:
+        skus = frame["sku"].astype(str).to_numpy()
+        dates = pd.to_datetime(frame["date"]).dt.date.to_numpy()
+        means = frame["mean"].to_numpy(dtype=np.float64)
+        qv = frame[list(quantile_columns)].to_numpy(dtype=np.float64)
+        cold = (
+            frame["cold_start"].to_numpy(dtype=bool)
+            if "cold_start" in frame
+            else np.zeros(len(frame), dtype=bool)
+        )
+        with engine.begin() as conn:
+            for start in range(0, len(frame), INSERT_BATCH):
+                stop = start + INSERT_BATCH
+                conn.execute(
+                    insert(ForecastRow),
+                    [
+                        {
+                            "run_id": run_id,
+                            "sku": s,
+                            "date": d,
+                            "mean": float(m),
+                            "quantiles": [round(float(v), 4) for v in q],
+                            "cold_start": bool(c),
+                        }
+                        for s, d, m, q, c in zip(
+                            skus[start:stop],
+                            dates[start:stop],
+                            means[start:stop],
+                            qv[start:stop],
+                            cold[start:stop],
+                            strict=True,
+                        )
+                    ],
+                )
+            conn.execute(
+                update(ForecastRun)
+                .where(ForecastRun.run_id == run_id)
+                .values(status="complete", rows=len(frame), completed_at=dt.datetime.now(dt.UTC))
+            )
+    except BaseException:
+        with engine.begin() as conn:
+            conn.execute(delete(ForecastRow).where(ForecastRow.run_id == run_id))
+            conn.execute(
+                update(ForecastRun).where(ForecastRun.run_id == run_id).values(status="failed")
+            )
+        raise
+    return run_id
+
+
+def latest_run(engine: Engine) -> RunInfo | None:
+    """The newest complete run, or None."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(ForecastRun)
+            .where(ForecastRun.status == "complete")
+            .order_by(ForecastRun.completed_at.desc())
+            .limit(1)
+        ).first()
+    if row is None:
+        return None
+    r = row._mapping
+    return RunInfo(
+        r["run_id"],
+        r["model_version"],
+        r["as_of"],
+        r["data_token"],
+        r["horizon"],
+        list(r["quantiles"]),
+        r["rows"],
+        r["completed_at"],
+    )
+
+
+def iter_rows(
+    engine: Engine, run_id: str, *, after_sku: str | None = None, limit: int | None = None
+) -> Iterator[tuple[str, dt.date, float, list[float], bool]]:
+    """A run's rows ordered by (sku, date), from the SKU after the cursor, at most limit SKUs."""
+    query = select(
+        ForecastRow.sku,
+        ForecastRow.date,
+        ForecastRow.mean,
+        ForecastRow.quantiles,
+        ForecastRow.cold_start,
+    ).where(ForecastRow.run_id == run_id)
+    if after_sku is not None:
+        query = query.where(ForecastRow.sku > after_sku)
+    if limit is not None:
+        skus = (
+            select(ForecastRow.sku)
+            .where(ForecastRow.run_id == run_id)
+            .distinct()
+            .order_by(ForecastRow.sku)
+        )
+        if after_sku is not None:
+            skus = skus.where(ForecastRow.sku > after_sku)
+        query = query.where(ForecastRow.sku.in_(skus.limit(limit).scalar_subquery()))
+    query = query.order_by(ForecastRow.sku, ForecastRow.date)
+    with engine.connect() as conn:
+        result = conn.execution_options(stream_results=True, yield_per=5_000).execute(query)
+        for row in result:
+            yield row.sku, row.date, row.mean, list(row.quantiles), row.cold_start
+
+
+def cached_forecast(
+    engine: Engine, model_version: str, data_token: str, horizon: int, sku: str
+) -> tuple[list[float], list[tuple[dt.date, float, list[float], bool]]] | None:
+    """A SKU's rows (and the run's quantile levels) from a complete run of this model on this data."""
+    with engine.connect() as conn:
+        run = conn.execute(
+            select(ForecastRun.run_id, ForecastRun.quantiles)
+            .where(
+                ForecastRun.status == "complete",
+                ForecastRun.model_version == model_version,
+                ForecastRun.data_token == data_token,
+                ForecastRun.horizon >= horizon,
+            )
+            .order_by(ForecastRun.completed_at.desc())
+            .limit(1)
+        ).first()
+        if run is None:
+            return None
+        rows = conn.execute(
+            select(ForecastRow.date, ForecastRow.mean, ForecastRow.quantiles, ForecastRow.cold_start)
+            .where(ForecastRow.run_id == run.run_id, ForecastRow.sku == sku)
+            .order_by(ForecastRow.date)
+            .limit(horizon)
+        ).all()
+    if not rows:
+        return None
+    return list(run.quantiles), [(r.date, r.mean, list(r.quantiles), r.cold_start) for r in rows]

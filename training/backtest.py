@@ -1,0 +1,232 @@
+"""Rolling-origin backtests: several cut-offs, each forecasting the next H days from data before it.
+
+Time is never shuffled: for a cut-off ``c`` every model is fitted on rows dated ``<= c`` only
+(builders included: their encodings come from those rows), then forecasts ``c+1 .. c+H`` from a
+frame whose units after ``c`` are hidden. The predictions of all folds feed the metrics, the model
+selection and the quantile calibration.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from training.forecaster import Forecaster
+from training.metrics import coverage, evaluate, value_added, value_added_report
+from training.quantiles import QuantileCalibrator
+
+ProgressFn = Callable[[str], None]
+BASELINE = "seasonal_naive"
+LOWER_IS_BETTER = {"mse", "rmse", "mae", "wape", "rmsse", "mase", "abs_bias"}
+
+
+def cutoffs(last_date: pd.Timestamp, *, folds: int, horizon: int, step: int) -> list[pd.Timestamp]:
+    """Fold cut-offs, oldest first; the last fold's horizon ends on ``last_date``."""
+    last = pd.Timestamp(last_date)
+    return [last - pd.Timedelta(days=horizon + step * k) for k in reversed(range(folds))]
+
+
+def hide_after(history: pd.DataFrame, cutoff: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    """The frame as known at ``cutoff``: rows up to ``end``, units after the cut-off unknown."""
+    frame = history[history["date"] <= end].copy()
+    frame.loc[frame["date"] > cutoff, "units"] = np.nan
+    return frame.reset_index(drop=True)
+
+
+@dataclass
+class BacktestResult:
+    """Per-row predictions of every model and fold, and the reports derived from them."""
+
+    predictions: pd.DataFrame  # model, fold, cutoff, sku, date, horizon, y, yhat
+    reports: dict[str, dict[str, Any]]
+    cutoffs: list[pd.Timestamp]
+    horizon: int
+    metric: str
+    ranking: list[str] = field(default_factory=list)
+    fit_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def best(self) -> str:
+        """The model with the best score on the selection metric."""
+        return self.ranking[0]
+
+    def score(self, model: str) -> float:
+        """A model's overall score on the selection metric."""
+        return _score(self.reports[model]["overall"], self.metric)
+
+    def table(self) -> pd.DataFrame:
+        """Model comparison: overall metrics per model, best first."""
+        rows = []
+        for name in self.ranking:
+            overall = self.reports[name]["overall"]
+            rows.append(
+                {
+                    "model": name,
+                    **{k: overall.get(k) for k in ("rmsse", "wape", "mase", "rmse", "mae", "bias")},
+                    "fit_seconds": self.fit_seconds.get(name),
+                }
+            )
+        return pd.DataFrame(rows)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON document `salesfc backtest --json` writes."""
+        baseline = self.reports.get(BASELINE)
+        models = {}
+        for name, report in self.reports.items():
+            entry = dict(report)
+            if baseline is not None and name != BASELINE:
+                entry["value_added_over_seasonal_naive"] = value_added_report(report, baseline)
+            models[name] = entry
+        return {
+            "cutoffs": [c.date().isoformat() for c in self.cutoffs],
+            "horizon": self.horizon,
+            "selection_metric": self.metric,
+            "ranking": self.ranking,
+            "champion": self.best,
+            "fit_seconds": self.fit_seconds,
+            "models": models,
+        }
+
+
+def _score(overall: dict[str, Any], metric: str) -> float:
+    if metric == "abs_bias":
+        value = overall.get("bias")
+        return abs(value) if value is not None else float("inf")
+    value = overall.get(metric)
+    if value is None:
+        return float("inf")
+    return float(value) if metric in LOWER_IS_BETTER else -float(value)
+
+
+def run_backtest(
+    history: pd.DataFrame,
+    products: pd.DataFrame,
+    candidates: Sequence[Forecaster],
+    *,
+    folds: int = 3,
+    horizon: int = 28,
+    step: int | None = None,
+    metric: str = "rmsse",
+    ensemble_top: int = 0,
+    progress: ProgressFn | None = None,
+) -> BacktestResult:
+    """Fit and forecast every candidate at every cut-off; rank by ``metric``."""
+    import time
+
+    step = step or horizon
+    last = pd.Timestamp(history.loc[history["units"].notna(), "date"].max())
+    cuts = cutoffs(last, folds=folds, horizon=horizon, step=step)
+    first = pd.Timestamp(history["date"].min())
+    if cuts[0] - first < pd.Timedelta(days=2 * horizon):
+        raise ValueError(
+            f"not enough history for {folds} folds of {horizon} days: "
+            f"data starts {first.date()}, first cut-off {cuts[0].date()}"
+        )
+    segments = products.set_index("sku")[["category", "store"]]
+    parts: list[pd.DataFrame] = []
+    fit_seconds: dict[str, float] = {}
+    train_histories: list[pd.DataFrame] = []
+    for fold, cut in enumerate(cuts):
+        end = cut + pd.Timedelta(days=horizon)
+        train = history[history["date"] <= cut].reset_index(drop=True)
+        train_histories.append(train[["sku", "date", "units"]].assign(fold=fold))
+        frame = hide_after(history, cut, end)
+        actual = history.loc[
+            (history["date"] > cut) & (history["date"] <= end), ["sku", "date", "units"]
+        ]
+        for candidate in candidates:
+            model = copy.deepcopy(candidate)
+            if progress:
+                progress(f"fold {fold + 1}/{len(cuts)} (cut-off {cut.date()}): {model.name}")
+            t0 = time.perf_counter()
+            model.fit(train, products)
+            pred = model.predict(frame, products, cut, horizon)
+            fit_seconds[model.name] = fit_seconds.get(model.name, 0.0) + time.perf_counter() - t0
+            merged = pred.merge(actual, on=["sku", "date"], how="inner")
+            parts.append(
+                merged.rename(columns={"units": "y", "mean": "yhat"}).assign(
+                    model=model.name, fold=fold, cutoff=cut
+                )
+            )
+    predictions = pd.concat(parts, ignore_index=True)
+    predictions = predictions.join(segments, on="sku")
+    names = list(dict.fromkeys(predictions["model"]))
+    # Scaled metrics use the earliest fold's training history, as known before every forecast.
+    scale_history = train_histories[0].drop(columns="fold")
+    reports = {
+        name: evaluate(predictions[predictions["model"] == name], train_history=scale_history)
+        for name in names
+    }
+    ranking = sorted(names, key=lambda n: _score(reports[n]["overall"], metric))
+    if ensemble_top > 1:
+        learned = [n for n in ranking if n not in ("seasonal_naive", "moving_average")]
+        members = learned[:ensemble_top]
+        if len(members) > 1:
+            ens = ensemble_predictions(predictions, members)
+            name = "ensemble(" + "+".join(members) + ")"
+            predictions = pd.concat([predictions, ens.assign(model=name)], ignore_index=True)
+            reports[name] = evaluate(ens, train_history=scale_history)
+            ranking = sorted(reports, key=lambda n: _score(reports[n]["overall"], metric))
+    return BacktestResult(predictions, reports, cuts, horizon, metric, ranking, fit_seconds)
+
+
+def ensemble_predictions(predictions: pd.DataFrame, members: Sequence[str]) -> pd.DataFrame:
+    """The mean forecast of several models, row by row."""
+    sub = predictions[predictions["model"].isin(members)]
+    keys = ["fold", "cutoff", "sku", "date", "horizon"]
+    ens = sub.groupby(keys, sort=False).agg(
+        y=("y", "first"),
+        yhat=("yhat", "mean"),
+        category=("category", "first"),
+        store=("store", "first"),
+    )
+    return ens.reset_index()
+
+
+def calibrate(result: BacktestResult, model: str) -> QuantileCalibrator:
+    """A quantile calibrator fitted on one model's backtest residuals."""
+    rows = result.predictions[result.predictions["model"] == model]
+    return QuantileCalibrator().fit(
+        rows["y"].to_numpy(), rows["yhat"].to_numpy(), rows["horizon"].to_numpy()
+    )
+
+
+def coverage_report(
+    result: BacktestResult, model: str, quantiles: Sequence[float] = (0.1, 0.5, 0.9)
+) -> dict[str, Any]:
+    """Calibration checked honestly: fit on all folds but the last, measure on the last."""
+    rows = result.predictions[result.predictions["model"] == model]
+    last = rows["fold"].max()
+    fit_rows, test_rows = rows[rows["fold"] < last], rows[rows["fold"] == last]
+    if fit_rows.empty:
+        fit_rows = test_rows
+    cal = QuantileCalibrator().fit(
+        fit_rows["y"].to_numpy(), fit_rows["yhat"].to_numpy(), fit_rows["horizon"].to_numpy()
+    )
+    q = cal.predict(test_rows["yhat"].to_numpy(), test_rows["horizon"].to_numpy(), quantiles)
+    y = test_rows["y"].to_numpy(dtype=np.float64)
+    exceed = {f"{qq:g}": float(np.mean(y <= q[:, i])) for i, qq in enumerate(quantiles)}
+    return {
+        "quantiles": list(quantiles),
+        "share_at_or_below": exceed,
+        "interval": [min(quantiles), max(quantiles)],
+        "interval_coverage": coverage(y, q[:, 0], q[:, -1]),
+        "nominal_interval_coverage": max(quantiles) - min(quantiles),
+        "rows": len(test_rows),
+    }
+
+
+__all__ = [
+    "BacktestResult",
+    "calibrate",
+    "coverage_report",
+    "cutoffs",
+    "hide_after",
+    "run_backtest",
+    "value_added",
+]

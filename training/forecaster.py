@@ -1,0 +1,262 @@
+"""Multi-horizon forecasters: a fitted feature builder and estimator per lag floor, or a baseline.
+
+Strategies (chosen by backtest, see docs/benchmarks.md):
+
+* ``direct``: one model whose features use data up to ``horizon`` days before the target, so a
+  single pass over the horizon rows forecasts every day from the origin's data.
+* ``recursive``: a one-step model (``min_lag=1``); day ``t+h`` is predicted from the forecasts of
+  the days before it.
+* ``multi``: M5-style buckets; the model with lag floor 7 answers days 1-7, floor 14 days 8-14, ...
+  Near days use fresher lags than the direct model can, without the recursive error feedback.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from training.estimators import Estimator, make_estimator, moving_average, seasonal_naive
+from training.features import FeatureBuilder
+
+Strategy = Literal["direct", "recursive", "multi"]
+BASELINES = ("seasonal_naive", "moving_average")
+ProgressFn = Callable[[str], None]
+
+
+class NotFittedForecaster(RuntimeError):
+    """Predict was called before fit."""
+
+
+@dataclass
+class _Stage:
+    """One lag floor: the horizons it answers, its fitted builder and estimator."""
+
+    min_lag: int
+    first_h: int
+    last_h: int
+    builder: FeatureBuilder
+    estimator: Estimator
+
+
+def _buckets(strategy: Strategy, horizon: int, bucket: int) -> list[tuple[int, int, int]]:
+    """(min_lag, first horizon, last horizon) per stage."""
+    if strategy == "direct":
+        return [(horizon, 1, horizon)]
+    if strategy == "recursive":
+        return [(1, 1, horizon)]
+    stages = []
+    for first in range(1, horizon + 1, bucket):
+        last = min(first + bucket - 1, horizon)
+        stages.append((last, first, last))
+    return stages
+
+
+def _training_rows(history: pd.DataFrame, min_rows_per_sku: int, max_train_days: int | None) -> Any:
+    """Boolean mask of rows worth training on: known units, past each SKU's first days."""
+    known = history["units"].notna().to_numpy()
+    age = history.groupby("sku", sort=False).cumcount().to_numpy()
+    mask = known & (age >= min_rows_per_sku)
+    if max_train_days is not None:
+        last = history.loc[known, "date"].max()
+        mask &= (history["date"] > last - pd.Timedelta(days=max_train_days)).to_numpy()
+    return mask
+
+
+class Forecaster:
+    """A global model forecasting every SKU ``horizon`` days ahead from an origin."""
+
+    def __init__(
+        self,
+        *,
+        model: str = "lgbm_tweedie",
+        strategy: Strategy = "multi",
+        horizon: int = 28,
+        bucket: int = 7,
+        builder_params: dict[str, Any] | None = None,
+        model_params: dict[str, Any] | None = None,
+        min_rows_per_sku: int = 28,
+        max_train_days: int | None = None,
+    ) -> None:
+        self.model = model
+        self.strategy = strategy
+        self.horizon = horizon
+        self.bucket = bucket
+        self.builder_params = builder_params
+        self.model_params = model_params
+        self.min_rows_per_sku = min_rows_per_sku
+        self.max_train_days = max_train_days
+
+    @property
+    def name(self) -> str:
+        """Model and strategy, as reports and manifests show it."""
+        if self.model in BASELINES:
+            return self.model
+        return f"{self.model}/{self.strategy}"
+
+    def fit(
+        self,
+        history: pd.DataFrame,
+        products: pd.DataFrame,
+        progress: ProgressFn | None = None,
+    ) -> Forecaster:
+        """Fit one builder and estimator per stage on the history's known units."""
+        self.stages_: list[_Stage] = []
+        self.trained_until_ = pd.Timestamp(history.loc[history["units"].notna(), "date"].max())
+        if self.model in BASELINES:
+            return self
+        mask = _training_rows(history, self.min_rows_per_sku, self.max_train_days)
+        for min_lag, first_h, last_h in _buckets(self.strategy, self.horizon, self.bucket):
+            if progress:
+                progress(f"{self.name}: features for lag floor {min_lag}")
+            builder = FeatureBuilder(min_lag=min_lag, **(self.builder_params or {}))
+            builder.fit(history.loc[history["units"].notna()], products)
+            fm = builder.transform(history, products, rows=mask)
+            if progress:
+                progress(f"{self.name}: fitting {len(fm.y):,} rows x {fm.X.shape[1]} features")
+            estimator = make_estimator(self.model, **(self.model_params or {}))
+            estimator.fit(
+                fm.X,
+                fm.y,
+                feature_names=list(fm.feature_names),
+                categorical=list(builder.categorical_features_),
+            )
+            del fm
+            self.stages_.append(_Stage(min_lag, first_h, last_h, builder, estimator))
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "stages_"):
+            raise NotFittedForecaster(f"{self.name} is not fitted")
+
+    @property
+    def required_history(self) -> int:
+        """Days of history before the origin that a forecast needs."""
+        self._check_fitted()
+        if not self.stages_:
+            return 28
+        return max(s.builder.required_history for s in self.stages_) + self.horizon
+
+    @property
+    def feature_names_(self) -> list[str]:
+        """Feature order of the first stage (every stage's list is in ``stage_features``)."""
+        self._check_fitted()
+        return list(self.stages_[0].builder.features_order_) if self.stages_ else []
+
+    def stage_features(self) -> dict[int, list[str]]:
+        """Feature order per lag floor."""
+        self._check_fitted()
+        return {s.min_lag: list(s.builder.features_order_) for s in self.stages_}
+
+    def predict(
+        self,
+        frame: pd.DataFrame,
+        products: pd.DataFrame,
+        origin: dt.date | pd.Timestamp,
+        horizon: int | None = None,
+        *,
+        with_features: bool = False,
+    ) -> pd.DataFrame:
+        """Forecast days origin+1 .. origin+horizon for every SKU of ``frame``.
+
+        ``frame`` is the canonical history frame (units known up to ``origin``) extended with the
+        horizon's rows, whose covariates (planned prices, promotions, calendar) are known.
+        Returns sku, date, horizon, mean (and the stage and feature rows when asked for).
+        """
+        self._check_fitted()
+        horizon = self.horizon if horizon is None else horizon
+        if horizon > self.horizon:
+            raise ValueError(f"horizon {horizon} exceeds the model's {self.horizon}")
+        origin = pd.Timestamp(origin)
+        frame = frame.reset_index(drop=True)
+        day = ((frame["date"] - origin).dt.days).to_numpy()
+        if self.model in BASELINES:
+            return self._predict_baseline(frame, origin, horizon)
+        out = np.full(len(frame), np.nan)
+        stage_of = np.zeros(len(frame), dtype=np.int16)
+        if self.strategy == "recursive":
+            stage = self.stages_[0]
+            units = frame["units"].to_numpy(dtype=np.float32, copy=True)
+            units[day > 0] = np.nan
+            work = frame.assign(units=units)
+            for h in range(1, horizon + 1):
+                rows = day == h
+                fm = stage.builder.transform(work, products, rows=rows)
+                pred = stage.estimator.predict(fm.X)
+                out[rows] = pred
+                units[rows] = pred
+                work = work.assign(units=units)
+        else:
+            for idx, stage in enumerate(self.stages_):
+                rows = (day >= stage.first_h) & (day <= min(stage.last_h, horizon))
+                if not rows.any():
+                    continue
+                fm = stage.builder.transform(frame, products, rows=rows)
+                out[rows] = stage.estimator.predict(fm.X)
+                stage_of[rows] = idx
+        keep = (day >= 1) & (day <= horizon)
+        result = pd.DataFrame(
+            {
+                "sku": frame.loc[keep, "sku"].to_numpy(),
+                "date": frame.loc[keep, "date"].to_numpy(),
+                "horizon": day[keep].astype(np.int16),
+                "mean": np.clip(out[keep], 0.0, None),
+            }
+        )
+        if with_features:
+            result["stage"] = stage_of[keep]
+        return result
+
+    def _predict_baseline(
+        self, frame: pd.DataFrame, origin: pd.Timestamp, horizon: int
+    ) -> pd.DataFrame:
+        past = frame[frame["date"] <= origin]
+        wide = past.pivot(index="sku", columns="date", values="units")
+        skus = wide.index.to_numpy()
+        matrix = wide.to_numpy(dtype=np.float64)
+        if self.model == "seasonal_naive":
+            values = seasonal_naive(matrix, horizon)
+        else:
+            values = moving_average(matrix, horizon)
+        dates = pd.date_range(origin + pd.Timedelta(days=1), periods=horizon, freq="D")
+        return pd.DataFrame(
+            {
+                "sku": np.repeat(skus, horizon),
+                "date": np.tile(dates.to_numpy(), len(skus)),
+                "horizon": np.tile(np.arange(1, horizon + 1, dtype=np.int16), len(skus)),
+                "mean": np.clip(np.nan_to_num(values.reshape(-1), nan=0.0), 0.0, None),
+            }
+        )
+
+    def contributions(
+        self, frame: pd.DataFrame, products: pd.DataFrame, origin: dt.date | pd.Timestamp
+    ) -> list[tuple[pd.DataFrame, np.ndarray, list[str]]]:
+        """Per stage: the horizon rows, their per-feature contributions (raw score) and names."""
+        self._check_fitted()
+        origin = pd.Timestamp(origin)
+        frame = frame.reset_index(drop=True)
+        day = ((frame["date"] - origin).dt.days).to_numpy()
+        parts = []
+        for stage in self.stages_:
+            rows = (day >= stage.first_h) & (day <= stage.last_h)
+            if self.strategy == "recursive":
+                rows = day == 1
+            if not rows.any():
+                continue
+            fm = stage.builder.transform(frame, products, rows=rows)
+            contrib = stage.estimator.contributions(fm.X)
+            if contrib is None:
+                raise ValueError(f"{self.model} does not explain its forecasts")
+            parts.append((frame.loc[rows, ["sku", "date"]], contrib, list(fm.feature_names)))
+        return parts
+
+
+def forecasters_for(
+    models: Sequence[str], strategy: Strategy, horizon: int, **kwargs: Any
+) -> list[Forecaster]:
+    """One unfitted forecaster per model name (baselines ignore the strategy)."""
+    return [Forecaster(model=m, strategy=strategy, horizon=horizon, **kwargs) for m in models]

@@ -1,0 +1,318 @@
+"""Training services used by the CLI and the retrain worker: backtest, train, forecast-all.
+
+``train`` reads the history up to a cut-off through the point-in-time reader, backtests the
+candidate models by rolling origin, picks the champion by the configured metric, calibrates its
+quantiles on the backtest residuals, refits it on all the data, fits the cold-start model and
+writes one bundle. Whether the new bundle becomes the champion is the caller's decision (the
+champion/challenger gate compares ``metrics["selection_score"]`` of both).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Engine
+
+from featurestore.readers import last_sales_date, read_frame, read_products
+from training.backtest import (
+    BacktestResult,
+    calibrate,
+    coverage_report,
+    hide_after,
+    run_backtest,
+)
+from training.bundle import Bundle, save_bundle
+from training.coldstart import backtest_cold_start, fit_cold_start
+from training.forecaster import BASELINES, Forecaster, Strategy
+from training.metrics import value_added
+from training.quantiles import QuantileCalibrator
+
+ProgressFn = Callable[[str], None]
+DEFAULT_MODELS = ("seasonal_naive", "moving_average", "lgbm_tweedie")
+ALL_MODELS = (
+    "seasonal_naive",
+    "moving_average",
+    "linear",
+    "tree",
+    "forest",
+    "lgbm_tweedie",
+    "lgbm_poisson",
+    "lgbm_l2",
+    "mlp",
+)
+
+
+class TrainingError(RuntimeError):
+    """Training cannot run on the data at hand (too little history, no SKUs...)."""
+
+
+@dataclass
+class TrainOptions:
+    """What `salesfc train` / `salesfc backtest` and POST /v1/retrain accept."""
+
+    cutoff: dt.date | None = None
+    models: Sequence[str] = DEFAULT_MODELS
+    strategy: Strategy = "multi"
+    horizon: int = 28
+    folds: int = 2
+    step: int | None = None
+    metric: str = "rmsse"
+    ensemble_top: int = 0
+    n_estimators: int | None = None
+    cold_start_share: float = 0.1
+    model_params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainOutcome:
+    """A written bundle and the backtest behind it."""
+
+    path: Path
+    version: str
+    champion_model: str
+    score: float
+    backtest: BacktestResult
+    metrics: dict[str, Any]
+
+
+def load_history(
+    engine: Engine, cutoff: dt.date | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """All SKUs' history up to the cut-off (as known then) and their attributes."""
+    history = read_frame(engine, end=cutoff, as_of=cutoff)
+    if history.empty:
+        raise TrainingError("the feature store has no sales history: ingest data first")
+    products = read_products(engine)
+    return history, products
+
+
+def _candidates(options: TrainOptions) -> list[Forecaster]:
+    unknown = sorted(set(options.models) - set(ALL_MODELS))
+    if unknown:
+        raise TrainingError(
+            f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(ALL_MODELS)}"
+        )
+    out = []
+    for name in options.models:
+        params = dict(options.model_params.get(name, {}))
+        if options.n_estimators and name.startswith("lgbm"):
+            params.setdefault("n_estimators", options.n_estimators)
+        out.append(
+            Forecaster(
+                model=name, strategy=options.strategy, horizon=options.horizon, model_params=params
+            )
+        )
+    return out
+
+
+def backtest(
+    history: pd.DataFrame,
+    products: pd.DataFrame,
+    options: TrainOptions,
+    progress: ProgressFn | None = None,
+) -> BacktestResult:
+    """Rolling-origin backtest of the candidate models."""
+    return run_backtest(
+        history,
+        products,
+        _candidates(options),
+        folds=options.folds,
+        horizon=options.horizon,
+        step=options.step,
+        metric=options.metric,
+        ensemble_top=options.ensemble_top,
+        progress=progress,
+    )
+
+
+def _summary(result: BacktestResult, champion: str) -> dict[str, Any]:
+    report = result.reports[champion]
+    base = result.reports.get("seasonal_naive")
+    return {
+        "selection_metric": result.metric,
+        "selection_score": result.score(champion),
+        "champion_model": champion,
+        "overall": report["overall"],
+        "by_segment": report["by_segment"],
+        "by_horizon": report["by_horizon"],
+        "seasonal_naive": base["overall"] if base else None,
+        "value_added_over_seasonal_naive": value_added(report["overall"], base["overall"])
+        if base
+        else None,
+        "comparison": result.table().to_dict(orient="records"),
+        "cutoffs": [c.date().isoformat() for c in result.cutoffs],
+    }
+
+
+def train(
+    engine: Engine,
+    models_dir: Path,
+    options: TrainOptions,
+    progress: ProgressFn | None = None,
+) -> TrainOutcome:
+    """Backtest, pick, calibrate, refit and save a bundle; returns where and what."""
+    t0 = time.perf_counter()
+    history, products = load_history(engine, options.cutoff)
+    result = backtest(history, products, options, progress)
+    learned = [n for n in result.ranking if n.split("/")[0] not in BASELINES]
+    champion_name = learned[0] if learned and not learned[0].startswith("ensemble") else None
+    if champion_name is None:
+        champion_name = learned[1] if len(learned) > 1 else result.best
+    model_name = champion_name.split("/")[0]
+    if progress:
+        progress(f"champion {champion_name}: refitting on all data")
+    final = next(c for c in _candidates(options) if c.model == model_name)
+    final.fit(history, products, progress=progress)
+    calibration = calibrate(result, champion_name)
+    coverage = coverage_report(result, champion_name)
+    if progress:
+        progress("cold-start model")
+    cold = fit_cold_start(history, products, horizon=options.horizon)
+    cold_metrics = backtest_cold_start(
+        history, products, horizon=options.horizon, share=options.cold_start_share
+    )
+    metrics = _summary(result, champion_name)
+    metrics["quantile_coverage"] = coverage
+    metrics["cold_start"] = cold_metrics
+    metrics["train_seconds"] = round(time.perf_counter() - t0, 2)
+    known = history[history["units"].notna()]
+    last = pd.Timestamp(known["date"].max()).date()
+    artifacts: dict[str, Any] = {
+        "model": final,
+        "calibration": calibration,
+        "cold_start": cold,
+        "backtest": result.predictions[
+            result.predictions["model"].isin([champion_name, "seasonal_naive"])
+        ].reset_index(drop=True),
+    }
+    fields = {
+        "data_start": pd.Timestamp(known["date"].min()).date(),
+        "data_end": last,
+        "cutoff": options.cutoff or last,
+        "sku_count": int(known["sku"].nunique()),
+        "features": final.feature_names_,
+        "strategy": {
+            "name": final.strategy,
+            "horizon": final.horizon,
+            "stages": final.stage_features(),
+            "required_history": final.required_history,
+        },
+        "params": {
+            "model": final.model,
+            "model_params": final.model_params or {},
+            "folds": options.folds,
+            "candidates": list(options.models),
+        },
+        "metrics": metrics,
+    }
+    path = save_bundle(models_dir, artifacts, fields)
+    return TrainOutcome(
+        path=path,
+        version=path.name,
+        champion_model=champion_name,
+        score=float(metrics["selection_score"]),
+        backtest=result,
+        metrics=metrics,
+    )
+
+
+@dataclass
+class BundleForecaster:
+    """The serving-side view of a loaded bundle: point forecasts plus calibrated quantiles."""
+
+    bundle: Bundle
+
+    @property
+    def model(self) -> Forecaster:
+        model: Forecaster = self.bundle.artifacts["model"]
+        return model
+
+    @property
+    def calibration(self) -> QuantileCalibrator:
+        cal: QuantileCalibrator = self.bundle.artifacts["calibration"]
+        return cal
+
+    def forecast(
+        self,
+        frame: pd.DataFrame,
+        products: pd.DataFrame,
+        origin: dt.date | pd.Timestamp,
+        horizon: int,
+        quantiles: Sequence[float],
+    ) -> pd.DataFrame:
+        """sku, date, horizon, mean, one column per quantile (p10...), cold_start flag."""
+        origin = pd.Timestamp(origin)
+        known = frame[(frame["date"] <= origin) & frame["units"].notna()]
+        history_days = known.groupby("sku").size()
+        all_skus = pd.Index(frame["sku"].unique())
+        cold_skus = all_skus[
+            history_days.reindex(all_skus).fillna(0).to_numpy() < self.model.min_rows_per_sku
+        ]
+        parts = []
+        warm = frame[~frame["sku"].isin(cold_skus)]
+        if not warm.empty:
+            parts.append(self.model.predict(warm, products, origin, horizon).assign(cold_start=False))
+        if len(cold_skus):
+            cold_model: Forecaster = self.bundle.artifacts["cold_start"]
+            cold = frame[frame["sku"].isin(cold_skus)]
+            parts.append(cold_model.predict(cold, products, origin, horizon).assign(cold_start=True))
+        out = pd.concat(parts, ignore_index=True)
+        q = self.calibration.predict(
+            out["mean"].to_numpy(), out["horizon"].to_numpy(), list(quantiles)
+        )
+        for i, level in enumerate(quantiles):
+            out[quantile_column(level)] = q[:, i]
+        return out
+
+
+def quantile_column(level: float) -> str:
+    """Column name of a quantile: 0.1 -> p10, 0.975 -> p97.5."""
+    return f"p{level * 100:g}"
+
+
+def forecast_all(
+    engine: Engine,
+    bundle: Bundle,
+    *,
+    as_of: dt.date | None = None,
+    horizon: int | None = None,
+    quantiles: Sequence[float] = (0.1, 0.5, 0.9),
+    skus: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Forecast every active SKU (or the given ones) from the bundle: one row per SKU and day."""
+    fc = BundleForecaster(bundle)
+    horizon = horizon or fc.model.horizon
+    products = read_products(engine, skus)
+    active = products[products["status"] != "discontinued"]
+    if active.empty:
+        raise TrainingError("no active SKUs to forecast")
+    last = as_of or last_sales_date(engine)
+    if last is None:
+        raise TrainingError("the feature store has no sales history: ingest data first")
+    origin = pd.Timestamp(last)
+    start = (origin - pd.Timedelta(days=fc.model.required_history)).date()
+    end = (origin + pd.Timedelta(days=horizon)).date()
+    frame = read_frame(engine, skus=list(active["sku"]), start=start, end=end, as_of=origin.date())
+    frame = hide_after(frame, origin, pd.Timestamp(end))
+    out = fc.forecast(frame, products, origin, horizon, quantiles)
+    out = out.sort_values(["sku", "date"], kind="stable").reset_index(drop=True)
+    out["date"] = pd.to_datetime(out["date"]).dt.date
+    return out.drop(columns=["horizon"])
+
+
+def write_forecasts(frame: pd.DataFrame, out: Path) -> None:
+    """Write forecasts as Parquet or CSV by the file's suffix."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".parquet":
+        frame.to_parquet(out, index=False)
+    elif out.suffix == ".csv":
+        frame.to_csv(out, index=False)
+    else:
+        raise TrainingError(f"unsupported output {out.name}: use .parquet or .csv")
+
