@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import holidays
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 if TYPE_CHECKING:
     from featurestore.ingest import IngestReport
@@ -392,6 +393,11 @@ def _weekly(cfg: SynthConfig, categories: Sequence[str]) -> dict[str, Array]:
     return {c: np.array(CATEGORY_WEEK[c]) / np.mean(CATEGORY_WEEK[c]) for c in categories}
 
 
+def _take(names: pa.Array, idx: Array) -> pd.api.extensions.ExtensionArray:
+    """names[idx] as a pandas string array, without a Python object per row."""
+    return pd.array(names.take(pa.array(idx)), dtype="str")
+
+
 def _steps(n: int, t: int, rows: Array, cols: Array, vals: Array) -> Array:
     """Cumulative sum of step changes at (row, col) into an (n, t) matrix (cols >= t ignored)."""
     delta = np.zeros((n, t + 1))
@@ -428,6 +434,7 @@ def _simulate(
     n, t_all, t_hist = hi - lo, len(days), cfg.n_days
     sl = slice(lo, hi)
     launch, stop = p.launch[sl], p.stop[sl]
+    block_skus = pa.array(list(p.sku[sl]), type=pa.string())
     elasticity = p.elasticity[sl][:, None]
 
     # shelf price: permanent changes (drifting up), temporary markdowns, clearance before exit
@@ -532,7 +539,7 @@ def _simulate(
     d0 = np.datetime64(days[0].date(), "D")
     sales = pd.DataFrame(
         {
-            "sku": pd.array(p.sku[lo + r], dtype="str"),
+            "sku": _take(block_skus, r),
             "date": (d0 + c.astype("timedelta64[D]")).astype("datetime64[s]"),
             "units": u,
             "revenue": np.round(u * ap, 2),
@@ -551,7 +558,7 @@ def _simulate(
     pr_r, pr_c = np.nonzero(changed & listed)
     prices = pd.DataFrame(
         {
-            "sku": pd.array(p.sku[lo + pr_r], dtype="str"),
+            "sku": _take(block_skus, pr_r),
             "valid_from": (d0 + pr_c.astype("timedelta64[D]")).astype("datetime64[s]"),
             "price": price[pr_r, pr_c],
         }
@@ -568,8 +575,8 @@ def _simulate(
             "promo_id": pd.array(
                 [f"PR-{s}-{q:03d}" for s, q in zip(skus, seq, strict=True)], dtype="str"
             ),
-            "sku": pd.array(skus, dtype="str"),
-            "category": pd.array(p.category[lo + pr], dtype="str"),
+            "sku": _take(block_skus, pr),
+            "category": _take(pa.array(list(p.category[sl])), pr),
             "start_date": (d0 + start.astype("timedelta64[D]")).astype("datetime64[s]"),
             "end_date": (d0 + (start + dur - 1).astype("timedelta64[D]")).astype("datetime64[s]"),
             "kind": pd.array(["discount"] * len(pr), dtype="str"),
