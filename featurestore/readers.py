@@ -40,7 +40,6 @@ DISCONTINUED = "discontinued"
 
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _NONE_HI = np.int64(1 << 40)  # "unknown" in a min(); far beyond any real day number
-_NONE_LO = -_NONE_HI
 _KEY_SHIFT = np.int64(1 << 31)  # keeps (day + shift) positive inside a combined sku/day key
 _KEY_STRIDE = np.int64(1 << 33)
 _IN_CHUNK = 900  # SKUs per IN (...) list: well below SQLite's bound-parameter limit
@@ -93,25 +92,27 @@ def _chunks(skus: list[str] | None) -> Iterator[list[str] | None]:
         yield skus[i : i + _IN_CHUNK]
 
 
-_SKUS: BindParameter[list[str]] = bindparam("skus", expanding=True)
+def _known_sales(agg: Any) -> Any:
+    # Correlated min/max per product: an index seek on (sku, date) each, where a GROUP BY over
+    # daily_sales scans every row (0.7 ms against 330 ms for all of m5_tiny on SQLite).
+    return epoch_day(
+        select(agg(DailySales.date))
+        .where(DailySales.sku == Product.sku, DailySales.date <= bindparam("as_of"))
+        .scalar_subquery()
+    )
+
+
 # Statements are built once: on the serving path building them cost more than running them.
+_SKUS: BindParameter[list[str]] = bindparam("skus", expanding=True)
 _PRODUCTS = select(
     Product.sku,
     Product.category,
     Product.region,
-    Product.launch_date,
-    Product.last_sale_date,
+    epoch_day(Product.launch_date),
+    epoch_day(Product.last_sale_date),
     Product.status,
-    Product.first_sale_date,
-)
-_SALES_SPAN = (
-    select(
-        DailySales.sku,
-        epoch_day(func.min(DailySales.date)),
-        epoch_day(func.max(DailySales.date)),
-    )
-    .where(DailySales.date <= bindparam("as_of"))
-    .group_by(DailySales.sku)
+    _known_sales(func.min),
+    _known_sales(func.max),
 )
 _SALES = select(
     DailySales.sku,
@@ -186,7 +187,7 @@ def _object_series(values: Any) -> pd.Series:
 
 
 def _region_set(region: str | None) -> tuple[str, ...]:
-    code = (region or "").strip()
+    code = (region or "").strip().upper()
     if not code:
         return ("",)
     country = code.split("-", 1)[0]
@@ -299,53 +300,26 @@ def _read(
 def _build_grid(
     conn: Connection, wanted: list[str] | None, start: date | None, end: date, as_of: date
 ) -> _Grid | None:
-    prows = _fetch(conn, _PRODUCTS, Product.sku, _chunks(wanted))
+    prows = _fetch(conn, _PRODUCTS, Product.sku, _chunks(wanted), as_of=as_of)
     if not prows:
         return None
     prows.sort(key=lambda r: r[0])
     names = [r[0] for r in prows]
-    launch = np.array([_day(r[3]) if r[3] else _NONE_HI for r in prows], dtype=np.int64)
-    stop = np.array([_day(r[4]) if r[4] else _NONE_HI for r in prows], dtype=np.int64)
-    discontinued = np.array([r[5] == DISCONTINUED for r in prows], dtype=bool)
-    start_day = None if start is None else _day(start)
+    _, _, _, launch_t, stop_t, status, first_t, last_t = _columns(prows, 8)
 
-    # The first sale (and, for discontinued SKUs without last_sale_date, the last) as known at
-    # as_of is read only where neither the launch date nor the catalogue's first_sale_date
-    # already shows the SKU existed by `start`; a first sale on or before both start and as_of
-    # is in the point-in-time past whatever later loads brought.
-    first_sale = np.full(len(names), _NONE_HI, dtype=np.int64)
-    if start_day is None:
-        need = np.ones(len(names), dtype=bool)
-    else:
-        settled = min(start_day, _day(as_of))
-        hint = np.array([_day(r[6]) if r[6] else _NONE_HI for r in prows], dtype=np.int64)
-        first_sale = np.where(hint <= settled, hint, _NONE_HI)
-        need = np.minimum(launch, first_sale) > start_day
-    need |= discontinued & (stop == _NONE_HI)
-    last_sale = np.full(len(names), _NONE_HI, dtype=np.int64)
-    if need.any():
-        index = pd.Index(names, dtype=object)
-        needed = (
-            None
-            if need.all() and wanted is None
-            else [n for n, k in zip(names, need, strict=True) if k]
-        )
-        rows = _fetch(conn, _SALES_SPAN, DailySales.sku, _chunks(needed), as_of=as_of)
-        if rows:
-            sku_col, lo, hi = zip(*rows, strict=True)
-            idx = _lookup(index, sku_col)
-            first_sale[idx] = lo
-            last_sale[idx] = hi
+    def days(values: tuple[Any, ...]) -> I64:
+        return np.array([_NONE_HI if v is None else v for v in values], dtype=np.int64)
 
+    # first/last sale are the ones known at as_of: later sales rows were never read.
+    launch, stop, first_sale, last_sale = days(launch_t), days(stop_t), days(first_t), days(last_t)
+    discontinued = np.array([s == DISCONTINUED for s in status], dtype=bool)
     first = np.minimum(launch, first_sale)
-    if start_day is not None:
-        first = np.maximum(first, start_day)
+    if start is not None:
+        first = np.maximum(first, _day(start))
     last = np.full(len(names), _day(end), dtype=np.int64)
     stop = np.where(stop == _NONE_HI, last_sale, stop)
     last = np.where(discontinued, np.minimum(last, stop), last)
-    unknown = first >= _NONE_HI
-    if discontinued.any():
-        unknown |= discontinued & (stop >= _NONE_HI)
+    unknown = (first >= _NONE_HI) | (discontinued & (stop >= _NONE_HI))
     length = np.where(unknown, 0, np.clip(last - first + 1, 0, None))
     keep = length > 0
     if not keep.any():
