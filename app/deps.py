@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
+from sqlalchemy import Engine
 
 from app.errors import ForbiddenApiKey, MissingApiKey
 from app.services.champion import ChampionHolder
@@ -37,9 +38,7 @@ def _keys(settings: Settings, ops: bool) -> list[str]:
     return [k.get_secret_value() for k in settings.read_api_keys] + ops_keys
 
 
-def require_read_key(
-    request: Request, key: Annotated[str | None, Depends(_api_key)]
-) -> None:
+def require_read_key(request: Request, key: Annotated[str | None, Depends(_api_key)]) -> None:
     """Read endpoints need a read or ops key once any key is configured."""
     keys = _keys(_settings(request), ops=False)
     if not keys:
@@ -59,6 +58,11 @@ def require_ops_key(request: Request, key: Annotated[str | None, Depends(_api_ke
         raise ForbiddenApiKey("this API key may not run operations")
 
 
+def _engine(request: Request) -> Engine:
+    engine: Engine = request.app.state.engine
+    return engine
+
+
 def _forecast_service(request: Request) -> ForecastService:
     service: ForecastService = request.app.state.forecasts
     return service
@@ -74,6 +78,7 @@ def _registry(request: Request) -> Registry:
     return registry
 
 
+EngineDep = Annotated[Engine, Depends(_engine)]
 ForecastDep = Annotated[ForecastService, Depends(_forecast_service)]
 HolderDep = Annotated[ChampionHolder, Depends(_holder)]
 RegistryDep = Annotated[Registry, Depends(_registry)]

@@ -7,8 +7,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, OperationalError
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 
@@ -33,6 +33,11 @@ class SalesfcError(Exception):
 class UnknownSku(SalesfcError):
     status_code = 404
     code = "unknown_sku"
+
+
+class NotFound(SalesfcError):
+    status_code = 404
+    code = "not_found"
 
 
 class UnknownVersion(SalesfcError):
@@ -116,4 +121,3 @@ def install_handlers(app: FastAPI) -> None:
             error_body("database_unavailable", "the feature store database is unreachable"),
             status_code=503,
         )
-

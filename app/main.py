@@ -8,7 +8,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.errors import install_handlers
-from app.routes import forecast, health
+from app.observability import install_middleware
+from app.routes import export, forecast, health, jobs, models
 from app.services.champion import ChampionHolder
 from app.services.forecasting import ForecastService
 from featurestore.config import Settings, get_settings
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_handlers(app)
-    app.include_router(health.router)
-    app.include_router(forecast.router)
+    install_middleware(app)
+    for module in (health, forecast, export, models, jobs):
+        app.include_router(module.router)
     return app

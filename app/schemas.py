@@ -123,3 +123,55 @@ class Readiness(BaseModel):
     database: bool
     model_version: str | None
     detail: str | None = None
+
+
+class ModelInfo(BaseModel):
+    """A bundle in the registry."""
+
+    version: str
+    created_at: str
+    champion: bool
+    data_start: str
+    data_end: str
+    cutoff: str
+    sku_count: int
+    model: str | None
+    selection_metric: str | None
+    selection_score: float | None
+
+
+class ModelList(BaseModel):
+    champion: str | None
+    models: list[ModelInfo]
+    history: list[dict[str, object]]
+
+
+class PromoteRequest(BaseModel):
+    reason: str = Field(default="", max_length=500)
+
+
+class RetrainRequest(BaseModel):
+    """What to retrain: by default every candidate of the default list on all data."""
+
+    force: bool = Field(default=False, description="promote even if the backtest is worse")
+    models: list[str] | None = None
+    cutoff: dt.date | None = None
+    folds: int = Field(default=2, ge=1, le=10)
+    horizon: int = Field(default=28, ge=1, le=366)
+    n_estimators: int | None = Field(default=None, ge=1, le=5000)
+    metric: str = "rmsse"
+
+
+class JobInfo(BaseModel):
+    """A background job's state."""
+
+    id: str
+    kind: str
+    status: str
+    progress: float
+    message: str | None
+    params: dict[str, object] | None
+    result: dict[str, object] | None
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None

@@ -14,6 +14,7 @@ from sqlalchemy import Engine, delete, insert, select, update
 from featurestore.tables import ForecastRow, ForecastRun
 
 INSERT_BATCH = 10_000
+CachedDay = tuple[dt.date, float, list[float], bool]
 
 
 @dataclass(frozen=True)
@@ -131,43 +132,44 @@ def latest_run(engine: Engine) -> RunInfo | None:
     )
 
 
-def iter_rows(
-    engine: Engine, run_id: str, *, after_sku: str | None = None, limit: int | None = None
-) -> Iterator[tuple[str, dt.date, float, list[float], bool]]:
-    """A run's rows ordered by (sku, date), from the SKU after the cursor, at most limit SKUs."""
-    query = select(
-        ForecastRow.sku,
-        ForecastRow.date,
-        ForecastRow.mean,
-        ForecastRow.quantiles,
-        ForecastRow.cold_start,
-    ).where(ForecastRow.run_id == run_id)
-    if after_sku is not None:
-        query = query.where(ForecastRow.sku > after_sku)
-    if limit is not None:
-        skus = (
-            select(ForecastRow.sku)
-            .where(ForecastRow.run_id == run_id)
-            .distinct()
-            .order_by(ForecastRow.sku)
-        )
-        if after_sku is not None:
-            skus = skus.where(ForecastRow.sku > after_sku)
-        query = query.where(ForecastRow.sku.in_(skus.limit(limit).scalar_subquery()))
-    query = query.order_by(ForecastRow.sku, ForecastRow.date)
+def page_skus(engine: Engine, run_id: str, *, after: str | None, limit: int) -> list[str]:
+    """The run's SKUs after the cursor, in order, at most ``limit`` of them."""
+    query = select(ForecastRow.sku).where(ForecastRow.run_id == run_id).distinct()
+    if after is not None:
+        query = query.where(ForecastRow.sku > after)
     with engine.connect() as conn:
-        result = conn.execution_options(stream_results=True, yield_per=5_000).execute(query)
-        for row in result:
+        return list(conn.execute(query.order_by(ForecastRow.sku).limit(limit)).scalars())
+
+
+def iter_rows(
+    engine: Engine, run_id: str, skus: Sequence[str]
+) -> Iterator[tuple[str, dt.date, float, list[float], bool]]:
+    """The run's rows for these SKUs, ordered by (sku, date), streamed from the database."""
+    if not skus:
+        return
+    query = (
+        select(
+            ForecastRow.sku,
+            ForecastRow.date,
+            ForecastRow.mean,
+            ForecastRow.quantiles,
+            ForecastRow.cold_start,
+        )
+        .where(ForecastRow.run_id == run_id, ForecastRow.sku.in_(list(skus)))
+        .order_by(ForecastRow.sku, ForecastRow.date)
+    )
+    with engine.connect() as conn:
+        for row in conn.execution_options(yield_per=5_000).execute(query):
             yield row.sku, row.date, row.mean, list(row.quantiles), row.cold_start
 
 
 def cached_forecast(
     engine: Engine, model_version: str, data_token: str, horizon: int, sku: str
-) -> tuple[list[float], list[tuple[dt.date, float, list[float], bool]]] | None:
-    """A SKU's rows (and the run's quantile levels) from a complete run of this model on this data."""
+) -> tuple[list[float], dt.date, list[CachedDay]] | None:
+    """A SKU's rows, the run's quantile levels and as-of date, for this model and data."""
     with engine.connect() as conn:
         run = conn.execute(
-            select(ForecastRun.run_id, ForecastRun.quantiles)
+            select(ForecastRun.run_id, ForecastRun.quantiles, ForecastRun.as_of)
             .where(
                 ForecastRun.status == "complete",
                 ForecastRun.model_version == model_version,
@@ -180,11 +182,17 @@ def cached_forecast(
         if run is None:
             return None
         rows = conn.execute(
-            select(ForecastRow.date, ForecastRow.mean, ForecastRow.quantiles, ForecastRow.cold_start)
+            select(
+                ForecastRow.date, ForecastRow.mean, ForecastRow.quantiles, ForecastRow.cold_start
+            )
             .where(ForecastRow.run_id == run.run_id, ForecastRow.sku == sku)
             .order_by(ForecastRow.date)
             .limit(horizon)
         ).all()
     if not rows:
         return None
-    return list(run.quantiles), [(r.date, r.mean, list(r.quantiles), r.cold_start) for r in rows]
+    return (
+        list(run.quantiles),
+        run.as_of,
+        [(r.date, r.mean, list(r.quantiles), r.cold_start) for r in rows],
+    )

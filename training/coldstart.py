@@ -49,7 +49,7 @@ def backtest_cold_start(
     last = pd.Timestamp(known["date"].max())
     cut = last - pd.Timedelta(days=horizon)
     skus = np.sort(known["sku"].unique())
-    n_hidden = max(1, int(round(len(skus) * share)))
+    n_hidden = max(1, round(len(skus) * share))
     if len(skus) < 2:
         return {"skus": 0, "detail": "too few SKUs to hide some"}
     hidden = set(np.random.default_rng(seed).choice(skus, size=n_hidden, replace=False))

@@ -257,11 +257,15 @@ class BundleForecaster:
         parts = []
         warm = frame[~frame["sku"].isin(cold_skus)]
         if not warm.empty:
-            parts.append(self.model.predict(warm, products, origin, horizon).assign(cold_start=False))
+            parts.append(
+                self.model.predict(warm, products, origin, horizon).assign(cold_start=False)
+            )
         if len(cold_skus):
             cold_model: Forecaster = self.bundle.artifacts["cold_start"]
             cold = frame[frame["sku"].isin(cold_skus)]
-            parts.append(cold_model.predict(cold, products, origin, horizon).assign(cold_start=True))
+            parts.append(
+                cold_model.predict(cold, products, origin, horizon).assign(cold_start=True)
+            )
         out = pd.concat(parts, ignore_index=True)
         q = self.calibration.predict(
             out["mean"].to_numpy(), out["horizon"].to_numpy(), list(quantiles)
@@ -315,4 +319,3 @@ def write_forecasts(frame: pd.DataFrame, out: Path) -> None:
         frame.to_csv(out, index=False)
     else:
         raise TrainingError(f"unsupported output {out.name}: use .parquet or .csv")
-

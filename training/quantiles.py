@@ -1,4 +1,4 @@
-"""Quantile forecasts calibrated on backtest residuals (split-conformal, binned by level and horizon).
+"""Quantile forecasts calibrated on backtest residuals (split-conformal, by level and horizon).
 
 For each horizon week and each band of predicted level, the calibrator keeps the empirical
 distribution of scaled residuals ``(y - yhat) / sqrt(yhat + 1)`` seen on rolling-origin backtests
@@ -106,4 +106,3 @@ class QuantileCalibrator:
         order = np.argsort(qs)
         out[:, order] = np.maximum.accumulate(out[:, order], axis=1)
         return out
-

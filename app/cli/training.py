@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from app.services.batch import run_forecast_all
 from featurestore.config import get_settings
 from featurestore.db import get_engine
 from training.forecaster import Strategy
@@ -20,7 +21,6 @@ from training.pipeline import (
     ALL_MODELS,
     DEFAULT_MODELS,
     TrainOptions,
-    forecast_all,
     load_history,
     write_forecasts,
 )
@@ -182,21 +182,32 @@ def backtest(
 def forecast_all_command(
     as_of: str | None = typer.Option(None, "--as-of", help="Origin date (default: last sales day)"),
     horizon: int | None = typer.Option(None, "--horizon", min=1, help="Days ahead"),
-    out: Path = typer.Option(Path("forecasts.parquet"), "--out", help=".parquet or .csv"),
+    out: Path | None = typer.Option(None, "--out", help="Also write a .parquet or .csv file"),
     quantiles: str = typer.Option("0.1,0.5,0.9", "--quantiles", help="Comma-separated levels"),
+    store: bool = typer.Option(
+        True, "--store/--no-store", help="Store the run for GET /v1/forecasts and the cache"
+    ),
 ) -> None:
     """Forecast every active SKU from the champion: sku, date, mean and quantiles per day."""
     settings = get_settings()
-    registry = Registry(settings.models_dir)
-    bundle = registry.load_champion()
     levels = [float(q) for q in quantiles.split(",") if q.strip()]
     with _progress("forecast-all") as progress:
-        progress.add_task(f"forecasting with {bundle.version}", total=None)
-        frame = forecast_all(
-            get_engine(), bundle, as_of=_parse_date(as_of), horizon=horizon, quantiles=levels
+        progress.add_task("forecasting the catalogue", total=None)
+        result = run_forecast_all(
+            get_engine(),
+            Registry(settings.models_dir),
+            as_of=_parse_date(as_of),
+            horizon=horizon,
+            quantiles=levels,
+            store=store,
         )
-    write_forecasts(frame, out)
+    frame = result.frame
+    if out is not None:
+        write_forecasts(frame, out)
+    where = [str(out)] if out is not None else []
+    if result.run_id:
+        where.append(f"run {result.run_id}")
     console.print(
         f"{frame['sku'].nunique():,} SKUs x {frame['date'].nunique()} days from "
-        f"{bundle.version} written to {out}"
+        f"{result.model_version} (as of {result.as_of}): {', '.join(where) or 'not stored'}"
     )

@@ -25,7 +25,7 @@ def _database_ok(request: Request) -> bool:
         with request.app.state.engine.connect() as conn:
             conn.execute(text("select 1"))
         return True
-    except Exception:  # noqa: BLE001 - any failure means "not ready"
+    except Exception:
         return False
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from app.observability import MODEL
 from training.bundle import Bundle, BundleError
 from training.pipeline import BundleForecaster
 from training.registry import Registry, RegistryError
@@ -62,7 +63,11 @@ class ChampionHolder:
                 self._seen_generation = generation
                 return
             bundle = self.registry.load(version)
+            previous = self._loaded
             self._loaded = Loaded(bundle, BundleForecaster(bundle), generation)
+            if previous is not None:
+                MODEL.remove(previous.version)
+            MODEL.labels(version).set(1)
             self.last_error = None
             log.info("champion_loaded", version=version)
         except (BundleError, RegistryError, OSError) as exc:

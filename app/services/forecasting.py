@@ -8,27 +8,42 @@ future rows and answers point forecasts with calibrated quantiles.
 from __future__ import annotations
 
 import datetime as dt
+from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from sqlalchemy import Engine
 
 from app.errors import HorizonOutOfRange, InvalidRequest, ModelNotReady, UnknownSku
+from app.observability import FORECASTS
 from app.schemas import ForecastDay, ForecastResponse, Scenario, SkuForecast
 from app.services.champion import ChampionHolder, Loaded
+from featurestore import forecast_runs
 from featurestore.readers import last_sales_date, latest_window, read_products
+from featurestore.stats import data_token
 from training.pipeline import quantile_column
+
+CACHE_SIZE = 50_000
 
 
 @dataclass
 class ForecastService:
-    """Answers forecasts for lists of SKUs from the current champion."""
+    """Answers forecasts for lists of SKUs from the current champion, caching what it computed.
+
+    A cached forecast is keyed by SKU, model version, the store's data token (it changes with every
+    ingestion), horizon and quantiles, so new data or a new champion invalidates it. The nightly
+    forecast-all run is the second source: a SKU it covers for the same model and data is answered
+    from it without computing.
+    """
 
     engine: Engine
     holder: ChampionHolder
     default_quantiles: Sequence[float]
+    cache: OrderedDict[tuple[object, ...], tuple[dt.date, SkuForecast]] = field(
+        default_factory=OrderedDict
+    )
 
     def _champion(self) -> Loaded:
         loaded = self.holder.current()
@@ -54,31 +69,92 @@ class ForecastService:
             raise HorizonOutOfRange(
                 f"horizon {horizon} is outside the model's range 1..{model.horizon}"
             )
-        levels = list(quantiles or self.default_quantiles)
+        levels = [float(q) for q in (quantiles or self.default_quantiles)]
         wanted = list(dict.fromkeys(skus))
-        products = read_products(self.engine, wanted)
-        missing = sorted(set(wanted) - set(products["sku"]))
+        what_if = scenario is not None and bool(scenario.prices or scenario.promotions)
+        token = data_token(self.engine)
+        keys = {s: (s, loaded.version, token, horizon, tuple(levels)) for s in wanted}
+        answers: dict[str, SkuForecast] = {}
+        as_of: dt.date | None = None
+        if not what_if:
+            for sku, key in keys.items():
+                hit = self.cache.get(key)
+                if hit is not None:
+                    as_of, answers[sku] = hit
+                    self.cache.move_to_end(key)
+            for sku in [s for s in wanted if s not in answers]:
+                stored = self._from_run(loaded.version, token, horizon, levels, sku)
+                if stored is not None:
+                    as_of, answers[sku] = stored
+                    self._remember(keys[sku], stored)
+            if answers:
+                FORECASTS.labels("cache").inc(len(answers))
+        todo = [s for s in wanted if s not in answers]
+        if todo:
+            as_of, computed = self._compute(
+                loaded, todo, horizon, levels, scenario if what_if else None
+            )
+            FORECASTS.labels("computed").inc(len(computed))
+            for sku, answer in computed.items():
+                answers[sku] = answer
+                if not what_if:
+                    self._remember(keys[sku], (as_of, answer))
+        assert as_of is not None
+        return ForecastResponse(
+            model_version=loaded.version,
+            data_until=as_of,
+            horizon=horizon,
+            scenario=what_if,
+            forecasts=[answers[s] for s in wanted],
+        )
+
+    def _remember(self, key: tuple[object, ...], value: tuple[dt.date, SkuForecast]) -> None:
+        self.cache[key] = value
+        if len(self.cache) > CACHE_SIZE:
+            self.cache.popitem(last=False)
+
+    def _from_run(
+        self, version: str, token: str, horizon: int, levels: list[float], sku: str
+    ) -> tuple[dt.date, SkuForecast] | None:
+        found = forecast_runs.cached_forecast(self.engine, version, token, horizon, sku)
+        if found is None:
+            return None
+        run_levels, as_of, rows = found
+        if [round(q, 6) for q in run_levels] != [round(q, 6) for q in levels]:
+            return None
+        names = [quantile_column(q) for q in levels]
+        days = [
+            ForecastDay(date=d, mean=m, quantiles=dict(zip(names, qs, strict=True)))
+            for d, m, qs, _ in rows
+        ]
+        return as_of, SkuForecast(sku=sku, cold_start=bool(rows[0][3]), days=days)
+
+    def _compute(
+        self,
+        loaded: Loaded,
+        skus: list[str],
+        horizon: int,
+        levels: list[float],
+        scenario: Scenario | None,
+    ) -> tuple[dt.date, dict[str, SkuForecast]]:
+        products = read_products(self.engine, skus)
+        missing = sorted(set(skus) - set(products["sku"]))
         if missing:
             raise UnknownSku(f"unknown SKU(s): {', '.join(missing[:20])}")
         as_of = last_sales_date(self.engine)
         if as_of is None:
             raise ModelNotReady("the feature store holds no sales yet")
+        model = loaded.forecaster.model
         frame = latest_window(
-            self.engine, wanted, n_days=model.required_history, horizon=horizon, as_of=as_of
+            self.engine, skus, n_days=model.required_history, horizon=horizon, as_of=as_of
         )
         origin = pd.Timestamp(as_of)
         base = loaded.forecaster.forecast(frame, products, origin, horizon, levels)
-        scen = None
-        if scenario is not None and (scenario.prices or scenario.promotions):
-            what_if = apply_scenario(frame, scenario, origin, set(wanted))
-            scen = loaded.forecaster.forecast(what_if, products, origin, horizon, levels)
-        return ForecastResponse(
-            model_version=loaded.version,
-            data_until=as_of,
-            horizon=horizon,
-            scenario=scen is not None,
-            forecasts=_to_schema(base if scen is None else scen, levels, base if scen is not None else None),
-        )
+        if scenario is None:
+            return as_of, _to_schema(base, levels, None)
+        changed = apply_scenario(frame, scenario, origin, set(skus))
+        scen = loaded.forecaster.forecast(changed, products, origin, horizon, levels)
+        return as_of, _to_schema(scen, levels, base)
 
 
 def apply_scenario(
@@ -114,13 +190,13 @@ def _between(dates: np.ndarray, start: dt.date, end: dt.date) -> np.ndarray:
 
 def _to_schema(
     frame: pd.DataFrame, levels: Sequence[float], baseline: pd.DataFrame | None
-) -> list[SkuForecast]:
+) -> dict[str, SkuForecast]:
     cols = [quantile_column(q) for q in levels]
     frame = frame.sort_values(["sku", "date"], kind="stable")
     base_mean = None
     if baseline is not None:
         base_mean = baseline.set_index(["sku", "date"])["mean"]
-    out = []
+    out = {}
     for sku, part in frame.groupby("sku", sort=False):
         days = []
         qv = part[cols].to_numpy()
@@ -135,7 +211,7 @@ def _to_schema(
                     delta=None if b is None else float(mean) - b,
                 )
             )
-        out.append(
-            SkuForecast(sku=str(sku), cold_start=bool(part["cold_start"].iloc[0]), days=days)
+        out[str(sku)] = SkuForecast(
+            sku=str(sku), cold_start=bool(part["cold_start"].iloc[0]), days=days
         )
     return out

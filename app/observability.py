@@ -1,0 +1,78 @@
+"""Prometheus metrics and structured JSON logs with a request id (keys are never logged)."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+import structlog
+from fastapi import FastAPI, Request, Response
+from prometheus_client import Counter, Gauge, Histogram
+
+REQUESTS = Counter("salesfc_requests_total", "HTTP requests", ["method", "route", "status"])
+LATENCY = Histogram(
+    "salesfc_request_seconds",
+    "HTTP request latency",
+    ["method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+FORECASTS = Counter("salesfc_forecasts_served_total", "SKU forecasts answered", ["source"])
+MODEL = Gauge("salesfc_model_info", "The champion this worker serves", ["version"])
+JOBS = Counter("salesfc_job_outcomes_total", "Background job outcomes", ["kind", "status"])
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """JSON logs on stderr, one object per line."""
+    logging.basicConfig(format="%(message)s", level=level.upper())
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        cache_logger_on_first_use=True,
+    )
+
+
+def _route_name(request: Request) -> str:
+    # The router records the matched route in the scope: its template keeps label counts bounded.
+    route = request.scope.get("route")
+    return str(getattr(route, "path", "unmatched"))
+
+
+def install_middleware(app: FastAPI) -> None:
+    """Request id, access log and per-route metrics for every request."""
+    log = structlog.get_logger("salesfc.access")
+
+    @app.middleware("http")
+    async def observe(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        start = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            response.headers["X-Request-Id"] = request_id
+            return response
+        finally:
+            elapsed = time.perf_counter() - start
+            route = _route_name(request)
+            REQUESTS.labels(request.method, route, str(status)).inc()
+            LATENCY.labels(request.method, route).observe(elapsed)
+            if route != "/metrics":
+                log.info(
+                    "request",
+                    method=request.method,
+                    route=route,
+                    status=status,
+                    ms=round(elapsed * 1000, 2),
+                )
+            structlog.contextvars.unbind_contextvars("request_id")

@@ -1,0 +1,56 @@
+"""The nightly batch: forecast the whole catalogue from the champion and store it as one run."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+from sqlalchemy import Engine
+
+from featurestore.forecast_runs import save_run
+from featurestore.readers import last_sales_date
+from featurestore.stats import data_token
+from training.pipeline import forecast_all, quantile_column
+from training.registry import Registry
+
+
+@dataclass
+class BatchResult:
+    """A forecast-all result and, when stored, its run id."""
+
+    frame: pd.DataFrame
+    model_version: str
+    as_of: dt.date
+    run_id: str | None
+
+
+def run_forecast_all(
+    engine: Engine,
+    registry: Registry,
+    *,
+    as_of: dt.date | None = None,
+    horizon: int | None = None,
+    quantiles: Sequence[float] = (0.1, 0.5, 0.9),
+    store: bool = True,
+) -> BatchResult:
+    """Forecast every active SKU; store the run (visible once complete) unless told not to."""
+    token = data_token(engine)
+    bundle = registry.load_champion()
+    origin = as_of or last_sales_date(engine)
+    frame = forecast_all(engine, bundle, as_of=origin, horizon=horizon, quantiles=quantiles)
+    run_id = None
+    if store and origin is not None:
+        run_id = save_run(
+            engine,
+            frame,
+            model_version=bundle.version,
+            as_of=origin,
+            data_token=token,
+            horizon=int(horizon or bundle.artifacts["model"].horizon),
+            quantiles=list(quantiles),
+            quantile_columns=[quantile_column(q) for q in quantiles],
+        )
+    assert origin is not None
+    return BatchResult(frame, bundle.version, origin, run_id)
