@@ -14,11 +14,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## run: migrate the embedded SQLite store, load the demo catalogue if empty, then report it
+## run: migrate the embedded SQLite store, load the demo catalogue if empty, train a first
+## bundle if there is none, then serve on 127.0.0.1:8000 (OpenAPI docs at /docs)
 run: $(STAMP)
 	$(BIN)/salesfc db upgrade
 	$(BIN)/salesfc demo-data --if-empty
 	$(BIN)/salesfc db stats
+	$(BIN)/salesfc train --if-no-champion
+	$(BIN)/salesfc serve
 
 ## test: the whole suite (SQLite always; PostgreSQL too, required when CI=true)
 test: $(STAMP)

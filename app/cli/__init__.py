@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from app.cli import db, models
+from app.cli import db, models, service, training
 
 cli = typer.Typer(
     name="salesfc",
@@ -14,6 +14,11 @@ cli = typer.Typer(
 )
 cli.add_typer(db.cli, name="db")
 cli.add_typer(models.cli, name="models")
+cli.command("train")(training.train)
+cli.command("backtest")(training.backtest)
+cli.command("forecast-all")(training.forecast_all_command)
+cli.command("serve")(service.serve)
+cli.command("worker", hidden=True)(service.worker)
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from app.jobs import gate
 from app.services.batch import run_forecast_all
 from featurestore.config import get_settings
 from featurestore.db import get_engine
@@ -108,9 +109,17 @@ def train(
     promote: str = typer.Option(
         "if-better", "--promote", help="if-better (gate on the metric), always or never"
     ),
+    if_no_champion: bool = typer.Option(
+        False, "--if-no-champion", help="Do nothing when a champion bundle already exists"
+    ),
 ) -> None:
     """Backtest the candidates, refit the best on all data up to the cut-off, write a bundle."""
     settings = get_settings()
+    if if_no_champion:
+        champion = Registry(settings.models_dir).champion()
+        if champion is not None:
+            console.print(f"champion {champion} exists: not training")
+            return
     options = _options(
         cutoff, models, strategy, horizon, folds, step, metric, ensemble_top, n_estimators
     )
@@ -123,20 +132,21 @@ def train(
             progress=lambda msg: progress.update(task, description=msg),
         )
         progress.update(task, description="done")
+    if promote not in ("if-better", "always", "never"):
+        raise typer.BadParameter("--promote must be if-better, always or never")
     registry = Registry(settings.models_dir)
-    current = registry.champion()
-    promoted = False
-    if promote == "always" or current is None:
-        registry.promote(outcome.version, reason="first bundle" if current is None else "forced")
-        promoted = True
-    elif promote == "if-better":
-        old = registry.get(current).metrics.get("selection_score")
-        if old is None or outcome.score < float(old):
-            registry.promote(outcome.version, reason=f"{metric} {outcome.score:.4f} < {old}")
-            promoted = True
+    if promote == "never" and registry.champion() is not None:
+        state = f"champion stays {registry.champion()} (--promote never)"
+    else:
+        verdict = gate(registry, outcome.version, outcome.score, metric, promote == "always")
+        state = (
+            "promoted to champion"
+            if verdict["promoted"]
+            else f"champion stays {verdict['champion_before']} ({metric} "
+            f"{verdict['champion_score']:.4f} is not beaten)"
+        )
     table = outcome.backtest.table()
     console.print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    state = "promoted to champion" if promoted else f"champion stays {current}"
     console.print(
         f"bundle [bold]{outcome.version}[/bold] ({outcome.champion_model}, "
         f"{metric} {outcome.score:.4f}): {state}"
