@@ -102,36 +102,79 @@ def _known_sales(agg: Any) -> Any:
     )
 
 
-# Statements are built once: on the serving path building them cost more than running them.
+# Statements are built once, each with and without the SKU filter: on the serving path,
+# building a statement (and its cache key) cost more than running it.
 _SKUS: BindParameter[list[str]] = bindparam("skus", expanding=True)
-_PRODUCTS = select(
-    Product.sku,
-    Product.category,
-    Product.region,
-    epoch_day(Product.launch_date),
-    epoch_day(Product.last_sale_date),
-    Product.status,
-    _known_sales(func.min),
-    _known_sales(func.max),
+AnySelect = Select[*tuple[Any, ...]]
+
+
+@dataclass(frozen=True)
+class _Query:
+    """A statement over every SKU and the same statement for a list of SKUs (``skus``)."""
+
+    every: AnySelect
+    some: AnySelect
+
+    @classmethod
+    def over(cls, stmt: AnySelect, column: Any) -> _Query:
+        return cls(stmt, stmt.where(column.in_(_SKUS)))
+
+
+_PRODUCT_ATTRIBUTES = _Query.over(
+    select(*(getattr(Product, name) for name in PRODUCT_COLUMNS)), Product.sku
 )
-_SALES = select(
-    DailySales.sku,
-    epoch_day(DailySales.date),
-    DailySales.units,
-    DailySales.avg_price,
-    DailySales.on_promotion,
-).where(
-    DailySales.date >= bindparam("lo"),
-    DailySales.date <= bindparam("hi"),
-    # Rows saying "nothing sold, nothing else known" are the grid's default anyway.
-    or_(
-        DailySales.units != 0,
-        DailySales.avg_price.is_not(None),
-        DailySales.on_promotion.is_(True),
+_PRODUCTS = _Query.over(
+    select(
+        Product.sku,
+        Product.category,
+        Product.region,
+        epoch_day(Product.launch_date),
+        epoch_day(Product.last_sale_date),
+        Product.status,
+        _known_sales(func.min),
+        _known_sales(func.max),
     ),
+    Product.sku,
 )
-_PRICES = select(Price.sku, epoch_day(Price.valid_from), Price.price).where(
-    Price.valid_from <= bindparam("hi")
+_SALES = _Query.over(
+    select(
+        DailySales.sku,
+        epoch_day(DailySales.date),
+        DailySales.units,
+        DailySales.avg_price,
+        DailySales.on_promotion,
+    ).where(
+        DailySales.date >= bindparam("lo"),
+        DailySales.date <= bindparam("hi"),
+        # Rows saying "nothing sold, nothing else known" are the grid's default anyway.
+        or_(
+            DailySales.units != 0,
+            DailySales.avg_price.is_not(None),
+            DailySales.on_promotion.is_(True),
+        ),
+    ),
+    DailySales.sku,
+)
+_LATEST_AVG_DAY = (
+    select(DailySales.sku.label("sku"), func.max(DailySales.date).label("day"))
+    .where(
+        DailySales.sku.in_(_SKUS),
+        DailySales.date <= bindparam("limit"),
+        DailySales.avg_price.is_not(None),
+    )
+    .group_by(DailySales.sku)
+    .subquery()
+)
+# The last known avg_price per SKU up to a day: seeds the carry-forward of a clipped frame.
+_LATEST_AVG_PRICE = select(DailySales.sku, DailySales.avg_price).join(
+    _LATEST_AVG_DAY,
+    and_(DailySales.sku == _LATEST_AVG_DAY.c.sku, DailySales.date == _LATEST_AVG_DAY.c.day),
+)
+_PRICES = _Query.over(
+    select(Price.sku, epoch_day(Price.valid_from), Price.price).where(
+        Price.valid_from <= bindparam("hi")
+    ),
+    Price.sku,
 )
 _PROMOTIONS = select(
     Promotion.sku,
@@ -142,10 +185,20 @@ _PROMOTIONS = select(
     Promotion.display,
     Promotion.mailer,
 ).where(Promotion.start_date <= bindparam("hi"), Promotion.end_date >= bindparam("lo"))
-_PROMOTION_SKUS = and_(Promotion.sku.is_not(None), Promotion.sku.in_(_SKUS))
 _PROMOTION_CATEGORIES = and_(
     Promotion.sku.is_(None), Promotion.category.in_(bindparam("categories", expanding=True))
 )
+# By (every SKU?, with category promotions?).
+_PROMOTIONS_BY = {
+    (every, categories): _PROMOTIONS.where(
+        or_(sku_rule, _PROMOTION_CATEGORIES) if categories else sku_rule
+    )
+    for every, sku_rule in (
+        (True, Promotion.sku.is_not(None)),
+        (False, and_(Promotion.sku.is_not(None), Promotion.sku.in_(_SKUS))),
+    )
+    for categories in (True, False)
+}
 _EVENTS = select(epoch_day(CalendarEvent.date), CalendarEvent.kind, CalendarEvent.region).where(
     CalendarEvent.date >= bindparam("lo"),
     CalendarEvent.date <= bindparam("hi"),
@@ -155,20 +208,15 @@ _LAST_SALES_DATE = select(func.max(DailySales.date))
 
 
 def _fetch(
-    conn: Connection,
-    stmt: Select[*tuple[Any, ...]],
-    column: Any,
-    chunks: Iterable[list[str] | None],
-    **params: Any,
+    conn: Connection, query: _Query, chunks: Iterable[list[str] | None], **params: Any
 ) -> list[Any]:
-    """Rows of stmt for every chunk of SKUs (None: all SKUs, no filter)."""
+    """Rows of the query for every chunk of SKUs (None: all SKUs, no filter)."""
     rows: list[Any] = []
     for chunk in chunks:
         if chunk is None:
-            rows.extend(conn.execute(stmt, params).all())
+            rows.extend(conn.execute(query.every, params).all())
         else:
-            filtered = stmt.where(column.in_(_SKUS))
-            rows.extend(conn.execute(filtered, {**params, "skus": chunk}).all())
+            rows.extend(conn.execute(query.some, {**params, "skus": chunk}).all())
     return rows
 
 
@@ -210,9 +258,8 @@ def read_products(engine: Engine, skus: Sequence[str] | None = None) -> pd.DataF
     wanted = None if skus is None else sorted(set(skus))
     rows: list[Any] = []
     if wanted != []:
-        stmt = select(*(getattr(Product, name) for name in PRODUCT_COLUMNS))
         with engine.connect() as conn:
-            rows = _fetch(conn, stmt, Product.sku, _chunks(wanted))
+            rows = _fetch(conn, _PRODUCT_ATTRIBUTES, _chunks(wanted))
     rows.sort(key=lambda r: r[0])
     data: dict[str, pd.Series] = {}
     for i, (name, dtype) in enumerate(PRODUCT_COLUMNS.items()):
@@ -300,7 +347,7 @@ def _read(
 def _build_grid(
     conn: Connection, wanted: list[str] | None, start: date | None, end: date, as_of: date
 ) -> _Grid | None:
-    prows = _fetch(conn, _PRODUCTS, Product.sku, _chunks(wanted), as_of=as_of)
+    prows = _fetch(conn, _PRODUCTS, _chunks(wanted), as_of=as_of)
     if not prows:
         return None
     prows.sort(key=lambda r: r[0])
@@ -380,7 +427,6 @@ def _fill(
         rows = _fetch(
             conn,
             _SALES,
-            DailySales.sku,
             chunks,
             lo=_from_day(lo),
             hi=_from_day(min(hi, as_of)),
@@ -433,7 +479,7 @@ def _fill(
 def _prices(
     conn: Connection, grid: _Grid, index: pd.Index, chunks: list[list[str] | None], hi: int
 ) -> F64:
-    rows = _fetch(conn, _PRICES, Price.sku, chunks, hi=_from_day(hi))
+    rows = _fetch(conn, _PRICES, chunks, hi=_from_day(hi))
     p_sku, p_day, p_val = _columns(rows, 3)
     idx = _lookup(index, p_sku)
     val = np.asarray(p_val, dtype=np.float64)
@@ -452,22 +498,9 @@ def _avg_price_seed(
     if not cut.any():
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
     limit = _from_day(min(start_day - 1, as_of))
-    latest = (
-        select(DailySales.sku.label("sku"), func.max(DailySales.date).label("day"))
-        .where(
-            DailySales.sku.in_(_SKUS),
-            DailySales.date <= limit,
-            DailySales.avg_price.is_not(None),
-        )
-        .group_by(DailySales.sku)
-        .subquery()
-    )
-    stmt = select(DailySales.sku, DailySales.avg_price).join(
-        latest, and_(DailySales.sku == latest.c.sku, DailySales.date == latest.c.day)
-    )
     rows: list[Any] = []
     for chunk in _chunks([grid.skus[i] for i in np.flatnonzero(cut)]):
-        rows.extend(conn.execute(stmt, {"skus": chunk}).all())
+        rows.extend(conn.execute(_LATEST_AVG_PRICE, {"skus": chunk, "limit": limit}).all())
     s_sku, s_val = _columns(rows, 2)
     return (
         _lookup(index, s_sku),
@@ -492,13 +525,11 @@ def _promotions(
     params: dict[str, Any] = {"lo": _from_day(lo), "hi": _from_day(hi)}
     rows: list[Any] = []
     for i, chunk in enumerate(chunks):
-        which = Promotion.sku.is_not(None) if chunk is None else _PROMOTION_SKUS
-        if i == 0 and categories:  # category rows once, not once per chunk
-            which = or_(which, _PROMOTION_CATEGORIES)
-        stmt = _PROMOTIONS.where(which)
+        with_categories = i == 0 and bool(categories)  # category rows once, not per chunk
+        stmt = _PROMOTIONS_BY[chunk is None, with_categories]
         if chunk is not None:
             params["skus"] = chunk
-        if i == 0 and categories:
+        if with_categories:
             params["categories"] = categories
         rows.extend(conn.execute(stmt, params).all())
     if not rows:
