@@ -801,10 +801,10 @@ def _document(bundle: Bundle, sections: Mapping[str, str]) -> str:
     )
 
 
-def write_report(bundle: Bundle, out: Path) -> Path:
+def write_report(bundle: Bundle, out: Path, *, skus: Sequence[str] | None = None) -> Path:
     """Write the bundle's HTML report to ``out`` (atomically) and return the path."""
     out = Path(out)
-    text = build_report(bundle)
+    text = build_report(bundle, skus=skus)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:

@@ -17,6 +17,7 @@ cli.add_typer(models.cli, name="models")
 cli.command("train")(training.train)
 cli.command("backtest")(training.backtest)
 cli.command("forecast-all")(training.forecast_all_command)
+cli.command("report")(training.report)
 cli.command("serve")(service.serve)
 cli.command("worker", hidden=True)(service.worker)
 

@@ -17,6 +17,7 @@ from app.jobs import gate
 from app.services.batch import run_forecast_all
 from featurestore.config import get_settings
 from featurestore.db import get_engine
+from training.bundle import BundleError
 from training.forecaster import Strategy
 from training.pipeline import (
     ALL_MODELS,
@@ -27,7 +28,8 @@ from training.pipeline import (
 )
 from training.pipeline import backtest as run_backtest
 from training.pipeline import train as run_train
-from training.registry import Registry
+from training.registry import Registry, RegistryError
+from training.report import ReportError, write_report
 
 console = Console(stderr=True)
 MODELS_HELP = f"Comma-separated candidates among: {', '.join(ALL_MODELS)}"
@@ -221,3 +223,25 @@ def forecast_all_command(
         f"{frame['sku'].nunique():,} SKUs x {frame['date'].nunique()} days from "
         f"{result.model_version} (as of {result.as_of}): {', '.join(where) or 'not stored'}"
     )
+
+
+def report(
+    out: Path = typer.Option(..., "--out", help="The HTML file to write"),
+    version: str | None = typer.Option(
+        None, "--version", help="Bundle version to report on (default: the champion)"
+    ),
+    skus: list[str] | None = typer.Option(
+        None, "--sku", help="SKU to plot instead of the top-volume ones (repeatable)"
+    ),
+) -> None:
+    """Write one self-contained HTML report of a bundle: metrics, comparison table and plots."""
+    registry = Registry(get_settings().models_dir)
+    try:
+        bundle = registry.load(version) if version else registry.load_champion()
+        with _progress("report") as progress:
+            progress.add_task(f"reporting on {bundle.version}", total=None)
+            path = write_report(bundle, out, skus=skus)
+    except (RegistryError, BundleError, ReportError) as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from exc
+    console.print(f"report on {bundle.version} written to {path}")
