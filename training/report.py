@@ -425,6 +425,10 @@ def _plot_segments(
                 color=BASELINE_COLOR,
                 label="seasonal naive",
             )
+        cols = ["wape", "baseline"] if "baseline" in table else ["wape"]
+        for i, undefined in enumerate(table[cols].isna().any(axis=1)):
+            if undefined:  # WAPE is undefined where nothing was sold: say so, not a zero bar
+                ax.text(i, 0, "n/a", ha="center", va="bottom", fontsize=7, color="#666666")
         many = len(x) > 6
         ax.set_xticks(
             x,
@@ -760,7 +764,8 @@ def build_report(
         sections["calibration"] = (
             '<p class="caption">For count data a quantile forecast is right when its nominal level '
             "lies between the share of actuals strictly below it and the share at or below it "
-            "(the shaded band should straddle the diagonal).</p>"
+            "(the shaded band should straddle the diagonal). Each level is forecast on its own; a "
+            "dip means a level's forecast falls below a lower level's.</p>"
             + _plot_calibration(in_sample, held_out)
             + _calibration_table(in_sample, held_out, metrics.get("quantile_coverage") or {})
         )

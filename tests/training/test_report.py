@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import io
 import re
 from dataclasses import dataclass
@@ -14,8 +15,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from sqlalchemy import create_engine
 
-from training.bundle import Bundle, Manifest
+from featurestore.schema import HISTORY_COLUMNS, PRODUCT_COLUMNS
+from training import coldstart, pipeline
+from training.bundle import Bundle, Manifest, load_bundle
+from training.forecaster import Forecaster
 from training.metrics import evaluate, value_added
 from training.quantiles import QuantileCalibrator
 from training.report import (
@@ -27,6 +32,7 @@ from training.report import (
     pick_skus,
     write_report,
 )
+from training.synth import SynthConfig, generate
 
 CHAMPION = "lgbm_tweedie/multi"
 PNG_RE = re.compile(r'<img [^>]*src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
@@ -277,3 +283,79 @@ def test_write_report_writes_the_file(tmp_path: Path) -> None:
     text = out.read_text(encoding="utf-8")
     assert len(_pngs(text)) == 6
     assert sorted(p.name for p in out.parent.iterdir()) == ["model.html"]
+
+
+def _synth_frames(n_skus: int, n_days: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Canonical history and product frames from a synthetic catalogue, without a database."""
+    cat = generate(SynthConfig(n_skus=n_skus, n_days=n_days, seed=11, end=dt.date(2025, 6, 30)))
+    sales = cat.sales
+    last = sales["date"].max()
+    parts = []
+    for sku, rows in sales.groupby("sku", sort=True):
+        days = pd.date_range(rows["date"].min(), last, freq="D")
+        day = rows.set_index("date").reindex(days)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "sku": str(sku),
+                    "date": days,
+                    "units": day["units"].fillna(0).to_numpy(),
+                    "price": day["avg_price"].ffill().to_numpy(),
+                    "on_promotion": day["on_promotion"].fillna(False).to_numpy(),
+                }
+            )
+        )
+    dense = pd.concat(parts, ignore_index=True)
+    history = pd.DataFrame({c: dense.get(c, 0) for c in HISTORY_COLUMNS}, index=dense.index).astype(
+        HISTORY_COLUMNS
+    )
+    products = cat.products.assign(
+        first_sale_date=cat.products["sku"].map(sales.groupby("sku")["date"].min()),
+        last_sale_date=cat.products["sku"].map(sales.groupby("sku")["date"].max()),
+    )[list(PRODUCT_COLUMNS)]
+    return history, products.astype(PRODUCT_COLUMNS).sort_values("sku", ignore_index=True)
+
+
+def test_report_of_a_trained_bundle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    history, products = _synth_frames(n_skus=16, n_days=150)
+    monkeypatch.setattr(pipeline, "load_history", lambda engine, cutoff=None: (history, products))
+    # Few trees on one thread: LightGBM's thread pool only spins on a shared 2-core machine.
+    fast: dict[str, Any] = {"n_estimators": 20, "num_threads": 1}
+
+    def small_cold_start(horizon: int, **_: Any) -> Forecaster:
+        # Cold start is not under test here: a plain small direct model stands in for it.
+        return Forecaster(
+            model="lgbm_tweedie",
+            strategy="direct",
+            horizon=horizon,
+            model_params=fast,
+            min_rows_per_sku=0,
+        )
+
+    monkeypatch.setattr(coldstart, "cold_start_forecaster", small_cold_start)
+    options = pipeline.TrainOptions(
+        models=("seasonal_naive", "moving_average", "lgbm_tweedie"),
+        horizon=7,
+        folds=2,
+        model_params={"lgbm_tweedie": fast},
+    )
+    models_dir = tmp_path / "models"
+    outcome = pipeline.train(create_engine("sqlite://"), models_dir, options)
+    bundle = load_bundle(outcome.path, models_dir=models_dir)
+
+    text = write_report(bundle, tmp_path / "report.html").read_text(encoding="utf-8")
+    for sid, title in SECTIONS:
+        assert f'<section id="{sid}"><h2>{title}</h2>' in text
+    assert len(_pngs(text)) == 6
+    comparison = bundle.manifest.metrics["comparison"]
+    assert {row["model"] for row in comparison} == {
+        "seasonal_naive",
+        "moving_average",
+        "lgbm_tweedie/multi",
+    }
+    for row in comparison:
+        assert f"<td>{row['model']}</td>" in text
+    overall = bundle.manifest.metrics["overall"]
+    assert f">{overall['wape'] * 100:.1f}%</div>" in text
+    assert f"{bundle.manifest.data_start} .. {bundle.manifest.data_end}" in text
+    _assert_self_contained(text)
