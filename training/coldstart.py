@@ -13,10 +13,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from training.feature_groups import HISTORY_GROUP
 from training.forecaster import Forecaster
 from training.metrics import bias, rmsse, series_stats, wape
-
-COLD_BUILDER = {"history_features": False}
 
 
 def cold_start_forecaster(horizon: int, **model_params: Any) -> Forecaster:
@@ -25,7 +24,7 @@ def cold_start_forecaster(horizon: int, **model_params: Any) -> Forecaster:
         model="lgbm_tweedie",
         strategy="direct",
         horizon=horizon,
-        builder_params=COLD_BUILDER,
+        drop_groups=(HISTORY_GROUP,),
         model_params={"n_estimators": 200, **model_params},
         min_rows_per_sku=0,
     )

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from training.estimators import Estimator, make_estimator, moving_average, seasonal_naive
+from training.feature_groups import feature_group
 from training.features import FeatureBuilder
 
 Strategy = Literal["direct", "recursive", "multi"]
@@ -41,6 +42,12 @@ class _Stage:
     last_h: int
     builder: FeatureBuilder
     estimator: Estimator
+    keep: np.ndarray  # columns of the builder's matrix the estimator sees
+    names: list[str]
+
+    def features(self, frame: pd.DataFrame, products: pd.DataFrame, rows: Any) -> np.ndarray:
+        """The estimator's input for the chosen rows."""
+        return self.builder.transform(frame, products, rows=rows).X[:, self.keep]
 
 
 def _buckets(strategy: Strategy, horizon: int, bucket: int) -> list[tuple[int, int, int]]:
@@ -81,6 +88,7 @@ class Forecaster:
         model_params: dict[str, Any] | None = None,
         min_rows_per_sku: int = 28,
         max_train_days: int | None = None,
+        drop_groups: Sequence[str] = (),
     ) -> None:
         self.model = model
         self.strategy = strategy
@@ -90,6 +98,7 @@ class Forecaster:
         self.model_params = model_params
         self.min_rows_per_sku = min_rows_per_sku
         self.max_train_days = max_train_days
+        self.drop_groups = tuple(drop_groups)
 
     @property
     def name(self) -> str:
@@ -116,17 +125,23 @@ class Forecaster:
             builder = FeatureBuilder(min_lag=min_lag, **(self.builder_params or {}))
             builder.fit(history.loc[history["units"].notna()], products)
             fm = builder.transform(history, products, rows=mask)
+            names = list(fm.feature_names)
+            keep = np.array([feature_group(n) not in self.drop_groups for n in names])
+            kept = [n for n, k in zip(names, keep, strict=True) if k]
+            X = fm.X if keep.all() else fm.X[:, keep]
             if progress:
-                progress(f"{self.name}: fitting {len(fm.y):,} rows x {fm.X.shape[1]} features")
+                progress(f"{self.name}: fitting {len(fm.y):,} rows x {X.shape[1]} features")
             estimator = make_estimator(self.model, **(self.model_params or {}))
             estimator.fit(
-                fm.X,
+                X,
                 fm.y,
-                feature_names=list(fm.feature_names),
-                categorical=list(builder.categorical_features_),
+                feature_names=kept,
+                categorical=[c for c in builder.categorical_features_ if c in kept],
             )
-            del fm
-            self.stages_.append(_Stage(min_lag, first_h, last_h, builder, estimator))
+            del fm, X
+            self.stages_.append(
+                _Stage(min_lag, first_h, last_h, builder, estimator, np.flatnonzero(keep), kept)
+            )
         return self
 
     def _check_fitted(self) -> None:
@@ -145,12 +160,12 @@ class Forecaster:
     def feature_names_(self) -> list[str]:
         """Feature order of the first stage (every stage's list is in ``stage_features``)."""
         self._check_fitted()
-        return list(self.stages_[0].builder.features_order_) if self.stages_ else []
+        return list(self.stages_[0].names) if self.stages_ else []
 
     def stage_features(self) -> dict[int, list[str]]:
         """Feature order per lag floor."""
         self._check_fitted()
-        return {s.min_lag: list(s.builder.features_order_) for s in self.stages_}
+        return {s.min_lag: list(s.names) for s in self.stages_}
 
     def predict(
         self,
@@ -185,8 +200,7 @@ class Forecaster:
             work = frame.assign(units=units)
             for h in range(1, horizon + 1):
                 rows = day == h
-                fm = stage.builder.transform(work, products, rows=rows)
-                pred = stage.estimator.predict(fm.X)
+                pred = stage.estimator.predict(stage.features(work, products, rows))
                 out[rows] = pred
                 units[rows] = pred
                 work = work.assign(units=units)
@@ -195,8 +209,7 @@ class Forecaster:
                 rows = (day >= stage.first_h) & (day <= min(stage.last_h, horizon))
                 if not rows.any():
                     continue
-                fm = stage.builder.transform(frame, products, rows=rows)
-                out[rows] = stage.estimator.predict(fm.X)
+                out[rows] = stage.estimator.predict(stage.features(frame, products, rows))
                 stage_of[rows] = idx
         keep = (day >= 1) & (day <= horizon)
         result = pd.DataFrame(
@@ -235,23 +248,29 @@ class Forecaster:
     def contributions(
         self, frame: pd.DataFrame, products: pd.DataFrame, origin: dt.date | pd.Timestamp
     ) -> list[tuple[pd.DataFrame, np.ndarray, list[str]]]:
-        """Per stage: the horizon rows, their per-feature contributions (raw score) and names."""
+        """Per stage: the horizon rows, their per-feature contributions (raw score) and names.
+
+        For the recursive strategy the horizon's units are first filled with the forecasts, as
+        predict does, so every day is explained with the inputs it was forecast from.
+        """
         self._check_fitted()
         origin = pd.Timestamp(origin)
         frame = frame.reset_index(drop=True)
         day = ((frame["date"] - origin).dt.days).to_numpy()
+        if self.strategy == "recursive":
+            pred = self.predict(frame, products, origin)
+            filled = frame.set_index(["sku", "date"])["units"].copy()
+            filled.loc[pd.MultiIndex.from_frame(pred[["sku", "date"]])] = pred["mean"].to_numpy()
+            frame = frame.assign(units=filled.to_numpy(dtype=np.float32))
         parts = []
         for stage in self.stages_:
             rows = (day >= stage.first_h) & (day <= stage.last_h)
-            if self.strategy == "recursive":
-                rows = day == 1
             if not rows.any():
                 continue
-            fm = stage.builder.transform(frame, products, rows=rows)
-            contrib = stage.estimator.contributions(fm.X)
+            contrib = stage.estimator.contributions(stage.features(frame, products, rows))
             if contrib is None:
                 raise ValueError(f"{self.model} does not explain its forecasts")
-            parts.append((frame.loc[rows, ["sku", "date"]], contrib, list(fm.feature_names)))
+            parts.append((frame.loc[rows, ["sku", "date"]], contrib, list(stage.names)))
         return parts
 
 

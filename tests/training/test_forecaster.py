@@ -1,0 +1,151 @@
+"""Forecasters: strategies, no look-ahead, baselines, cold start and the backtest around them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.training.frames import make_history, make_products
+from training import backtest as bt
+from training.coldstart import backtest_cold_start, cold_start_forecaster
+from training.forecaster import Forecaster, NotFittedForecaster
+
+SMALL = {"n_estimators": 20, "num_leaves": 15, "min_data_in_leaf": 5}
+H = 14
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[pd.DataFrame, pd.DataFrame]:
+    history = make_history(n_skus=6, n_days=400, seed=3, offsets=[0, 0, 0, 30, 60, 90])
+    products = make_products(sorted(history["sku"].unique()))
+    return history, products
+
+
+def _split(history: pd.DataFrame, origin: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
+    train = history[history["date"] <= origin].reset_index(drop=True)
+    frame = bt.hide_after(history, origin, origin + pd.Timedelta(days=H))
+    return train, frame
+
+
+@pytest.mark.parametrize("strategy", ["direct", "recursive", "multi"])
+def test_strategies_forecast_every_sku_and_day(
+    data: tuple[pd.DataFrame, pd.DataFrame], strategy: str
+) -> None:
+    history, products = data
+    origin = history["date"].max() - pd.Timedelta(days=H)
+    train, frame = _split(history, origin)
+    model = Forecaster(
+        model="lgbm_tweedie", strategy=strategy, horizon=H, bucket=7, model_params=SMALL
+    )
+    model.fit(train, products)
+    expected_stages = {"direct": 1, "recursive": 1, "multi": 2}[strategy]
+    assert len(model.stages_) == expected_stages
+    pred = model.predict(frame, products, origin)
+    assert len(pred) == history["sku"].nunique() * H
+    assert sorted(pred["horizon"].unique()) == list(range(1, H + 1))
+    assert (pred["mean"] >= 0).all() and pred["mean"].notna().all()
+    assert pred["date"].min() == origin + pd.Timedelta(days=1)
+
+
+@pytest.mark.parametrize("strategy", ["direct", "recursive", "multi"])
+def test_future_units_never_change_a_forecast(
+    data: tuple[pd.DataFrame, pd.DataFrame], strategy: str
+) -> None:
+    """Handing predict the true future units (a leak) must change nothing."""
+    history, products = data
+    origin = history["date"].max() - pd.Timedelta(days=H)
+    train, frame = _split(history, origin)
+    model = Forecaster(model="lgbm_tweedie", strategy=strategy, horizon=H, model_params=SMALL)
+    model.fit(train, products)
+    leaky = history[history["date"] <= origin + pd.Timedelta(days=H)].reset_index(drop=True)
+    leaky = leaky.assign(units=leaky["units"] * 10 + 5)
+    leaky.loc[leaky["date"] <= origin, "units"] = frame.loc[frame["date"] <= origin, "units"]
+    a = model.predict(frame, products, origin)
+    b = model.predict(leaky, products, origin)
+    np.testing.assert_allclose(a["mean"].to_numpy(), b["mean"].to_numpy())
+
+
+def test_seasonal_naive_repeats_last_week(data: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    history, products = data
+    origin = history["date"].max() - pd.Timedelta(days=H)
+    train, frame = _split(history, origin)
+    model = Forecaster(model="seasonal_naive", horizon=H).fit(train, products)
+    pred = model.predict(frame, products, origin)
+    sku = pred["sku"].iloc[0]
+    last_week = train[train["sku"] == sku].tail(7)["units"].to_numpy()
+    got = pred[pred["sku"] == sku].sort_values("date")["mean"].to_numpy()
+    np.testing.assert_allclose(got, np.tile(last_week, 2))
+
+
+def test_errors(data: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    history, products = data
+    model = Forecaster(model="lgbm_tweedie", strategy="direct", horizon=H, model_params=SMALL)
+    with pytest.raises(NotFittedForecaster):
+        model.predict(history, products, history["date"].max())
+    model.fit(history, products)
+    with pytest.raises(ValueError, match="exceeds"):
+        model.predict(history, products, history["date"].max(), horizon=H + 1)
+
+
+class _Spy(Forecaster):
+    """Records the last training day it was given."""
+
+    seen: list[pd.Timestamp] = []
+
+    def fit(self, history, products, progress=None):  # type: ignore[no-untyped-def]
+        _Spy.seen.append(history.loc[history["units"].notna(), "date"].max())
+        return super().fit(history, products, progress)
+
+
+def test_backtest_never_trains_past_its_cutoff(data: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    history, products = data
+    _Spy.seen = []
+    candidates = [
+        Forecaster(model="seasonal_naive", horizon=H),
+        _Spy(model="lgbm_tweedie", strategy="direct", horizon=H, model_params=SMALL),
+    ]
+    result = bt.run_backtest(history, products, candidates, folds=3, horizon=H, metric="rmsse")
+    last = history["date"].max()
+    assert result.cutoffs == [last - pd.Timedelta(days=H * k) for k in (3, 2, 1)]
+    assert _Spy.seen == result.cutoffs
+    assert len(result.predictions) == 3 * 2 * history["sku"].nunique() * H
+    scores = [result.score(n) for n in result.ranking]
+    assert scores == sorted(scores)
+    doc = result.to_json()
+    assert doc["champion"] == result.ranking[0]
+    learned = next(n for n in doc["models"] if n != "seasonal_naive")
+    assert "value_added_over_seasonal_naive" in doc["models"][learned]
+    assert set(doc["models"][learned]["by_segment"]) == {"category", "store", "demand_class"}
+    cov = bt.coverage_report(result, learned)
+    assert 0.0 <= cov["interval_coverage"] <= 1.0 and cov["rows"] > 0
+
+
+def test_backtest_ensemble_is_the_mean(data: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    history, products = data
+    candidates = [
+        Forecaster(model="lgbm_tweedie", strategy="direct", horizon=H, model_params=SMALL),
+        Forecaster(model="lgbm_poisson", strategy="direct", horizon=H, model_params=SMALL),
+    ]
+    result = bt.run_backtest(history, products, candidates, folds=1, horizon=H, ensemble_top=2)
+    ens = next(n for n in result.reports if n.startswith("ensemble"))
+    p = result.predictions.set_index(["model", "sku", "date"])["yhat"]
+    members = [c.name for c in candidates]
+    expected = (p.loc[members[0]] + p.loc[members[1]]) / 2
+    np.testing.assert_allclose(p.loc[ens].sort_index(), expected.sort_index())
+
+
+def test_backtest_refuses_too_little_history(data: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    history, products = data
+    with pytest.raises(ValueError, match="not enough history"):
+        bt.run_backtest(history, products, [Forecaster(model="seasonal_naive")], folds=14)
+
+
+def test_cold_start_uses_no_sales_history(data: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    history, products = data
+    model = cold_start_forecaster(H, **SMALL).fit(history, products)
+    names = model.feature_names_
+    assert names and not any(n.startswith(("lag_", "roll_", "ewm_", "zero_")) for n in names)
+    report = backtest_cold_start(history, products, horizon=H, share=0.34)
+    assert report["skus"] == 2
+    assert report["wape"] is not None and report["wape"] >= 0
