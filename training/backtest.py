@@ -17,7 +17,13 @@ import numpy as np
 import pandas as pd
 
 from training.forecaster import Forecaster
-from training.metrics import coverage, evaluate, value_added, value_added_report
+from training.metrics import (
+    coverage,
+    evaluate,
+    series_stats,
+    value_added,
+    value_added_report,
+)
 from training.quantiles import QuantileCalibrator
 
 ProgressFn = Callable[[str], None]
@@ -158,6 +164,10 @@ def run_backtest(
     names = list(dict.fromkeys(predictions["model"]))
     # Scaled metrics use the earliest fold's training history, as known before every forecast.
     scale_history = train_histories[0].drop(columns="fold")
+    classes = series_stats(scale_history)["demand_class"]
+    predictions["demand_class"] = (
+        predictions["sku"].map(classes).fillna("no_demand").astype(str).to_numpy()
+    )
     reports = {
         name: evaluate(predictions[predictions["model"] == name], train_history=scale_history)
         for name in names
@@ -184,6 +194,7 @@ def ensemble_predictions(predictions: pd.DataFrame, members: Sequence[str]) -> p
         yhat=("yhat", "mean"),
         category=("category", "first"),
         store=("store", "first"),
+        demand_class=("demand_class", "first"),
     )
     return ens.reset_index()
 

@@ -77,10 +77,19 @@ class QuantileCalibrator:
         self.level_grid_ = grid
         self.share_below_ = np.maximum.accumulate((y[:, None] < raw).mean(axis=0)) + eps
         self.share_at_or_below_ = np.maximum.accumulate((y[:, None] <= raw).mean(axis=0)) + eps
+        # The map from requested to raw level, made monotone once on a fixed grid: a quantile's
+        # value never depends on which other levels are asked for, and never crosses them.
+        self.q_grid_ = grid
+        self.q_levels_ = np.maximum.accumulate(
+            np.array([self._level_from_curves(float(q)) for q in grid])
+        )
 
-    def _level(self, q: float) -> float:
+    def _level_from_curves(self, q: float) -> float:
         curve = self.share_below_ if q < 0.5 else self.share_at_or_below_
         return float(np.interp(q, curve, self.level_grid_))
+
+    def _level(self, q: float) -> float:
+        return float(np.interp(q, self.q_grid_, self.q_levels_))
 
     def _raw(self, yhat: np.ndarray, horizon: np.ndarray, levels: np.ndarray) -> np.ndarray:
         hb, lb = self._hbin(horizon), self._lbin(yhat)
@@ -102,7 +111,4 @@ class QuantileCalibrator:
             raise ValueError("quantiles must lie strictly between 0 and 1")
         yhat = np.clip(np.asarray(yhat, dtype=np.float64), 0.0, None)
         levels = np.array([self._level(float(q)) for q in qs])
-        out = self._raw(yhat, np.asarray(horizon), levels)
-        order = np.argsort(qs)
-        out[:, order] = np.maximum.accumulate(out[:, order], axis=1)
-        return out
+        return self._raw(yhat, np.asarray(horizon), levels)

@@ -69,3 +69,11 @@ def test_errors() -> None:
         cal.predict(np.ones(2), np.ones(2), [1.0])
     with pytest.raises(ValueError, match="no finite"):
         QuantileCalibrator().fit(np.array([np.nan]), np.array([1.0]), np.array([1]))
+
+
+def test_a_level_does_not_depend_on_the_others_requested() -> None:
+    cal = QuantileCalibrator().fit(*_counts(20_000, 7))
+    _, yhat, h = _counts(2_000, 8)
+    alone = cal.predict(yhat, h, [0.5])[:, 0]
+    among = cal.predict(yhat, h, [0.1, 0.4, 0.45, 0.5, 0.9])[:, 3]
+    np.testing.assert_array_equal(alone, among)
