@@ -88,7 +88,7 @@ def gate(
 def run_job(engine: Engine, settings: Settings, job_id: str, params: dict[str, Any]) -> None:
     """Run a retrain job to its end, recording progress and the outcome in the database."""
     start_job(engine, job_id, os.getpid())
-    state = {"progress": 0.0, "message": "reading history"}
+    state: dict[str, Any] = {"progress": 0.0, "message": "reading history"}
     stop = threading.Event()
 
     def beat() -> None:

@@ -175,3 +175,24 @@ class JobInfo(BaseModel):
     created_at: dt.datetime
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
+
+
+class ExplainDay(BaseModel):
+    """One day: baseline + the feature groups' contributions (units) = the forecast."""
+
+    date: dt.date
+    baseline: float
+    contributions: dict[str, float] = Field(
+        description="lags_trend, price, promotion, calendar_events, hierarchy (units)"
+    )
+    forecast: float
+
+
+class ExplainResponse(BaseModel):
+    """Per-day contributions of feature groups to a SKU's forecast."""
+
+    sku: str
+    model_version: str
+    data_until: dt.date
+    method: str
+    days: list[ExplainDay]

@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from featurestore.tables import Job
@@ -63,7 +63,7 @@ class JobState:
             job.params,
             job.result,
             job.pid,
-            _aware(job.created_at),
+            _aware(job.created_at) or _now(),
             _aware(job.started_at),
             _aware(job.heartbeat_at),
             _aware(job.finished_at),
@@ -94,7 +94,7 @@ def create_job(engine: Engine, kind: str, params: dict[str, Any] | None = None) 
     try:
         with engine.begin() as conn:
             conn.execute(
-                Job.__table__.insert().values(
+                insert(Job).values(
                     id=job_id,
                     kind=kind,
                     status="queued",

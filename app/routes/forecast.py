@@ -18,7 +18,7 @@ from app.errors import (
     UnknownSku,
     responses,
 )
-from app.schemas import ForecastRequest, ForecastResponse
+from app.schemas import ExplainResponse, ForecastRequest, ForecastResponse
 
 router = APIRouter(prefix="/v1", tags=["forecasts"], dependencies=[ReadKey])
 COMMON = (MissingApiKey, ForbiddenApiKey, ModelNotReady, DatabaseUnavailable, InvalidRequest)
@@ -50,6 +50,20 @@ async def forecast_one(
     """Expected units per day for one SKU, with quantiles, the model version and data date."""
     levels = _levels(quantiles)
     return await run_in_threadpool(service.forecast, [sku], horizon, levels)
+
+
+@router.get(
+    "/forecast/{sku}/explain",
+    response_model=ExplainResponse,
+    responses=responses(UnknownSku, HorizonOutOfRange, *COMMON),
+)
+async def explain_one(
+    service: ForecastDep,
+    sku: Annotated[str, Path(max_length=64, examples=["FOODS_3_090_CA_1"])],
+    horizon: Annotated[int | None, Query(ge=1, examples=[28])] = None,
+) -> ExplainResponse:
+    """Per-day contributions of feature groups, summing with the baseline to the forecast."""
+    return await run_in_threadpool(service.explain, sku, horizon)
 
 
 @router.post(

@@ -18,11 +18,19 @@ from sqlalchemy import Engine
 
 from app.errors import HorizonOutOfRange, InvalidRequest, ModelNotReady, UnknownSku
 from app.observability import FORECASTS
-from app.schemas import ForecastDay, ForecastResponse, Scenario, SkuForecast
+from app.schemas import (
+    ExplainDay,
+    ExplainResponse,
+    ForecastDay,
+    ForecastResponse,
+    Scenario,
+    SkuForecast,
+)
 from app.services.champion import ChampionHolder, Loaded
 from featurestore import forecast_runs
 from featurestore.readers import last_sales_date, latest_window, read_products
 from featurestore.stats import data_token
+from training.explain import explain
 from training.pipeline import quantile_column
 
 CACHE_SIZE = 50_000
@@ -106,6 +114,52 @@ class ForecastService:
             horizon=horizon,
             scenario=what_if,
             forecasts=[answers[s] for s in wanted],
+        )
+
+    def explain(self, sku: str, horizon: int | None = None) -> ExplainResponse:
+        """Feature-group contributions per day of a SKU's forecast (LightGBM champions)."""
+        loaded = self._champion()
+        model = loaded.forecaster.model
+        horizon = horizon or model.horizon
+        if not 1 <= horizon <= model.horizon:
+            raise HorizonOutOfRange(
+                f"horizon {horizon} is outside the model's range 1..{model.horizon}"
+            )
+        if not model.model.startswith("lgbm"):
+            raise InvalidRequest(f"the champion ({model.model}) gives no contributions")
+        products = read_products(self.engine, [sku])
+        if products.empty:
+            raise UnknownSku(f"unknown SKU: {sku}")
+        as_of = last_sales_date(self.engine)
+        if as_of is None:
+            raise ModelNotReady("the feature store holds no sales yet")
+        frame = latest_window(
+            self.engine, [sku], n_days=model.required_history, horizon=horizon, as_of=as_of
+        )
+        days = explain(model, frame, products, pd.Timestamp(as_of), horizon)
+        link = (
+            "log link: raw contributions shared in proportion"
+            if model.model
+            in (
+                "lgbm_tweedie",
+                "lgbm_poisson",
+            )
+            else "identity link"
+        )
+        return ExplainResponse(
+            sku=sku,
+            model_version=loaded.version,
+            data_until=as_of,
+            method=f"LightGBM pred_contrib by feature group ({link})",
+            days=[
+                ExplainDay(
+                    date=d.date,
+                    baseline=d.baseline,
+                    contributions=d.contributions,
+                    forecast=d.forecast,
+                )
+                for d in days
+            ],
         )
 
     def _remember(self, key: tuple[object, ...], value: tuple[dt.date, SkuForecast]) -> None:

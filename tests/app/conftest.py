@@ -1,0 +1,102 @@
+"""A served store for the API tests: a small synthetic catalogue and a trained champion.
+
+Building the store and training take seconds, so each backend gets one per test module, in a
+database of its own; tests that change state (new data, promotions) put it back or use their own.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+
+from app.main import create_app
+from featurestore.config import Settings
+from featurestore.db import make_engine
+from tests.conftest import create_pg_database, drop_pg_database
+from training.pipeline import TrainOptions, train
+from training.registry import Registry
+from training.synth import SynthConfig, generate, write_catalogue
+
+OPS_KEY = "ops-secret-key"
+READ_KEY = "read-secret-key"
+SMALL_TREES = {"n_estimators": 30, "num_leaves": 31, "min_data_in_leaf": 20}
+
+
+@dataclass
+class Served:
+    """A loaded store, its settings and its first champion."""
+
+    settings: Settings
+    engine: Engine
+    registry: Registry
+    version: str
+
+
+def small_options(**changes: object) -> TrainOptions:
+    """Training options that keep API tests quick."""
+    opts = TrainOptions(
+        models=["seasonal_naive", "lgbm_tweedie"],
+        strategy="direct",
+        horizon=14,
+        folds=1,
+        model_params={"lgbm_tweedie": SMALL_TREES},
+        cold_start_share=0.2,
+    )
+    for key, value in changes.items():
+        setattr(opts, key, value)
+    return opts
+
+
+def build_served(url: str, models_dir: Path) -> Served:
+    engine = make_engine(url)
+    write_catalogue(engine, generate(SynthConfig(n_skus=16, n_days=300, seed=11)))
+    outcome = train(engine, models_dir, small_options())
+    registry = Registry(models_dir)
+    registry.promote(outcome.version, reason="test fixture")
+    settings = Settings(
+        database_url=url,
+        models_dir=models_dir,
+        read_api_keys=[READ_KEY],  # type: ignore[list-item]
+        ops_api_keys=[OPS_KEY],  # type: ignore[list-item]
+        max_horizon=14,
+    )
+    return Served(settings, engine, registry, outcome.version)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def served(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Served]:
+    root = tmp_path_factory.mktemp("served")
+    if request.param == "sqlite":
+        path = root / "store.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        url = f"sqlite:///{path}"
+        result = build_served(url, root / "models")
+        yield result
+        result.engine.dispose()
+        return
+    admin = request.getfixturevalue("pg_server")
+    url = create_pg_database(admin)
+    try:
+        from featurestore import migrations
+
+        migrations.upgrade(url)
+        result = build_served(url, root / "models")
+        yield result
+        result.engine.dispose()
+    finally:
+        drop_pg_database(admin, url)
+
+
+@pytest.fixture
+def client(served: Served) -> Iterator[TestClient]:
+    with TestClient(create_app(served.settings)) as c:
+        c.headers["X-API-Key"] = READ_KEY
+        yield c

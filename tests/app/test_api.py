@@ -1,0 +1,211 @@
+"""The API on SQLite and PostgreSQL: forecasts, what-if, explain, cache, registry and errors."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from featurestore.readers import last_sales_date, read_products
+from tests.app.conftest import OPS_KEY, READ_KEY, Served
+
+
+def _skus(served: Served) -> list[str]:
+    products = read_products(served.engine)
+    return sorted(products.loc[products["status"] == "active", "sku"])
+
+
+def test_health_and_readiness(client: TestClient, served: Served) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["model_version"] == served.registry.champion()
+    assert ready.json()["database"] is True
+
+
+def test_single_sku_forecast(client: TestClient, served: Served) -> None:
+    sku = _skus(served)[0]
+    response = client.get(f"/v1/forecast/{sku}", params={"quantiles": "0.1,0.5,0.9"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model_version"] == served.registry.champion()
+    as_of = last_sales_date(served.engine)
+    assert body["data_until"] == as_of.isoformat()
+    days = body["forecasts"][0]["days"]
+    assert len(days) == 14
+    assert days[0]["date"] == (as_of + dt.timedelta(days=1)).isoformat()
+    for day in days:
+        q = day["quantiles"]
+        assert set(q) == {"p10", "p50", "p90"}
+        assert 0 <= q["p10"] <= q["p50"] <= q["p90"]
+        assert day["mean"] >= 0
+    short = client.get(f"/v1/forecast/{sku}", params={"horizon": 5}).json()
+    assert len(short["forecasts"][0]["days"]) == 5
+
+
+def test_batch_equals_single(client: TestClient, served: Served) -> None:
+    skus = _skus(served)
+    batch = client.post("/v1/forecast", json={"skus": skus, "horizon": 7})
+    assert batch.status_code == 200, batch.text
+    forecasts = {f["sku"]: f for f in batch.json()["forecasts"]}
+    assert list(forecasts) == skus
+    one = client.get(f"/v1/forecast/{skus[3]}", params={"horizon": 7}).json()["forecasts"][0]
+    assert [d["mean"] for d in one["days"]] == pytest.approx(
+        [d["mean"] for d in forecasts[skus[3]]["days"]], rel=1e-6
+    )
+
+
+def test_what_if_price_rise_lowers_demand(client: TestClient, served: Served) -> None:
+    as_of = last_sales_date(served.engine)
+    start, end = as_of + dt.timedelta(days=1), as_of + dt.timedelta(days=14)
+    products = read_products(served.engine)
+    skus = _skus(served)
+    base = client.post("/v1/forecast", json={"skus": skus}).json()["forecasts"]
+    volumes = {f["sku"]: sum(d["mean"] for d in f["days"]) for f in base}
+    sku = max(volumes, key=volumes.__getitem__)
+    assert sku in set(products["sku"])
+    scenario = {"prices": [{"sku": sku, "start": str(start), "end": str(end), "price": 1000.0}]}
+    response = client.post("/v1/forecast", json={"skus": [sku], "scenario": scenario})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["scenario"] is True
+    days = body["forecasts"][0]["days"]
+    assert all(d["baseline_mean"] is not None for d in days)
+    assert sum(d["delta"] for d in days) < 0
+    for d in days:
+        assert d["delta"] == pytest.approx(d["mean"] - d["baseline_mean"])
+
+
+def test_explain_sums_to_the_forecast(client: TestClient, served: Served) -> None:
+    sku = _skus(served)[1]
+    response = client.get(f"/v1/forecast/{sku}/explain")
+    assert response.status_code == 200, response.text
+    days = response.json()["days"]
+    assert len(days) == 14
+    forecast = client.get(f"/v1/forecast/{sku}").json()["forecasts"][0]["days"]
+    for day, fc in zip(days, forecast, strict=True):
+        groups = day["contributions"]
+        assert set(groups) == {"lags_trend", "price", "promotion", "calendar_events", "hierarchy"}
+        assert day["baseline"] + sum(groups.values()) == pytest.approx(day["forecast"], rel=1e-6)
+        assert day["forecast"] == pytest.approx(fc["mean"], rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "status", "code"),
+    [
+        ("/v1/forecast/NO_SUCH_SKU", {}, 404, "unknown_sku"),
+        ("/v1/forecast/{sku}", {"horizon": 99}, 422, "horizon_out_of_range"),
+        ("/v1/forecast/{sku}", {"horizon": 0}, 422, "invalid_request"),
+        ("/v1/forecast/{sku}", {"quantiles": "0.1,abc"}, 422, "invalid_request"),
+        ("/v1/forecast/{sku}", {"quantiles": "0,1.5"}, 422, "invalid_request"),
+        ("/v1/no/such/route", {}, 404, "not_found"),
+    ],
+)
+def test_errors_have_one_shape(
+    client: TestClient, served: Served, path: str, params: dict, status: int, code: str
+) -> None:
+    response = client.get(path.format(sku=_skus(served)[0]), params=params)
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["error"] == code and body["detail"]
+
+
+def test_malformed_body(client: TestClient) -> None:
+    for body in ({"skus": []}, {"skus": "x"}, {"nope": 1}, {"skus": ["a"], "quantiles": [2]}):
+        response = client.post("/v1/forecast", json=body)
+        assert response.status_code == 422
+        assert response.json()["error"] == "invalid_request"
+    raw = client.post(
+        "/v1/forecast", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
+    assert raw.status_code == 422
+
+
+def test_keys(client: TestClient, served: Served) -> None:
+    sku = _skus(served)[0]
+    no_key = client.get(f"/v1/forecast/{sku}", headers={"X-API-Key": ""})
+    assert no_key.status_code == 401 and no_key.json()["error"] == "missing_api_key"
+    wrong = client.get(f"/v1/forecast/{sku}", headers={"X-API-Key": "wrong"})
+    assert wrong.status_code == 403 and wrong.json()["error"] == "forbidden"
+    ops_ok = client.get(f"/v1/forecast/{sku}", headers={"X-API-Key": OPS_KEY})
+    assert ops_ok.status_code == 200
+    read_on_ops = client.post("/v1/models/rollback", headers={"X-API-Key": READ_KEY})
+    assert read_on_ops.status_code == 403
+    # health and readiness stay open for orchestrators
+    assert client.get("/healthz", headers={"X-API-Key": ""}).status_code == 200
+
+
+def test_keys_never_logged(
+    client: TestClient, served: Served, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client.get(f"/v1/forecast/{_skus(served)[0]}", headers={"X-API-Key": "leaky-secret"})
+    captured = capsys.readouterr()
+    assert "leaky-secret" not in captured.out + captured.err
+    assert OPS_KEY not in captured.out + captured.err
+
+
+def test_cache_serves_repeat_and_new_data_invalidates(client: TestClient, served: Served) -> None:
+    service = client.app.state.forecasts  # type: ignore[attr-defined]
+    sku = _skus(served)[2]
+    first = client.get(f"/v1/forecast/{sku}").json()
+    size = len(service.cache)
+    again = client.get(f"/v1/forecast/{sku}").json()
+    assert again == first
+    assert len(service.cache) == size
+    key = next(k for k in service.cache if k[0] == sku)
+    # a cached answer is what is served: tamper with it and see it come back
+    as_of, cached = service.cache[key]
+    service.cache[key] = (as_of, cached.model_copy(update={"cold_start": True}))
+    assert client.get(f"/v1/forecast/{sku}").json()["forecasts"][0]["cold_start"] is True
+    # new sales for the SKU change the data token: the forecast is recomputed
+    import pandas as pd
+
+    from featurestore.ingest import ingest_frames
+
+    day = last_sales_date(served.engine) + dt.timedelta(days=1)
+    sales = pd.DataFrame({"sku": [sku], "date": [day], "units": [3.0]})
+    if day <= dt.datetime.now(dt.UTC).date():
+        ingest_frames(served.engine, "sales", [sales], source="test-new-day")
+        fresh = client.get(f"/v1/forecast/{sku}").json()
+        assert fresh["data_until"] == day.isoformat()
+        assert fresh["forecasts"][0]["cold_start"] is False
+        from featurestore.tables import DailySales
+
+        with served.engine.begin() as conn:
+            conn.execute(
+                DailySales.__table__.delete().where(DailySales.sku == sku, DailySales.date == day)
+            )
+
+
+def test_metrics_endpoint(client: TestClient, served: Served) -> None:
+    client.get(f"/v1/forecast/{_skus(served)[0]}")
+    text = client.get("/metrics").text
+    assert 'salesfc_requests_total{method="GET",route="/v1/forecast/{sku}",status="200"}' in text
+    assert "salesfc_request_seconds_bucket" in text
+    assert f'salesfc_model_info{{version="{served.registry.champion()}"}} 1.0' in text
+    assert "salesfc_forecasts_served_total" in text
+
+
+def test_no_model_yet(served: Served, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    settings = served.settings.model_copy(update={"models_dir": tmp_path / "empty"})
+    with TestClient(create_app(settings)) as c:
+        c.headers["X-API-Key"] = READ_KEY
+        assert c.get("/readyz").status_code == 503
+        response = c.get(f"/v1/forecast/{_skus(served)[0]}")
+        assert response.status_code == 503
+        assert response.json()["error"] == "model_not_ready"
+
+
+def test_database_down_is_503(served: Served) -> None:
+    settings = served.settings.model_copy(
+        update={"database_url": "postgresql+psycopg://postgres@127.0.0.1:1/nowhere"}
+    )
+    with TestClient(create_app(settings)) as c:
+        c.headers["X-API-Key"] = READ_KEY
+        ready = c.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["database"] is False
+        response = c.get(f"/v1/forecast/{_skus(served)[0]}")
+        assert response.status_code == 503
+        assert response.json()["error"] == "database_unavailable"
