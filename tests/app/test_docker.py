@@ -33,8 +33,7 @@ def test_services_and_order(compose: dict) -> None:
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
     for name in ("api", "nightly"):
         assert (
-            services[name]["depends_on"]["migrate"]["condition"]
-            == "service_completed_successfully"
+            services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
         )
 
 
