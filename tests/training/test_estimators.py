@@ -230,3 +230,13 @@ def test_moving_average() -> None:
     np.testing.assert_array_equal(fc[1], np.zeros(5))
     np.testing.assert_allclose(E.moving_average(hist, 2, window=3)[0], [25.5, 25.5])
     assert set(E.BASELINES) == {"seasonal_naive", "moving_average"}
+
+
+def test_mlp_subsamples_rows_within_budget(data: dict[str, np.ndarray]) -> None:
+    small = fit("mlp", data, max_samples=600)
+    full = fit("mlp", data)
+    assert isinstance(small, E.MLPEstimator) and isinstance(full, E.MLPEstimator)
+    assert 0 < small.n_iter_ <= 60
+    pred = small.predict(data["X_test"])
+    assert (pred >= 0).all()
+    assert not np.array_equal(pred, full.predict(data["X_test"]))
