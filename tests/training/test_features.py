@@ -305,6 +305,31 @@ def test_rows_subset_equals_full_subset(history: pd.DataFrame, products: pd.Data
     assert empty.X.shape == (0, len(full.feature_names))
 
 
+def test_integer_and_fractional_sum_paths_agree(products: pd.DataFrame) -> None:
+    # Whole units take a running-sum path, other units day-aligned blocks; a SKU's features must
+    # not depend on which one its chunk took (serving may see it alone, training beside others).
+    whole = make_history(4, 500, seed=2, offsets=[0, 0, 150, 430])
+    builder = FeatureBuilder(min_lag=7).fit(whole, products)
+    alone = builder.transform(whole, products)
+    mixed = whole.copy()
+    last_sku = mixed["sku"] == mixed["sku"].iloc[-1]
+    mixed.loc[last_sku, "units"] = mixed.loc[last_sku, "units"] * 0.37
+    beside = builder.transform(mixed, products)
+    keep = ~last_sku.to_numpy()
+    assert_same_features(alone.X[keep], beside.X[keep], alone.feature_names)
+    assert not np.array_equal(alone.X[~keep], beside.X[~keep], equal_nan=True)
+
+
+def test_bad_rows_are_refused(history: pd.DataFrame, products: pd.DataFrame) -> None:
+    builder = FeatureBuilder(**SMALL).fit(history, products)
+    with pytest.raises(ValueError, match="mask"):
+        builder.transform(history, products, rows=np.ones(3, dtype=bool))
+    with pytest.raises(ValueError, match="range"):
+        builder.transform(history, products, rows=[len(history)])
+    last = builder.transform(history, products, rows=[-1])
+    assert last.sku[0] == history["sku"].iloc[-1]
+
+
 def test_chunking_does_not_change_features(
     history: pd.DataFrame, products: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
 ) -> None:
