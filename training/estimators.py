@@ -189,6 +189,7 @@ class LGBMEstimator(Estimator):
 
     @property
     def name(self) -> str:  # type: ignore[override]
+        """The registry name, e.g. "lgbm_tweedie"."""
         return f"lgbm_{self.objective}"
 
     def lgb_params(self) -> dict[str, Any]:
