@@ -1,0 +1,1149 @@
+"""Validated, transactional, idempotent ingestion of CSV and Parquet files and generated frames.
+
+One file is one transaction. Its sha256 (with the column mapping) is looked up first: a file this
+entity already loaded changes nothing and reports "unchanged". Otherwise the file is read in
+chunks (CSV: record-aligned byte blocks parsed by pyarrow; Parquet: row batches), renamed by
+``mapping``, validated vectorised (featurestore.validate) and the accepted rows are staged in a
+temporary table (COPY on PostgreSQL, executemany on SQLite). Keys found more than once in the file
+are rejected, every copy. When the reject share stays within ``max_reject`` the staged rows are
+upserted into the target table, order lines are turned into daily sales, first/last sale dates
+are refreshed and the ingestion_log row is written; then the transaction commits. A crash at any
+point before that commit leaves the store as it was. Rejects (1-based data row, reason, column,
+value) go to a CSV file, by default ``<file>.rejects.csv`` next to the input.
+
+Order lines become daily_sales rows (source "orders"), recomputed in SQL from all order lines in
+the store for every (sku, day) a file touches, including the old day of a line that moved:
+
+- sale_date: ordered_at as a day in settings.timezone; a timestamp without an offset is local time.
+- units: quantity of lines with quantity > 0 and status completed or returned (a line returned
+  later was still demand on its day); cancelled lines count for nothing.
+- returned_units: |quantity| of returned lines, i.e. positive lines returned later and negative
+  return lines (a negative quantity is accepted only with status returned).
+- revenue: quantity * unit_price * (1 - discount) summed over completed lines.
+- avg_price: the realised price of the day's demand, sum(quantity * unit_price * (1 - discount))
+  / sum(quantity) over priced completed and returned lines (revenue / units would count returned
+  units at price zero and bias the price signal downwards).
+
+A day whose lines were all cancelled keeps a row with 0 units. For one SKU and day the later
+load wins between order-derived and directly loaded daily sales. first_sale_date and
+last_sale_date of a touched SKU are its first and last day with units > 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import heapq
+import io
+import json
+import os
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+from sqlalchemy import Connection, Engine, insert, select
+
+from featurestore import m5
+from featurestore.config import get_settings
+from featurestore.schema import ENTITIES, Entity
+from featurestore.tables import Base, IngestionLog
+from featurestore.validate import (
+    DEFAULTS,
+    DUPLICATE,
+    MALFORMED,
+    REJECT_COLUMNS,
+    UNDECODABLE,
+    ColumnPlan,
+    Context,
+    PlanError,
+    Rows,
+    check_chunk,
+    empty_rejects,
+    make_rejects,
+    resolve_columns,
+)
+
+__all__ = [
+    "IngestError",
+    "IngestReport",
+    "TooManyRejects",
+    "estimate_rows",
+    "file_checksum",
+    "import_m5",
+    "ingest_file",
+    "ingest_frames",
+]
+
+Progress = Callable[[int], None]
+
+_HASH_BLOCK = 1 << 20
+_MIN_BLOCK = 1 << 20
+_MAX_BLOCK = 64 << 20
+_IN_BATCH = 500
+_PARQUET_MAGIC = b"PAR1"
+_STAGE_EXTRA = {"orders": (("sale_date", "date"),)}
+_SALE_ENTITIES = ("orders", "sales")
+
+
+@dataclass
+class IngestReport:
+    """What one ingestion read, accepted and rejected, and how it ended."""
+
+    entity: str
+    source: str
+    checksum: str
+    rows_read: int
+    rows_accepted: int
+    rows_rejected: int
+    status: str  # "loaded" | "unchanged" (same file already loaded) | "failed"
+    reject_path: Path | None
+    reasons: dict[str, int]  # reject reason -> count
+    seconds: float
+    ignored_columns: list[str] = field(default_factory=list)
+    detail: str = ""
+
+    @property
+    def reject_share(self) -> float:
+        return self.rows_rejected / self.rows_read if self.rows_read else 0.0
+
+
+class IngestError(Exception):
+    """A file-level failure: unreadable file, missing required columns, too many rejects."""
+
+
+class TooManyRejects(IngestError):
+    """The reject share passed max_reject: nothing was written."""
+
+    def __init__(self, report: IngestReport, max_reject: float) -> None:
+        super().__init__(
+            f"{report.rows_rejected:,} of {report.rows_read:,} rows rejected "
+            f"({report.reject_share:.1%}, more than the {max_reject:.1%} allowed); nothing loaded"
+        )
+        self.report = report
+        self.max_reject = max_reject
+
+
+class _Unchanged(Exception):
+    """Generated frames whose content this entity already loaded."""
+
+    def __init__(self, previous: IngestionLog | None) -> None:
+        self.previous = previous
+
+
+@dataclass
+class _Chunk:
+    frame: pd.DataFrame  # entity column names (and, for products, extra source columns)
+    rows: Rows  # 1-based data row of each frame row
+    rejects: pd.DataFrame  # rows refused while reading (malformed, undecodable)
+
+    @property
+    def size(self) -> int:
+        return len(self.frame) + len(self.rejects)
+
+
+# ---------------------------------------------------------------------------------------------
+# public entry points
+
+
+def ingest_file(
+    engine: Engine,
+    entity: str,
+    path: Path,
+    *,
+    mapping: dict[str, str] | None = None,
+    max_reject: float | None = None,
+    reject_path: Path | None = None,
+    chunk_rows: int | None = None,
+    progress: Progress | None = None,
+) -> IngestReport:
+    """Load one CSV or Parquet file of ``entity`` in one transaction (see the module docstring)."""
+    started, started_at = time.perf_counter(), datetime.now(UTC)
+    ent = _entity(entity)
+    path = Path(path)
+    source = str(path)
+    if not path.is_file():
+        raise IngestError(f"no such file: {path}")
+    checksum = file_checksum(path, mapping)
+    previous = _previous_load(engine, ent.name, checksum)
+    if previous is not None:
+        report = _unchanged_report(ent.name, source, checksum, previous, started)
+        _log_outside(engine, report, started_at)
+        return report
+    rows = chunk_rows or get_settings().ingest_chunk_rows
+    target = reject_path or _default_reject_path(path)
+    try:
+        plan, chunks = _open_file(path, ent, mapping, rows)
+    except (PlanError, OSError, pa.ArrowException, csv.Error, ValueError) as exc:
+        _fail(engine, ent.name, source, checksum, started, started_at, str(exc))
+        raise IngestError(f"{path.name}: {exc}") from exc
+    return _load(
+        engine,
+        ent,
+        plan,
+        chunks,
+        source=source,
+        checksum=checksum,
+        max_reject=max_reject,
+        reject_path=target,
+        stale_rejects=reject_path is None,
+        progress=progress,
+        started=(started, started_at),
+    )
+
+
+def ingest_frames(
+    engine: Engine,
+    entity: str,
+    frames: Iterable[pd.DataFrame],
+    *,
+    source: str,
+    max_reject: float | None = None,
+    reject_path: Path | None = None,
+    progress: Progress | None = None,
+    chunk_rows: int | None = None,
+) -> IngestReport:
+    """Load generated frames (entity column names) through the same validation and transaction."""
+    started, started_at = time.perf_counter(), datetime.now(UTC)
+    ent = _entity(entity)
+    rows = chunk_rows or get_settings().ingest_chunk_rows
+    target = reject_path or _data_reject_path(f"{source}.{ent.name}")
+    iterator = iter(frames)
+    first = next(iterator, None)
+    columns = list(first.columns) if first is not None else list(ent.required)
+    try:
+        plan = resolve_columns(ent, [str(c) for c in columns])
+    except PlanError as exc:
+        raise IngestError(f"{source}: {exc}") from exc
+
+    def chunks() -> Iterator[_Chunk]:
+        start = 0
+        for frame in _chain(first, iterator):
+            for lo in range(0, len(frame), rows):
+                part = _planned(frame.iloc[lo : lo + rows], plan, ent)
+                yield _Chunk(part, np.arange(start + 1, start + len(part) + 1), empty_rejects())
+                start += len(part)
+
+    return _load(
+        engine,
+        ent,
+        plan,
+        chunks(),
+        source=source,
+        checksum=None,
+        max_reject=max_reject,
+        reject_path=target,
+        stale_rejects=False,
+        progress=progress,
+        started=(started, started_at),
+    )
+
+
+def import_m5(
+    engine: Engine, path: Path, progress: Progress | None = None
+) -> dict[str, IngestReport]:
+    """Load an M5-layout Parquet file: products, events and SNAP days, prices, daily sales."""
+    path = Path(path)
+    if not path.is_file():
+        raise IngestError(f"no such file: {path}")
+    try:
+        frames = m5.m5_frames(path)
+    except (KeyError, OSError, pa.ArrowException) as exc:
+        raise IngestError(f"{path.name} is not an M5-layout file: {exc}") from exc
+    return {
+        entity: ingest_frames(engine, entity, [frame], source=f"{path}#{entity}", progress=progress)
+        for entity, frame in frames.items()
+    }
+
+
+def file_checksum(path: Path, mapping: Mapping[str, str] | None = None) -> str:
+    """sha256 of the file's bytes, folded with the column mapping when there is one."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(_HASH_BLOCK):
+            digest.update(block)
+    if not mapping:
+        return digest.hexdigest()
+    folded = hashlib.sha256(digest.hexdigest().encode())
+    folded.update(json.dumps(dict(sorted(mapping.items()))).encode())
+    return folded.hexdigest()
+
+
+def estimate_rows(path: Path) -> int | None:
+    """Data rows in a file: exact for Parquet, newlines minus the header for CSV."""
+    path = Path(path)
+    try:
+        if _is_parquet(path):
+            return int(pq.ParquetFile(path).metadata.num_rows)
+        lines, last = 0, b""
+        with open(path, "rb") as fh:
+            while block := fh.read(_HASH_BLOCK):
+                lines += block.count(b"\n")
+                last = block
+        if last and not last.endswith(b"\n"):
+            lines += 1
+        return max(lines - 1, 0)
+    except (OSError, pa.ArrowException):
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# the transaction
+
+
+def _load(
+    engine: Engine,
+    ent: Entity,
+    plan: ColumnPlan,
+    chunks: Iterable[_Chunk],
+    *,
+    source: str,
+    checksum: str | None,
+    max_reject: float | None,
+    reject_path: Path,
+    stale_rejects: bool,
+    progress: Progress | None,
+    started: tuple[float, datetime],
+) -> IngestReport:
+    settings = get_settings()
+    limit = settings.max_reject_share if max_reject is None else max_reject
+    sink = _RejectSink(reject_path)
+    hasher = hashlib.sha256() if checksum is None else None
+    extras = list(plan.extras) if ent.name == "products" else []
+    report = IngestReport(
+        ent.name,
+        source,
+        checksum or "",
+        0,
+        0,
+        0,
+        "failed",
+        None,
+        {},
+        0.0,
+        ignored_columns=[] if ent.name == "products" else list(plan.extras),
+    )
+    try:
+        with engine.begin() as conn:
+            store = _Store(conn, ent, plan, extras)
+            ctx = Context(
+                today=datetime.now(ZoneInfo(settings.timezone)).date(),
+                timezone=settings.timezone,
+                known_skus=store.known_skus(),
+                present=plan.present,
+            )
+            keys = _KeyIndex(ent)
+            for chunk in chunks:
+                if hasher is not None:
+                    _hash_frame(hasher, chunk.frame)
+                checked = check_chunk(ent, chunk.frame, chunk.rows, ctx, extras)
+                sink.add(_merge_rejects(chunk.rejects, checked.rejects))
+                store.write(checked.frame)
+                keys.add(checked.frame)
+                report.rows_read += chunk.size
+                if progress is not None:
+                    progress(chunk.size)
+            if hasher is not None:
+                report.checksum = hasher.hexdigest()
+                previous = _previous_load_in(conn, ent.name, report.checksum)
+                if previous is not None:
+                    raise _Unchanged(previous)
+            duplicates = store.duplicates(keys.candidates())
+            sink.add_late(duplicates)
+            store.drop(duplicates["row"].to_numpy())
+            report.rows_rejected = sink.count
+            report.rows_accepted = report.rows_read - report.rows_rejected
+            report.reasons = dict(sink.reasons.most_common())
+            report.reject_path = sink.path if sink.count else None
+            if report.reject_share > limit:
+                raise TooManyRejects(report, limit)
+            store.merge()
+            report.status = "loaded"
+            report.seconds = time.perf_counter() - started[0]
+            store.log(report, started[1])
+    except _Unchanged as unchanged:
+        sink.discard()
+        report = _unchanged_report(
+            ent.name, source, report.checksum, unchanged.previous, started[0]
+        )
+        _log_outside(engine, report, started[1])
+        return report
+    except TooManyRejects as exc:
+        sink.finish(stale=stale_rejects)
+        exc.report.seconds = time.perf_counter() - started[0]
+        _log_outside(engine, exc.report, started[1])
+        raise
+    except (PlanError, pa.ArrowException, csv.Error, UnicodeError, ValueError) as exc:
+        sink.discard()
+        _fail(engine, ent.name, source, report.checksum, started[0], started[1], str(exc))
+        raise IngestError(f"{Path(source).name}: {exc}") from exc
+    except BaseException:
+        sink.discard()
+        raise
+    report.reject_path = sink.finish(stale=stale_rejects)
+    return report
+
+
+def _merge_rejects(first: pd.DataFrame, second: pd.DataFrame) -> pd.DataFrame:
+    if first.empty:
+        return second
+    if second.empty:
+        return first
+    return pd.concat([first, second], ignore_index=True).sort_values("row", kind="stable")
+
+
+class _KeyIndex:
+    """64-bit hashes of every accepted row's key, to find keys a file holds more than once."""
+
+    def __init__(self, ent: Entity) -> None:
+        self.key = list(ent.key)
+        self.hashes: list[np.ndarray] = []
+        self.rows: list[np.ndarray] = []
+
+    def add(self, frame: pd.DataFrame) -> None:
+        if frame.empty:
+            return
+        parts = {}
+        for name in self.key:
+            col = frame[name]
+            if pd.api.types.is_datetime64_any_dtype(col.dtype):
+                parts[name] = col.astype("datetime64[s]").astype("int64")
+            else:
+                parts[name] = col
+        hashed = pd.util.hash_pandas_object(pd.DataFrame(parts), index=False)
+        self.hashes.append(hashed.to_numpy(dtype=np.uint64))
+        self.rows.append(frame["_row"].to_numpy(dtype=np.int64))
+
+    def candidates(self) -> np.ndarray:
+        """Rows whose key hash occurs more than once (exact keys are compared later)."""
+        if not self.hashes:
+            return np.empty(0, dtype=np.int64)
+        hashes = np.concatenate(self.hashes)
+        rows = np.concatenate(self.rows)
+        self.hashes, self.rows = [], []
+        order = np.argsort(hashes, kind="stable")
+        ordered = hashes[order]
+        same = ordered[1:] == ordered[:-1]
+        hit = np.zeros(len(ordered), dtype=bool)
+        hit[1:] |= same
+        hit[:-1] |= same
+        return np.sort(rows[order][hit])
+
+
+def _hash_frame(hasher: Any, frame: pd.DataFrame) -> None:
+    hasher.update(json.dumps([str(c) for c in frame.columns]).encode())
+    try:
+        hashed = pd.util.hash_pandas_object(frame, index=False)
+    except TypeError:  # unhashable cells (dicts of attributes): hash their text instead
+        hashed = pd.util.hash_pandas_object(frame.astype(str), index=False)
+    hasher.update(hashed.to_numpy(dtype=np.uint64).tobytes())
+
+
+# ---------------------------------------------------------------------------------------------
+# the database side: staging, duplicates, merge, derived sales, log
+
+
+_ARROW_TYPES: dict[str, pa.DataType] = {
+    "str": pa.string(),
+    "int": pa.int64(),
+    "float": pa.float64(),
+    "date": pa.date32(),
+    "datetime": pa.timestamp("us", tz="UTC"),
+    "bool": pa.bool_(),
+    "json": pa.string(),
+}
+
+
+class _Store:
+    """The SQL of one ingestion, on the connection that holds its transaction."""
+
+    def __init__(self, conn: Connection, ent: Entity, plan: ColumnPlan, extras: list[str]) -> None:
+        self.conn = conn
+        self.ent = ent
+        self.pg = conn.dialect.name == "postgresql"
+        self.table = Base.metadata.tables[ent.table]
+        self.columns: list[tuple[str, str]] = [(c.name, c.kind) for c in ent.columns]
+        self.columns += list(_STAGE_EXTRA.get(ent.name, ()))
+        self.stage = f"_stage_{ent.name}"
+        present = set(plan.present) | ({"attributes"} if extras else set())
+        defaults = set(DEFAULTS.get(ent.name, {}))
+        key = list(ent.key)
+        computed = [name for name, _ in _STAGE_EXTRA.get(ent.name, ())]
+        self.insert_cols = [c for c, _ in self.columns if c in key or c in present or c in defaults]
+        self.insert_cols += [c for c in computed if c not in self.insert_cols]
+        self.update_cols = [
+            c for c in self.insert_cols if c not in key and (c in present or c in computed)
+        ]
+        self._begin()
+
+    def q(self, name: str) -> str:
+        return str(self.conn.dialect.identifier_preparer.quote(name))
+
+    def _begin(self) -> None:
+        cols = ", ".join(
+            f"{self.q(name)} {self.table.c[name].type.compile(dialect=self.conn.dialect)}"
+            for name, _ in self.columns
+        )
+        if self.pg:
+            # Hash joins and aggregates over a whole file stay in memory instead of spilling.
+            self.conn.exec_driver_sql("SET LOCAL work_mem = '256MB'")
+            self.conn.exec_driver_sql(
+                f"CREATE TEMPORARY TABLE {self.stage} (_row BIGINT, {cols}) ON COMMIT DROP"
+            )
+        else:
+            self.conn.exec_driver_sql("PRAGMA cache_size = -131072")
+            self.conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{self.stage}")
+            self.conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {self.stage} (_row INTEGER, {cols})")
+
+    def known_skus(self) -> pd.Index | None:
+        if "sku" not in {c.name for c in self.ent.columns} or self.ent.name == "products":
+            return None
+        skus = self.conn.exec_driver_sql("SELECT sku FROM products").scalars().all()
+        return pd.Index(skus, dtype="str")
+
+    def _arrow(self, frame: pd.DataFrame) -> pa.Table:
+        arrays: list[pa.Array] = [pa.array(frame["_row"].to_numpy(dtype=np.int64))]
+        for name, kind in self.columns:
+            col = frame[name]
+            if kind == "json":
+                texts = [None if v is None else json.dumps(v) for v in col.tolist()]
+                arrays.append(pa.array(texts, type=pa.string()))
+            elif kind in ("bool", "str"):
+                arrays.append(pa.array(col, type=_ARROW_TYPES[kind], from_pandas=True))
+            elif kind == "date":
+                arrays.append(pa.array(col.to_numpy(dtype="datetime64[s]")).cast(pa.date32()))
+            elif kind == "datetime":
+                arrays.append(pa.Array.from_pandas(col).cast(_ARROW_TYPES[kind]))
+            else:
+                values = col.to_numpy(dtype=np.float64, na_value=np.nan)
+                arr = pa.array(values, from_pandas=True)
+                arrays.append(arr.cast(pa.int64()) if kind == "int" else arr)
+        return pa.Table.from_arrays(arrays, names=["_row", *(n for n, _ in self.columns)])
+
+    def write(self, frame: pd.DataFrame) -> None:
+        if frame.empty:
+            return
+        table = self._arrow(frame)
+        names = ", ".join(self.q(n) for n in table.column_names)
+        if self.pg:
+            buf = io.BytesIO()
+            pcsv.write_csv(table, buf, pcsv.WriteOptions(include_header=False))
+            raw = self.conn.connection.driver_connection
+            assert raw is not None
+            with (
+                raw.cursor() as cur,
+                cur.copy(f"COPY {self.stage} ({names}) FROM STDIN (FORMAT csv)") as copy,
+            ):
+                copy.write(buf.getbuffer())
+            return
+        lists = []
+        kinds = ["int", *(kind for _, kind in self.columns)]
+        for kind, col in zip(kinds, table.columns, strict=True):
+            if kind == "date":
+                col = col.cast(pa.string())
+            elif kind == "datetime":
+                # SQLAlchemy's SQLite DateTime text format, in UTC.
+                col = pc.strftime(col, format="%Y-%m-%d %H:%M:%S")
+            lists.append(col.to_pylist())
+        marks = ", ".join("?" for _ in lists)
+        cursor = self.conn.connection.cursor()
+        try:
+            # An iterator: sqlite3 takes one, and the chunk's tuples never exist all at once.
+            rows = cast(Any, zip(*lists, strict=True))
+            cursor.executemany(f"INSERT INTO {self.stage} ({names}) VALUES ({marks})", rows)
+        finally:
+            cursor.close()
+
+    def duplicates(self, candidates: np.ndarray) -> pd.DataFrame:
+        """Rejects for every row whose exact key another row of the file also has."""
+        if len(candidates) == 0:
+            return empty_rejects()
+        key = list(self.ent.key)
+        cols = ", ".join(["_row", *(self.q(k) for k in key)])
+        parts = []
+        for lo in range(0, len(candidates), _IN_BATCH):
+            batch = ", ".join(str(int(r)) for r in candidates[lo : lo + _IN_BATCH])
+            result = self.conn.exec_driver_sql(
+                f"SELECT {cols} FROM {self.stage} WHERE _row IN ({batch})"
+            )
+            parts.append(pd.DataFrame(result.all(), columns=["_row", *key]))
+        found = pd.concat(parts, ignore_index=True)
+        dup = found[found.duplicated(subset=key, keep=False)].sort_values("_row")
+        values = dup[key].astype(str).agg("|".join, axis=1).tolist() if len(dup) else []
+        return make_rejects(dup["_row"].to_numpy(), DUPLICATE, ",".join(key), values)
+
+    def drop(self, rows: np.ndarray) -> None:
+        for lo in range(0, len(rows), _IN_BATCH):
+            batch = ", ".join(str(int(r)) for r in rows[lo : lo + _IN_BATCH])
+            self.conn.exec_driver_sql(f"DELETE FROM {self.stage} WHERE _row IN ({batch})")
+
+    def _differs(self, column: str) -> str:
+        old, new = f"t.{self.q(column)}", f"excluded.{self.q(column)}"
+        if not self.pg:
+            return f"{old} IS NOT {new}"
+        if column == "attributes":  # json has no equality operator
+            return f"{old}::text IS DISTINCT FROM {new}::text"
+        return f"{old} IS DISTINCT FROM {new}"
+
+    def merge(self) -> None:
+        """Upsert the staged rows into the target, then what depends on them."""
+        if self.pg:
+            self.conn.exec_driver_sql(f"ANALYZE {self.stage}")
+        if self.ent.name == "orders":
+            self._collect_affected_days()
+        cols = list(self.insert_cols)
+        exprs = [self.q(c) for c in cols]
+        updates = list(self.update_cols)
+        if self.ent.name == "sales":
+            cols.append("source")
+            exprs.append("'direct'")
+            updates.append("source")
+        sets = [f"{self.q(c)} = excluded.{self.q(c)}" for c in updates]
+        changed = " OR ".join(self._differs(c) for c in updates)
+        if self.ent.name == "products" and sets:
+            sets.append("updated_at = CURRENT_TIMESTAMP")
+        action = f"DO UPDATE SET {', '.join(sets)} WHERE {changed}" if sets else "DO NOTHING"
+        order = ["sku", "sale_date"] if self.ent.name == "orders" else list(self.ent.key)
+        self.conn.exec_driver_sql(
+            f"INSERT INTO {self.table.name} AS t ({', '.join(self.q(c) for c in cols)}) "
+            f"SELECT {', '.join(exprs)} FROM {self.stage} WHERE true "
+            f"ORDER BY {', '.join(self.q(c) for c in order)} "
+            f"ON CONFLICT ({', '.join(self.q(k) for k in self.ent.key)}) {action}"
+        )
+        if self.ent.name == "orders":
+            self._derive_daily_sales()
+            self._refresh_sale_dates("_affected_days")
+        elif self.ent.name == "sales":
+            self._refresh_sale_dates(self.stage)
+
+    def _collect_affected_days(self) -> None:
+        """The (sku, day) pairs the file touches, old days of re-dated lines included."""
+        if self.pg:
+            create = "CREATE TEMPORARY TABLE _affected_days ON COMMIT DROP AS"
+        else:
+            self.conn.exec_driver_sql("DROP TABLE IF EXISTS temp._affected_days")
+            create = "CREATE TEMPORARY TABLE _affected_days AS"
+        self.conn.exec_driver_sql(
+            f"{create} SELECT sku, sale_date FROM {self.stage} "
+            "UNION SELECT o.sku, o.sale_date FROM order_lines o "
+            f"JOIN {self.stage} s ON o.order_id = s.order_id AND o.line = s.line"
+        )
+        if self.pg:
+            self.conn.exec_driver_sql("ANALYZE _affected_days")
+
+    def _derive_daily_sales(self) -> None:
+        demand = "o.quantity > 0 AND o.status IN ('completed', 'returned')"
+        value = "o.quantity * o.unit_price * (1 - o.discount)"
+        fields = ("units", "revenue", "avg_price", "returned_units", "source")
+        sets = ", ".join(f"{f} = excluded.{f}" for f in fields)
+        changed = " OR ".join(self._differs(f) for f in fields)
+        self.conn.exec_driver_sql(
+            "INSERT INTO daily_sales AS t "
+            "(sku, date, units, revenue, avg_price, returned_units, on_promotion, source) "
+            "SELECT a.sku, a.sale_date, "
+            f"COALESCE(SUM(CASE WHEN {demand} THEN o.quantity END), 0), "
+            f"SUM(CASE WHEN o.quantity > 0 AND o.status = 'completed' THEN {value} END), "
+            f"SUM(CASE WHEN {demand} THEN {value} END) / NULLIF(SUM(CASE WHEN {demand} "
+            "AND o.unit_price IS NOT NULL THEN o.quantity END), 0), "
+            "COALESCE(SUM(CASE WHEN o.status = 'returned' THEN ABS(o.quantity) END), 0), "
+            "false, 'orders' "
+            "FROM _affected_days a LEFT JOIN order_lines o "
+            "ON o.sku = a.sku AND o.sale_date = a.sale_date "
+            "WHERE true GROUP BY a.sku, a.sale_date ORDER BY a.sku, a.sale_date "
+            f"ON CONFLICT (sku, date) DO UPDATE SET {sets} WHERE {changed}"
+        )
+
+    def _refresh_sale_dates(self, touched: str) -> None:
+        # One aggregate over the touched SKUs' rows: a correlated MIN/MAX per product made
+        # PostgreSQL scan daily_sales once per SKU while the fresh rows had no statistics.
+        distinct = "IS DISTINCT FROM" if self.pg else "IS NOT"
+        self.conn.exec_driver_sql(
+            "UPDATE products SET first_sale_date = s.first_day, last_sale_date = s.last_day "
+            "FROM (SELECT t.sku, MIN(d.date) AS first_day, MAX(d.date) AS last_day "
+            f"FROM (SELECT DISTINCT sku FROM {touched}) t "
+            "LEFT JOIN daily_sales d ON d.sku = t.sku AND d.units > 0 GROUP BY t.sku) s "
+            "WHERE products.sku = s.sku AND (products.first_sale_date "
+            f"{distinct} s.first_day OR products.last_sale_date {distinct} s.last_day)"
+        )
+
+    def log(self, report: IngestReport, started_at: datetime) -> None:
+        self.conn.execute(insert(IngestionLog).values(**_log_values(report, started_at)))
+
+
+def _log_values(report: IngestReport, started_at: datetime) -> dict[str, Any]:
+    detail: dict[str, Any] = {"reasons": report.reasons}
+    if report.reject_path is not None:
+        detail["reject_path"] = str(report.reject_path)
+    if report.ignored_columns:
+        detail["ignored_columns"] = report.ignored_columns
+    if report.detail:
+        detail["message"] = report.detail
+    return {
+        "file_name": report.source,
+        "entity": report.entity,
+        "checksum": report.checksum,
+        "started_at": started_at,
+        "finished_at": datetime.now(UTC),
+        "rows_read": report.rows_read,
+        "rows_accepted": report.rows_accepted,
+        "rows_rejected": report.rows_rejected,
+        "status": report.status,
+        "detail": json.dumps(detail),
+    }
+
+
+def _previous_load_in(conn: Connection, entity: str, checksum: str) -> IngestionLog | None:
+    row = conn.execute(
+        select(IngestionLog)
+        .where(
+            IngestionLog.entity == entity,
+            IngestionLog.checksum == checksum,
+            IngestionLog.status == "loaded",
+        )
+        .order_by(IngestionLog.id.desc())
+        .limit(1)
+    ).first()
+    return None if row is None else IngestionLog(**dict(row._mapping))
+
+
+def _previous_load(engine: Engine, entity: str, checksum: str) -> IngestionLog | None:
+    with engine.connect() as conn:
+        return _previous_load_in(conn, entity, checksum)
+
+
+def _unchanged_report(
+    entity: str, source: str, checksum: str, previous: IngestionLog | None, started: float
+) -> IngestReport:
+    when = previous.finished_at or previous.started_at if previous is not None else None
+    return IngestReport(
+        entity,
+        source,
+        checksum,
+        previous.rows_read if previous is not None else 0,
+        previous.rows_accepted if previous is not None else 0,
+        previous.rows_rejected if previous is not None else 0,
+        "unchanged",
+        None,
+        {},
+        time.perf_counter() - started,
+        detail=f"already loaded{f' at {when:%Y-%m-%d %H:%M:%S}' if when else ''}; nothing changed",
+    )
+
+
+def _log_outside(engine: Engine, report: IngestReport, started_at: datetime) -> None:
+    """Record an attempt that loaded nothing, in a transaction of its own."""
+    with engine.begin() as conn:
+        conn.execute(insert(IngestionLog).values(**_log_values(report, started_at)))
+
+
+def _fail(
+    engine: Engine,
+    entity: str,
+    source: str,
+    checksum: str,
+    started: float,
+    started_at: datetime,
+    message: str,
+) -> None:
+    report = IngestReport(
+        entity,
+        source,
+        checksum,
+        0,
+        0,
+        0,
+        "failed",
+        None,
+        {},
+        time.perf_counter() - started,
+        detail=message,
+    )
+    with contextlib.suppress(Exception):  # the original error is the one worth raising
+        _log_outside(engine, report, started_at)
+
+
+def _entity(name: str) -> Entity:
+    try:
+        return ENTITIES[name]
+    except KeyError:
+        raise IngestError(f"unknown entity {name!r}; choose one of {', '.join(ENTITIES)}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# rejects
+
+
+class _RejectSink:
+    """Rejects spilled to disk as they come, merged in row order into one CSV at the end."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.partial = path.with_name(path.name + ".partial")
+        self.late: list[pd.DataFrame] = []
+        self.count = 0
+        self.reasons: Counter[str] = Counter()
+        self._fh: io.TextIOWrapper | None = None
+
+    def _note(self, rejects: pd.DataFrame) -> None:
+        self.count += len(rejects)
+        labels = rejects["reason"] + " (" + rejects["column"] + ")"
+        self.reasons.update({str(k): int(n) for k, n in labels.value_counts().items()})
+
+    def add(self, rejects: pd.DataFrame) -> None:
+        if rejects.empty:
+            return
+        self._note(rejects)
+        if self._fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.partial, "w", newline="", encoding="utf-8")  # noqa: SIM115
+            csv.writer(self._fh).writerow(REJECT_COLUMNS)
+        rejects[list(REJECT_COLUMNS)].to_csv(self._fh, header=False, index=False)
+
+    def add_late(self, rejects: pd.DataFrame) -> None:
+        """Rejects found after the whole file was read (duplicate keys), sorted by row."""
+        if rejects.empty:
+            return
+        self._note(rejects)
+        self.late.append(rejects)
+
+    def finish(self, *, stale: bool) -> Path | None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        if self.count == 0:
+            if stale and self.path.exists():
+                self.path.unlink()  # an old reject file would describe a different load
+            return None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        late = pd.concat(self.late, ignore_index=True) if self.late else empty_rejects()
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "w", newline="", encoding="utf-8") as out:
+            writer = csv.writer(out)
+            writer.writerow(REJECT_COLUMNS)
+            early: Iterator[list[str]] = iter(())
+            fh = None
+            if self.partial.exists():
+                fh = open(self.partial, newline="", encoding="utf-8")  # noqa: SIM115
+                early = csv.reader(fh)
+                next(early, None)
+            try:
+                late_rows: list[list[str]] = late[list(REJECT_COLUMNS)].astype(str).values.tolist()
+                writer.writerows(heapq.merge(early, late_rows, key=_row_number))
+            finally:
+                if fh is not None:
+                    fh.close()
+        os.replace(tmp, self.path)
+        self.partial.unlink(missing_ok=True)
+        return self.path
+
+    def discard(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        self.partial.unlink(missing_ok=True)
+
+
+def _row_number(record: Any) -> int:
+    return int(record[0])
+
+
+def _default_reject_path(path: Path) -> Path:
+    name = path.name + ".rejects.csv"
+    if os.access(path.parent, os.W_OK):
+        return path.with_name(name)
+    return _data_reject_path(path.name)
+
+
+def _data_reject_path(label: str) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_") or "ingest"
+    return get_settings().data_dir / "rejects" / f"{safe}.rejects.csv"
+
+
+# ---------------------------------------------------------------------------------------------
+# reading files
+
+
+def _is_parquet(path: Path) -> bool:
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return True
+    with open(path, "rb") as fh:
+        return fh.read(4) == _PARQUET_MAGIC
+
+
+def _open_file(
+    path: Path, ent: Entity, mapping: Mapping[str, str] | None, chunk_rows: int
+) -> tuple[ColumnPlan, Iterator[_Chunk]]:
+    if _is_parquet(path):
+        parquet = pq.ParquetFile(path)
+        plan = resolve_columns(ent, list(parquet.schema_arrow.names), mapping)
+        return plan, _parquet_chunks(parquet, plan, ent, chunk_rows)
+    names, delimiter, body_at, sample = _csv_header(path)
+    plan = resolve_columns(ent, names, mapping)
+    block = _block_bytes(sample, chunk_rows)
+    return plan, _csv_chunks(path, names, delimiter, body_at, block, plan, ent)
+
+
+def _wanted(plan: ColumnPlan, ent: Entity) -> list[str]:
+    wanted = list(dict.fromkeys(plan.sources.values()))
+    if ent.name == "products":
+        wanted += [c for c in plan.extras if c not in wanted]
+    return wanted
+
+
+def _planned(raw: pd.DataFrame, plan: ColumnPlan, ent: Entity) -> pd.DataFrame:
+    """Source columns renamed to the entity's (a source may feed several entity columns)."""
+    data = {target: raw[source].reset_index(drop=True) for target, source in plan.sources.items()}
+    if ent.name == "products":
+        for extra in plan.extras:
+            data[extra] = raw[extra].reset_index(drop=True)
+    return pd.DataFrame(data, index=pd.RangeIndex(len(raw)))
+
+
+def _parquet_chunks(
+    parquet: pq.ParquetFile, plan: ColumnPlan, ent: Entity, chunk_rows: int
+) -> Iterator[_Chunk]:
+    start = 0
+    for batch in parquet.iter_batches(batch_size=chunk_rows, columns=_wanted(plan, ent)):
+        rows = np.arange(start + 1, start + batch.num_rows + 1, dtype=np.int64)
+        start += batch.num_rows
+        arrays, bad = _decode_columns(batch.columns, batch.schema.names)
+        table = pa.Table.from_arrays(arrays, names=batch.schema.names)
+        yield _split_undecodable(table, rows, bad, plan, ent)
+
+
+def _csv_header(path: Path) -> tuple[list[str], str, int, bytes]:
+    """Column names, delimiter, the byte offset where data starts and a sample of the data."""
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16)
+        while True:
+            cut = _last_boundary(head, first=True)
+            if cut >= 0:
+                break
+            more = fh.read(1 << 16)
+            if not more:
+                cut = len(head) - 1
+                break
+            head += more
+        sample = head + fh.read(1 << 16)
+    bom = 3 if head.startswith(b"\xef\xbb\xbf") else 0
+    line = head[bom : cut + 1].decode("utf-8", errors="replace").rstrip("\r\n")
+    if not line.strip():
+        raise PlanError("the file is empty: no header row")
+    delimiter = max((",", ";", "\t", "|"), key=line.count)
+    names = [n.strip() for n in next(csv.reader([line], delimiter=delimiter))]
+    return names, delimiter, cut + 1, sample[cut + 1 :]
+
+
+def _block_bytes(sample: bytes, chunk_rows: int) -> int:
+    lines = max(sample.count(b"\n"), 1)
+    per_row = max(len(sample) / lines, 8.0)
+    return int(min(max(chunk_rows * per_row, _MIN_BLOCK), _MAX_BLOCK))
+
+
+def _last_boundary(data: bytes, *, first: bool = False) -> int:
+    """Index of the last (or first) newline outside quotes, -1 if none; data starts a record."""
+    arr = np.frombuffer(data, dtype=np.uint8)
+    newlines = np.flatnonzero(arr == 10)
+    if len(newlines) == 0:
+        return -1
+    quotes = np.flatnonzero(arr == 34)
+    closed = newlines[np.searchsorted(quotes, newlines) % 2 == 0]
+    if len(closed) == 0:
+        return -1
+    return int(closed[0] if first else closed[-1])
+
+
+def _record_blocks(path: Path, offset: int, block: int) -> Iterator[bytes]:
+    """The file from ``offset`` in blocks of whole records (quoted newlines respected)."""
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        carry = b""
+        while True:
+            data = fh.read(block)
+            if not data:
+                if carry.strip():
+                    yield carry
+                return
+            buf = carry + data
+            cut = _last_boundary(buf)
+            if cut < 0:
+                carry = buf
+                continue
+            yield buf[: cut + 1]
+            carry = buf[cut + 1 :]
+
+
+def _csv_chunks(
+    path: Path,
+    names: list[str],
+    delimiter: str,
+    offset: int,
+    block: int,
+    plan: ColumnPlan,
+    ent: Entity,
+) -> Iterator[_Chunk]:
+    wanted = _wanted(plan, ent)
+    start = 0
+    for data in _record_blocks(path, offset, block):
+        invalid: list[Any] = []
+
+        def skip(row: Any, invalid: list[Any] = invalid) -> str:
+            invalid.append(row)
+            return "skip"
+
+        table = pcsv.read_csv(
+            io.BytesIO(data),
+            read_options=pcsv.ReadOptions(column_names=names, block_size=len(data) + 1),
+            parse_options=pcsv.ParseOptions(
+                delimiter=delimiter, newlines_in_values=True, invalid_row_handler=skip
+            ),
+            convert_options=pcsv.ConvertOptions(
+                include_columns=wanted,
+                column_types={n: pa.string() for n in wanted},
+                check_utf8=False,
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+        if invalid:
+            chunk = _csv_fallback(data, names, delimiter, wanted, start, plan, ent)
+        else:
+            rows = np.arange(start + 1, start + table.num_rows + 1, dtype=np.int64)
+            arrays, bad = _decode_columns(table.columns, table.column_names)
+            chunk = _split_undecodable(
+                pa.Table.from_arrays(arrays, names=wanted), rows, bad, plan, ent
+            )
+        start += chunk.size
+        yield chunk
+
+
+def _decode_columns(
+    columns: Iterable[pa.Array | pa.ChunkedArray], names: list[str]
+) -> tuple[list[pa.Array], dict[str, np.ndarray]]:
+    """Columns with invalid UTF-8 cells nulled, and per column the mask of those cells."""
+    arrays: list[pa.Array] = []
+    bad: dict[str, np.ndarray] = {}
+    for name, column in zip(names, columns, strict=True):
+        arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+        binary = pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type)
+        textual = pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)
+        if textual:
+            try:
+                arr.validate(full=True)
+                arrays.append(arr)
+                continue
+            except pa.ArrowInvalid:
+                pass
+        if not (binary or textual):
+            arrays.append(arr)
+            continue
+        raw = arr.view(pa.large_binary() if pa.types.is_large_string(arr.type) else pa.binary())
+        cells: list[str | None] = []
+        mask = np.zeros(len(raw), dtype=bool)
+        for i, cell in enumerate(raw.to_pylist()):
+            if cell is None:
+                cells.append(None)
+                continue
+            try:
+                cells.append(cell.decode("utf-8"))
+            except UnicodeDecodeError:
+                cells.append(None)
+                mask[i] = True
+        arrays.append(pa.array(cells, type=pa.string()))
+        if mask.any():
+            bad[name] = mask
+    return arrays, bad
+
+
+def _split_undecodable(
+    table: pa.Table, rows: Rows, bad: dict[str, np.ndarray], plan: ColumnPlan, ent: Entity
+) -> _Chunk:
+    raw = table.to_pandas(date_as_object=False)
+    refused = np.zeros(len(raw), dtype=bool)
+    parts = []
+    for name, mask in bad.items():
+        hit = mask & ~refused
+        refused |= hit
+        column = next((t for t, s in plan.sources.items() if s == name), name)
+        parts.append(
+            make_rejects(rows[hit], UNDECODABLE, column, ["(invalid UTF-8)"] * int(hit.sum()))
+        )
+    rejects = empty_rejects()
+    if parts:
+        rejects = pd.concat(parts, ignore_index=True).sort_values("row", kind="stable")
+    keep = ~refused
+    return _Chunk(_planned(raw.loc[keep], plan, ent), rows[keep], rejects)
+
+
+def _csv_fallback(
+    data: bytes,
+    names: list[str],
+    delimiter: str,
+    wanted: list[str],
+    start: int,
+    plan: ColumnPlan,
+    ent: Entity,
+) -> _Chunk:
+    """Parse a block with malformed rows record by record, to number and reject them exactly."""
+    # latin-1 maps every byte to one character, so undecodable bytes survive to be found below.
+    reader = csv.reader(io.StringIO(data.decode("latin-1"), newline=""), delimiter=delimiter)
+    index = {n: i for i, n in enumerate(names)}
+    kept: list[list[str | None]] = []
+    kept_rows: list[int] = []
+    rejects: list[pd.DataFrame] = []
+    row = start
+    for record in reader:
+        if not record:
+            continue
+        row += 1
+        if len(record) != len(names):
+            text = delimiter.join(record).encode("latin-1").decode("utf-8", errors="replace")
+            rejects.append(
+                make_rejects(
+                    np.array([row]),
+                    MALFORMED,
+                    "",
+                    [f"{len(record)} fields, expected {len(names)}: {text}"],
+                )
+            )
+            continue
+        cells: list[str | None] = []
+        broken = None
+        for name in wanted:
+            try:
+                cells.append(record[index[name]].encode("latin-1").decode("utf-8"))
+            except UnicodeDecodeError:
+                broken = name
+                break
+        if broken is not None:
+            column = next((t for t, s in plan.sources.items() if s == broken), broken)
+            rejects.append(make_rejects(np.array([row]), UNDECODABLE, column, ["(invalid UTF-8)"]))
+            continue
+        kept.append(cells)
+        kept_rows.append(row)
+    raw = (
+        pd.DataFrame(kept, columns=wanted, dtype="str")
+        if kept
+        else pd.DataFrame({n: pd.Series(dtype="str") for n in wanted})
+    )
+    merged = pd.concat(rejects, ignore_index=True) if rejects else empty_rejects()
+    return _Chunk(_planned(raw, plan, ent), np.asarray(kept_rows, dtype=np.int64), merged)
+
+
+def _chain(first: pd.DataFrame | None, rest: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    if first is None:
+        return
+    yield first
+    yield from rest
