@@ -22,16 +22,16 @@ import datetime as dt
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import holidays
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from sqlalchemy import Engine
 
-if TYPE_CHECKING:
-    from featurestore.ingest import IngestReport
-    from sqlalchemy import Engine
+from featurestore.calendar import sync_holidays
+from featurestore.ingest import IngestReport, ingest_frames
 
 Array = np.ndarray[Any, Any]
 
@@ -747,9 +747,7 @@ def write_catalogue(
     *,
     chunk_rows: int = 200_000,
 ) -> dict[str, IngestReport]:
-    """Load a catalogue through the ordinary ingestion path, parents before children."""
-    from featurestore.ingest import ingest_frames
-
+    """Load a catalogue through the ordinary ingestion path, then sync public holidays."""
     source = f"synth:seed={cat.config.seed}:skus={cat.config.n_skus}:days={cat.config.n_days}"
     reports: dict[str, IngestReport] = {}
     for entity in ("products", "events", "prices", "promotions", "sales"):
@@ -759,4 +757,6 @@ def write_catalogue(
         reports[entity] = report
         if progress is not None:
             progress(entity, report)
+    # the regions' public holidays over the sales window and a year beyond it
+    sync_holidays(engine)
     return reports

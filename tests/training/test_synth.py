@@ -7,8 +7,11 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 import pytest
+from sqlalchemy import Engine
 
+from featurestore.calendar import holiday_events
 from featurestore.schema import ENTITIES, ORDER_STATUSES, PRODUCT_STATUSES
+from featurestore.stats import store_stats
 from training.synth import (
     BLOCK_SKUS,
     SynthCatalogue,
@@ -16,6 +19,7 @@ from training.synth import (
     generate,
     iter_order_lines,
     iter_sales,
+    write_catalogue,
 )
 
 END = dt.date(2025, 6, 30)
@@ -212,3 +216,36 @@ def test_order_lines() -> None:
     assert frame["ordered_at"].is_monotonic_increasing
     assert (frame["line"] >= 1).all()
     assert (frame.groupby("order_id")["line"].min() == 1).all()
+
+
+def test_write_catalogue_loads_through_ingestion(engine: Engine) -> None:
+    small = generate(SynthConfig(n_skus=15, n_days=120, end=END, seed=11))
+    seen: list[str] = []
+    reports = write_catalogue(engine, small, progress=lambda entity, _r: seen.append(entity))
+    assert seen == ["products", "events", "prices", "promotions", "sales"]
+    for entity, report in reports.items():
+        frame = getattr(small, entity)
+        assert (report.status, report.rows_rejected) == ("loaded", 0), (entity, report.reasons)
+        assert report.rows_accepted == len(frame), entity
+
+    stats = store_stats(engine)
+    tables = stats["tables"]
+    assert stats["skus"] == len(small.products)
+    assert tables["daily_sales"] == len(small.sales)
+    assert tables["prices"] == len(small.prices)
+    assert tables["promotions"] == len(small.promotions)
+    assert stats["total_units"] == pytest.approx(float(small.sales["units"].sum()))
+    assert stats["first_sales_date"] == small.config.first_day().isoformat()
+    assert stats["last_sales_date"] == END.isoformat()
+    # custom events plus the regions' public holidays over the sales window and a year after it
+    holidays = holiday_events(
+        small.products["region"], small.config.first_day(), END + dt.timedelta(days=366)
+    )
+    assert tables["calendar_events"] == len(small.events) + len(holidays)
+
+    again = write_catalogue(engine, small)
+    assert {r.status for r in again.values()} == {"unchanged"}
+    after = store_stats(engine)
+    for figures in (after, stats):  # each load, unchanged or not, is logged
+        figures["tables"].pop("ingestion_log")
+    assert after == stats
