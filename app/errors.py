@@ -50,6 +50,16 @@ class InvalidRequest(SalesfcError):
     code = "invalid_request"
 
 
+class SkuDiscontinued(SalesfcError):
+    status_code = 422
+    code = "sku_discontinued"
+
+
+class InsufficientHistory(SalesfcError):
+    status_code = 422
+    code = "insufficient_history"
+
+
 class HorizonOutOfRange(SalesfcError):
     status_code = 422
     code = "horizon_out_of_range"

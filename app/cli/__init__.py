@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from app.cli import db, models, service, training
+from app.cli import data, db, ingest, models, service, training
 
 cli = typer.Typer(
     name="salesfc",
@@ -14,6 +14,8 @@ cli = typer.Typer(
 )
 cli.add_typer(db.cli, name="db")
 cli.add_typer(models.cli, name="models")
+cli.command()(ingest.ingest)
+cli.command("demo-data")(data.demo_data)
 cli.command("train")(training.train)
 cli.command("backtest")(training.backtest)
 cli.command("forecast-all")(training.forecast_all_command)

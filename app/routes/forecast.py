@@ -12,16 +12,26 @@ from app.errors import (
     DatabaseUnavailable,
     ForbiddenApiKey,
     HorizonOutOfRange,
+    InsufficientHistory,
     InvalidRequest,
     MissingApiKey,
     ModelNotReady,
+    SkuDiscontinued,
     UnknownSku,
     responses,
 )
 from app.schemas import ExplainResponse, ForecastRequest, ForecastResponse
 
 router = APIRouter(prefix="/v1", tags=["forecasts"], dependencies=[ReadKey])
-COMMON = (MissingApiKey, ForbiddenApiKey, ModelNotReady, DatabaseUnavailable, InvalidRequest)
+COMMON = (
+    MissingApiKey,
+    ForbiddenApiKey,
+    ModelNotReady,
+    DatabaseUnavailable,
+    InvalidRequest,
+    SkuDiscontinued,
+    InsufficientHistory,
+)
 
 
 def _levels(raw: str | None) -> list[float] | None:

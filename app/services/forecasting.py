@@ -16,7 +16,14 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine
 
-from app.errors import HorizonOutOfRange, InvalidRequest, ModelNotReady, UnknownSku
+from app.errors import (
+    HorizonOutOfRange,
+    InsufficientHistory,
+    InvalidRequest,
+    ModelNotReady,
+    SkuDiscontinued,
+    UnknownSku,
+)
 from app.observability import FORECASTS
 from app.schemas import (
     ExplainDay,
@@ -203,12 +210,27 @@ class ForecastService:
             self.engine, skus, n_days=model.required_history, horizon=horizon, as_of=as_of
         )
         origin = pd.Timestamp(as_of)
+        _check_covered(products, frame, as_of)
         base = loaded.forecaster.forecast(frame, products, origin, horizon, levels)
         if scenario is None:
             return as_of, _to_schema(base, levels, None)
         changed = apply_scenario(frame, scenario, origin, set(skus))
         scen = loaded.forecaster.forecast(changed, products, origin, horizon, levels)
         return as_of, _to_schema(scen, levels, base)
+
+
+def _check_covered(products: pd.DataFrame, frame: pd.DataFrame, as_of: dt.date) -> None:
+    """Every requested SKU has days to forecast, or a clear reason why not."""
+    ahead = frame.loc[frame["date"] > pd.Timestamp(as_of), "sku"].unique()
+    absent = products[~products["sku"].isin(ahead)]
+    if absent.empty:
+        return
+    gone = absent[absent["status"] == "discontinued"]
+    if not gone.empty:
+        raise SkuDiscontinued(f"discontinued, no forecast: {', '.join(gone['sku'][:20])}")
+    raise InsufficientHistory(
+        f"no sales history or launch date up to {as_of} for: {', '.join(absent['sku'][:20])}"
+    )
 
 
 def apply_scenario(

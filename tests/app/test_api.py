@@ -209,3 +209,12 @@ def test_database_down_is_503(served: Served) -> None:
         response = c.get(f"/v1/forecast/{_skus(served)[0]}")
         assert response.status_code == 503
         assert response.json()["error"] == "database_unavailable"
+
+
+def test_discontinued_sku_is_a_clear_422(client: TestClient, served: Served) -> None:
+    products = read_products(served.engine)
+    gone = products.loc[products["status"] == "discontinued", "sku"]
+    assert not gone.empty, "the synthetic catalogue has discontinued SKUs"
+    response = client.get(f"/v1/forecast/{gone.iloc[0]}")
+    assert response.status_code == 422
+    assert response.json()["error"] == "sku_discontinued"

@@ -109,7 +109,8 @@ def test_hot_swap_under_concurrent_requests(client: TestClient, served: Served) 
         from training.pipeline import train
 
         other = train(served.engine, served.settings.models_dir, small_options()).version
-    skus = sorted(read_products(served.engine)["sku"])[:4]
+    products = read_products(served.engine)
+    skus = sorted(products.loc[products["status"] == "active", "sku"])[:4]
     errors: list[str] = []
     seen: set[str] = set()
     stop = threading.Event()
@@ -161,6 +162,7 @@ def test_broken_bundle_is_refused_and_champion_keeps_serving(
     response = client.post(f"/v1/models/{outcome.version}/promote", headers={"X-API-Key": OPS_KEY})
     assert response.status_code == 409
     assert "checksum" in response.json()["detail"].lower()
-    sku = sorted(read_products(served.engine)["sku"])[0]
+    products = read_products(served.engine)
+    sku = sorted(products.loc[products["status"] == "active", "sku"])[0]
     served_by = client.get(f"/v1/forecast/{sku}").json()["model_version"]
     assert served_by == served.registry.champion() != outcome.version
