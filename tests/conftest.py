@@ -47,7 +47,7 @@ def pg_server() -> Iterator[Engine]:
     try:
         with admin.connect() as conn:
             conn.execute(text("select 1"))
-    except Exception as exc:  # noqa: BLE001 - any connection failure means "unreachable"
+    except Exception as exc:
         admin.dispose()
         pg_unavailable(str(exc).splitlines()[0])
     yield admin
@@ -131,7 +131,7 @@ def _cached_engines() -> list[Engine]:
     # lru_cache exposes no values; the engine for the current URL is the one that matters.
     try:
         return [engine_for(get_settings().database_url)]
-    except Exception:  # noqa: BLE001
+    except Exception:
         return []
 
 
