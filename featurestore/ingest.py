@@ -41,7 +41,7 @@ import os
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -228,6 +228,19 @@ def ingest_frames(
     except PlanError as exc:
         raise IngestError(f"{source}: {exc}") from exc
 
+    checksum = None
+    if isinstance(frames, Sequence):
+        # Frames already in memory: hash them first, so a repeat skips validation and staging.
+        content = _ContentHash()
+        for frame in frames:
+            content.update(_planned(frame, plan, ent))
+        checksum = content.hexdigest()
+        previous = _previous_load(engine, ent.name, checksum)
+        if previous is not None:
+            report = _unchanged_report(ent.name, source, checksum, previous, started)
+            _log_outside(engine, report, started_at)
+            return report
+
     def chunks() -> Iterator[_Chunk]:
         start = 0
         for frame in _chain(first, iterator):
@@ -242,7 +255,7 @@ def ingest_frames(
         plan,
         chunks(),
         source=source,
-        checksum=None,
+        checksum=checksum,
         max_reject=max_reject,
         reject_path=target,
         stale_rejects=False,
@@ -320,7 +333,7 @@ def _load(
     settings = get_settings()
     limit = settings.max_reject_share if max_reject is None else max_reject
     sink = _RejectSink(reject_path)
-    hasher = hashlib.sha256() if checksum is None else None
+    hasher = _ContentHash() if checksum is None else None
     extras = list(plan.extras) if ent.name == "products" else []
     report = IngestReport(
         ent.name,
@@ -347,7 +360,7 @@ def _load(
             keys = _KeyIndex(ent)
             for chunk in chunks:
                 if hasher is not None:
-                    _hash_frame(hasher, chunk.frame)
+                    hasher.update(chunk.frame)
                 checked = check_chunk(ent, chunk.frame, chunk.rows, ctx, extras)
                 sink.add(_merge_rejects(chunk.rejects, checked.rejects))
                 store.write(checked.frame)
@@ -442,13 +455,27 @@ class _KeyIndex:
         return np.sort(rows[order][hit])
 
 
-def _hash_frame(hasher: Any, frame: pd.DataFrame) -> None:
-    hasher.update(json.dumps([str(c) for c in frame.columns]).encode())
-    try:
-        hashed = pd.util.hash_pandas_object(frame, index=False)
-    except TypeError:  # unhashable cells (dicts of attributes): hash their text instead
-        hashed = pd.util.hash_pandas_object(frame.astype(str), index=False)
-    hasher.update(hashed.to_numpy(dtype=np.uint64).tobytes())
+class _ContentHash:
+    """sha256 of frames' column names and row hashes: the same rows give the same digest
+    however they are split into frames."""
+
+    def __init__(self) -> None:
+        self.digest = hashlib.sha256()
+        self.columns: list[str] | None = None
+
+    def update(self, frame: pd.DataFrame) -> None:
+        columns = [str(c) for c in frame.columns]
+        if columns != self.columns:
+            self.digest.update(json.dumps(columns).encode())
+            self.columns = columns
+        try:
+            hashed = pd.util.hash_pandas_object(frame, index=False)
+        except TypeError:  # unhashable cells (dicts of attributes): hash their text instead
+            hashed = pd.util.hash_pandas_object(frame.astype(str), index=False)
+        self.digest.update(hashed.to_numpy(dtype=np.uint64).tobytes())
+
+    def hexdigest(self) -> str:
+        return self.digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""`salesfc ingest ENTITY FILE`: load a CSV or Parquet export (or an M5-layout file) into the store."""
+"""`salesfc ingest ENTITY FILE`: load a CSV or Parquet export, or an M5-layout file."""
 
 from __future__ import annotations
 

@@ -1,0 +1,567 @@
+"""Ingestion: every entity, every reject class, idempotency, transactions and crash safety."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from sqlalchemy import Engine, text
+
+from featurestore import ingest as ingest_module
+from featurestore.config import Settings, get_settings
+from featurestore.ingest import (
+    IngestError,
+    IngestReport,
+    TooManyRejects,
+    estimate_rows,
+    ingest_file,
+    ingest_frames,
+)
+
+DATA_TABLES = (
+    "products",
+    "order_lines",
+    "daily_sales",
+    "prices",
+    "promotions",
+    "calendar_events",
+)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def write(path: Path, content: str | bytes) -> Path:
+    data = content.encode() if isinstance(content, str) else content
+    path.write_bytes(textwrap.dedent(data.decode("latin-1")).lstrip().encode("latin-1"))
+    return path
+
+
+def snapshot(engine: Engine) -> dict[str, Any]:
+    """Every data table's rows (products without their update stamp) and the loaded-log count."""
+    out: dict[str, Any] = {}
+    with engine.connect() as conn:
+        for table in DATA_TABLES:
+            rows = conn.execute(text(f"SELECT * FROM {table}")).mappings().all()
+            out[table] = sorted(
+                (tuple((k, str(v)) for k, v in row.items() if k not in ("updated_at", "id")))
+                for row in rows
+            )
+        out["loaded"] = conn.execute(
+            text("SELECT count(*) FROM ingestion_log WHERE status = 'loaded'")
+        ).scalar_one()
+    return out
+
+
+def rows_of(engine: Engine, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(text(sql), params).all()]
+
+
+def read_rejects(path: Path | None) -> list[dict[str, str]]:
+    assert path is not None and path.exists()
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def load_products(engine: Engine, tmp_path: Path, skus: tuple[str, ...] = ("A", "B")) -> None:
+    lines = "\n".join(f"{s},Product {s},fruit,US-CA" for s in skus)
+    path = write(tmp_path / "products.csv", f"sku,name,category,region\n{lines}\n")
+    assert ingest_file(engine, "products", path).status == "loaded"
+
+
+def use_timezone(monkeypatch: pytest.MonkeyPatch, zone: str) -> Settings:
+    monkeypatch.setenv("SALESFC_TIMEZONE", zone)
+    get_settings.cache_clear()
+    return get_settings()
+
+
+# --- every entity --------------------------------------------------------------------------
+
+
+def test_products_keep_unknown_columns_as_attributes(engine: Engine, tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "p.csv",
+        """
+        sku,name,category,color,attributes,status
+        A,Apple,fruit,red,"{""organic"": true}",active
+        B,Banana,fruit,,,DISCONTINUED
+        """,
+    )
+    report = ingest_file(engine, "products", path)
+    assert (report.status, report.rows_accepted, report.rows_rejected) == ("loaded", 2, 0)
+    got = rows_of(engine, "SELECT sku, attributes, status FROM products ORDER BY sku")
+    attrs = [json.loads(a) if isinstance(a, str) else a for _, a, _ in got]
+    assert attrs == [{"organic": True, "color": "red"}, None]
+    assert [s for *_, s in got] == ["active", "discontinued"]
+
+
+def test_a_partial_product_file_updates_only_its_columns(engine: Engine, tmp_path: Path) -> None:
+    load_products(engine, tmp_path)
+    path = write(tmp_path / "names.csv", "sku,name\nA,Apple Pie\n")
+    assert ingest_file(engine, "products", path).status == "loaded"
+    got = rows_of(engine, "SELECT sku, name, category FROM products ORDER BY sku")
+    assert got == [("A", "Apple Pie", "fruit"), ("B", "Product B", "fruit")]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_every_entity_loads_from_csv_and_parquet(engine: Engine, tmp_path: Path, fmt: str) -> None:
+    frames = {
+        "products": pd.DataFrame(
+            {"sku": ["A", "B"], "name": ["a", "b"], "launch_date": ["2023-01-01", None]}
+        ),
+        "events": pd.DataFrame(
+            {
+                "date": ["2024-01-01", "2024-01-01"],
+                "name": ["NY", "NY"],
+                "kind": ["holiday"] * 2,
+                "region": ["US", None],
+            }
+        ),
+        "prices": pd.DataFrame(
+            {
+                "sku": ["A", "A", "B"],
+                "valid_from": ["2024-01-01", "2099-01-01", "2024-01-01"],
+                "price": [1.5, 1.75, 2.0],
+            }
+        ),
+        "promotions": pd.DataFrame(
+            {
+                "promo_id": ["P1", "P2"],
+                "sku": ["A", None],
+                "category": [None, "fruit"],
+                "start_date": ["2024-01-01", "2099-01-01"],
+                "end_date": ["2024-01-07", "2099-01-07"],
+                "discount_depth": [0.2, 0.1],
+                "display": ["yes", "0"],
+                "mailer": [None, "true"],
+            }
+        ),
+        "sales": pd.DataFrame(
+            {
+                "sku": ["A", "A", "B"],
+                "date": ["2024-01-01", "2024-01-02", "2024-01-01"],
+                "units": [3, 0, 1.5],
+                "on_promotion": ["true", "false", None],
+            }
+        ),
+        "orders": pd.DataFrame(
+            {
+                "order_id": ["o1", "o2"],
+                "line": [1, 1],
+                "sku": ["A", "B"],
+                "ordered_at": ["2024-01-03T10:00:00Z", "2024-01-03T11:00:00Z"],
+                "quantity": [2, 1],
+                "unit_price": [1.5, 2.0],
+            }
+        ),
+    }
+    for entity, frame in frames.items():
+        path = tmp_path / f"{entity}.{fmt}"
+        if fmt == "csv":
+            frame.to_csv(path, index=False)
+        else:
+            frame.to_parquet(path, index=False)
+        report = ingest_file(engine, entity, path)
+        assert (report.status, report.rows_read, report.rows_rejected) == (
+            "loaded",
+            len(frame),
+            0,
+        ), report
+    counts = {t: rows_of(engine, f"SELECT count(*) FROM {t}")[0][0] for t in DATA_TABLES}
+    assert counts == {
+        "products": 2,
+        "calendar_events": 2,
+        "prices": 3,
+        "promotions": 2,
+        "daily_sales": 5,
+        "order_lines": 2,
+    }
+    promos = rows_of(engine, "SELECT promo_id, display, mailer, kind FROM promotions ORDER BY 1")
+    assert [(p, bool(d), bool(m), k) for p, d, m, k in promos] == [
+        ("P1", True, False, "discount"),
+        ("P2", False, True, "discount"),
+    ]
+    regions = rows_of(engine, "SELECT region FROM calendar_events ORDER BY region")
+    assert regions == [("",), ("US",)]
+    sales = rows_of(engine, "SELECT sku, units, source FROM daily_sales ORDER BY sku, date")
+    assert sales == [
+        ("A", 3.0, "direct"),
+        ("A", 0.0, "direct"),
+        ("A", 2.0, "orders"),
+        ("B", 1.5, "direct"),
+        ("B", 1.0, "orders"),
+    ]
+    first_last = rows_of(engine, "SELECT sku, first_sale_date, last_sale_date FROM products")
+    assert {s: (str(f), str(la)) for s, f, la in first_last} == {
+        "A": ("2024-01-01", "2024-01-03"),
+        "B": ("2024-01-01", "2024-01-03"),
+    }
+
+
+def test_order_lines_become_daily_sales(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_timezone(monkeypatch, "America/New_York")
+    load_products(engine, tmp_path)
+    path = write(
+        tmp_path / "orders.csv",
+        """
+        order_id,line,sku,ordered_at,quantity,unit_price,discount,status
+        o1,1,A,2024-03-05T15:00:00Z,2,10,0,completed
+        o1,2,A,2024-03-06T03:00:00Z,1,10,0.5,completed
+        o2,1,A,2024-03-05 20:00:00,3,8,,returned
+        o3,1,A,2024-03-05T12:00:00-05:00,5,10,,cancelled
+        o4,1,A,2024-03-07T12:00:00Z,-1,10,,returned
+        o5,1,B,2024-03-05T12:00:00Z,4,,,
+        """,
+    )
+    report = ingest_file(engine, "orders", path)
+    assert (report.status, report.rows_accepted) == ("loaded", 6)
+    got = rows_of(
+        engine,
+        "SELECT sku, date, units, revenue, avg_price, returned_units, source FROM daily_sales "
+        "ORDER BY sku, date",
+    )
+    # 03:00 UTC on the 6th is still the 5th in New York; the naive 20:00 is New York time.
+    assert [(s, str(d), u, r, p, ret, src) for s, d, u, r, p, ret, src in got] == [
+        ("A", "2024-03-05", 6.0, 25.0, pytest.approx((20 + 5 + 24) / 6), 3.0, "orders"),
+        ("A", "2024-03-07", 0.0, None, None, 1.0, "orders"),
+        ("B", "2024-03-05", 4.0, None, None, 0.0, "orders"),
+    ]
+    stamps = rows_of(
+        engine, "SELECT order_id, sale_date FROM order_lines WHERE line = 1 ORDER BY 1"
+    )
+    assert [(o, str(d)) for o, d in stamps][:2] == [("o1", "2024-03-05"), ("o2", "2024-03-05")]
+
+
+def test_a_moved_order_line_recomputes_both_days(engine: Engine, tmp_path: Path) -> None:
+    load_products(engine, tmp_path)
+    first = write(
+        tmp_path / "o1.csv", "order_id,line,sku,ordered_at,quantity\no1,1,A,2024-01-01,2\n"
+    )
+    ingest_file(engine, "orders", first)
+    moved = write(
+        tmp_path / "o2.csv", "order_id,line,sku,ordered_at,quantity\no1,1,B,2024-01-02,2\n"
+    )
+    assert ingest_file(engine, "orders", moved).status == "loaded"
+    got = rows_of(engine, "SELECT sku, date, units FROM daily_sales ORDER BY sku, date")
+    assert [(s, str(d), u) for s, d, u in got] == [
+        ("A", "2024-01-01", 0.0),
+        ("B", "2024-01-02", 2.0),
+    ]
+    assert rows_of(engine, "SELECT first_sale_date FROM products WHERE sku = 'A'") == [(None,)]
+
+
+def test_column_mapping_loads_a_platform_export(engine: Engine, tmp_path: Path) -> None:
+    load_products(engine, tmp_path)
+    path = write(tmp_path / "export.csv", "Article,Day,Qty Sold\nA,2024-01-01,4\nB,2024-01-01,2\n")
+    report = ingest_file(
+        engine, "sales", path, mapping={"sku": "Article", "date": "Day", "units": "Qty Sold"}
+    )
+    assert (report.status, report.rows_accepted) == ("loaded", 2)
+    assert rows_of(engine, "SELECT sum(units) FROM daily_sales") == [(6.0,)]
+
+
+def test_missing_required_columns_are_named(engine: Engine, tmp_path: Path) -> None:
+    load_products(engine, tmp_path)
+    before = snapshot(engine)
+    path = write(tmp_path / "sales.csv", "sku,qty\nA,1\n")
+    with pytest.raises(IngestError) as err:
+        ingest_file(engine, "sales", path)
+    message = str(err.value)
+    assert "date" in message and "units" in message and "columns found: sku, qty" in message
+    with pytest.raises(IngestError, match="not in the source"):
+        ingest_file(engine, "sales", path, mapping={"units": "Qty", "date": "sku"})
+    assert snapshot(engine) == before
+
+
+# --- rejects -------------------------------------------------------------------------------
+
+TOMORROW = (date.today() + timedelta(days=2)).isoformat()
+LONG = "X" * 65
+# entity, header, one bad data row, the reason and column it must be refused with
+REJECT_CASES = [
+    ("sales", "sku,date,units", "A,2024-02-30,1", "unparseable date", "date"),
+    ("sales", "sku,date,units", "A,01/05/2024,1", "unparseable date", "date"),
+    ("sales", "sku,date,units", "A,2024-01-05,abc", "not a number", "units"),
+    ("sales", "sku,date,units", "A,2024-01-05,NaN", "NaN or infinite number", "units"),
+    ("sales", "sku,date,units", "A,2024-01-05,inf", "NaN or infinite number", "units"),
+    ("sales", "sku,date,units", "A,2024-01-05,-3", "negative value", "units"),
+    ("sales", "sku,date,units", f"A,{TOMORROW},1", "date in the future", "date"),
+    ("sales", "sku,date,units", "ZZ,2024-01-05,1", "unknown sku", "sku"),
+    ("sales", "sku,date,units", ",2024-01-05,1", "missing value", "sku"),
+    (
+        "orders",
+        "order_id,line,sku,ordered_at,quantity,status",
+        "o9,1,A,2024-01-05T10:00:00Z,-2,completed",
+        "negative quantity that is not a return",
+        "quantity",
+    ),
+    (
+        "orders",
+        "order_id,line,sku,ordered_at,quantity,status",
+        "o9,1.5,A,2024-01-05T10:00:00Z,2,completed",
+        "not an integer",
+        "line",
+    ),
+    (
+        "orders",
+        "order_id,line,sku,ordered_at,quantity,status",
+        "o9,1,A,yesterday,2,completed",
+        "unparseable timestamp",
+        "ordered_at",
+    ),
+    (
+        "orders",
+        "order_id,line,sku,ordered_at,quantity,status",
+        "o9,1,A,2024-01-05T10:00:00Z,2,shipped",
+        "unknown status",
+        "status",
+    ),
+    ("prices", "sku,valid_from,price", "ZZ,2024-01-05,1.5", "unknown sku", "sku"),
+    (
+        "promotions",
+        "promo_id,sku,start_date,end_date",
+        "P9,ZZ,2024-01-05,2024-01-09",
+        "unknown sku",
+        "sku",
+    ),
+    (
+        "promotions",
+        "promo_id,sku,start_date,end_date",
+        "P9,A,2024-01-09,2024-01-05",
+        "end_date before start_date",
+        "end_date",
+    ),
+    ("products", "sku,name", f"{LONG},long sku", "string too long", "sku"),
+    ("events", "date,name,kind", "2024-01-05,Fair,maybe,extra", "wrong number of fields", ""),
+    (
+        "sales",
+        "sku,date,units,on_promotion",
+        "A,2024-01-05,1,perhaps",
+        "not a boolean",
+        "on_promotion",
+    ),
+]
+GOOD_ROWS = {
+    "sales": "A,2024-01-04,1",
+    "orders": "o1,1,A,2024-01-05T10:00:00Z,2,completed",
+    "prices": "A,2024-01-05,1.5",
+    "promotions": "P1,A,2024-01-05,2024-01-09",
+    "products": "C,cherry",
+    "events": "2024-01-05,Fair,custom",
+}
+
+
+@pytest.mark.parametrize(("entity", "header", "bad", "reason", "column"), REJECT_CASES)
+def test_each_reject_class_is_reported_and_leaves_the_store_as_it_was(
+    engine: Engine, tmp_path: Path, entity: str, header: str, bad: str, reason: str, column: str
+) -> None:
+    load_products(engine, tmp_path)
+    good = GOOD_ROWS[entity] + ("" if header.count(",") == GOOD_ROWS[entity].count(",") else ",")
+    path = write(tmp_path / f"{entity}.csv", f"{header}\n{good}\n{bad}\n")
+    before = snapshot(engine)
+    with pytest.raises(TooManyRejects) as err:
+        ingest_file(engine, entity, path, max_reject=0.0)
+    assert snapshot(engine) == before
+    failed = err.value.report
+    assert (failed.status, failed.rows_read, failed.rows_rejected) == ("failed", 2, 1)
+    (only,) = read_rejects(failed.reject_path)
+    assert (only["row"], only["reason"], only["column"]) == ("2", reason, column)
+    assert only["value"] in bad if reason != "wrong number of fields" else bad in only["value"]
+    assert failed.reasons == {f"{reason} ({column})": 1}
+
+    report = ingest_file(engine, entity, path, max_reject=0.5)
+    assert (report.status, report.rows_accepted, report.rows_rejected) == ("loaded", 1, 1)
+    rejects = read_rejects(report.reject_path)
+    assert [(r["row"], r["reason"], r["column"]) for r in rejects] == [("2", reason, column)]
+
+
+def test_undecodable_bytes_reject_the_row_not_the_file(engine: Engine, tmp_path: Path) -> None:
+    path = tmp_path / "p.csv"
+    path.write_bytes(b"sku,name\nA,Apple\nB,Ban\xffana\nC,Cherry\n")
+    report = ingest_file(engine, "products", path, max_reject=0.5)
+    assert (report.rows_accepted, report.rows_rejected) == (2, 1)
+    assert [(r["row"], r["reason"], r["column"]) for r in read_rejects(report.reject_path)] == [
+        ("2", "undecodable bytes", "name")
+    ]
+    assert rows_of(engine, "SELECT sku FROM products ORDER BY sku") == [("A",), ("C",)]
+
+
+def test_duplicate_keys_in_a_file_reject_every_copy(engine: Engine, tmp_path: Path) -> None:
+    load_products(engine, tmp_path)
+    path = write(
+        tmp_path / "sales.csv",
+        "sku,date,units\nA,2024-01-01,1\nA,2024-01-02,5\nB,2024-01-01,2\nA,2024-01-02,6\n",
+    )
+    report = ingest_file(engine, "sales", path, max_reject=0.6)
+    assert (report.rows_accepted, report.rows_rejected) == (2, 2)
+    assert [(r["row"], r["reason"], r["value"]) for r in read_rejects(report.reject_path)] == [
+        ("2", "duplicate key in file", "A|2024-01-02"),
+        ("4", "duplicate key in file", "A|2024-01-02"),
+    ]
+    assert rows_of(engine, "SELECT count(*) FROM daily_sales WHERE date = '2024-01-02'") == [(0,)]
+
+
+def test_rejects_keep_row_order_across_chunks_and_quoted_newlines(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ingest_module, "_MIN_BLOCK", 64)  # a block is a few records
+    lines = ["sku,name,category"]
+    expected = []
+    for i in range(1, 301):
+        if i % 37 == 0:
+            lines.append(f"S{i},bad,{LONG}")
+            expected.append((str(i), "string too long", "category"))
+        elif i % 50 == 0:
+            lines.append(f'S{i},"two\nlines, ""quoted""",c')
+        elif i % 91 == 0:
+            lines.append(f"S{i},too,many,fields")
+            expected.append((str(i), "wrong number of fields", ""))
+        else:
+            lines.append(f"S{i},n{i},c")
+    path = write(tmp_path / "p.csv", "\n".join(lines) + "\n")
+    report = ingest_file(engine, "products", path, chunk_rows=2, max_reject=0.5)
+    assert report.rows_read == 300
+    assert [
+        (r["row"], r["reason"], r["column"]) for r in read_rejects(report.reject_path)
+    ] == sorted(expected, key=lambda r: int(r[0]))
+    assert rows_of(engine, "SELECT name FROM products WHERE sku = 'S50'") == [
+        ('two\nlines, "quoted"',)
+    ]
+
+
+def test_too_many_rejects_fail_and_log(engine: Engine, tmp_path: Path) -> None:
+    load_products(engine, tmp_path)
+    path = write(tmp_path / "sales.csv", "sku,date,units\nA,2024-01-01,x\nA,2024-01-02,1\n")
+    with pytest.raises(TooManyRejects, match=r"50\.0%"):
+        ingest_file(engine, "sales", path)  # settings.max_reject_share is 5%
+    assert rows_of(engine, "SELECT count(*) FROM daily_sales") == [(0,)]
+    assert rows_of(engine, "SELECT status FROM ingestion_log WHERE entity = 'sales'") == [
+        ("failed",)
+    ]
+
+
+# --- idempotency ---------------------------------------------------------------------------
+
+
+def test_loading_the_same_file_again_changes_nothing(engine: Engine, tmp_path: Path) -> None:
+    load_products(engine, tmp_path)
+    path = write(tmp_path / "sales.csv", "sku,date,units\nA,2024-01-01,1\nB,2024-01-01,2\n")
+    first = ingest_file(engine, "sales", path)
+    after_first = snapshot(engine)
+    again = ingest_file(engine, "sales", path)
+    assert (first.status, again.status) == ("loaded", "unchanged")
+    assert again.checksum == first.checksum and again.rows_read == 2
+    assert "already loaded" in again.detail
+    assert snapshot(engine) == after_first
+    # a changed file is an upsert: same keys converge, nothing duplicates
+    write(path, "sku,date,units\nA,2024-01-01,7\nB,2024-01-01,2\n")
+    assert ingest_file(engine, "sales", path).status == "loaded"
+    assert rows_of(engine, "SELECT sku, units FROM daily_sales ORDER BY sku") == [
+        ("A", 7.0),
+        ("B", 2.0),
+    ]
+
+
+def test_generated_frames_load_once(engine: Engine, tmp_path: Path) -> None:
+    products = pd.DataFrame({"sku": ["A", "B"], "category": ["x", "y"]})
+    sales = pd.DataFrame(
+        {
+            "sku": ["A"] * 10 + ["B"] * 10,
+            "date": list(pd.date_range("2024-01-01", periods=10)) * 2,
+            "units": np.arange(20, dtype=float),
+        }
+    )
+    assert ingest_frames(engine, "products", [products], source="gen").status == "loaded"
+    report = ingest_frames(engine, "sales", iter([sales.iloc[:7], sales.iloc[7:]]), source="gen")
+    assert (report.status, report.rows_accepted) == ("loaded", 20)
+    again = ingest_frames(engine, "sales", [sales], source="gen")  # split differently
+    assert (again.status, again.checksum) == ("unchanged", report.checksum)
+    assert rows_of(engine, "SELECT sum(units) FROM daily_sales") == [(190.0,)]
+
+
+def test_estimate_rows(tmp_path: Path) -> None:
+    path = write(tmp_path / "a.csv", "a,b\n1,2\n3,4")
+    assert estimate_rows(path) == 2
+    pd.DataFrame({"a": range(5)}).to_parquet(tmp_path / "a.parquet")
+    assert estimate_rows(tmp_path / "a.parquet") == 5
+
+
+# --- crash safety --------------------------------------------------------------------------
+
+CRASH_SCRIPT = """
+import sys, time
+from pathlib import Path
+from featurestore import ingest
+from featurestore.db import get_engine
+
+mode, path = sys.argv[1], Path(sys.argv[2])
+if mode == "commit":
+    original = ingest._Store.log
+    def log_then_hang(self, report, started_at):
+        original(self, report, started_at)
+        print("merged", flush=True)
+        time.sleep(120)
+    ingest._Store.log = log_then_hang
+def progress(rows):
+    if mode == "read":
+        print("chunk", rows, flush=True)
+ingest.ingest_file(get_engine(), "orders", path, progress=progress)
+print("finished", flush=True)
+"""
+
+
+def order_file(path: Path, n: int) -> Path:
+    rng = np.random.default_rng(3)
+    stamps = pd.Timestamp("2023-01-01", tz="UTC") + pd.to_timedelta(
+        rng.integers(0, 300 * 86400, n), unit="s"
+    )
+    pd.DataFrame(
+        {
+            "order_id": [f"o{i // 3}" for i in range(n)],
+            "line": np.arange(n) % 3,
+            "sku": np.where(rng.random(n) < 0.5, "A", "B"),
+            "ordered_at": stamps.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "quantity": rng.integers(1, 5, n),
+            "unit_price": rng.random(n).round(2) + 1,
+        }
+    ).to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("mode", ["read", "commit"])
+def test_a_killed_ingest_leaves_nothing_and_a_rerun_loads_all(
+    engine: Engine, tmp_path: Path, mode: str
+) -> None:
+    load_products(engine, tmp_path)
+    path = order_file(tmp_path / "orders.csv", 60_000)
+    before = snapshot(engine)
+    with subprocess.Popen(
+        [sys.executable, "-c", CRASH_SCRIPT, mode, str(path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=os.environ.copy(),
+    ) as proc:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert line.startswith("merged" if mode == "commit" else "chunk"), line
+    assert snapshot(engine) == before
+    report: IngestReport = ingest_file(engine, "orders", path)
+    assert (report.status, report.rows_accepted) == ("loaded", 60_000)
+    assert rows_of(engine, "SELECT count(*) FROM order_lines") == [(60_000,)]
+    total = pd.read_csv(path)["quantity"].sum()
+    assert rows_of(engine, "SELECT sum(units) FROM daily_sales") == [(float(total),)]
