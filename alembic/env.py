@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from alembic import context
 from sqlalchemy import Connection
 
+from alembic import context
 from featurestore.config import get_settings
 from featurestore.db import make_engine
 from featurestore.tables import Base

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alembic import command
 from alembic.config import Config
 from sqlalchemy import inspect
 
+from alembic import command
 from featurestore.db import make_engine
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""The contract of the data: columns each ingested entity takes, and the canonical frames readers return.
+"""The contract of the data: the columns of each ingested entity and the frames readers return.
 
 Ingestion validates incoming files against ``ENTITIES``; a platform's own column names are
 mapped onto these with ``--map target=source``. Readers return frames with exactly the columns

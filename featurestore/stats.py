@@ -30,7 +30,7 @@ def store_stats(engine: Engine) -> dict[str, Any]:
 
 
 def data_token(engine: Engine) -> str:
-    """Changes whenever any ingestion loads data: forecasts cached under an older token are stale."""
+    """Changes with every load of data: forecasts cached under an older token are stale."""
     with engine.connect() as conn:
         last = conn.execute(
             select(func.max(IngestionLog.id)).where(IngestionLog.status == "loaded")

@@ -25,7 +25,8 @@ from featurestore.tables import Base
 PG_ADMIN_URL = os.environ.get(
     "SALESFC_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
-M5_TINY = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "m5_tiny" / "tiny_m5.parquet"
+ROOT = Path(__file__).resolve().parents[1]
+M5_TINY = ROOT.parent / "shared" / "data" / "m5_tiny" / "tiny_m5.parquet"
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
@@ -111,9 +112,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def settings(
-    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Settings]:
+def settings(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
     """Settings pointing at the clean database and a private models/data directory."""
     monkeypatch.setenv("SALESFC_DATABASE_URL", db_url)
     monkeypatch.setenv("SALESFC_MODELS_DIR", str(tmp_path / "models"))

@@ -1,4 +1,4 @@
-"""Quantile calibration: coverage on held-out residuals, monotone quantiles, any level on request."""
+"""Quantile calibration: held-out coverage, monotone quantiles, any level on request."""
 
 from __future__ import annotations
 
