@@ -307,7 +307,8 @@ def forecast_all(
     out = fc.forecast(frame, products, origin, horizon, quantiles)
     out = out.sort_values(["sku", "date"], kind="stable").reset_index(drop=True)
     out["date"] = pd.to_datetime(out["date"]).dt.date
-    return out.drop(columns=["horizon"])
+    columns = ["sku", "date", "mean", *[quantile_column(q) for q in quantiles], "cold_start"]
+    return out[columns]
 
 
 def write_forecasts(frame: pd.DataFrame, out: Path) -> None:
