@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     default_horizon: int = Field(default=28, ge=1)
     max_horizon: int = Field(default=28, ge=1)
     quantiles: list[float] = Field(default_factory=lambda: [0.1, 0.5, 0.9])
+    forecast_cache: bool = Field(
+        default=True,
+        description="Answer unchanged SKUs from cache and stored runs (false: always compute)",
+    )
     selection_metric: str = "rmsse"
     host: str = "127.0.0.1"
     port: int = 8000

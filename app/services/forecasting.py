@@ -35,6 +35,7 @@ from app.schemas import (
 )
 from app.services.champion import ChampionHolder, Loaded
 from featurestore import forecast_runs
+from featurestore.config import get_settings
 from featurestore.readers import last_sales_date, latest_window, read_products
 from featurestore.stats import data_token
 from training.explain import explain
@@ -59,6 +60,8 @@ class ForecastService:
     cache: OrderedDict[tuple[object, ...], tuple[dt.date, SkuForecast]] = field(
         default_factory=OrderedDict
     )
+    # False (SALESFC_FORECAST_CACHE=false) computes every forecast: benchmarks, debugging.
+    use_cache: bool = field(default_factory=lambda: get_settings().forecast_cache)
 
     def _champion(self) -> Loaded:
         loaded = self.holder.current()
@@ -87,11 +90,12 @@ class ForecastService:
         levels = [float(q) for q in (quantiles or self.default_quantiles)]
         wanted = list(dict.fromkeys(skus))
         what_if = scenario is not None and bool(scenario.prices or scenario.promotions)
-        token = data_token(self.engine)
+        cached = self.use_cache and not what_if
+        token = data_token(self.engine) if cached else ""
         keys = {s: (s, loaded.version, token, horizon, tuple(levels)) for s in wanted}
         answers: dict[str, SkuForecast] = {}
         as_of: dt.date | None = None
-        if not what_if:
+        if cached:
             for sku, key in keys.items():
                 hit = self.cache.get(key)
                 if hit is not None:
@@ -112,7 +116,7 @@ class ForecastService:
             FORECASTS.labels("computed").inc(len(computed))
             for sku, answer in computed.items():
                 answers[sku] = answer
-                if not what_if:
+                if cached:
                     self._remember(keys[sku], (as_of, answer))
         assert as_of is not None
         return ForecastResponse(
