@@ -55,9 +55,11 @@ def run_case(case: str, url: str, path: Path, profile: Path | None) -> dict[str,
     engine = make_engine(url)
     baseline_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     profiler = None
+    statements: list[tuple[float, str]] = []
     if profile is not None:
         import cProfile
 
+        _time_statements(engine, statements)
         profiler = cProfile.Profile()
         profiler.enable()
     started = time.perf_counter()
@@ -83,7 +85,23 @@ def run_case(case: str, url: str, path: Path, profile: Path | None) -> dict[str,
         "seconds": seconds,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "baseline_rss_mib": baseline_kib / 1024,
+        "slowest_statements": sorted(statements, reverse=True)[:8],
     }
+
+
+def _time_statements(engine: Any, into: list[tuple[float, str]]) -> None:
+    """Record each SQL statement's duration (COPY through the raw driver is not seen)."""
+    from sqlalchemy import event
+
+    def before(conn: Any, *_args: Any) -> None:
+        conn.info.setdefault("bench_started", []).append(time.perf_counter())
+
+    def after(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        took = time.perf_counter() - conn.info["bench_started"].pop()
+        into.append((round(took, 3), " ".join(statement.split())[:200]))
+
+    event.listen(engine, "before_cursor_execute", before)
+    event.listen(engine, "after_cursor_execute", after)
 
 
 # ---------------------------------------------------------------- parent: set-up and report
@@ -230,6 +248,8 @@ def machine() -> dict[str, str]:
         "memory": meminfo,
         "cpu": cpu,
         "os": platform.platform(),
+        # other work on the machine slows every figure; say how busy it was
+        "load average (1, 5, 15 min) at the end": ", ".join(f"{x:.1f}" for x in os.getloadavg()),
     }
 
 
@@ -356,6 +376,8 @@ def main(argv: list[str]) -> int:
                     f"peak {result['peak_rss_mib']:,.0f} MiB",
                     file=sys.stderr,
                 )
+                for took, statement in result["slowest_statements"]:
+                    print(f"    {took:8.3f} s  {statement}", file=sys.stderr)
     section = render(results, args)
     if args.no_write:
         print(section)
