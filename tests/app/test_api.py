@@ -218,3 +218,66 @@ def test_discontinued_sku_is_a_clear_422(client: TestClient, served: Served) -> 
     response = client.get(f"/v1/forecast/{gone.iloc[0]}")
     assert response.status_code == 422
     assert response.json()["error"] == "sku_discontinued"
+
+
+def test_nightly_export_pages_by_cursor(client: TestClient, served: Served) -> None:
+    import csv
+    import io
+    import json
+
+    from app.services.batch import run_forecast_all
+
+    result = run_forecast_all(served.engine, served.registry, horizon=14)
+    skus = sorted(result.frame["sku"].unique())
+    seen: list[dict] = []
+    cursor = None
+    pages = 0
+    while True:
+        params = {"limit": 5, **({"cursor": cursor} if cursor else {})}
+        response = client.get("/v1/forecasts", params=params)
+        assert response.status_code == 200
+        assert response.headers["X-Run-Id"] == result.run_id
+        assert response.headers["X-Model-Version"] == served.registry.champion()
+        assert response.headers["X-As-Of"] == result.as_of.isoformat()
+        assert response.headers["content-type"].startswith("application/x-ndjson")
+        seen += [json.loads(line) for line in response.text.splitlines()]
+        pages += 1
+        cursor = response.headers.get("X-Next-Cursor")
+        if cursor is None:
+            break
+    assert pages == len(skus) // 5 + 1
+    assert sorted({r["sku"] for r in seen}) == skus
+    assert len(seen) == len(skus) * 14 == len({(r["sku"], r["date"]) for r in seen})
+    first = result.frame.iloc[0]
+    row = next(r for r in seen if r["sku"] == first["sku"] and r["date"] == str(first["date"]))
+    assert row["mean"] == pytest.approx(first["mean"], abs=1e-3)
+    assert row["p90"] == pytest.approx(first["p90"], abs=1e-3)
+    as_csv = client.get("/v1/forecasts", params={"format": "csv", "limit": 1000})
+    rows = list(csv.DictReader(io.StringIO(as_csv.text)))
+    assert len(rows) == len(seen)
+    assert list(rows[0]) == ["sku", "date", "mean", "p10", "p50", "p90", "cold_start"]
+    # the stored run also answers single-SKU requests without computing
+    service = client.app.state.forecasts  # type: ignore[attr-defined]
+    service.cache.clear()
+    sku = skus[0]
+    from app.observability import FORECASTS
+
+    computed = FORECASTS.labels("computed")._value.get()
+    answer = client.get(f"/v1/forecast/{sku}", params={"horizon": 14}).json()
+    assert FORECASTS.labels("computed")._value.get() == computed
+    stored = [r for r in seen if r["sku"] == sku]
+    assert [d["mean"] for d in answer["forecasts"][0]["days"]] == pytest.approx(
+        [r["mean"] for r in stored], abs=1e-3
+    )
+
+
+def test_export_before_any_run_is_404(served: Served, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from featurestore import migrations
+
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    migrations.upgrade(url)
+    settings = served.settings.model_copy(update={"database_url": url})
+    with TestClient(create_app(settings)) as c:
+        c.headers["X-API-Key"] = READ_KEY
+        response = c.get("/v1/forecasts")
+        assert response.status_code == 404 and response.json()["error"] == "not_found"
