@@ -253,9 +253,24 @@ def machine() -> dict[str, str]:
     }
 
 
+def code_version() -> str:
+    """The commit measured, and any uncommitted change to the code under test."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+        return done.stdout.rstrip("\n")
+
+    sha = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--", "featurestore", "training/synth.py").splitlines()
+    if dirty:
+        sha += " with uncommitted changes to " + ", ".join(line[3:] for line in dirty)
+    return sha
+
+
 def versions() -> dict[str, str]:
     """Library and server versions that matter for ingestion speed."""
     out = {
+        "salesfc": code_version(),
         "Python": platform.python_version(),
         "SQLite": sqlite3.sqlite_version,
         "PostgreSQL server": pg_server_version(),
