@@ -96,6 +96,7 @@ _IN_BATCH = 500
 _PARQUET_MAGIC = b"PAR1"
 _STAGE_EXTRA = {"orders": (("sale_date", "date"),)}
 _SALE_ENTITIES = ("orders", "sales")
+_ANALYZE_ROWS = 100_000
 
 
 @dataclass
@@ -500,6 +501,7 @@ class _Store:
         self.ent = ent
         self.pg = conn.dialect.name == "postgresql"
         self.cache_size: Any = None
+        self.staged = 0
         self.table = Base.metadata.tables[ent.table]
         self.columns: list[tuple[str, str]] = [(c.name, c.kind) for c in ent.columns]
         self.columns += list(_STAGE_EXTRA.get(ent.name, ()))
@@ -526,6 +528,8 @@ class _Store:
         if self.pg:
             # Hash joins and aggregates over a whole file stay in memory instead of spilling.
             self.conn.exec_driver_sql("SET LOCAL work_mem = '256MB'")
+            # Compiling these one-off bulk statements costs more than it saves.
+            self.conn.exec_driver_sql("SET LOCAL jit = off")
             self.conn.exec_driver_sql(
                 f"CREATE TEMPORARY TABLE {self.stage} (_row BIGINT, {cols}) ON COMMIT DROP"
             )
@@ -577,6 +581,7 @@ class _Store:
     def write(self, frame: pd.DataFrame) -> None:
         if frame.empty:
             return
+        self.staged += len(frame)
         table = self._arrow(frame)
         names = ", ".join(self.q(n) for n in table.column_names)
         if self.pg:
@@ -670,6 +675,9 @@ class _Store:
             f"ORDER BY {', '.join(self.q(c) for c in order)} "
             f"ON CONFLICT ({', '.join(self.q(k) for k in self.ent.key)}) {action}"
         )
+        if self.pg and self.ent.name in _SALE_ENTITIES and self.staged >= _ANALYZE_ROWS:
+            # A big load changes the table's shape: plan what follows with fresh statistics.
+            self.conn.exec_driver_sql(f"ANALYZE {self.table.name}")
         if self.ent.name == "orders":
             self._derive_daily_sales()
             self._refresh_sale_dates("_affected_days")
@@ -677,16 +685,18 @@ class _Store:
             self._refresh_sale_dates(self.stage)
 
     def _collect_affected_days(self) -> None:
-        """The (sku, day) pairs the file touches, old days of re-dated lines included."""
+        """The (sku, day) pairs the file touches, and the old days of lines it moves."""
         if self.pg:
             create = "CREATE TEMPORARY TABLE _affected_days ON COMMIT DROP AS"
         else:
             self.conn.exec_driver_sql("DROP TABLE IF EXISTS temp._affected_days")
             create = "CREATE TEMPORARY TABLE _affected_days AS"
+        self.conn.exec_driver_sql(f"{create} SELECT DISTINCT sku, sale_date FROM {self.stage}")
         self.conn.exec_driver_sql(
-            f"{create} SELECT sku, sale_date FROM {self.stage} "
-            "UNION SELECT o.sku, o.sale_date FROM order_lines o "
-            f"JOIN {self.stage} s ON o.order_id = s.order_id AND o.line = s.line"
+            "INSERT INTO _affected_days SELECT DISTINCT o.sku, o.sale_date FROM order_lines o "
+            f"JOIN {self.stage} s ON o.order_id = s.order_id AND o.line = s.line "
+            "WHERE (o.sku <> s.sku OR o.sale_date <> s.sale_date) AND NOT EXISTS "
+            "(SELECT 1 FROM _affected_days a WHERE a.sku = o.sku AND a.sale_date = o.sale_date)"
         )
         if self.pg:
             self.conn.exec_driver_sql("ANALYZE _affected_days")
@@ -694,22 +704,42 @@ class _Store:
     def _derive_daily_sales(self) -> None:
         demand = "o.quantity > 0 AND o.status IN ('completed', 'returned')"
         value = "o.quantity * o.unit_price * (1 - o.discount)"
+        sums = {
+            "units": f"SUM(CASE WHEN {demand} THEN o.quantity END)",
+            "revenue": f"SUM(CASE WHEN o.quantity > 0 AND o.status = 'completed' THEN {value} END)",
+            "avg_price": f"SUM(CASE WHEN {demand} THEN {value} END) / NULLIF(SUM(CASE WHEN "
+            f"{demand} AND o.unit_price IS NOT NULL THEN o.quantity END), 0)",
+            "returned_units": "SUM(CASE WHEN o.status = 'returned' THEN ABS(o.quantity) END)",
+        }
+        if self.pg:
+            # Aggregate the touched days' lines first: PostgreSQL then hashes the days and
+            # scans the lines once, instead of one index range scan per day.
+            aggregated = ", ".join(f"{expr} AS {name}" for name, expr in sums.items())
+            lines = (
+                f"(SELECT o.sku, o.sale_date, {aggregated} FROM order_lines o WHERE EXISTS "
+                "(SELECT 1 FROM _affected_days x WHERE x.sku = o.sku AND x.sale_date = o.sale_date)"
+                " GROUP BY o.sku, o.sale_date) g ON g.sku = a.sku AND g.sale_date = a.sale_date"
+            )
+            values = {name: f"g.{name}" for name in sums}
+            group = ""
+        else:
+            # SQLite looks each touched day up in ix_order_lines_sku_sale_date.
+            lines = "order_lines o ON o.sku = a.sku AND o.sale_date = a.sale_date"
+            values = sums
+            group = "GROUP BY a.sku, a.sale_date "
+        columns = (
+            f"COALESCE({values['units']}, 0), {values['revenue']}, {values['avg_price']}, "
+            f"COALESCE({values['returned_units']}, 0)"
+        )
         fields = ("units", "revenue", "avg_price", "returned_units", "source")
         sets = ", ".join(f"{f} = excluded.{f}" for f in fields)
         changed = " OR ".join(self._differs(f) for f in fields)
         self.conn.exec_driver_sql(
             "INSERT INTO daily_sales AS t "
             "(sku, date, units, revenue, avg_price, returned_units, on_promotion, source) "
-            "SELECT a.sku, a.sale_date, "
-            f"COALESCE(SUM(CASE WHEN {demand} THEN o.quantity END), 0), "
-            f"SUM(CASE WHEN o.quantity > 0 AND o.status = 'completed' THEN {value} END), "
-            f"SUM(CASE WHEN {demand} THEN {value} END) / NULLIF(SUM(CASE WHEN {demand} "
-            "AND o.unit_price IS NOT NULL THEN o.quantity END), 0), "
-            "COALESCE(SUM(CASE WHEN o.status = 'returned' THEN ABS(o.quantity) END), 0), "
-            "false, 'orders' "
-            "FROM _affected_days a LEFT JOIN order_lines o "
-            "ON o.sku = a.sku AND o.sale_date = a.sale_date "
-            "WHERE true GROUP BY a.sku, a.sale_date ORDER BY a.sku, a.sale_date "
+            f"SELECT a.sku, a.sale_date, {columns}, false, 'orders' "
+            f"FROM _affected_days a LEFT JOIN {lines} "
+            f"WHERE true {group}ORDER BY a.sku, a.sale_date "
             f"ON CONFLICT (sku, date) DO UPDATE SET {sets} WHERE {changed}"
         )
 
@@ -952,6 +982,9 @@ def _wanted(plan: ColumnPlan, ent: Entity) -> list[str]:
 
 def _planned(raw: pd.DataFrame, plan: ColumnPlan, ent: Entity) -> pd.DataFrame:
     """Source columns renamed to the entity's (a source may feed several entity columns)."""
+    absent = sorted({s for s in plan.sources.values() if s not in raw.columns})
+    if absent:
+        raise PlanError(f"column(s) {', '.join(absent)} missing from part of the source")
     data = {target: raw[source].reset_index(drop=True) for target, source in plan.sources.items()}
     if ent.name == "products":
         for extra in plan.extras:
@@ -1077,12 +1110,15 @@ def _csv_chunks(
         yield chunk
 
 
+Undecodable = dict[str, tuple[np.ndarray, list[str]]]  # column -> (mask, shown bad values)
+
+
 def _decode_columns(
     columns: Iterable[pa.Array | pa.ChunkedArray], names: list[str]
-) -> tuple[list[pa.Array], dict[str, np.ndarray]]:
-    """Columns with invalid UTF-8 cells nulled, and per column the mask of those cells."""
+) -> tuple[list[pa.Array], Undecodable]:
+    """Columns with invalid UTF-8 cells nulled, and per column where those cells were."""
     arrays: list[pa.Array] = []
-    bad: dict[str, np.ndarray] = {}
+    bad: Undecodable = {}
     for name, column in zip(names, columns, strict=True):
         arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
         binary = pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type)
@@ -1100,6 +1136,7 @@ def _decode_columns(
         raw = arr.view(pa.large_binary() if pa.types.is_large_string(arr.type) else pa.binary())
         cells: list[str | None] = []
         mask = np.zeros(len(raw), dtype=bool)
+        shown: list[str] = []
         for i, cell in enumerate(raw.to_pylist()):
             if cell is None:
                 cells.append(None)
@@ -1109,25 +1146,25 @@ def _decode_columns(
             except UnicodeDecodeError:
                 cells.append(None)
                 mask[i] = True
+                shown.append(cell.decode("utf-8", errors="backslashreplace"))
         arrays.append(pa.array(cells, type=pa.string()))
         if mask.any():
-            bad[name] = mask
+            bad[name] = (mask, shown)
     return arrays, bad
 
 
 def _split_undecodable(
-    table: pa.Table, rows: Rows, bad: dict[str, np.ndarray], plan: ColumnPlan, ent: Entity
+    table: pa.Table, rows: Rows, bad: Undecodable, plan: ColumnPlan, ent: Entity
 ) -> _Chunk:
     raw = table.to_pandas(date_as_object=False)
     refused = np.zeros(len(raw), dtype=bool)
     parts = []
-    for name, mask in bad.items():
+    for name, (mask, shown) in bad.items():
         hit = mask & ~refused
+        values = np.asarray(shown, dtype=object)[hit[mask]]
         refused |= hit
         column = next((t for t, s in plan.sources.items() if s == name), name)
-        parts.append(
-            make_rejects(rows[hit], UNDECODABLE, column, ["(invalid UTF-8)"] * int(hit.sum()))
-        )
+        parts.append(make_rejects(rows[hit], UNDECODABLE, column, values))
     rejects = empty_rejects()
     if parts:
         rejects = pd.concat(parts, ignore_index=True).sort_values("row", kind="stable")
@@ -1170,14 +1207,15 @@ def _csv_fallback(
         cells: list[str | None] = []
         broken = None
         for name in wanted:
+            cell = record[index[name]].encode("latin-1")
             try:
-                cells.append(record[index[name]].encode("latin-1").decode("utf-8"))
+                cells.append(cell.decode("utf-8"))
             except UnicodeDecodeError:
-                broken = name
+                broken = name, cell.decode("utf-8", errors="backslashreplace")
                 break
         if broken is not None:
-            column = next((t for t, s in plan.sources.items() if s == broken), broken)
-            rejects.append(make_rejects(np.array([row]), UNDECODABLE, column, ["(invalid UTF-8)"]))
+            column = next((t for t, s in plan.sources.items() if s == broken[0]), broken[0])
+            rejects.append(make_rejects(np.array([row]), UNDECODABLE, column, [broken[1]]))
             continue
         kept.append(cells)
         kept_rows.append(row)

@@ -392,10 +392,18 @@ def test_undecodable_bytes_reject_the_row_not_the_file(engine: Engine, tmp_path:
     path.write_bytes(b"sku,name\nA,Apple\nB,Ban\xffana\nC,Cherry\n")
     report = ingest_file(engine, "products", path, max_reject=0.5)
     assert (report.rows_accepted, report.rows_rejected) == (2, 1)
-    assert [(r["row"], r["reason"], r["column"]) for r in read_rejects(report.reject_path)] == [
-        ("2", "undecodable bytes", "name")
-    ]
+    assert [
+        (r["row"], r["reason"], r["column"], r["value"]) for r in read_rejects(report.reject_path)
+    ] == [("2", "undecodable bytes", "name", "Ban\\xffana")]
     assert rows_of(engine, "SELECT sku FROM products ORDER BY sku") == [("A",), ("C",)]
+    # with a malformed row in the same block, records are parsed one by one: same verdicts
+    path.write_bytes(b"sku,name\nD,x,extra\nE,Ban\xffana\nF,Fig\n")
+    report = ingest_file(engine, "products", path, max_reject=0.7)
+    assert [(r["row"], r["reason"], r["value"]) for r in read_rejects(report.reject_path)] == [
+        ("1", "wrong number of fields", "3 fields, expected 2: D,x,extra"),
+        ("2", "undecodable bytes", "Ban\\xffana"),
+    ]
+    assert rows_of(engine, "SELECT sku FROM products WHERE sku > 'C'") == [("F",)]
 
 
 def test_duplicate_keys_in_a_file_reject_every_copy(engine: Engine, tmp_path: Path) -> None:
@@ -428,9 +436,13 @@ def test_rejects_keep_row_order_across_chunks_and_quoted_newlines(
         elif i % 91 == 0:
             lines.append(f"S{i},too,many,fields")
             expected.append((str(i), "wrong number of fields", ""))
+        elif i in (92, 150):  # next to a malformed row (parsed record by record), and not
+            lines.append(f"S{i},caf\xe9,c")
+            expected.append((str(i), "undecodable bytes", "name"))
         else:
             lines.append(f"S{i},n{i},c")
-    path = write(tmp_path / "p.csv", "\n".join(lines) + "\n")
+    path = tmp_path / "p.csv"
+    path.write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
     report = ingest_file(engine, "products", path, chunk_rows=2, max_reject=0.5)
     assert report.rows_read == 300
     assert [
