@@ -390,6 +390,10 @@ def test_each_reject_class_is_reported_and_leaves_the_store_as_it_was(
 def test_undecodable_bytes_reject_the_row_not_the_file(engine: Engine, tmp_path: Path) -> None:
     path = tmp_path / "p.csv"
     path.write_bytes(b"sku,name\nA,Apple\nB,Ban\xffana\nC,Cherry\n")
+    before = snapshot(engine)
+    with pytest.raises(TooManyRejects):
+        ingest_file(engine, "products", path, max_reject=0.0)
+    assert snapshot(engine) == before
     report = ingest_file(engine, "products", path, max_reject=0.5)
     assert (report.rows_accepted, report.rows_rejected) == (2, 1)
     assert [
@@ -412,6 +416,10 @@ def test_duplicate_keys_in_a_file_reject_every_copy(engine: Engine, tmp_path: Pa
         tmp_path / "sales.csv",
         "sku,date,units\nA,2024-01-01,1\nA,2024-01-02,5\nB,2024-01-01,2\nA,2024-01-02,6\n",
     )
+    before = snapshot(engine)
+    with pytest.raises(TooManyRejects):
+        ingest_file(engine, "sales", path, max_reject=0.25)
+    assert snapshot(engine) == before
     report = ingest_file(engine, "sales", path, max_reject=0.6)
     assert (report.rows_accepted, report.rows_rejected) == (2, 2)
     assert [(r["row"], r["reason"], r["value"]) for r in read_rejects(report.reject_path)] == [
@@ -527,8 +535,9 @@ if mode == "commit":
         time.sleep(120)
     ingest._Store.log = log_then_hang
 def progress(rows):
-    if mode == "read":
+    if mode == "read":  # the first chunk is staged: hang there until killed
         print("chunk", rows, flush=True)
+        time.sleep(120)
 ingest.ingest_file(get_engine(), "orders", path, progress=progress)
 print("finished", flush=True)
 """
@@ -557,7 +566,7 @@ def test_a_killed_ingest_leaves_nothing_and_a_rerun_loads_all(
     engine: Engine, tmp_path: Path, mode: str
 ) -> None:
     load_products(engine, tmp_path)
-    path = order_file(tmp_path / "orders.csv", 60_000)
+    path = order_file(tmp_path / "orders.csv", 40_000)
     before = snapshot(engine)
     with subprocess.Popen(
         [sys.executable, "-c", CRASH_SCRIPT, mode, str(path)],
@@ -573,7 +582,7 @@ def test_a_killed_ingest_leaves_nothing_and_a_rerun_loads_all(
     assert line.startswith("merged" if mode == "commit" else "chunk"), line
     assert snapshot(engine) == before
     report: IngestReport = ingest_file(engine, "orders", path)
-    assert (report.status, report.rows_accepted) == ("loaded", 60_000)
-    assert rows_of(engine, "SELECT count(*) FROM order_lines") == [(60_000,)]
+    assert (report.status, report.rows_accepted) == ("loaded", 40_000)
+    assert rows_of(engine, "SELECT count(*) FROM order_lines") == [(40_000,)]
     total = pd.read_csv(path)["quantity"].sum()
     assert rows_of(engine, "SELECT sum(units) FROM daily_sales") == [(float(total),)]
