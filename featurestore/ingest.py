@@ -221,6 +221,8 @@ def ingest_frames(
     ent = _entity(entity)
     rows = chunk_rows or get_settings().ingest_chunk_rows
     target = reject_path or _data_reject_path(f"{source}.{ent.name}")
+    if isinstance(frames, pd.DataFrame):  # iterating a frame would yield its column names
+        frames = [frames]
     iterator = iter(frames)
     first = next(iterator, None)
     columns = list(first.columns) if first is not None else list(ent.required)
@@ -398,7 +400,7 @@ def _load(
         exc.report.seconds = time.perf_counter() - started[0]
         _log_outside(engine, exc.report, started[1])
         raise
-    except (PlanError, pa.ArrowException, csv.Error, UnicodeError, ValueError) as exc:
+    except (PlanError, OSError, pa.ArrowException, csv.Error, UnicodeError, ValueError) as exc:
         sink.discard()
         _fail(engine, ent.name, source, report.checksum, started[0], started[1], str(exc))
         raise IngestError(f"{Path(source).name}: {exc}") from exc
