@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from featurestore import migrations
+from featurestore.calendar import sync_holidays
 from featurestore.config import get_settings
 from featurestore.db import get_engine
 from featurestore.stats import store_stats
@@ -31,6 +32,13 @@ def downgrade(
     """Migrate the feature store down."""
     migrations.downgrade(get_settings().database_url, revision)
     console.print(f"database migrated down to [bold]{revision}[/bold]")
+
+
+@cli.command("sync-holidays")
+def sync_holidays_command() -> None:
+    """Add public holidays (holidays package) for every region in the catalogue."""
+    written = sync_holidays(get_engine())
+    console.print(f"{written:,} holiday rows added")
 
 
 @cli.command()
