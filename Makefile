@@ -20,7 +20,7 @@ run: $(STAMP)
 	$(BIN)/salesfc db upgrade
 	$(BIN)/salesfc demo-data --if-empty
 	$(BIN)/salesfc db stats
-	$(BIN)/salesfc train --if-no-champion
+	$(BIN)/salesfc train --if-no-champion --folds 1
 	$(BIN)/salesfc serve
 
 ## test: the whole suite (SQLite always; PostgreSQL too, required when CI=true)
