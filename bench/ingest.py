@@ -270,7 +270,6 @@ def code_version() -> str:
 def versions() -> dict[str, str]:
     """Library and server versions that matter for ingestion speed."""
     out = {
-        "salesfc": code_version(),
         "Python": platform.python_version(),
         "SQLite": sqlite3.sqlite_version,
         "PostgreSQL server": pg_server_version(),
@@ -283,7 +282,7 @@ def versions() -> dict[str, str]:
     return out
 
 
-def render(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
+def render(results: list[dict[str, Any]], args: argparse.Namespace, code: str) -> str:
     """The Ingestion section of docs/benchmarks.md."""
     lines = [
         "## Ingestion",
@@ -316,7 +315,11 @@ def render(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "",
         "Machine: " + ", ".join(f"{k} {v}" for k, v in machine().items()) + ".",
         "",
-        "Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()) + ".",
+        "Versions: salesfc "
+        + code
+        + ", "
+        + ", ".join(f"{k} {v}" for k, v in versions().items())
+        + ".",
         "",
     ]
     return "\n".join(lines)
@@ -353,6 +356,7 @@ def main(argv: list[str]) -> int:
         print(json.dumps(run_case(args.child, args.url, args.path, args.profile_file)))
         return 0
 
+    code = code_version()  # before the run: the code measured, not what changed meanwhile
     n_orders = args.orders or (200_000 if args.quick else 5_000_000)
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
@@ -393,7 +397,7 @@ def main(argv: list[str]) -> int:
                 )
                 for took, statement in result["slowest_statements"]:
                     print(f"    {took:8.3f} s  {statement}", file=sys.stderr)
-    section = render(results, args)
+    section = render(results, args, code)
     if args.no_write:
         print(section)
     else:
