@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import IntegrityError
 
 from featurestore import ingest as ingest_module
 from featurestore.config import Settings, get_settings
@@ -262,6 +263,54 @@ def test_a_moved_order_line_recomputes_both_days(engine: Engine, tmp_path: Path)
     assert rows_of(engine, "SELECT first_sale_date FROM products WHERE sku = 'A'") == [(None,)]
 
 
+@pytest.mark.parametrize("rebuild", [True, False], ids=["rebuilt-indexes", "upsert"])
+def test_big_order_loads_rebuild_indexes_with_the_same_result(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rebuild: bool
+) -> None:
+    # PostgreSQL appends a file as big as the table with its indexes dropped and built again.
+    monkeypatch.setattr(ingest_module, "_REBUILD_MIN_ROWS", 0 if rebuild else 10**12)
+    load_products(engine, tmp_path)
+    head = "order_id,line,sku,ordered_at,quantity\n"
+    first = write(
+        tmp_path / "o1.csv",
+        head + "o1,1,A,2024-01-01,2\no1,2,A,2024-01-01,1\no2,1,B,2024-01-01,4\n",
+    )
+    assert ingest_file(engine, "orders", first).rows_accepted == 3
+    second = write(
+        tmp_path / "o2.csv",
+        head + "o1,1,A,2024-01-01,5\no1,2,B,2024-01-02,1\no2,1,B,2024-01-01,4\n"
+        "o3,1,A,2024-01-02,3\n",
+    )
+    assert ingest_file(engine, "orders", second).rows_accepted == 4
+    lines = rows_of(engine, "SELECT order_id, line, sku, quantity FROM order_lines ORDER BY 1, 2")
+    assert lines == [
+        ("o1", 1, "A", 5.0),
+        ("o1", 2, "B", 1.0),
+        ("o2", 1, "B", 4.0),
+        ("o3", 1, "A", 3.0),
+    ]
+    got = rows_of(engine, "SELECT sku, date, units FROM daily_sales ORDER BY sku, date")
+    assert [(s, str(d), u) for s, d, u in got] == [
+        ("A", "2024-01-01", 5.0),
+        ("A", "2024-01-02", 3.0),
+        ("B", "2024-01-01", 4.0),
+        ("B", "2024-01-02", 1.0),
+    ]
+    if engine.dialect.name == "postgresql":
+        indexes = rows_of(
+            engine, "SELECT indexname FROM pg_indexes WHERE tablename = 'order_lines' ORDER BY 1"
+        )
+        assert indexes == [("ix_order_lines_sku_sale_date",), ("pk_order_lines",)]
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO order_lines (order_id, line, sku, ordered_at, sale_date, quantity, "
+                "discount, status) VALUES ('o1', 1, 'A', '2024-01-01', '2024-01-01', 1, 0, "
+                "'completed')"
+            )
+        )
+
+
 def test_column_mapping_loads_a_platform_export(engine: Engine, tmp_path: Path) -> None:
     load_products(engine, tmp_path)
     path = write(tmp_path / "export.csv", "Article,Day,Qty Sold\nA,2024-01-01,4\nB,2024-01-01,2\n")
@@ -327,6 +376,13 @@ REJECT_CASES = [
         "o9,1,A,2024-01-05T10:00:00Z,2,shipped",
         "unknown status",
         "status",
+    ),
+    (
+        "orders",
+        "order_id,line,sku,ordered_at,quantity,status",
+        "o9,1,ZZ,2024-01-05T10:00:00Z,2,completed",
+        "unknown sku",
+        "sku",
     ),
     ("prices", "sku,valid_from,price", "ZZ,2024-01-05,1.5", "unknown sku", "sku"),
     (
