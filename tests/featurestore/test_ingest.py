@@ -243,6 +243,12 @@ def test_order_lines_become_daily_sales(
         engine, "SELECT order_id, sale_date FROM order_lines WHERE line = 1 ORDER BY 1"
     )
     assert [(o, str(d)) for o, d in stamps][:2] == [("o1", "2024-03-05"), ("o2", "2024-03-05")]
+    # the instant survives staging (PostgreSQL receives it as naive UTC in a UTC transaction)
+    (stamp,) = rows_of(engine, "SELECT ordered_at FROM order_lines WHERE order_id = 'o3'")[0]
+    instant = pd.Timestamp(stamp)
+    if instant.tzinfo is None:  # SQLite keeps UTC text
+        instant = instant.tz_localize("UTC")
+    assert instant == pd.Timestamp("2024-03-05T17:00:00Z")
 
 
 def test_a_moved_order_line_recomputes_both_days(engine: Engine, tmp_path: Path) -> None:
