@@ -24,6 +24,13 @@ the store for every (sku, day) a file touches, including the old day of a line t
   / sum(quantity) over priced completed and returned lines (revenue / units would count returned
   units at price zero and bias the price signal downwards).
 
+order_lines.sku has no foreign key (migration 0003): every line's SKU is checked against
+products inside the load's own transaction and rejected as "unknown sku" when absent, and products
+are never deleted, so the per-row trigger only cost time. Code that writes order_lines other than
+through this module must check SKUs itself. On PostgreSQL an order file with at least half as many
+rows as the table is appended with the table's indexes dropped and rebuilt in the same
+transaction (ACCESS EXCLUSIVE on order_lines until commit); smaller files are upserted.
+
 A day whose lines were all cancelled keeps a row with 0 units. For one SKU and day the later
 load wins between order-derived and directly loaded daily sales. first_sale_date and
 last_sale_date of a touched SKU are its first and last day with units > 0.
