@@ -160,8 +160,10 @@ class LGBMEstimator(Estimator):
         *,
         n_estimators: int = 500,
         learning_rate: float = 0.05,
-        num_leaves: int = 127,
-        min_data_in_leaf: int = 100,
+        # Measured on m5_tiny (bench/train.py): 31 leaves / 20 per leaf beat 127 / 100 on RMSSE
+        # and WAPE for every strategy (multi: 0.734 vs 0.739 RMSSE) and fit 2-3x faster.
+        num_leaves: int = 31,
+        min_data_in_leaf: int = 20,
         feature_fraction: float = 0.8,
         bagging_fraction: float = 0.8,
         bagging_freq: int = 1,
