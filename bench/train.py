@@ -492,6 +492,9 @@ def spawn(cmd: list[str], threads: int, label: str) -> dict[str, Any]:
     result["process_seconds"] = round(wall, 2)
     # Other work on the machine inflates timings: keep the 1-minute load around each case.
     result["load_avg"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    # Kept as they come, so a long run that is stopped still leaves its finished cases.
+    with open(Path(tempfile.gettempdir()) / "salesfc-benchtrain-cases.jsonl", "a") as fh:
+        fh.write(json.dumps(result) + "\n")
     print(f"[bench/train] {label}: {json.dumps(_brief(result))}", file=sys.stderr, flush=True)
     return result
 
@@ -707,8 +710,10 @@ def render(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
             split = r.get("fit_split_seconds")
             if split:
                 fit = f"{r['fit_seconds']:.1f} ({split['features']:.1f} + {split['lightgbm']:.1f})"
+            elif "features_seconds" in r:
+                fit = f"{r['fit_seconds']:.1f} ({r['features_seconds']:.1f} features)"
             else:
-                fit = f"{r['fit_seconds']:.1f} ({r.get('features_seconds', 0):.1f} prep)"
+                fit = f"{r['fit_seconds']:.1f}"
             lines.append(
                 f"| {_label(r)} | {r['train_rows']:,} | {r.get('n_features', '-')} | {fit} "
                 f"| {_f(r.get('fit_cpu_seconds'), '.1f')} | {_f(r.get('predict_seconds'), '.1f')} "
