@@ -39,10 +39,14 @@ format: $(STAMP)
 ## check: format, lint, types and tests
 check: lint test
 
-## bench: benchmarks (results go to docs/benchmarks.md); needs the bench extras
+## bench: benchmarks (results go to docs/benchmarks.md); peers run in .venv-peers (pandas < 3)
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	test -x .venv-peers/bin/python || $(PYTHON) -m venv .venv-peers
+	.venv-peers/bin/python -m pip install --quiet 'mlforecast==1.1.0' 'statsforecast==2.1.1' 'lightgbm==4.7.0' psutil pyarrow
 	$(BIN)/python bench/ingest.py
+	SALESFC_PEER_PYTHON=.venv-peers/bin/python $(BIN)/python bench/train.py
+	$(BIN)/python bench/serve.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
