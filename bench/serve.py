@@ -1,0 +1,1127 @@
+"""Serving benchmark: requests/s and p50/p99 of the API under wrk, and where the time goes.
+
+One command sets everything up on a temporary PostgreSQL database, then loads `salesfc serve`
+(uvicorn, uvloop + httptools) with 1 and 2 workers, 8 and 64 connections, from one generator
+(wrk, one thread, loopback):
+
+  bare      bench/bare_app.py: a trivial FastAPI endpoint, the ceiling
+  computed  GET /v1/forecast/{sku}?horizon=28&quantiles=0.1,0.5,0.9 computed on every request
+            (SALESFC_FORECAST_CACHE=false: what a SKU with new data costs), SKUs rotating
+  stored    the same call for unchanged data and model: in-process cache / forecast-all run
+  batch     POST /v1/forecast with 1,000 SKUs, computed (cache off)
+  batch-stored  the same batch answered from stored forecasts (cache on)
+
+Set-up: a temp database (admin URL SALESFC_BENCH_PG_ADMIN_URL, default
+postgresql+psycopg://postgres@127.0.0.1:5432/postgres), migrations, m5_tiny
+(../shared/data/m5_tiny, or the synthetic generator when absent), a lgbm_tweedie bundle with 500
+trees (folds=1) promoted to champion, synthetic SKUs added so a 1,000-SKU batch exists, then
+`salesfc forecast-all` (run_forecast_all) so `stored` has forecasts. Then case `computed` is
+profiled in-process (cProfile + timing of each step) and the Serving section of
+docs/benchmarks.md is rewritten (other sections are left alone).
+
+Usage: python bench/serve.py [--quick] [--duration S] [--connections 8,64] [--workers 1,2]
+                             [--cases bare,computed,stored,batch,batch-stored]
+                             [--bundle-cache DIR] [--profile-dir DIR] [--json OUT] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import datetime as dt
+import json
+import os
+import platform
+import pstats
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = Path(__file__).resolve().parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+M5_TINY = ROOT.parent / "shared" / "data" / "m5_tiny" / "tiny_m5.parquet"
+PG_ADMIN_URL = os.environ.get(
+    "SALESFC_BENCH_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+DOC = ROOT / "docs" / "benchmarks.md"
+HORIZON = 28
+QUANTILES = (0.1, 0.5, 0.9)
+TREES = 500
+BATCH = 1000
+CASES = ("bare", "computed", "stored", "batch", "batch-stored")
+MLFORECAST_MS = 155.0  # mlforecast's single-SKU predict on this machine (DESIGN.md), not re-run
+TARGETS = {
+    "computed": "p99 <= 15 ms at 8 connections (> 10x faster than mlforecast's ~155 ms)",
+    "stored": ">= 50% of the bare endpoint's requests/s",
+    "batch": "<= 1 s",
+}
+LUA_DONE = r"""
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'BENCHJSON {"requests": %d, "duration_us": %d, "bytes": %d, "connect": %d, "read": %d, '
+    .. '"write": %d, "status": %d, "timeout": %d, "p50_us": %d, "p90_us": %d, "p99_us": %d, '
+    .. '"max_us": %d, "mean_us": %.1f}\n',
+    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status,
+    e.timeout, latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency.max, latency.mean))
+end
+"""
+
+
+def log(message: str) -> None:
+    """Progress on stderr with a timestamp."""
+    print(f"[{dt.datetime.now():%H:%M:%S}] {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- set-up
+
+
+@dataclass
+class Setup:
+    """The database, the champion and the SKUs the load generator asks for."""
+
+    url: str
+    database: str
+    models_dir: Path
+    version: str
+    as_of: dt.date
+    single_skus: list[str]
+    batch_skus: list[str]
+    data: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _admin_engine() -> Any:
+    from sqlalchemy import create_engine
+
+    return create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+
+
+def create_database() -> tuple[str, str]:
+    """A fresh, empty PostgreSQL database; returns its name and URL."""
+    from sqlalchemy import text
+
+    name = f"salesfc_bench_serve_{uuid.uuid4().hex[:10]}"
+    admin = _admin_engine()
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return name, PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+
+
+def drop_database(name: str) -> None:
+    """Drop the benchmark's database (connections still open are ended by the server)."""
+    from sqlalchemy import text
+
+    admin = _admin_engine()
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _model_info(models_dir: Path, version_id: str) -> dict[str, Any]:
+    """Stages, trees and leaves of the champion's LightGBM boosters."""
+    from training.registry import Registry
+
+    bundle = Registry(models_dir).load(version_id)
+    model = bundle.artifacts["model"]
+    stages = []
+    for stage in model.stages_:
+        booster = stage.estimator.booster_
+        dump = booster.dump_model(num_iteration=stage.estimator.best_iteration_)
+        leaves = [t["num_leaves"] for t in dump["tree_info"]]
+        stages.append(
+            {
+                "min_lag": stage.min_lag,
+                "days": f"{stage.first_h}-{stage.last_h}",
+                "trees": len(leaves),
+                "mean_leaves": round(statistics.fmean(leaves), 1) if leaves else 0.0,
+                "features": len(stage.names),
+            }
+        )
+    return {
+        "model": model.name,
+        "stages": stages,
+        "required_history": model.required_history,
+        "min_rows_per_sku": model.min_rows_per_sku,
+    }
+
+
+def prepare(work: Path, bundle_cache: Path | None) -> Setup:
+    """Database, data, champion and stored forecasts, as an operator would set them up."""
+    from sqlalchemy import func, select
+
+    from app.services.batch import run_forecast_all
+    from featurestore.db import make_engine
+    from featurestore.ingest import import_m5
+    from featurestore.migrations import upgrade
+    from featurestore.readers import last_sales_date, read_products
+    from featurestore.tables import DailySales
+    from training.pipeline import TrainOptions, train
+    from training.registry import Registry
+    from training.synth import SynthConfig, generate, write_catalogue
+
+    seconds: dict[str, float] = {}
+    t = time.perf_counter()
+    database, url = create_database()
+    try:
+        upgrade(url)
+        engine = make_engine(url)
+        has_m5 = M5_TINY.is_file()
+        if has_m5:
+            log(f"loading m5_tiny into {database}")
+            import_m5(engine, M5_TINY)
+            base_source = "m5_tiny"
+        else:
+            log("m5_tiny absent: loading a synthetic catalogue instead")
+            cfg = SynthConfig(n_skus=300, n_days=1000, end=dt.date(2016, 5, 22), seed=3)
+            write_catalogue(engine, generate(cfg))
+            base_source = "synthetic (m5_tiny absent)"
+        seconds["load data"] = time.perf_counter() - t
+        t = time.perf_counter()
+        models_dir = bundle_cache or work / "models"
+        models_dir.mkdir(parents=True, exist_ok=True)
+        registry = Registry(models_dir)
+        version_id = registry.champion()
+        if version_id is None:
+            log(f"training lgbm_tweedie ({TREES} trees, folds=1) into {models_dir}")
+            outcome = train(
+                engine,
+                models_dir,
+                TrainOptions(models=["lgbm_tweedie"], folds=1, n_estimators=TREES),
+                progress=lambda m: log(f"  train: {m}"),
+            )
+            version_id = outcome.version
+            registry.promote(version_id, reason="bench/serve.py")
+            seconds["train + promote"] = time.perf_counter() - t
+        else:
+            log(f"reusing champion {version_id} from {models_dir}")
+        base_products = read_products(engine)
+        base_skus = sorted(base_products.loc[base_products["status"] != "discontinued", "sku"])
+        as_of = last_sales_date(engine)
+        assert as_of is not None
+        # Top up with synthetic SKUs (same last day) so the batch case has 1,000 distinct SKUs.
+        t = time.perf_counter()
+        extra = max(BATCH + 150 - len(base_skus), 0)
+        if extra:
+            log(f"adding {extra} synthetic SKUs up to {as_of} for the 1,000-SKU batch")
+            cfg = SynthConfig(n_skus=extra, n_days=730, end=as_of, seed=11, share_discontinued=0.0)
+            write_catalogue(engine, generate(cfg))
+        seconds["synthetic top-up"] = time.perf_counter() - t
+        t = time.perf_counter()
+        log("forecast-all (stored run for the cached cases)")
+        result = run_forecast_all(engine, registry, horizon=HORIZON, quantiles=QUANTILES)
+        seconds["forecast-all"] = time.perf_counter() - t
+        forecast_skus = set(result.frame["sku"].astype(str))
+        single = [s for s in base_skus if s in forecast_skus]
+        batch = (single + sorted(forecast_skus - set(single)))[:BATCH]
+        with engine.connect() as conn:
+            days = conn.execute(
+                select(func.count(func.distinct(DailySales.date)), func.count())
+            ).one()
+        products = read_products(engine)
+        engine.dispose()
+        return Setup(
+            url=url,
+            database=database,
+            models_dir=models_dir,
+            version=version_id,
+            as_of=as_of,
+            single_skus=single,
+            batch_skus=batch,
+            data={
+                "source": base_source,
+                "base_skus": len(base_skus),
+                "skus": len(products),
+                "sales_days": int(days[0]),
+                "sales_rows": int(days[1]),
+                "forecast_all_skus": len(forecast_skus),
+                "forecast_all_run": result.run_id,
+            },
+            model=_model_info(models_dir, version_id),
+            seconds={k: round(v, 1) for k, v in seconds.items()},
+        )
+    except BaseException:
+        drop_database(database)
+        raise
+
+
+# ---------------------------------------------------------------- in-process profile
+
+
+def _timed(fn: Callable[[], Any], reps: int) -> tuple[list[float], Any]:
+    """Wall milliseconds of each of ``reps`` calls and the last result."""
+    out = []
+    value = None
+    for _ in range(reps):
+        t = time.perf_counter()
+        value = fn()
+        out.append((time.perf_counter() - t) * 1000)
+    return out, value
+
+
+def _p(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _steps(
+    service: Any, skus: list[str], reps: int, *, rotate: bool
+) -> list[tuple[str, list[float]]]:
+    """Each step of ForecastService.forecast (cache off) timed on its own, in request order."""
+    import pandas as pd
+
+    from app.schemas import ForecastResponse
+    from app.services.forecasting import _check_covered, _to_schema
+    from featurestore.readers import last_sales_date, latest_window, read_products
+
+    loaded = service.holder.current()
+    fc = loaded.forecaster
+    model = fc.model
+    levels = list(QUANTILES)
+    steps: dict[str, list[float]] = {}
+
+    def add(name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        t = time.perf_counter()
+        value = fn(*args, **kwargs)
+        steps.setdefault(name, []).append((time.perf_counter() - t) * 1000)
+        return value
+
+    engine = service.engine
+    for i in range(reps):
+        want = [skus[i % len(skus)]] if rotate else skus
+        add("champion lookup (alias stat)", service.holder.current)
+        products = add("db: read_products", read_products, engine, want)
+        as_of = add("db: last_sales_date", last_sales_date, engine)
+        frame = add(
+            f"db: latest_window ({model.required_history}+{HORIZON} days)",
+            latest_window,
+            engine,
+            want,
+            n_days=model.required_history,
+            horizon=HORIZON,
+            as_of=as_of,
+        )
+        add("check covered (pandas)", _check_covered, products, frame, as_of)
+        origin = pd.Timestamp(as_of)
+        out = add(
+            "BundleForecaster.forecast (all of it)",
+            fc.forecast,
+            frame,
+            products,
+            origin,
+            HORIZON,
+            levels,
+        )
+        # The same stages again, piece by piece: features, the estimator and the raw booster.
+        work = frame.reset_index(drop=True)
+        day = ((work["date"] - origin).dt.days).to_numpy()
+        for k, stage in enumerate(model.stages_):
+            rows = (day >= stage.first_h) & (day <= min(stage.last_h, HORIZON))
+            X = add(
+                f"  stage {k + 1} features (lag floor {stage.min_lag})",
+                stage.features,
+                work,
+                products,
+                rows,
+            )
+            add(
+                f"  stage {k + 1} estimator.predict ({int(rows.sum())} rows)",
+                stage.estimator.predict,
+                X,
+            )
+            add(
+                f"  stage {k + 1} Booster.predict num_threads=1",
+                stage.estimator.booster_.predict,
+                X,
+                num_iteration=stage.estimator.best_iteration_,
+                num_threads=1,
+            )
+        means = out["mean"].to_numpy()
+        horizons = out["horizon"].to_numpy()
+        add("  calibrator (3 quantiles)", fc.calibration.predict, means, horizons, levels)
+        answers = add("to pydantic (_to_schema)", _to_schema, out, levels, None)
+        response = ForecastResponse(
+            model_version=loaded.version,
+            data_until=as_of,
+            horizon=HORIZON,
+            forecasts=[answers[s] for s in sorted(answers)],
+        )
+        add("response JSON (model_dump_json)", response.model_dump_json)
+        dumped = response.model_dump()
+        add(
+            "response re-validation (FastAPI response_model)",
+            ForecastResponse.model_validate,
+            dumped,
+        )
+    return list(steps.items())
+
+
+def _by_library(stats: pstats.Stats, calls: int) -> list[tuple[str, float]]:
+    """Own time (ms per call of the profiled function) summed by library."""
+    buckets = {
+        "pandas": ("/pandas/",),
+        "numpy": ("/numpy/",),
+        "sqlalchemy": ("/sqlalchemy/",),
+        "psycopg (driver)": ("/psycopg/", "psycopg"),
+        "lightgbm": ("/lightgbm/", "LGBM_", "_ctypes"),
+        "pydantic": ("/pydantic", "pydantic_core"),
+        "training/ (salesfc)": ("/training/",),
+        "featurestore/ (salesfc)": ("/featurestore/",),
+        "app/ (salesfc)": ("/app/",),
+    }
+    totals: dict[str, float] = {}
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    for (filename, _line, func), (_cc, _nc, tt, _ct, _callers) in raw.items():
+        where = f"{filename}:{func}"
+        name = "other (builtins, stdlib)"
+        for bucket, marks in buckets.items():
+            if any(m in where for m in marks):
+                name = bucket
+                break
+        totals[name] = totals.get(name, 0.0) + tt
+    return sorted(((k, v * 1000 / calls) for k, v in totals.items()), key=lambda kv: -kv[1])
+
+
+def _top_functions(stats: pstats.Stats, calls: int, n: int) -> list[tuple[str, float, float]]:
+    """The n functions with the most own time: name, ms per profiled call, calls per call."""
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    rows = []
+    for (filename, line, func), (_cc, nc, tt, _ct, _callers) in raw.items():
+        short = filename
+        for mark in ("site-packages/", str(ROOT) + "/"):
+            if mark in short:
+                short = short.split(mark, 1)[1]
+        name = f"{func}" if filename == "~" else f"{short}:{line}({func})"
+        rows.append((name, tt * 1000 / calls, nc / calls))
+    rows.sort(key=lambda r: -r[1])
+    return rows[:n]
+
+
+def profile(setup: Setup, reps: int, batch_reps: int, out_dir: Path) -> dict[str, Any]:
+    """Time ForecastService.forecast and each of its steps in this process; cProfile it."""
+    from app.services.champion import ChampionHolder
+    from app.services.forecasting import ForecastService
+    from featurestore import forecast_runs
+    from featurestore.db import make_engine
+    from featurestore.stats import data_token
+    from training.registry import Registry
+
+    engine = make_engine(setup.url)
+    holder = ChampionHolder(Registry(setup.models_dir))
+    holder.current()
+    off = ForecastService(engine, holder, list(QUANTILES), use_cache=False)
+    on = ForecastService(engine, holder, list(QUANTILES), use_cache=True)
+    skus = setup.single_skus
+    # Warm up: first calls pay imports, pools and lazy LightGBM set-up.
+    for s in skus[:5]:
+        off.forecast([s], HORIZON, list(QUANTILES))
+    counter = iter(range(10**9))
+
+    def one_off() -> Any:
+        return off.forecast([skus[next(counter) % len(skus)]], HORIZON, list(QUANTILES))
+
+    total, _ = _timed(one_off, reps)
+    steps = _steps(off, skus, reps, rotate=True)
+    # What a real miss also pays: the data token and a stored-run lookup that finds nothing.
+    extras = {
+        "db: data_token": _timed(lambda: data_token(engine), reps)[0],
+        "db: stored-run lookup (miss)": _timed(
+            lambda: forecast_runs.cached_forecast(engine, setup.version, "stale", HORIZON, skus[0]),
+            reps,
+        )[0],
+        "db: stored-run lookup (hit)": _timed(
+            lambda: forecast_runs.cached_forecast(
+                engine, setup.version, _token(engine), HORIZON, skus[0]
+            ),
+            reps,
+        )[0],
+    }
+    for s in skus:
+        on.forecast([s], HORIZON, list(QUANTILES))
+    counter2 = iter(range(10**9))
+    hits, _ = _timed(
+        lambda: on.forecast([skus[next(counter2) % len(skus)]], HORIZON, list(QUANTILES)), reps
+    )
+    extras["ForecastService.forecast, cache hit (case stored)"] = hits
+
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(reps):
+        one_off()
+    prof.disable()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prof_path = out_dir / "serve_computed.prof"
+    prof.dump_stats(str(prof_path))
+    stats = pstats.Stats(prof)
+
+    batch_total, _ = _timed(
+        lambda: off.forecast(setup.batch_skus, HORIZON, list(QUANTILES)), batch_reps
+    )
+    batch_steps = _steps(off, setup.batch_skus, batch_reps, rotate=False)
+    on.forecast(setup.batch_skus, HORIZON, list(QUANTILES))
+    batch_hit, _ = _timed(
+        lambda: on.forecast(setup.batch_skus, HORIZON, list(QUANTILES)), batch_reps
+    )
+    engine.dispose()
+
+    def summary(values: list[float]) -> dict[str, float]:
+        return {
+            "median_ms": round(statistics.median(values), 3),
+            "p99_ms": round(_p(values, 0.99), 3),
+        }
+
+    return {
+        "reps": reps,
+        "batch_reps": batch_reps,
+        "computed": summary(total),
+        "steps": [(name, summary(v)) for name, v in steps],
+        "extras": [(name, summary(v)) for name, v in extras.items()],
+        "by_library": [(k, round(v, 3)) for k, v in _by_library(stats, reps)],
+        "top": [(n, round(ms, 3), round(c, 1)) for n, ms, c in _top_functions(stats, reps, 15)],
+        "profile_file": str(prof_path),
+        "batch": summary(batch_total),
+        "batch_steps": [(name, summary(v)) for name, v in batch_steps],
+        "batch_hit": summary(batch_hit),
+    }
+
+
+def _token(engine: Any) -> str:
+    from featurestore.stats import data_token
+
+    return data_token(engine)
+
+
+# ---------------------------------------------------------------- servers and load
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return int(resp.status), resp.read()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read()
+
+
+@contextlib.contextmanager
+def server(kind: str, workers: int, setup: Setup, work: Path, cache: bool = True) -> Iterator[str]:
+    """Start the bare app or `salesfc serve` in its own process group; yield its base URL."""
+    port = free_port()
+    env = dict(os.environ)
+    if kind == "bare":
+        cmd = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bare_app:create_app",
+            "--factory",
+            "--app-dir",
+            str(BENCH),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ]
+    else:
+        cmd = [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ]
+        env.update(
+            SALESFC_DATABASE_URL=setup.url,
+            SALESFC_MODELS_DIR=str(setup.models_dir),
+            SALESFC_FORECAST_CACHE="true" if cache else "false",
+            SALESFC_READ_API_KEYS="[]",
+            SALESFC_OPS_API_KEYS="[]",
+        )
+    logfile = work / f"server_{kind}_{workers}w_{'cache' if cache else 'nocache'}.log"
+    with logfile.open("wb") as sink:
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=sink, stderr=sink, start_new_session=True
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{kind} server exited ({proc.returncode}); see {logfile}")
+            try:
+                status, _ = _get(base + "/readyz", timeout=2)
+                if status == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{kind} server not ready after 180 s; see {logfile}")
+            time.sleep(0.25)
+        yield base
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def forecast_path(sku: str) -> str:
+    """The single-SKU forecast request of cases computed and stored."""
+    q = ",".join(f"{q:g}" for q in QUANTILES)
+    return f"/v1/forecast/{sku}?horizon={HORIZON}&quantiles={q}"
+
+
+def write_scripts(work: Path, setup: Setup) -> dict[str, Path]:
+    """wrk Lua scripts: rotating single-SKU GETs and the 1,000-SKU POST."""
+    paths = ",\n".join(json.dumps(forecast_path(s)) for s in setup.single_skus)
+    rotate = work / "rotate.lua"
+    rotate.write_text(
+        "local paths = {\n" + paths + "\n}\n"
+        "local n = #paths\n"
+        "local i = 0\n"
+        "request = function()\n"
+        "  i = i + 1\n"
+        '  return wrk.format("GET", paths[(i % n) + 1])\n'
+        "end\n" + LUA_DONE
+    )
+    body = json.dumps({"skus": setup.batch_skus, "horizon": HORIZON, "quantiles": list(QUANTILES)})
+    batch = work / "batch.lua"
+    batch.write_text(
+        'wrk.method = "POST"\n'
+        f"wrk.body = {json.dumps(body)}\n"
+        'wrk.headers["Content-Type"] = "application/json"\n' + LUA_DONE
+    )
+    return {"rotate": rotate, "batch": batch}
+
+
+def check_response(base: str, case: str, setup: Setup) -> int:
+    """One request before loading: the answer is a 200 with the right shape; its size."""
+    if case in ("batch", "batch-stored"):
+        body = json.dumps(
+            {"skus": setup.batch_skus, "horizon": HORIZON, "quantiles": list(QUANTILES)}
+        ).encode()
+        req = urllib.request.Request(
+            base + "/v1/forecast", data=body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            status, raw = int(resp.status), resp.read()
+        want = len(setup.batch_skus)
+    else:
+        status, raw = _get(base + forecast_path(setup.single_skus[0]), timeout=30)
+        want = 1
+    if status != 200:
+        raise RuntimeError(f"{case}: status {status}: {raw[:300]!r}")
+    if case != "bare":
+        doc = json.loads(raw)
+        days = doc["forecasts"][0]["days"]
+        if len(doc["forecasts"]) != want or len(days) != HORIZON:
+            raise RuntimeError(f"{case}: unexpected answer shape {raw[:300]!r}")
+        if sorted(days[0]["quantiles"]) != ["p10", "p50", "p90"]:
+            raise RuntimeError(f"{case}: unexpected quantiles {days[0]['quantiles']}")
+    return len(raw)
+
+
+def wrk(url: str, script: Path, connections: int, seconds: float, timeout: float) -> dict[str, Any]:
+    """One wrk run (one thread); its figures from the Lua done() hook."""
+    cmd = [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        f"--timeout={max(1, round(timeout))}s",
+        "-s",
+        str(script),
+        url,
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("BENCHJSON "))
+    figures: dict[str, Any] = json.loads(line.removeprefix("BENCHJSON "))
+    return figures
+
+
+@dataclass
+class Run:
+    """One case x workers x connections measurement."""
+
+    case: str
+    workers: int
+    connections: int
+    seconds: float
+    requests: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    errors: int
+    load_before: float
+    load_after: float
+    response_bytes: int
+
+
+def measure(
+    base: str,
+    case: str,
+    workers: int,
+    scripts: dict[str, Path],
+    setup: Setup,
+    args: argparse.Namespace,
+) -> list[Run]:
+    """Warm up, then one bounded wrk run per connection count."""
+    size = check_response(base, case, setup)
+    is_batch = case.startswith("batch")
+    script = scripts["batch"] if is_batch else scripts["rotate"]
+    url = base + ("/v1/forecast" if is_batch else "/")
+    seconds = args.duration * (2 if is_batch else 1)
+    timeout = 120.0 if is_batch else 30.0
+    runs = []
+    for connections in args.connections:
+        wrk(url, script, connections, args.warmup, timeout)
+        load_before = os.getloadavg()[0]
+        fig = wrk(url, script, connections, seconds, timeout)
+        load_after = os.getloadavg()[0]
+        errors = sum(fig[k] for k in ("connect", "read", "write", "status", "timeout"))
+        run = Run(
+            case=case,
+            workers=workers,
+            connections=connections,
+            seconds=round(fig["duration_us"] / 1e6, 2),
+            requests=fig["requests"],
+            rps=round(fig["requests"] / (fig["duration_us"] / 1e6), 1),
+            p50_ms=round(fig["p50_us"] / 1000, 2),
+            p99_ms=round(fig["p99_us"] / 1000, 2),
+            max_ms=round(fig["max_us"] / 1000, 2),
+            errors=errors,
+            load_before=round(load_before, 2),
+            load_after=round(load_after, 2),
+            response_bytes=size,
+        )
+        log(
+            f"  {case:12s} w={workers} c={connections:<3d} {run.rps:9.1f} req/s  "
+            f"p50 {run.p50_ms:8.2f} ms  p99 {run.p99_ms:8.2f} ms  errors {errors}  "
+            f"load {run.load_before}"
+        )
+        runs.append(run)
+    return runs
+
+
+def load_cases(setup: Setup, work: Path, args: argparse.Namespace) -> list[Run]:
+    """Every case x workers x connections, one server start per (kind, workers, cache)."""
+    scripts = write_scripts(work, setup)
+    plan: list[tuple[str, bool, list[str]]] = [
+        ("bare", True, ["bare"]),
+        ("app", False, ["computed", "batch"]),
+        ("app", True, ["stored", "batch-stored"]),
+    ]
+    runs: list[Run] = []
+    for workers in args.workers:
+        for kind, cache, cases in plan:
+            wanted = [c for c in cases if c in args.cases]
+            if not wanted:
+                continue
+            log(f"server {kind} workers={workers} cache={'on' if cache else 'off'}")
+            with server(kind, workers, setup, work, cache=cache) as base:
+                for case in wanted:
+                    runs.extend(measure(base, case, workers, scripts, setup, args))
+    return runs
+
+
+# ---------------------------------------------------------------- docs/benchmarks.md
+
+
+def machine() -> dict[str, str]:
+    """What ran the benchmark."""
+    cpu = platform.processor() or "unknown"
+    with contextlib.suppress(OSError):
+        found = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
+        if found:
+            cpu = found.group(1).strip()
+    return {"cpus (nproc)": str(os.cpu_count()), "cpu": cpu, "os": platform.platform()}
+
+
+def versions() -> dict[str, str]:
+    """Server, framework and model library versions."""
+    out = {"Python": platform.python_version()}
+    for dist in (
+        "uvicorn",
+        "uvloop",
+        "httptools",
+        "fastapi",
+        "starlette",
+        "pydantic",
+        "sqlalchemy",
+        "psycopg",
+        "lightgbm",
+        "pandas",
+        "numpy",
+    ):
+        try:
+            out[dist] = version(dist)
+        except Exception:
+            out[dist] = "not installed"
+    with contextlib.suppress(Exception):
+        wrk_v = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout
+        out["wrk"] = wrk_v.split()[1] if wrk_v else "?"
+    with contextlib.suppress(Exception):
+        from sqlalchemy import text
+
+        admin = _admin_engine()
+        with admin.connect() as conn:
+            out["PostgreSQL server"] = str(conn.execute(text("show server_version")).scalar_one())
+        admin.dispose()
+    return out
+
+
+def _get_run(runs: list[Run], case: str, workers: int, connections: int) -> Run | None:
+    return next(
+        (
+            r
+            for r in runs
+            if r.case == case and r.workers == workers and r.connections == connections
+        ),
+        None,
+    )
+
+
+def verdicts(runs: list[Run]) -> list[str]:
+    """Each target, met or missed, with the figures behind it."""
+    out = []
+    for workers in sorted({r.workers for r in runs}):
+        b = _get_run(runs, "computed", workers, 8)
+        if b:
+            speedup = MLFORECAST_MS / b.p99_ms if b.p99_ms else float("nan")
+            met = b.p99_ms <= 15 and speedup > 10
+            out.append(
+                f"- computed, {workers} worker(s): p99 {b.p99_ms:.1f} ms at 8 connections "
+                f"(target <= 15 ms; {speedup:.1f}x faster than mlforecast's ~{MLFORECAST_MS:.0f} "
+                f"ms) - **{'met' if met else 'missed'}**"
+            )
+        for conns in (8, 64):
+            c = _get_run(runs, "stored", workers, conns)
+            a = _get_run(runs, "bare", workers, conns)
+            if c and a and a.rps:
+                share = c.rps / a.rps
+                out.append(
+                    f"- stored, {workers} worker(s), {conns} connections: {c.rps:,.0f} req/s = "
+                    f"{share:.0%} of bare {a.rps:,.0f} (target >= 50%) - "
+                    f"**{'met' if share >= 0.5 else 'missed'}**"
+                )
+        d = _get_run(runs, "batch", workers, 8)
+        if d:
+            out.append(
+                f"- batch (computed), {workers} worker(s): p50 {d.p50_ms / 1000:.2f} s, p99 "
+                f"{d.p99_ms / 1000:.2f} s at 8 connections (target <= 1 s) - "
+                f"**{'met' if d.p99_ms <= 1000 else 'missed'}**"
+            )
+    return out
+
+
+def _ms(summary: dict[str, float]) -> str:
+    return f"{summary['median_ms']:.2f} | {summary['p99_ms']:.2f}"
+
+
+def render(
+    setup: Setup,
+    runs: list[Run],
+    prof: dict[str, Any] | None,
+    args: argparse.Namespace,
+    recommendations: list[str],
+) -> str:
+    """The Serving section of docs/benchmarks.md."""
+    cmd = " ".join(["python", "bench/serve.py", *args.argv])
+    lines = [
+        "## Serving",
+        "",
+        f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC with `{cmd}`"
+        + (" (quick: short runs, figures noisier)" if args.quick else "")
+        + ".",
+        "",
+        f"Set-up: a temp PostgreSQL database (dropped afterwards) with {setup.data['source']} "
+        f"({setup.data['base_skus']} SKUs) plus synthetic SKUs up to {setup.data['skus']:,} "
+        f"SKUs / {setup.data['sales_rows']:,} daily rows, so a {BATCH:,}-SKU batch exists; "
+        f"champion `{setup.model['model']}` trained on the m5 part with {TREES} trees "
+        f"(folds=1), {len(setup.model['stages'])} stages (lag floors "
+        + ", ".join(str(s["min_lag"]) for s in setup.model["stages"])
+        + "), mean leaves per tree "
+        + ", ".join(f"{s['mean_leaves']:g}" for s in setup.model["stages"])
+        + f", {setup.model['stages'][0]['features'] if setup.model['stages'] else 0} features; "
+        f"a request reads {setup.model['required_history']} days + {HORIZON} future days per "
+        f"SKU. `salesfc forecast-all` stored {setup.data['forecast_all_skus']:,} SKUs' forecasts "
+        f"for `stored`. Servers: `salesfc serve --workers N` (uvicorn, uvloop + httptools, "
+        f"log level INFO as shipped: one JSON access line per request to a file), and "
+        f"`bench/bare_app.py` under the same uvicorn flags. Load: wrk, 1 thread, loopback, "
+        f"{args.duration:g} s per run ({2 * args.duration:g} s for the batches) after a "
+        f"{args.warmup:g} s warm-up; single-SKU cases rotate over {len(setup.single_skus)} SKUs. "
+        f"`computed` runs the server with `SALESFC_FORECAST_CACHE=false` (every request computes, "
+        f"as for a SKU whose data changed); `stored` with the cache on, after forecast-all.",
+        "",
+        "The machine has 2 cores, shared by the server, wrk, PostgreSQL and other engineers' "
+        "jobs: the load average (1 min) is recorded before and after each run. Percentiles are "
+        "wrk's (completed requests only; coordinated omission not corrected).",
+        "",
+        "| case | workers | connections | req/s | p50 ms | p99 ms | max ms | requests | errors "
+        "| load before / after |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in runs:
+        lines.append(
+            f"| {r.case} | {r.workers} | {r.connections} | {r.rps:,.1f} | {r.p50_ms:,.2f} | "
+            f"{r.p99_ms:,.2f} | {r.max_ms:,.1f} | {r.requests:,} | {r.errors} | "
+            f"{r.load_before:.2f} / {r.load_after:.2f} |"
+        )
+    lines += ["", "Targets:", "", *verdicts(runs), ""]
+    if prof:
+        lines += [
+            "### Where the time goes (case `computed`, in-process)",
+            "",
+            f"`ForecastService.forecast` for one SKU with the cache off, called {prof['reps']} "
+            f"times in one process (rotating SKUs), outside the server: median "
+            f"{prof['computed']['median_ms']:.2f} ms, p99 {prof['computed']['p99_ms']:.2f} ms. "
+            "Then each step on its own, in request order (indented rows are parts of "
+            "`BundleForecaster.forecast`; `Booster.predict num_threads=1` is the bare booster "
+            "on the same matrix, for comparison, and not part of the request):",
+            "",
+            "| step | median ms | p99 ms |",
+            "|---|---:|---:|",
+        ]
+        lines += [f"| {name} | {_ms(s)} |" for name, s in prof["steps"]]
+        lines += [
+            "",
+            "What the other paths add or cost (same process):",
+            "",
+            "| step | median ms | p99 ms |",
+            "|---|---:|---:|",
+        ]
+        lines += [f"| {name} | {_ms(s)} |" for name, s in prof["extras"]]
+        lines += [
+            "",
+            f"cProfile of the same {prof['reps']} calls, own time per request by library "
+            f"(profiling inflates Python-heavy code; `{Path(prof['profile_file']).name}` in the "
+            "profile directory):",
+            "",
+            "| library | ms per request |",
+            "|---|---:|",
+        ]
+        lines += [f"| {name} | {ms:.2f} |" for name, ms in prof["by_library"] if ms >= 0.05]
+        lines += ["", "Top functions by own time:", "", "| function | ms per request | calls |"]
+        lines += ["|---|---:|---:|"]
+        lines += [f"| `{n}` | {ms:.3f} | {c:g} |" for n, ms, c in prof["top"]]
+        lines += [
+            "",
+            f"The {BATCH:,}-SKU batch in-process (cache off, {prof['batch_reps']} calls): "
+            f"median {prof['batch']['median_ms']:.0f} ms; from the in-process cache "
+            f"{prof['batch_hit']['median_ms']:.1f} ms. Its steps:",
+            "",
+            "| step | median ms | max ms |",
+            "|---|---:|---:|",
+        ]
+        lines += [f"| {name} | {_ms(s)} |" for name, s in prof["batch_steps"]]
+        lines.append("")
+    if recommendations:
+        lines += ["### What to cut, precompute or cache", "", *recommendations, ""]
+    lines += [
+        "Machine: " + ", ".join(f"{k} {v}" for k, v in machine().items()) + ".",
+        "",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()) + ".",
+        "",
+        "Set-up times (s): " + ", ".join(f"{k} {v}" for k, v in setup.seconds.items()) + ".",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def recommend(runs: list[Run], prof: dict[str, Any] | None) -> list[str]:
+    """Concrete, measured recommendations (the figures come from this run)."""
+    if not prof:
+        return []
+    step = dict(prof["steps"])
+    extra = dict(prof["extras"])
+
+    def med(name_start: str, table: dict[str, dict[str, float]] = step) -> float:
+        return sum(v["median_ms"] for k, v in table.items() if k.startswith(name_start))
+
+    features = sum(v["median_ms"] for k, v in step.items() if "features" in k)
+    est = sum(v["median_ms"] for k, v in step.items() if "estimator.predict" in k)
+    raw1 = sum(v["median_ms"] for k, v in step.items() if "num_threads=1" in k)
+    db = med("db:")
+    forecast_all = med("BundleForecaster")
+    glue = forecast_all - features - est - med("  calibrator")
+    schema = med("to pydantic") + med("response JSON") + med("response re-validation")
+    stages = len([k for k in step if "estimator.predict" in k])
+    total = prof["computed"]["median_ms"]
+    out = [
+        f"- Reads: {db:.2f} ms of the {total:.2f} ms median go to three round trips "
+        f"(products, last sales date, the window) plus the window's own queries; "
+        f"one statement per request for the SKU's products row and last date, or the last date "
+        f"cached per data token, saves the two small ones "
+        f"({med('db: read_products') + med('db: last_sales_date'):.2f} ms).",
+        f"- Features: {features:.2f} ms for {stages} stages, each rebuilding the same "
+        f"{prof_days(step)}-day window from the frame; build the per-SKU arrays once and "
+        f"slice them per stage (numpy only), or use the direct strategy (1 stage) for the "
+        f"online path.",
+        f"- Trees: estimator.predict {est:.2f} ms over {stages} stages; the booster itself with "
+        f"num_threads=1 takes {raw1:.2f} ms on the same rows: LightGBM's default of every core "
+        f"costs thread start-up on 7-row inputs and competes with the other worker; predict "
+        f"with num_threads=1 online.",
+        f"- pandas glue in BundleForecaster.forecast (cold-start split, concat, column adds): "
+        f"{glue:.2f} ms; a numpy-only path for a single warm SKU avoids it.",
+        f"- Response: pydantic objects, JSON and FastAPI's re-validation of the response model "
+        f"cost {schema:.2f} ms for 28 days x 3 quantiles; return a pre-built JSON "
+        f"(orjson on numpy arrays) from the service and skip response_model validation on the "
+        f"hot routes.",
+        f"- Cached path (`stored`): a hit costs "
+        f"{extra['ForecastService.forecast, cache hit (case stored)']['median_ms']:.2f} ms in "
+        f"process, of which the data token query {extra['db: data_token']['median_ms']:.2f} ms; "
+        f"cache the token for a second or listen for ingestion (PostgreSQL NOTIFY) so a hit "
+        f"needs no database round trip, and cache the serialized bytes, not pydantic objects.",
+    ]
+    return out
+
+
+def prof_days(step: dict[str, Any]) -> str:
+    """The window length from the step name (the setup knows it; keeps recommend() local)."""
+    for name in step:
+        found = re.search(r"latest_window \((\d+)\+(\d+)", name)
+        if found:
+            return str(int(found.group(1)) + int(found.group(2)))
+    return "?"
+
+
+def write_section(section: str, doc: Path = DOC) -> None:
+    """Replace (or add) the '## Serving' section, leaving the other sections alone."""
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n\n"
+    pattern = re.compile(r"^## Serving\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _m: section + "\n", text, count=1)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(text.rstrip("\n") + "\n")
+
+
+# ---------------------------------------------------------------- main
+
+
+def _ints(raw: str) -> list[int]:
+    return [int(x) for x in raw.split(",") if x.strip()]
+
+
+def main(argv: list[str]) -> int:
+    """Set up, load every case, profile `computed`, write the Serving section."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="3 s runs, fewer profile calls")
+    parser.add_argument("--duration", type=float, default=None, help="seconds per run (10)")
+    parser.add_argument("--warmup", type=float, default=None, help="warm-up seconds (2)")
+    parser.add_argument("--connections", type=_ints, default=[8, 64])
+    parser.add_argument("--workers", type=_ints, default=[1, 2])
+    parser.add_argument(
+        "--cases", default=",".join(CASES), help="comma-separated: " + ",".join(CASES)
+    )
+    parser.add_argument(
+        "--bundle-cache", type=Path, default=None, help="reuse/keep the champion here"
+    )
+    parser.add_argument("--profile-dir", type=Path, default=None, help="where the .prof goes")
+    parser.add_argument("--no-profile", dest="profile", action="store_false")
+    parser.add_argument("--json", type=Path, default=None, help="also write raw results here")
+    parser.add_argument("--no-write", action="store_true", help="do not touch docs/benchmarks.md")
+    args = parser.parse_args(argv)
+    args.argv = argv
+    args.cases = [c for c in args.cases.split(",") if c]
+    unknown = sorted(set(args.cases) - set(CASES))
+    if unknown:
+        parser.error(f"unknown case(s): {', '.join(unknown)}")
+    if args.duration is None:
+        args.duration = 3.0 if args.quick else 10.0
+    if args.warmup is None:
+        args.warmup = 1.0 if args.quick else 2.0
+    if shutil.which("wrk") is None:
+        parser.error("wrk is not installed (apt-get install -y wrk)")
+    reps, batch_reps = (40, 1) if args.quick else (200, 3)
+
+    work = Path(tempfile.mkdtemp(prefix="salesfc_bench_serve_"))
+    log(f"work directory {work}; load average {os.getloadavg()[0]:.2f}")
+    setup = prepare(work, args.bundle_cache)
+    try:
+        log(
+            f"champion {setup.version}; {len(setup.single_skus)} single SKUs, "
+            f"batch of {len(setup.batch_skus)}"
+        )
+        prof = None
+        if args.profile:
+            log("profiling case computed in-process")
+            prof = profile(setup, reps, batch_reps, args.profile_dir or work)
+            log(
+                f"  in-process computed median {prof['computed']['median_ms']:.2f} ms, "
+                f"batch {prof['batch']['median_ms']:.0f} ms"
+            )
+        runs = load_cases(setup, work, args)
+    finally:
+        drop_database(setup.database)
+    recommendations = recommend(runs, prof)
+    section = render(setup, runs, prof, args, recommendations)
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "setup": {**asdict(setup), "models_dir": str(setup.models_dir)},
+                    "runs": [asdict(r) for r in runs],
+                    "profile": prof,
+                },
+                default=str,
+                indent=1,
+            )
+        )
+    if args.no_write:
+        print(section)
+    else:
+        write_section(section)
+        log(f"wrote the Serving section of {DOC}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
