@@ -632,9 +632,9 @@ FINDINGS = """\
   28-180 day rolling means; min/max windows and most hierarchy encodings carry little.
 - At 10,000 SKUs x 1,000 days salesfc's default direct fit lost clearly: 3,926 s wall
   (1,453 CPU s against 211; load average 6-9 throughout) and 5.4 GB peak, against 294 s and
-  3.0 GB for mlforecast (the issue quoted 306 s, 2.9 GB), though far more accurate (RMSSE 0.557 / WAPE
-  0.479 against 0.625 / 0.572). Memory: the float32 matrix alone is 9M rows x 69 features x 4 B =
-  2.5 GB, LightGBM's binned copy and the 9.2M-row history frame come on top. To change it:
+  3.0 GB for mlforecast (the issue quoted 306 s, 2.9 GB), though far more accurate
+  (RMSSE 0.557 / WAPE 0.479 against 0.625 / 0.572). Memory: the float32 matrix alone is
+  9M rows x 69 features x 4 B = 2.5 GB, LightGBM's binned copy and the 9.2M-row history frame come on top. To change it:
   fewer features and rows (the "fast" set below: 55 features, max_train_days), and in
   training (not the bench) build the LightGBM Dataset from SKU chunks (lgb.Sequence) or free
   the history before lgb.train, so the full float matrix never coexists with the bins.
