@@ -634,8 +634,8 @@ FINDINGS = """\
   (1,453 CPU s against 211; load average 6-9 throughout) and 5.4 GB peak, against 294 s and
   3.0 GB for mlforecast (the issue quoted 306 s, 2.9 GB), though far more accurate
   (RMSSE 0.557 / WAPE 0.479 against 0.625 / 0.572). Memory: the float32 matrix alone is
-  9M rows x 69 features x 4 B = 2.5 GB, LightGBM's binned copy and the 9.2M-row history frame come on top. To change it:
-  fewer features and rows (the "fast" set below: 55 features, max_train_days), and in
+  9M rows x 69 features x 4 B = 2.5 GB; LightGBM's binned copy and the 9.2M-row history
+  frame come on top. To change it: fewer features and rows (the "fast" set below: 55 features, max_train_days), and in
   training (not the bench) build the LightGBM Dataset from SKU chunks (lgb.Sequence) or free
   the history before lgb.train, so the full float matrix never coexists with the bins.
 - Recommended: multi with num_leaves 31 and min_data_in_leaf 20 for accuracy (beats every peer
