@@ -630,14 +630,14 @@ FINDINGS = """\
   multi, leaves 31: 0.734 / 0.427 / 192.
 - The most important features are the EWMs (ewm_0.1 alone carries 55-65% of the gain) and the
   28-180 day rolling means; min/max windows and most hierarchy encodings carry little.
-- At 10,000 SKUs x 1,000 days salesfc's default direct fit lost clearly: 3,926 s wall
-  (1,453 CPU s against 211; load average 6-9 throughout) and 5.4 GB peak, against 294 s and
-  3.0 GB for mlforecast (the issue quoted 306 s, 2.9 GB), though far more accurate
-  (RMSSE 0.557 / WAPE 0.479 against 0.625 / 0.572). Memory: the float32 matrix alone is
-  9M rows x 69 features x 4 B = 2.5 GB; LightGBM's binned copy and the 9.2M-row history
-  frame come on top. To change it: fewer features and rows (the "fast" set below: 55 features, max_train_days), and in
-  training (not the bench) build the LightGBM Dataset from SKU chunks (lgb.Sequence) or free
-  the history before lgb.train, so the full float matrix never coexists with the bins.
+- At 10,000 SKUs x 1,000 days salesfc's default direct fit lost clearly: 3,926 s wall (1,453 CPU
+  s against 211; load average 6-9 throughout) and 5.4 GB peak, against 294 s and 3.0 GB for
+  mlforecast (the issue quoted 306 s, 2.9 GB), though far more accurate (RMSSE 0.557 / WAPE
+  0.479 against 0.625 / 0.572). Memory: the float32 matrix alone is 9M rows x 69 features x 4 B
+  = 2.5 GB; LightGBM's binned copy and the 9.2M-row history frame come on top. To change it:
+  fewer features and rows (the "fast" set below: 55 features, max_train_days), and in training
+  (not the bench) build the LightGBM Dataset from SKU chunks (lgb.Sequence) or free the history
+  before lgb.train, so the full float matrix never coexists with the bins.
 - Recommended: multi with num_leaves 31 and min_data_in_leaf 20 for accuracy (beats every peer
   on both metrics by 4-5%); for speed the direct "fast" set above (2x mlforecast's CPU, best
   RMSSE, WAPE equal to mlforecast's). Matching mlforecast's time needs fewer features still.
