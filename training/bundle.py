@@ -2,7 +2,8 @@
 
 A bundle is ``models_dir/<version>/manifest.json`` plus one ``<name>.joblib`` file per artifact.
 It is written into a hidden ``.tmp-<uuid>`` directory, fsync'd and renamed into place, so a crash
-never leaves a half-written version visible. Loading re-checks everything the manifest promises
+never leaves a half-written version visible (the next save sweeps a crashed save's temp dir once
+it is an hour old). Loading re-checks everything the manifest promises
 and refuses a bundle that does not match, because bundles are pickles and a silent mismatch means
 silently wrong forecasts.
 """
@@ -20,6 +21,7 @@ import re
 import secrets
 import shutil
 import subprocess
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -33,6 +35,8 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 ARTIFACT_SUFFIX = ".joblib"
 TMP_PREFIX = ".tmp-"
+# A temp dir untouched for this long is a crashed save's leftover (a save takes seconds).
+STALE_TMP_SECONDS = 3600.0
 # Libraries whose pickles only round-trip within the same release prefix: major.minor for the
 # model libraries, major for pandas (bundles may hold frames, e.g. backtest predictions).
 CHECKED_LIBRARIES = {"lightgbm": 2, "scikit-learn": 2, "numpy": 2, "pandas": 1}
@@ -223,6 +227,7 @@ def save_bundle(
     if target.exists():
         raise BundleError(f"version {version} already exists in {models_dir}; ids are never reused")
 
+    sweep_stale_temp(models_dir)
     tmp = models_dir / f"{TMP_PREFIX}{uuid.uuid4().hex}"
     tmp.mkdir()
     try:
@@ -251,6 +256,27 @@ def save_bundle(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def sweep_stale_temp(models_dir: Path, older_than: float = STALE_TMP_SECONDS) -> list[Path]:
+    """Delete the temp dirs that crashed saves left behind; return what was removed.
+
+    Only hidden ``.tmp-*`` directories whose newest entry is older than ``older_than`` seconds
+    go: a save in progress in another process keeps writing into its own and is left alone.
+    """
+    removed: list[Path] = []
+    cutoff = time.time() - older_than
+    for path in Path(models_dir).glob(f"{TMP_PREFIX}*"):
+        try:
+            if not path.is_dir() or path.is_symlink():
+                continue
+            newest = max([path.stat().st_mtime, *(p.stat().st_mtime for p in path.iterdir())])
+        except OSError:
+            continue  # removed meanwhile by another sweeper
+        if newest < cutoff:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def read_manifest(path: Path) -> Manifest:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
 import textwrap
+import time
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -329,6 +331,18 @@ def test_killed_save_leaves_no_visible_version(tmp_path: Path) -> None:
         load_bundle(leftovers[0], models_dir=tmp_path)
     path = save_bundle(tmp_path, {"calibration": {}}, fields())
     assert [m.version for m in registry.versions()] == [path.name]
+    # A recent leftover may be a save in progress elsewhere: the next save keeps it...
+    assert leftovers[0].exists()
+    # ...until it is stale: then the next save sweeps it away, and nothing else.
+    old = time.time() - bundle_mod.STALE_TMP_SECONDS - 60
+    for p in [leftovers[0], *leftovers[0].iterdir()]:
+        os.utime(p, (old, old))
+    fresh = tmp_path / ".tmp-fresh"
+    fresh.mkdir()
+    second = save_bundle(tmp_path, {"calibration": {}}, fields())
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [path.name, second.name, ".tmp-fresh"]
+    )
 
 
 def test_verify_false_skips_only_the_checksum(tmp_path: Path) -> None:
