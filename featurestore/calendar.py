@@ -13,7 +13,7 @@ from typing import Any
 
 import holidays
 import pandas as pd
-from sqlalchemy import Connection, Engine, String, func, select
+from sqlalchemy import Connection, Engine, String, delete, func, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
 from featurestore.tables import CalendarEvent, DailySales, Product
@@ -107,6 +107,7 @@ def sync_holidays(engine: Engine, start: date | None = None, end: date | None = 
         if not regions or start > end:
             return 0
         frame = holiday_events(regions, start, end)
+        removed = _remove_withdrawn(conn, frame, regions, start, end)
         if frame.empty:
             return 0
         rows = [
@@ -120,5 +121,43 @@ def sync_holidays(engine: Engine, start: date | None = None, end: date | None = 
             for day, name, kind, region in frame.itertuples(index=False, name=None)
         ]
         written = _insert_new(conn, rows)
-    log.info("synced public holidays for %s: %d new rows", ", ".join(sorted(regions)), written)
+    log.info(
+        "synced public holidays for %s: %d new rows, %d withdrawn",
+        ", ".join(sorted(regions)),
+        written,
+        removed,
+    )
     return written
+
+
+def _remove_withdrawn(
+    conn: Connection, frame: pd.DataFrame, regions: list[str], start: date, end: date
+) -> int:
+    """Delete synced holidays in [start, end] that the package no longer lists; return how many.
+
+    A `holidays` release can move, rename or drop a holiday; a re-sync then withdraws the rows
+    it wrote before (source 'holidays' only: curated and ingested events are never touched), for
+    the synced regions and their countries.
+    """
+    codes = {r.strip().upper() for r in regions}
+    codes |= {c.partition("-")[0] for c in codes}
+    current = {
+        (day.date(), name, region)
+        for day, name, region in frame[["date", "name", "region"]].itertuples(index=False)
+    }
+    synced = conn.execute(
+        select(CalendarEvent.date, CalendarEvent.name, CalendarEvent.region).where(
+            CalendarEvent.source == HOLIDAY_SOURCE,
+            CalendarEvent.date.between(start, end),
+            CalendarEvent.region.in_(sorted(codes)),
+        )
+    ).all()
+    stale = [tuple(row) for row in synced if tuple(row) not in current]
+    for at in range(0, len(stale), 500):
+        key = tuple_(CalendarEvent.date, CalendarEvent.name, CalendarEvent.region)
+        conn.execute(
+            delete(CalendarEvent).where(
+                CalendarEvent.source == HOLIDAY_SOURCE, key.in_(stale[at : at + 500])
+            )
+        )
+    return len(stale)

@@ -103,6 +103,39 @@ def test_sync_holidays_is_idempotent_and_feeds_the_reader(engine: Engine) -> Non
     assert frame.loc[frame["date"] == pd.Timestamp(2015, 12, 25), "is_event"].item() == 1
 
 
+def test_sync_withdraws_holidays_the_package_no_longer_lists(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(insert(Product), [{"sku": "A", "region": "US"}])
+        conn.execute(
+            insert(CalendarEvent),
+            [
+                # Written by an earlier sync (an older `holidays` release): now withdrawn.
+                {"date": date(2016, 3, 3), "name": "Old Holiday", "kind": "holiday",
+                 "region": "US", "source": "holidays"},
+                # Outside the synced window: left alone.
+                {"date": date(2014, 3, 3), "name": "Old Holiday", "kind": "holiday",
+                 "region": "US", "source": "holidays"},
+                # A curated event on the same day: never touched.
+                {"date": date(2016, 3, 3), "name": "Store party", "kind": "cultural",
+                 "region": "US", "source": "custom"},
+            ],
+        )  # fmt: skip
+    sync_holidays(engine, start=date(2016, 1, 1), end=date(2016, 12, 31))
+    with engine.connect() as conn:
+        names = set(
+            conn.execute(
+                select(CalendarEvent.date, CalendarEvent.name).where(
+                    CalendarEvent.name.in_(["Old Holiday", "Store party", "Independence Day"])
+                )
+            ).all()
+        )
+    assert names == {
+        (date(2014, 3, 3), "Old Holiday"),
+        (date(2016, 3, 3), "Store party"),
+        (date(2016, 7, 4), "Independence Day"),
+    }
+
+
 @pytest.mark.parametrize("regions", [[], [None]])
 def test_sync_holidays_without_regions_writes_nothing(
     engine: Engine, regions: list[str | None]
