@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.errors import install_handlers
-from app.observability import install_middleware
+from app.observability import configure_logging, install_middleware
 from app.routes import export, forecast, health, jobs, models
 from app.services.champion import ChampionHolder
 from app.services.forecasting import ForecastService
@@ -23,6 +23,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         cfg = settings or get_settings()
+        # Each uvicorn worker is a fresh process: it sets up the JSON logs itself.
+        configure_logging(cfg.log_level)
         engine = make_engine(cfg.database_url)
         registry = Registry(cfg.models_dir)
         holder = ChampionHolder(registry)

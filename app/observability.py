@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request, Response
@@ -23,13 +25,20 @@ MODEL = Gauge("salesfc_model_info", "The champion this worker serves", ["version
 JOBS = Counter("salesfc_job_outcomes_total", "Background job outcomes", ["kind", "status"])
 
 
+def _add_pid(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Mapping[str, Any]:
+    # With several workers, which process wrote a line is the first thing an operator asks.
+    event["pid"] = os.getpid()
+    return event
+
+
 def configure_logging(level: str = "INFO") -> None:
-    """JSON logs on stderr, one object per line."""
+    """JSON logs on stderr, one object per line, each with its process id."""
     logging.basicConfig(format="%(message)s", level=level.upper())
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
+            _add_pid,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(),
