@@ -648,3 +648,35 @@ def test_a_killed_ingest_leaves_nothing_and_a_rerun_loads_all(
     assert rows_of(engine, "SELECT count(*) FROM order_lines") == [(40_000,)]
     total = pd.read_csv(path)["quantity"].sum()
     assert rows_of(engine, "SELECT sum(units) FROM daily_sales") == [(float(total),)]
+
+
+def test_sales_and_orders_of_unknown_skus_never_reach_the_store(
+    engine: Engine, tmp_path: Path
+) -> None:
+    # daily_sales.sku and order_lines.sku carry no foreign key (migrations 0003 and 0004): the
+    # load's own SKU check is what keeps them pointing at products.
+    load_products(engine, tmp_path)
+    orders = write(
+        tmp_path / "o.csv",
+        "order_id,line,sku,ordered_at,quantity\n"
+        "o1,1,A,2024-01-01,2\no1,2,ZZ,2024-01-01,1\no2,1,B,2024-01-02,4\no3,1,YY,2024-01-02,1\n",
+    )
+    sales = write(tmp_path / "s.csv", "sku,date,units\nA,2024-02-01,3\nXX,2024-02-01,5\n")
+    reports = [
+        ingest_file(engine, e, p, max_reject=0.5) for e, p in (("orders", orders), ("sales", sales))
+    ]
+    assert [r.reasons for r in reports] == [{"unknown sku (sku)": 2}, {"unknown sku (sku)": 1}]
+    orphans = (
+        "SELECT count(*) FROM {} x WHERE NOT EXISTS (SELECT 1 FROM products p WHERE p.sku = x.sku)"
+    )
+    for table in ("order_lines", "daily_sales"):
+        assert rows_of(engine, orphans.format(table)) == [(0,)]
+    assert rows_of(engine, "SELECT sku, units FROM daily_sales ORDER BY sku, date") == [
+        ("A", 2.0),
+        ("A", 3.0),
+        ("B", 4.0),
+    ]
+    with engine.connect() as conn:
+        from sqlalchemy import inspect
+
+        assert inspect(conn).get_foreign_keys("daily_sales") == []
