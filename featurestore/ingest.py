@@ -24,12 +24,21 @@ the store for every (sku, day) a file touches, including the old day of a line t
   / sum(quantity) over priced completed and returned lines (revenue / units would count returned
   units at price zero and bias the price signal downwards).
 
-order_lines.sku has no foreign key (migration 0003): every line's SKU is checked against
-products inside the load's own transaction and rejected as "unknown sku" when absent, and products
-are never deleted, so the per-row trigger only cost time. Code that writes order_lines other than
-through this module must check SKUs itself. On PostgreSQL an order file with at least half as many
-rows as the table is appended with the table's indexes dropped and rebuilt in the same
-transaction (ACCESS EXCLUSIVE on order_lines until commit); smaller files are upserted.
+order_lines.sku and daily_sales.sku have no foreign key (migrations 0003 and 0004): every SKU of
+an order or sales file is checked against products once, inside the load's own transaction, and
+rejected as "unknown sku" when absent, and products are never deleted, so the per-row triggers
+only cost time. Code that writes these tables other than through this module must check SKUs
+itself.
+
+Bulk paths on PostgreSQL (each holds ACCESS EXCLUSIVE on the table it rebuilds until commit):
+- The first order file (order_lines empty) is copied straight into order_lines with its indexes
+  dropped: no stage, no upsert; duplicate keys found at the end are deleted again, the daily
+  sales come from one aggregate over the table and the indexes are built once.
+- A later order file with at least half as many rows as the table is appended with the table's
+  indexes dropped and rebuilt; smaller files are upserted.
+- Derived daily sales at least half as many as daily_sales' rows are appended the same way.
+The rows go through one COPY per file, fed by a writer thread while this thread parses and
+validates the next chunk.
 
 A day whose lines were all cancelled keeps a row with 0 units. For one SKU and day the later
 load wins between order-derived and directly loaded daily sales. first_sale_date and
@@ -46,6 +55,7 @@ import io
 import json
 import os
 import re
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -61,7 +71,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
-from sqlalchemy import Connection, Engine, insert, select
+from psycopg.copy import QueuedLibpqWriter
+from sqlalchemy import Connection, Engine, Table, insert, select
 from sqlalchemy.schema import AddConstraint, CreateIndex, DropConstraint, DropIndex
 
 from featurestore import m5
@@ -364,14 +375,18 @@ def _load(
         ignored_columns=[] if ent.name == "products" else list(plan.extras),
     )
     try:
-        with engine.begin() as conn, _Store(conn, ent, plan, extras) as store:
+        with (
+            engine.begin() as conn,
+            _Store(conn, ent, plan, extras) as store,
+            contextlib.ExitStack() as stack,
+        ):
             ctx = Context(
                 today=datetime.now(ZoneInfo(settings.timezone)).date(),
                 timezone=settings.timezone,
                 known_skus=store.known_skus(),
                 present=plan.present,
             )
-            keys = _KeyIndex(ent)
+            keys = stack.enter_context(_KeyIndex(ent))
             for chunk in chunks:
                 if hasher is not None:
                     hasher.update(chunk.frame)
@@ -382,14 +397,15 @@ def _load(
                 report.rows_read += chunk.size
                 if progress is not None:
                     progress(chunk.size)
+            store.finish_staging()
             if hasher is not None:
                 report.checksum = hasher.hexdigest()
                 previous = _previous_load_in(conn, ent.name, report.checksum)
                 if previous is not None:
                     raise _Unchanged(previous)
-            duplicates = store.duplicates(keys.candidates())
-            sink.add_late(duplicates)
-            store.drop(duplicates["row"].to_numpy())
+            duplicates = keys.duplicates()
+            sink.add_late(_duplicate_rejects(duplicates, ent))
+            store.drop(duplicates)
             report.rows_rejected = sink.count
             report.rows_accepted = report.rows_read - report.rows_rejected
             report.reasons = dict(sink.reasons.most_common())
@@ -432,12 +448,33 @@ def _merge_rejects(first: pd.DataFrame, second: pd.DataFrame) -> pd.DataFrame:
 
 
 class _KeyIndex:
-    """64-bit hashes of every accepted row's key, to find keys a file holds more than once."""
+    """Every accepted row's key, to find keys a file holds more than once.
+
+    64-bit hashes and row numbers stay in memory (16 bytes a row); the keys themselves are
+    spilled to a temporary Arrow file, so that at the end only the rows whose hash occurs twice
+    are read back and compared exactly, without asking the database.
+    """
 
     def __init__(self, ent: Entity) -> None:
         self.key = list(ent.key)
         self.hashes: list[np.ndarray] = []
         self.rows: list[np.ndarray] = []
+        self._spill: Any = None
+        self._writer: pa.ipc.RecordBatchStreamWriter | None = None
+
+    def __enter__(self) -> _KeyIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self._spill is not None:
+            self._spill.close()
+            self._spill = None
 
     def add(self, frame: pd.DataFrame) -> None:
         if frame.empty:
@@ -449,12 +486,25 @@ class _KeyIndex:
                 parts[name] = col.astype("datetime64[s]").astype("int64")
             else:
                 parts[name] = col
-        hashed = pd.util.hash_pandas_object(pd.DataFrame(parts), index=False)
+        keys = pd.DataFrame(parts)
+        hashed = pd.util.hash_pandas_object(keys, index=False)
         self.hashes.append(hashed.to_numpy(dtype=np.uint64))
-        self.rows.append(frame["_row"].to_numpy(dtype=np.int64))
+        rows = frame["_row"].to_numpy(dtype=np.int64)
+        self.rows.append(rows)
+        arrays = [pa.array(rows)]
+        for name in self.key:
+            if pd.api.types.is_numeric_dtype(keys[name].dtype):
+                arrays.append(pa.array(keys[name].to_numpy(dtype=np.int64)))
+            else:
+                arrays.append(pa.array(keys[name], type=pa.large_string(), from_pandas=True))
+        batch = pa.RecordBatch.from_arrays(arrays, names=["_row", *self.key])
+        if self._writer is None:
+            self._spill = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
+            self._writer = pa.ipc.new_stream(self._spill, batch.schema)
+        self._writer.write_batch(batch)
 
-    def candidates(self) -> np.ndarray:
-        """Rows whose key hash occurs more than once (exact keys are compared later)."""
+    def _candidates(self) -> np.ndarray:
+        """Rows whose key hash occurs more than once."""
         if not self.hashes:
             return np.empty(0, dtype=np.int64)
         hashes = np.concatenate(self.hashes)
@@ -467,6 +517,41 @@ class _KeyIndex:
         hit[1:] |= same
         hit[:-1] |= same
         return np.sort(rows[order][hit])
+
+    def duplicates(self) -> pd.DataFrame:
+        """``_row`` and key of every row whose exact key another row of the file also has."""
+        candidates = self._candidates()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        found = pd.DataFrame({"_row": pd.Series(dtype="int64")})
+        if len(candidates) and self._spill is not None:
+            self._spill.seek(0)
+            wanted = pa.array(candidates)
+            parts = [
+                batch.filter(pc.is_in(batch.column(0), value_set=wanted)).to_pandas()
+                for batch in pa.ipc.open_stream(self._spill)
+            ]
+            found = pd.concat(parts, ignore_index=True)
+        self.close()
+        if found.empty:
+            return found
+        return found[found.duplicated(subset=self.key, keep=False)].sort_values("_row")
+
+
+def _duplicate_rejects(dup: pd.DataFrame, ent: Entity) -> pd.DataFrame:
+    key = list(ent.key)
+    if dup.empty:
+        return empty_rejects()
+    shown = pd.DataFrame(index=dup.index)
+    for name in key:
+        kind = next(c.kind for c in ent.columns if c.name == name)
+        if kind == "date":  # keys hold days as seconds since the epoch
+            shown[name] = pd.to_datetime(dup[name], unit="s").dt.strftime("%Y-%m-%d")
+        else:
+            shown[name] = dup[name].astype(str)
+    values = shown.agg("|".join, axis=1).tolist()
+    return make_rejects(dup["_row"].to_numpy(), DUPLICATE, ",".join(key), values)
 
 
 class _ContentHash:
@@ -520,6 +605,10 @@ class _Store:
         self.columns: list[tuple[str, str]] = [(c.name, c.kind) for c in ent.columns]
         self.columns += list(_STAGE_EXTRA.get(ent.name, ()))
         self.stage = f"_stage_{ent.name}"
+        self._copy: contextlib.ExitStack | None = None
+        self._copy_stream: Any = None
+        # PostgreSQL order lines into an empty table go straight into it (see _begin).
+        self.direct = False
         present = set(plan.present) | ({"attributes"} if extras else set())
         defaults = set(DEFAULTS.get(ent.name, {}))
         key = list(ent.key)
@@ -545,9 +634,21 @@ class _Store:
             # Compiling these one-off bulk statements costs more than it saves.
             self.conn.exec_driver_sql("SET LOCAL jit = off")
             self.conn.exec_driver_sql("SET LOCAL TimeZone = 'UTC'")
-            self.conn.exec_driver_sql(
-                f"CREATE TEMPORARY TABLE {self.stage} (_row BIGINT, {cols}) ON COMMIT DROP"
-            )
+            # Index builds sort in memory.
+            self.conn.exec_driver_sql("SET LOCAL maintenance_work_mem = '256MB'")
+            if self.ent.name == "orders" and not self._has_rows():
+                # The first order file (a history load) needs no upsert: its lines are copied
+                # into order_lines itself, with the table's indexes dropped and built once at
+                # the end, instead of into a stage and then once more into the table. The lock
+                # keeps a concurrent load from adding rows meanwhile; it is held until commit.
+                self.conn.exec_driver_sql(f"LOCK TABLE {self.table.name} IN ACCESS EXCLUSIVE MODE")
+                self.direct = not self._has_rows()
+            if self.direct:
+                self._drop_indexes()
+            else:
+                self.conn.exec_driver_sql(
+                    f"CREATE TEMPORARY TABLE {self.stage} (_row BIGINT, {cols}) ON COMMIT DROP"
+                )
         else:
             # A page cache of 128 MiB for this load: with SQLite's 2 MiB default the inserts into
             # the target's indexes spend their time re-reading pages.
@@ -556,10 +657,33 @@ class _Store:
             self.conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{self.stage}")
             self.conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {self.stage} (_row INTEGER, {cols})")
 
+    def _has_rows(self) -> bool:
+        return bool(
+            self.conn.exec_driver_sql(f"SELECT EXISTS (SELECT 1 FROM {self.table.name})").scalar()
+        )
+
+    def _drop_indexes(self, table: Table | None = None) -> None:
+        """Drop a table's indexes and primary key (ACCESS EXCLUSIVE until commit; PostgreSQL)."""
+        table = self.table if table is None else table
+        dialect = self.conn.dialect
+        for index in sorted(table.indexes, key=lambda i: str(i.name)):
+            self.conn.exec_driver_sql(str(DropIndex(index).compile(dialect=dialect)))
+        self.conn.exec_driver_sql(str(DropConstraint(table.primary_key).compile(dialect=dialect)))
+
+    def _build_indexes(self, table: Table | None = None) -> None:
+        table = self.table if table is None else table
+        dialect = self.conn.dialect
+        self.conn.exec_driver_sql(str(AddConstraint(table.primary_key).compile(dialect=dialect)))
+        for index in sorted(table.indexes, key=lambda i: str(i.name)):
+            self.conn.exec_driver_sql(str(CreateIndex(index).compile(dialect=dialect)))
+
     def __enter__(self) -> _Store:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: Any) -> None:
+        if self._copy is not None:  # a failure mid-file: end the COPY so the rollback can run
+            copy, self._copy = self._copy, None
+            copy.__exit__(*exc)
         # PostgreSQL drops its temporary tables and SET LOCAL values with the transaction; a
         # pooled SQLite connection would keep both.
         if self.pg:
@@ -600,21 +724,7 @@ class _Store:
         table = self._arrow(frame)
         names = ", ".join(self.q(n) for n in table.column_names)
         if self.pg:
-            # pyarrow writes zoned timestamps to CSV some twenty times slower than naive ones:
-            # send naive UTC, which the transaction's UTC time zone reads back as the same instant.
-            for i, column in enumerate(table.columns):
-                if pa.types.is_timestamp(column.type) and column.type.tz is not None:
-                    naive = column.cast(pa.timestamp(column.type.unit))
-                    table = table.set_column(i, table.field(i).with_type(naive.type), naive)
-            buf = io.BytesIO()
-            pcsv.write_csv(table, buf, pcsv.WriteOptions(include_header=False))
-            raw = self.conn.connection.driver_connection
-            assert raw is not None
-            with (
-                raw.cursor() as cur,
-                cur.copy(f"COPY {self.stage} ({names}) FROM STDIN (FORMAT csv)") as copy,
-            ):
-                copy.write(buf.getbuffer())
+            self._copy_chunk(table.select(self.insert_cols) if self.direct else table)
             return
         lists = []
         kinds = ["int", *(kind for _, kind in self.columns)]
@@ -634,28 +744,77 @@ class _Store:
         finally:
             cursor.close()
 
-    def duplicates(self, candidates: np.ndarray) -> pd.DataFrame:
-        """Rejects for every row whose exact key another row of the file also has."""
-        if len(candidates) == 0:
-            return empty_rejects()
-        key = list(self.ent.key)
-        cols = ", ".join(["_row", *(self.q(k) for k in key)])
-        parts = []
-        for lo in range(0, len(candidates), _IN_BATCH):
-            batch = ", ".join(str(int(r)) for r in candidates[lo : lo + _IN_BATCH])
-            result = self.conn.exec_driver_sql(
-                f"SELECT {cols} FROM {self.stage} WHERE _row IN ({batch})"
-            )
-            parts.append(pd.DataFrame(result.all(), columns=["_row", *key]))
-        found = pd.concat(parts, ignore_index=True)
-        dup = found[found.duplicated(subset=key, keep=False)].sort_values("_row")
-        values = dup[key].astype(str).agg("|".join, axis=1).tolist() if len(dup) else []
-        return make_rejects(dup["_row"].to_numpy(), DUPLICATE, ",".join(key), values)
+    def _copy_chunk(self, table: pa.Table) -> None:
+        """Stream a chunk into the stage through the file's one COPY, opened by the first chunk.
 
-    def drop(self, rows: np.ndarray) -> None:
+        A queued writer hands the bytes to a thread that sends them (socket I/O releases the
+        GIL), so this thread goes on parsing and validating the next chunk while the server
+        parses this one: the two sides of the load run on two cores instead of taking turns.
+        """
+        # pyarrow writes zoned timestamps to CSV some twenty times slower than naive ones:
+        # send naive UTC, which the transaction's UTC time zone reads back as the same instant.
+        for i, column in enumerate(table.columns):
+            if pa.types.is_timestamp(column.type) and column.type.tz is not None:
+                naive = column.cast(pa.timestamp(column.type.unit))
+                table = table.set_column(i, table.field(i).with_type(naive.type), naive)
+        sink = pa.BufferOutputStream()
+        pcsv.write_csv(table, sink, pcsv.WriteOptions(include_header=False))
+        if self._copy_stream is None:
+            names = ", ".join(self.q(n) for n in table.column_names)
+            target = self.table.name if self.direct else self.stage
+            raw = self.conn.connection.driver_connection
+            assert raw is not None
+            stack = contextlib.ExitStack()
+            cur = stack.enter_context(raw.cursor())
+            self._copy_stream = stack.enter_context(
+                cur.copy(
+                    f"COPY {target} ({names}) FROM STDIN (FORMAT csv)",
+                    writer=QueuedLibpqWriter(cur),
+                )
+            )
+            self._copy = stack
+        # A memoryview: the writer slices it into the queue without copying the bytes.
+        self._copy_stream.write(memoryview(sink.getvalue()))
+
+    def finish_staging(self) -> None:
+        """End the file's COPY (waiting for the server to take every row) before querying."""
+        if self._copy is not None:
+            copy, self._copy = self._copy, None
+            self._copy_stream = None
+            copy.close()
+
+    def drop(self, duplicates: pd.DataFrame) -> None:
+        """Take the rows of duplicated keys back out of what the file staged."""
+        if duplicates.empty:
+            return
+        if self.direct:
+            self._drop_keys(duplicates[list(self.ent.key)].drop_duplicates())
+            return
+        rows = duplicates["_row"].to_numpy(dtype=np.int64)
         for lo in range(0, len(rows), _IN_BATCH):
             batch = ", ".join(str(int(r)) for r in rows[lo : lo + _IN_BATCH])
             self.conn.exec_driver_sql(f"DELETE FROM {self.stage} WHERE _row IN ({batch})")
+
+    def _drop_keys(self, keys: pd.DataFrame) -> None:
+        """Delete a direct load's lines with these keys (the table held no others)."""
+        if keys.empty:
+            return
+        names = list(keys.columns)
+        types = ", ".join(
+            f"{self.q(n)} {self.table.c[n].type.compile(dialect=self.conn.dialect)}" for n in names
+        )
+        self.conn.exec_driver_sql(f"CREATE TEMPORARY TABLE _dup_keys ({types}) ON COMMIT DROP")
+        self.conn.exec_driver_sql(
+            f"INSERT INTO _dup_keys VALUES ({', '.join('%s' for _ in names)})",
+            [
+                tuple(v.item() if isinstance(v, np.generic) else v for v in row)
+                for row in keys.itertuples(index=False)
+            ],
+        )
+        match = " AND ".join(f"t.{self.q(n)} = d.{self.q(n)}" for n in names)
+        self.conn.exec_driver_sql(
+            f"DELETE FROM {self.table.name} t USING _dup_keys d WHERE {match}"
+        )
 
     def _differs(self, column: str) -> str:
         old, new = f"t.{self.q(column)}", f"excluded.{self.q(column)}"
@@ -667,6 +826,9 @@ class _Store:
 
     def merge(self) -> None:
         """Upsert the staged rows into the target, then what depends on them."""
+        if self.direct:
+            self._finish_direct()
+            return
         if self.pg:
             self.conn.exec_driver_sql(f"ANALYZE {self.stage}")
         if self.ent.name == "orders":
@@ -708,20 +870,30 @@ class _Store:
         elif self.ent.name == "sales":
             self._refresh_sale_dates(self.stage)
 
-    def _rebuild_indexes(self) -> bool:
-        """True when the file is at least ``_REBUILD_SHARE`` of the rows already in the table."""
-        if self.staged < _REBUILD_MIN_ROWS:
+    def _finish_direct(self) -> None:
+        """Daily sales from the copied lines (all of the table's), then the indexes."""
+        self._derive_daily_sales(fresh=True)
+        self._build_indexes()
+        if self.staged >= _ANALYZE_ROWS:
+            self.conn.exec_driver_sql(f"ANALYZE {self.table.name}")
+        self._refresh_sale_dates("_affected_days")
+
+    def _rebuild_indexes(self, table: str | None = None, rows: int | None = None) -> bool:
+        """True when ``rows`` (default: the file's) are at least ``_REBUILD_SHARE`` of the rows
+        already in ``table`` (default: the entity's)."""
+        name = table or self.table.name
+        rows = self.staged if rows is None else rows
+        if rows < _REBUILD_MIN_ROWS:
             return False
-        name = self.table.name
         estimate = self.conn.exec_driver_sql(
             f"SELECT reltuples FROM pg_class WHERE oid = '{name}'::regclass"
         ).scalar()
         if estimate is None or estimate < 0:  # never analysed: count, but no further than needed
-            limit = int(self.staged / _REBUILD_SHARE) + 1
+            limit = int(rows / _REBUILD_SHARE) + 1
             estimate = self.conn.exec_driver_sql(
                 f"SELECT count(*) FROM (SELECT 1 FROM {name} LIMIT {limit}) x"
             ).scalar()
-        return self.staged >= _REBUILD_SHARE * float(estimate or 0)
+        return rows >= _REBUILD_SHARE * float(estimate or 0)
 
     def _bulk_insert(self, cols: list[str], exprs: list[str], updates: list[str]) -> None:
         """Update changed rows, drop the indexes, append the new rows, build the indexes again.
@@ -731,7 +903,6 @@ class _Store:
         lock on the table until commit, and rolls back with the transaction.
         """
         table, key = self.table, list(self.ent.key)
-        dialect = self.conn.dialect
         match = " AND ".join(f"t.{self.q(k)} = s.{self.q(k)}" for k in key)
         if updates:
             sets = ", ".join(f"{self.q(c)} = s.{self.q(c)}" for c in updates)
@@ -740,19 +911,13 @@ class _Store:
                 f"UPDATE {table.name} AS t SET {sets} FROM {self.stage} s "
                 f"WHERE {match} AND ({changed})"
             )
-        self.conn.exec_driver_sql("SET LOCAL maintenance_work_mem = '256MB'")
-        indexes = sorted(table.indexes, key=lambda i: str(i.name))
-        for index in indexes:
-            self.conn.exec_driver_sql(str(DropIndex(index).compile(dialect=dialect)))
-        self.conn.exec_driver_sql(str(DropConstraint(table.primary_key).compile(dialect=dialect)))
+        self._drop_indexes()
         self.conn.exec_driver_sql(
             f"INSERT INTO {table.name} ({', '.join(self.q(c) for c in cols)}) "
             f"SELECT {', '.join(f's.{e}' for e in exprs)} FROM {self.stage} s "
             f"WHERE NOT EXISTS (SELECT 1 FROM {table.name} t WHERE {match})"
         )
-        self.conn.exec_driver_sql(str(AddConstraint(table.primary_key).compile(dialect=dialect)))
-        for index in indexes:
-            self.conn.exec_driver_sql(str(CreateIndex(index).compile(dialect=dialect)))
+        self._build_indexes()
 
     def _collect_affected_days(self) -> None:
         """The (sku, day) pairs the file touches, and the old days of lines it moves."""
@@ -771,7 +936,9 @@ class _Store:
         if self.pg:
             self.conn.exec_driver_sql("ANALYZE _affected_days")
 
-    def _derive_daily_sales(self) -> None:
+    def _derive_daily_sales(self, *, fresh: bool = False) -> None:
+        """Daily sales of the touched days, from all their lines; ``fresh``: every line in
+        order_lines is this file's (a direct load), so aggregate them all into _affected_days."""
         demand = "o.quantity > 0 AND o.status IN ('completed', 'returned')"
         value = "o.quantity * o.unit_price * (1 - o.discount)"
         sums = {
@@ -781,20 +948,34 @@ class _Store:
             f"{demand} AND o.unit_price IS NOT NULL THEN o.quantity END), 0)",
             "returned_units": "SUM(CASE WHEN o.status = 'returned' THEN ABS(o.quantity) END)",
         }
-        if self.pg:
+        aggregated = ", ".join(f"{expr} AS {name}" for name, expr in sums.items())
+        if fresh:
+            # One pass over the lines, no index needed: the days touched are the days found.
+            days = self.conn.exec_driver_sql(
+                "CREATE TEMPORARY TABLE _affected_days ON COMMIT DROP AS "
+                f"SELECT o.sku, o.sale_date, {aggregated} FROM order_lines o "
+                "GROUP BY o.sku, o.sale_date"
+            ).rowcount
+            if self._rebuild_indexes("daily_sales", days):
+                self._bulk_daily_sales(sums)
+                return
+            lines = ""
+            values = {name: f"a.{name}" for name in sums}
+            group = ""
+        elif self.pg:
             # Aggregate the touched days' lines first: PostgreSQL then hashes the days and
             # scans the lines once, instead of one index range scan per day.
-            aggregated = ", ".join(f"{expr} AS {name}" for name, expr in sums.items())
             lines = (
-                f"(SELECT o.sku, o.sale_date, {aggregated} FROM order_lines o WHERE EXISTS "
-                "(SELECT 1 FROM _affected_days x WHERE x.sku = o.sku AND x.sale_date = o.sale_date)"
+                f"LEFT JOIN (SELECT o.sku, o.sale_date, {aggregated} FROM order_lines o "
+                "WHERE EXISTS (SELECT 1 FROM _affected_days x "
+                "WHERE x.sku = o.sku AND x.sale_date = o.sale_date)"
                 " GROUP BY o.sku, o.sale_date) g ON g.sku = a.sku AND g.sale_date = a.sale_date"
             )
             values = {name: f"g.{name}" for name in sums}
             group = ""
         else:
             # SQLite looks each touched day up in ix_order_lines_sku_sale_date.
-            lines = "order_lines o ON o.sku = a.sku AND o.sale_date = a.sale_date"
+            lines = "LEFT JOIN order_lines o ON o.sku = a.sku AND o.sale_date = a.sale_date"
             values = sums
             group = "GROUP BY a.sku, a.sale_date "
         columns = (
@@ -808,10 +989,38 @@ class _Store:
             "INSERT INTO daily_sales AS t "
             "(sku, date, units, revenue, avg_price, returned_units, on_promotion, source) "
             f"SELECT a.sku, a.sale_date, {columns}, false, 'orders' "
-            f"FROM _affected_days a LEFT JOIN {lines} "
+            f"FROM _affected_days a {lines} "
             f"WHERE true {group}ORDER BY a.sku, a.sale_date "
             f"ON CONFLICT (sku, date) DO UPDATE SET {sets} WHERE {changed}"
         )
+
+    def _bulk_daily_sales(self, sums: Mapping[str, str]) -> None:
+        """_affected_days' aggregates into daily_sales with its indexes built again after:
+        update the days it has, append the others (no per-row conflict check), index once."""
+        names = list(sums)
+        values = [
+            "COALESCE(a.units, 0)",
+            "a.revenue",
+            "a.avg_price",
+            "COALESCE(a.returned_units, 0)",
+        ]
+        match = "t.sku = a.sku AND t.date = a.sale_date"
+        sets = ", ".join(f"{n} = {v}" for n, v in zip(names, values, strict=True))
+        changed = " OR ".join(
+            f"t.{n} IS DISTINCT FROM {v}" for n, v in zip(names, values, strict=True)
+        )
+        self.conn.exec_driver_sql(
+            f"UPDATE daily_sales t SET {sets}, source = 'orders' FROM _affected_days a "
+            f"WHERE {match} AND ({changed} OR t.source IS DISTINCT FROM 'orders')"
+        )
+        daily = Base.metadata.tables["daily_sales"]
+        self._drop_indexes(daily)
+        self.conn.exec_driver_sql(
+            f"INSERT INTO daily_sales (sku, date, {', '.join(names)}, on_promotion, source) "
+            f"SELECT a.sku, a.sale_date, {', '.join(values)}, false, 'orders' "
+            f"FROM _affected_days a WHERE NOT EXISTS (SELECT 1 FROM daily_sales t WHERE {match})"
+        )
+        self._build_indexes(daily)
 
     def _refresh_sale_dates(self, touched: str) -> None:
         # One aggregate over the touched SKUs' rows: a correlated MIN/MAX per product made

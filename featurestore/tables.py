@@ -95,11 +95,16 @@ class OrderLine(Base):
 
 
 class DailySales(Base):
-    """Units sold per SKU and day: what training and serving read."""
+    """Units sold per SKU and day: what training and serving read.
+
+    sku has no foreign key: featurestore.ingest checks a file's SKUs against products once, in
+    the load's own transaction, and products are never deleted (migration 0004 dropped the
+    per-row check).
+    """
 
     __tablename__ = "daily_sales"
 
-    sku: Mapped[str] = mapped_column(ForeignKey("products.sku"), primary_key=True)
+    sku: Mapped[str] = mapped_column(String(SKU_LEN), primary_key=True)
     date: Mapped[dt.date] = mapped_column(Date, primary_key=True)
     units: Mapped[float] = mapped_column(Float)
     revenue: Mapped[float | None] = mapped_column(Float)
