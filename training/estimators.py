@@ -49,7 +49,12 @@ __all__ = [
 
 
 def _threads(n: int | None) -> int:
-    return n if n is not None else (os.cpu_count() or 1)
+    """``n``, or the CPUs this process may run on (not the host's count, in a container)."""
+    if n is not None:
+        return n
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
