@@ -237,6 +237,7 @@ class LGBMEstimator(Estimator):
         bagging_freq: int = 1,
         lambda_l2: float = 0.1,
         tweedie_variance_power: float = 1.1,
+        max_bin: int = 255,
         early_stopping_rounds: int | None = 50,
         num_threads: int | None = None,
         seed: int = 0,
@@ -252,6 +253,7 @@ class LGBMEstimator(Estimator):
         self.bagging_freq = bagging_freq
         self.lambda_l2 = lambda_l2
         self.tweedie_variance_power = tweedie_variance_power
+        self.max_bin = max_bin
         self.early_stopping_rounds = early_stopping_rounds
         self.num_threads = num_threads
         self.seed = seed
@@ -275,6 +277,7 @@ class LGBMEstimator(Estimator):
             "bagging_fraction": self.bagging_fraction,
             "bagging_freq": self.bagging_freq,
             "lambda_l2": self.lambda_l2,
+            "max_bin": self.max_bin,
             "num_threads": _threads(self.num_threads),
             "seed": self.seed,
             "deterministic": True,

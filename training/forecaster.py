@@ -13,6 +13,7 @@ Strategies (chosen by backtest, see docs/benchmarks.md):
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -40,12 +41,16 @@ def _select(
     builder: FeatureBuilder,
     products: pd.DataFrame,
     cols: np.ndarray | None,
+    clock: dict[str, float],
     frame: pd.DataFrame,
     rows: np.ndarray,
 ) -> np.ndarray:
     """The builder's features of the chosen rows, restricted to the estimator's columns."""
+    t0 = time.perf_counter()
     X = builder.transform(frame, products, rows=rows).X
-    return X if cols is None else X[:, cols]
+    out = X if cols is None else X[:, cols]
+    clock["features"] += time.perf_counter() - t0
+    return out
 
 
 class NotFittedForecaster(RuntimeError):
@@ -183,11 +188,15 @@ class Forecaster:
         n_rows = int(mask.sum())
         known_units = history["units"].notna().to_numpy()
         known = history if known_units.all() else history.loc[known_units]
+        # Wall seconds spent building features and in the rest of the estimators' fit.
+        self.fit_seconds_ = {"features": 0.0, "estimator": 0.0}
         for min_lag, first_h, last_h in _buckets(self.strategy, self.horizon, self.bucket):
+            t_stage, f_stage = time.perf_counter(), self.fit_seconds_["features"]
             if progress:
                 progress(f"{self.name}: features for lag floor {min_lag}")
             builder = FeatureBuilder(min_lag=min_lag, **(self.builder_params or {}))
             builder.fit(known, products)
+            self.fit_seconds_["features"] += time.perf_counter() - t_stage
             names = list(builder.features_order_)
             keep = np.array([self._keeps(n) for n in names])
             kept = [n for n, k in zip(names, keep, strict=True) if k]
@@ -195,12 +204,15 @@ class Forecaster:
 
             X: np.ndarray | FeatureBlocks
             if n_rows > self.block_rows and bounds is not None:
-                build = partial(_select, builder, products, None if keep.all() else cols)
+                cols_or_all = None if keep.all() else cols
+                build = partial(_select, builder, products, cols_or_all, self.fit_seconds_)
                 X, y = self._feature_blocks(history, mask, bounds, build, len(kept))
             else:
+                t0 = time.perf_counter()
                 fm = builder.transform(history, products, rows=mask)
                 X, y = (fm.X if keep.all() else fm.X[:, cols]), fm.y
                 del fm
+                self.fit_seconds_["features"] += time.perf_counter() - t0
             if progress:
                 progress(f"{self.name}: fitting {n_rows:,} rows x {len(kept)} features")
             estimator = make_estimator(self.model, **(self.model_params or {}))
@@ -211,6 +223,8 @@ class Forecaster:
                 categorical=[c for c in builder.categorical_features_ if c in kept],
             )
             del X, y
+            stage_features = self.fit_seconds_["features"] - f_stage
+            self.fit_seconds_["estimator"] += time.perf_counter() - t_stage - stage_features
             self.stages_.append(_Stage(min_lag, first_h, last_h, builder, estimator, cols, kept))
         return self
 
