@@ -34,6 +34,8 @@ def spawn_worker(job_id: str, settings: Settings) -> subprocess.Popen[bytes]:
     """Start the worker process for a job; a thread reaps it so no zombie is left behind."""
     env = {**os.environ, "SALESFC_DATABASE_URL": settings.database_url}
     env["SALESFC_MODELS_DIR"] = str(settings.models_dir)
+    # The worker trains LightGBM: passive OpenMP waiting (see app/cli) unless set explicitly.
+    env.setdefault("OMP_WAIT_POLICY", "passive")
     proc = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "worker", job_id],
         env=env,
@@ -51,7 +53,7 @@ def _options(params: dict[str, Any]) -> TrainOptions:
     return TrainOptions(
         cutoff=dt.date.fromisoformat(cutoff) if cutoff else None,
         models=params.get("models") or list(DEFAULT_MODELS),
-        strategy=params.get("strategy", "multi"),
+        strategy=params.get("strategy", TrainOptions.strategy),
         horizon=int(params.get("horizon", 28)),
         folds=int(params.get("folds", 2)),
         metric=params.get("metric", "rmsse"),

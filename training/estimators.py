@@ -13,6 +13,7 @@ import os
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal, Self
 
@@ -35,6 +36,7 @@ __all__ = [
     "BASELINES",
     "REGISTRY",
     "Estimator",
+    "FeatureBlocks",
     "ForestEstimator",
     "LGBMEstimator",
     "LinearEstimator",
@@ -47,19 +49,73 @@ __all__ = [
 
 
 def _threads(n: int | None) -> int:
-    return n if n is not None else (os.cpu_count() or 1)
+    """``n``, or the CPUs this process may run on (not the host's count, in a container)."""
+    if n is not None:
+        return n
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class FeatureBlocks:
+    """A training matrix as row blocks built on demand, so it never exists whole in memory.
+
+    ``blocks`` are (row count, build) pairs in row order; ``build()`` returns that block's float32
+    (rows x n_features) matrix. ``sample`` holds rows drawn like the whole (LightGBM takes its bin
+    boundaries from it). Estimators that cannot stream (scikit-learn) stack the blocks.
+    """
+
+    n_features: int
+    blocks: list[tuple[int, Callable[[], np.ndarray]]]
+    sample: np.ndarray
+
+    @property
+    def n_rows(self) -> int:
+        """Rows of all blocks together."""
+        return sum(n for n, _ in self.blocks)
+
+    def materialise(self) -> np.ndarray:
+        """The whole matrix (for estimators that need it in memory)."""
+        return np.concatenate([self._block(n, build) for n, build in self.blocks], axis=0)
+
+    def _block(self, n: int, build: Callable[[], np.ndarray]) -> np.ndarray:
+        block = np.asarray(build())
+        if block.shape != (n, self.n_features):
+            raise ValueError(f"a block has shape {block.shape}, expected {(n, self.n_features)}")
+        return block
+
+
+class _BlockSequence(lgb.Sequence):
+    """One FeatureBlocks block for lgb.Dataset: read whole in one batch, then let go."""
+
+    def __init__(self, blocks: FeatureBlocks, index: int) -> None:
+        self.owner = blocks
+        self.n, self.build = blocks.blocks[index]
+        self.batch_size = max(self.n, 1)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, idx: int | slice | list[int]) -> np.ndarray:
+        block = self.owner._block(self.n, self.build)
+        if isinstance(idx, slice) and idx.indices(self.n) == (0, self.n, 1):
+            return block
+        return np.asarray(block[idx])
 
 
 class Estimator(ABC):
     """One model of the zoo: fit on (X, y), predict non-negative units."""
 
     name: str = "estimator"
+    # Whether _fit accepts FeatureBlocks as they are (others get the stacked matrix).
+    streams_blocks: bool = False
     feature_names_: list[str]
     categorical_: list[str]
 
     def fit(
         self,
-        X: np.ndarray,
+        X: np.ndarray | FeatureBlocks,
         y: np.ndarray,
         *,
         feature_names: list[str],
@@ -67,11 +123,21 @@ class Estimator(ABC):
         sample_weight: np.ndarray | None = None,
         eval_set: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> Self:
-        """Fit on X (n, k) and y (n,); eval_set is used for early stopping where supported."""
-        X = self._check_X(X, len(feature_names))
+        """Fit on X (n, k) and y (n,); eval_set is used for early stopping where supported.
+
+        X may be FeatureBlocks: LightGBM then bins each block as it is built.
+        """
+        data: np.ndarray | FeatureBlocks
+        if isinstance(X, FeatureBlocks):
+            if X.n_features != len(feature_names):
+                raise ValueError(f"X has {X.n_features} columns, expected {len(feature_names)}")
+            data = X if self.streams_blocks else X.materialise()
+        else:
+            data = self._check_X(X, len(feature_names))
+        n_rows = data.n_rows if isinstance(data, FeatureBlocks) else data.shape[0]
         target = np.asarray(y, dtype=np.float64).ravel()
-        if target.shape[0] != X.shape[0]:
-            raise ValueError(f"X has {X.shape[0]} rows but y has {target.shape[0]}")
+        if target.shape[0] != n_rows:
+            raise ValueError(f"X has {n_rows} rows but y has {target.shape[0]}")
         if not np.isfinite(target).all() or (target < 0).any():
             raise ValueError("y must be finite and non-negative")
         unknown = set(categorical) - set(feature_names)
@@ -80,7 +146,7 @@ class Estimator(ABC):
         weight = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
         if eval_set is not None:
             eval_set = (self._check_X(eval_set[0], len(feature_names)), np.asarray(eval_set[1]))
-        self._fit(X, target, list(feature_names), list(categorical), weight, eval_set)
+        self._fit(data, target, list(feature_names), list(categorical), weight, eval_set)  # type: ignore[arg-type]
         self.feature_names_ = list(feature_names)
         self.categorical_ = list(categorical)
         return self
@@ -154,6 +220,8 @@ class LGBMEstimator(Estimator):
     for l2 the row sum is the prediction itself (before clipping at zero).
     """
 
+    streams_blocks = True
+
     def __init__(
         self,
         objective: Objective = "tweedie",
@@ -169,6 +237,7 @@ class LGBMEstimator(Estimator):
         bagging_freq: int = 1,
         lambda_l2: float = 0.1,
         tweedie_variance_power: float = 1.1,
+        max_bin: int = 255,
         early_stopping_rounds: int | None = 50,
         num_threads: int | None = None,
         seed: int = 0,
@@ -184,6 +253,7 @@ class LGBMEstimator(Estimator):
         self.bagging_freq = bagging_freq
         self.lambda_l2 = lambda_l2
         self.tweedie_variance_power = tweedie_variance_power
+        self.max_bin = max_bin
         self.early_stopping_rounds = early_stopping_rounds
         self.num_threads = num_threads
         self.seed = seed
@@ -207,6 +277,7 @@ class LGBMEstimator(Estimator):
             "bagging_fraction": self.bagging_fraction,
             "bagging_freq": self.bagging_freq,
             "lambda_l2": self.lambda_l2,
+            "max_bin": self.max_bin,
             "num_threads": _threads(self.num_threads),
             "seed": self.seed,
             "deterministic": True,
@@ -220,7 +291,7 @@ class LGBMEstimator(Estimator):
 
     def _fit(
         self,
-        X: np.ndarray,
+        X: np.ndarray | FeatureBlocks,
         y: FloatArray,
         feature_names: list[str],
         categorical: list[str],
@@ -228,15 +299,21 @@ class LGBMEstimator(Estimator):
         eval_set: tuple[np.ndarray, np.ndarray] | None,
     ) -> None:
         params = self.lgb_params()
-        train = lgb.Dataset(
-            X,
-            label=y,
-            weight=sample_weight,
+        dataset = partial(
+            lgb.Dataset,
             feature_name=feature_names,
             categorical_feature=categorical or "auto",
             params=params,
             free_raw_data=True,
         )
+        if isinstance(X, FeatureBlocks):
+            # Bin boundaries from the sample; then each block is binned as it is built and
+            # dropped, so only LightGBM's binned copy (1 byte per value) outlives it.
+            reference = dataset(X.sample).construct()
+            blocks = [_BlockSequence(X, i) for i in range(len(X.blocks))]
+            train = dataset(blocks, label=y, weight=sample_weight, reference=reference)
+        else:
+            train = dataset(X, label=y, weight=sample_weight)
         valid_sets: list[lgb.Dataset] = []
         callbacks: list[Callable[..., Any]] = []
         if eval_set is not None:

@@ -13,20 +13,44 @@ Strategies (chosen by backtest, see docs/benchmarks.md):
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from training.estimators import Estimator, make_estimator, moving_average, seasonal_naive
+from training.estimators import (
+    Estimator,
+    FeatureBlocks,
+    make_estimator,
+    moving_average,
+    seasonal_naive,
+)
 from training.feature_groups import feature_group
 from training.features import FeatureBuilder
 
 Strategy = Literal["direct", "recursive", "multi"]
 BASELINES = ("seasonal_naive", "moving_average")
 ProgressFn = Callable[[str], None]
+
+
+def _select(
+    builder: FeatureBuilder,
+    products: pd.DataFrame,
+    cols: np.ndarray | None,
+    clock: dict[str, float],
+    frame: pd.DataFrame,
+    rows: np.ndarray,
+) -> np.ndarray:
+    """The builder's features of the chosen rows, restricted to the estimator's columns."""
+    t0 = time.perf_counter()
+    X = builder.transform(frame, products, rows=rows).X
+    out = X if cols is None else X[:, cols]
+    clock["features"] += time.perf_counter() - t0
+    return out
 
 
 class NotFittedForecaster(RuntimeError):
@@ -74,6 +98,36 @@ def _training_rows(history: pd.DataFrame, min_rows_per_sku: int, max_train_days:
     return mask
 
 
+def _sku_starts(history: pd.DataFrame) -> np.ndarray | None:
+    """First row of each SKU's run plus the end, or None if a SKU's rows are not contiguous."""
+    sku = history["sku"].to_numpy()
+    if len(sku) == 0:
+        return None
+    starts = np.flatnonzero(sku[1:] != sku[:-1]) + 1
+    if len(starts) + 1 != history["sku"].nunique():
+        return None
+    return np.concatenate([[0], starts, [len(sku)]])
+
+
+def _blocks(
+    bounds: np.ndarray, mask: np.ndarray, block_rows: int, sample_rows: int, seed: int
+) -> tuple[list[tuple[int, int]], np.ndarray]:
+    """Row ranges of whole SKUs holding about ``block_rows`` training rows each, and the row
+    positions of a random subset of SKUs holding at least ``sample_rows`` of them."""
+    per_sku = np.add.reduceat(mask.astype(np.int64), bounds[:-1]) if len(mask) else np.array([])
+    cum = np.cumsum(per_sku)
+    ranges, first, done = [], 0, 0
+    for i in range(len(per_sku)):
+        if cum[i] - done >= block_rows or i == len(per_sku) - 1:
+            ranges.append((int(bounds[first]), int(bounds[i + 1])))
+            first, done = i + 1, int(cum[i])
+    order = np.random.default_rng(seed).permutation(len(per_sku))
+    take = order[: int(np.searchsorted(np.cumsum(per_sku[order]), sample_rows)) + 1]
+    take.sort()
+    positions = np.concatenate([np.arange(bounds[i], bounds[i + 1]) for i in take])
+    return ranges, positions
+
+
 class Forecaster:
     """A global model forecasting every SKU ``horizon`` days ahead from an origin."""
 
@@ -89,6 +143,9 @@ class Forecaster:
         min_rows_per_sku: int = 28,
         max_train_days: int | None = None,
         drop_groups: Sequence[str] = (),
+        drop_features: Sequence[str] = (),
+        block_rows: int = 1_000_000,
+        bin_sample_rows: int = 200_000,
     ) -> None:
         self.model = model
         self.strategy = strategy
@@ -99,6 +156,11 @@ class Forecaster:
         self.min_rows_per_sku = min_rows_per_sku
         self.max_train_days = max_train_days
         self.drop_groups = tuple(drop_groups)
+        self.drop_features = tuple(drop_features)
+        # Above block_rows training rows, features are built per block of SKUs and binned by
+        # LightGBM block by block (bin boundaries from a sample of bin_sample_rows rows).
+        self.block_rows = block_rows
+        self.bin_sample_rows = bin_sample_rows
 
     @property
     def name(self) -> str:
@@ -118,31 +180,77 @@ class Forecaster:
         self.trained_until_ = pd.Timestamp(history.loc[history["units"].notna(), "date"].max())
         if self.model in BASELINES:
             return self
+        bounds = _sku_starts(history)
+        if bounds is None:  # the builder wants each SKU's rows together; readers give them so
+            history = history.sort_values(["sku", "date"], kind="stable", ignore_index=True)
+            bounds = _sku_starts(history)
         mask = _training_rows(history, self.min_rows_per_sku, self.max_train_days)
+        n_rows = int(mask.sum())
+        known_units = history["units"].notna().to_numpy()
+        known = history if known_units.all() else history.loc[known_units]
+        # Wall seconds spent building features and in the rest of the estimators' fit.
+        self.fit_seconds_ = {"features": 0.0, "estimator": 0.0}
         for min_lag, first_h, last_h in _buckets(self.strategy, self.horizon, self.bucket):
+            t_stage, f_stage = time.perf_counter(), self.fit_seconds_["features"]
             if progress:
                 progress(f"{self.name}: features for lag floor {min_lag}")
             builder = FeatureBuilder(min_lag=min_lag, **(self.builder_params or {}))
-            builder.fit(history.loc[history["units"].notna()], products)
-            fm = builder.transform(history, products, rows=mask)
-            names = list(fm.feature_names)
-            keep = np.array([feature_group(n) not in self.drop_groups for n in names])
+            builder.fit(known, products)
+            self.fit_seconds_["features"] += time.perf_counter() - t_stage
+            names = list(builder.features_order_)
+            keep = np.array([self._keeps(n) for n in names])
             kept = [n for n, k in zip(names, keep, strict=True) if k]
-            X = fm.X if keep.all() else fm.X[:, keep]
+            cols = np.flatnonzero(keep)
+
+            X: np.ndarray | FeatureBlocks
+            if n_rows > self.block_rows and bounds is not None:
+                cols_or_all = None if keep.all() else cols
+                build = partial(_select, builder, products, cols_or_all, self.fit_seconds_)
+                X, y = self._feature_blocks(history, mask, bounds, build, len(kept))
+            else:
+                t0 = time.perf_counter()
+                fm = builder.transform(history, products, rows=mask)
+                X, y = (fm.X if keep.all() else fm.X[:, cols]), fm.y
+                del fm
+                self.fit_seconds_["features"] += time.perf_counter() - t0
             if progress:
-                progress(f"{self.name}: fitting {len(fm.y):,} rows x {X.shape[1]} features")
+                progress(f"{self.name}: fitting {n_rows:,} rows x {len(kept)} features")
             estimator = make_estimator(self.model, **(self.model_params or {}))
             estimator.fit(
                 X,
-                fm.y,
+                y,
                 feature_names=kept,
                 categorical=[c for c in builder.categorical_features_ if c in kept],
             )
-            del fm, X
-            self.stages_.append(
-                _Stage(min_lag, first_h, last_h, builder, estimator, np.flatnonzero(keep), kept)
-            )
+            del X, y
+            stage_features = self.fit_seconds_["features"] - f_stage
+            self.fit_seconds_["estimator"] += time.perf_counter() - t_stage - stage_features
+            self.stages_.append(_Stage(min_lag, first_h, last_h, builder, estimator, cols, kept))
         return self
+
+    def _keeps(self, name: str) -> bool:
+        return feature_group(name) not in self.drop_groups and name not in self.drop_features
+
+    def _feature_blocks(
+        self,
+        history: pd.DataFrame,
+        mask: np.ndarray,
+        bounds: np.ndarray,
+        build: Callable[[pd.DataFrame, np.ndarray], np.ndarray],
+        n_features: int,
+    ) -> tuple[FeatureBlocks, np.ndarray]:
+        """The training matrix as blocks of whole SKUs, with its targets and a bin sample."""
+        ranges, sample_pos = _blocks(
+            bounds, mask, self.block_rows, self.bin_sample_rows, seed=len(history)
+        )
+
+        def block(a: int, b: int) -> np.ndarray:
+            return build(history.iloc[a:b], mask[a:b])
+
+        sample = build(history.iloc[sample_pos], mask[sample_pos])
+        blocks = [(int(mask[a:b].sum()), partial(block, a, b)) for a, b in ranges]
+        y = history["units"].to_numpy(dtype=np.float32)[mask]
+        return FeatureBlocks(n_features, [bl for bl in blocks if bl[0] > 0], sample), y
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "stages_"):

@@ -89,7 +89,9 @@ def _options(
 
 CUTOFF = typer.Option(None, "--cutoff", help="Train on data up to this date only (YYYY-MM-DD)")
 MODELS = typer.Option(",".join(DEFAULT_MODELS), "--models", help=MODELS_HELP)
-STRATEGY = typer.Option("multi", "--strategy", help="direct, recursive or multi (M5-style)")
+STRATEGY = typer.Option(
+    TrainOptions.strategy, "--strategy", help="direct, recursive or multi (M5-style)"
+)
 HORIZON = typer.Option(28, "--horizon", min=1, help="Days ahead")
 FOLDS = typer.Option(2, "--folds", min=1, help="Rolling-origin folds")
 STEP = typer.Option(None, "--step", min=1, help="Days between fold cut-offs (default: horizon)")

@@ -92,3 +92,25 @@ def test_train_refuses_unknown_models_and_empty_store(settings: Settings) -> Non
     bad = runner.invoke(cli, ["train", "--models", "lgbm_tweedie,prophet"])
     assert bad.exit_code != 0
     assert "prophet" in str(bad.exception) + bad.output
+
+
+def test_cli_sets_passive_openmp_before_lightgbm_loads() -> None:
+    """`salesfc` sets OMP_WAIT_POLICY=passive before LightGBM loads; an explicit value wins."""
+    import os
+    import subprocess
+    import sys
+
+    probe = (
+        "import os, sys; assert 'lightgbm' not in sys.modules; import app.cli; "
+        "print(os.environ.get('OMP_WAIT_POLICY'), 'lightgbm' in sys.modules)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["passive", "True"]
+    env["OMP_WAIT_POLICY"] = "active"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["active", "True"]

@@ -166,3 +166,38 @@ def test_broken_bundle_is_refused_and_champion_keeps_serving(
     sku = sorted(products.loc[products["status"] == "active", "sku"])[0]
     served_by = client.get(f"/v1/forecast/{sku}").json()["model_version"]
     assert served_by == served.registry.champion() != outcome.version
+
+
+class _FakeProc:
+    def wait(self) -> int:
+        return 0
+
+
+def test_worker_gets_passive_openmp_unless_set(monkeypatch: Any) -> None:
+    """LightGBM in the worker must not spin-wait (OMP_WAIT_POLICY), an explicit value wins."""
+    import subprocess
+
+    from app import jobs as app_jobs
+    from featurestore.config import Settings
+
+    seen: list[dict[str, str]] = []
+
+    def popen(cmd: list[str], **kwargs: Any) -> _FakeProc:
+        seen.append(kwargs["env"])
+        return _FakeProc()
+
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    settings = Settings(database_url="sqlite:///unused.db")
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    app_jobs.spawn_worker("job-1", settings)
+    monkeypatch.setenv("OMP_WAIT_POLICY", "active")
+    app_jobs.spawn_worker("job-2", settings)
+    assert [env.get("OMP_WAIT_POLICY") for env in seen] == ["passive", "active"]
+
+
+def test_worker_options_follow_the_training_default_strategy() -> None:
+    from app import jobs as app_jobs
+    from training.pipeline import TrainOptions
+
+    assert app_jobs._options({}).strategy == TrainOptions().strategy
+    assert app_jobs._options({"strategy": "recursive"}).strategy == "recursive"

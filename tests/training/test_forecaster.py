@@ -149,3 +149,73 @@ def test_cold_start_uses_no_sales_history(data: tuple[pd.DataFrame, pd.DataFrame
     report = backtest_cold_start(history, products, horizon=H, share=0.34)
     assert report["skus"] == 2
     assert report["wape"] is not None and report["wape"] >= 0
+
+
+@pytest.mark.parametrize("strategy", ["direct", "multi"])
+def test_blockwise_training_matches_the_whole_matrix(
+    data: tuple[pd.DataFrame, pd.DataFrame], strategy: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Building the LightGBM dataset from SKU blocks (big data) gives the same model."""
+    history, products = data
+    origin = history["date"].max() - pd.Timedelta(days=H)
+    train, frame = _split(history, origin)
+    params = {**SMALL, "bagging_fraction": 0.5, "feature_fraction": 0.5}
+    kw = {"model": "lgbm_tweedie", "strategy": strategy, "horizon": H, "model_params": params}
+    whole = Forecaster(**kw).fit(train, products)  # type: ignore[arg-type]
+    built: list[int] = []
+    real = Forecaster._feature_blocks
+
+    def spy(self: Forecaster, *args: object, **kwargs: object) -> object:
+        out = real(self, *args, **kwargs)  # type: ignore[arg-type]
+        built.append(len(out[0].blocks))
+        return out
+
+    monkeypatch.setattr(Forecaster, "_feature_blocks", spy)
+    # Blocks of at least 300 training rows (one or two SKUs); the bin sample covers every row.
+    blocks = Forecaster(**kw, block_rows=300, bin_sample_rows=10**6)  # type: ignore[arg-type]
+    blocks.fit(train, products)
+    assert built and all(n >= 4 for n in built)
+    a = whole.predict(frame, products, origin)
+    b = blocks.predict(frame, products, origin)
+    np.testing.assert_array_equal(a["mean"].to_numpy(), b["mean"].to_numpy())
+    # A partial bin sample still trains a sound model on every row.
+    sampled = Forecaster(**kw, block_rows=300, bin_sample_rows=500).fit(train, products)  # type: ignore[arg-type]
+    c = sampled.predict(frame, products, origin)["mean"].to_numpy()
+    assert np.isfinite(c).all()
+    assert abs(c.sum() / a["mean"].sum() - 1) < 0.2
+
+
+def test_blockwise_training_sorts_interleaved_skus(data: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    history, products = data
+    origin = history["date"].max() - pd.Timedelta(days=H)
+    train, frame = _split(history, origin)
+    shuffled = train.sort_values(["date", "sku"], ignore_index=True)
+    kw = {"model": "lgbm_tweedie", "strategy": "direct", "horizon": H, "model_params": SMALL}
+    a = Forecaster(**kw).fit(train, products).predict(frame, products, origin)  # type: ignore[arg-type]
+    b = (
+        Forecaster(**kw, block_rows=300, bin_sample_rows=10**6)  # type: ignore[arg-type]
+        .fit(shuffled, products)
+        .predict(frame, products, origin)
+    )
+    np.testing.assert_array_equal(a["mean"].to_numpy(), b["mean"].to_numpy())
+
+
+def test_drop_features_removes_them_from_every_stage(
+    data: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    history, products = data
+    origin = history["date"].max() - pd.Timedelta(days=H)
+    train, frame = _split(history, origin)
+    drop = ("roll_min_7", "roll_max_7", "te_item_id")
+    model = Forecaster(
+        model="lgbm_tweedie",
+        strategy="multi",
+        horizon=H,
+        bucket=7,
+        model_params=SMALL,
+        drop_features=drop,
+    ).fit(train, products)
+    for names in model.stage_features().values():
+        assert not set(drop) & set(names)
+        assert "roll_mean_7" in names
+    assert model.predict(frame, products, origin)["mean"].notna().all()
