@@ -296,7 +296,9 @@ class BundleForecaster:
         """Days of history up to the origin that a forecast reads (both models' builders)."""
         days = 1
         for model in (self.model, self.cold_model):
-            if _staged(model):
+            if model.model not in BASELINES and model.stages_:
+                # Before its first target a builder needs required_history days; later targets
+                # need fewer (recursive ones read forecasts), so not the horizon on top.
                 days = max(days, *(s.builder.required_history for s in model.stages_))
             else:
                 days = max(days, model.required_history)

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.services.forecasting import TOKEN_TTL
-from featurestore.readers import last_sales_date, read_products
+from featurestore.readers import last_sales_date, latest_window, read_products
 from tests.app.conftest import OPS_KEY, READ_KEY, Served
 
 
@@ -223,9 +223,7 @@ def test_token_is_trusted_for_its_ttl_then_checked(client: TestClient, served: S
         from featurestore.tables import Promotion
 
         with served.engine.begin() as conn:
-            conn.execute(
-                Promotion.__table__.delete().where(Promotion.promo_id == "test-token-ttl")
-            )
+            conn.execute(Promotion.__table__.delete().where(Promotion.promo_id == "test-token-ttl"))
 
 
 def test_answers_match_the_documented_schema(client: TestClient, served: Served) -> None:
@@ -349,3 +347,54 @@ def test_export_before_any_run_is_404(served: Served, tmp_path) -> None:  # type
         c.headers["X-API-Key"] = READ_KEY
         response = c.get("/v1/forecasts")
         assert response.status_code == 404 and response.json()["error"] == "not_found"
+
+
+@pytest.mark.parametrize("strategy", ["direct", "multi", "recursive"])
+def test_serving_path_equals_the_forecasters_predict(served: Served, strategy: str) -> None:
+    """The numpy serving path on the builders' own window gives the means of
+    Forecaster.predict on the longer window (required_history), bit for bit, warm and cold."""
+    from types import SimpleNamespace
+
+    if strategy == "recursive" and served.settings.database_url.startswith("postgresql"):
+        pytest.skip("the window is the same on both backends; recursive is slow to fit twice")
+    import numpy as np
+    import pandas as pd
+
+    from tests.app.conftest import SMALL_TREES
+    from training.forecaster import Forecaster
+    from training.pipeline import BundleForecaster, load_history
+
+    champion = served.registry.load_champion()
+    history, products = load_history(served.engine)
+    model = Forecaster(
+        model="lgbm_tweedie", strategy=strategy, horizon=14, model_params=SMALL_TREES
+    ).fit(history, products)
+    # A SKU with too little history for the model goes to the cold-start model.
+    model.min_rows_per_sku = 200
+    artifacts = {**champion.artifacts, "model": model}
+    fc = BundleForecaster(SimpleNamespace(artifacts=artifacts))  # type: ignore[arg-type]
+    as_of = last_sales_date(served.engine)
+    skus = _skus(served)
+    assert fc.history_days < model.required_history
+    short = latest_window(served.engine, skus, n_days=fc.history_days, horizon=14, as_of=as_of)
+    full = latest_window(
+        served.engine, skus, n_days=model.required_history, horizon=14, as_of=as_of
+    )
+    got = fc.forecast_arrays(short, products, as_of, 14, [0.1, 0.9])
+
+    origin = pd.Timestamp(as_of)
+    known = full[(full["date"] <= origin) & full["units"].notna()].groupby("sku").size()
+    cold = set(known[known < model.min_rows_per_sku].index)
+    assert cold and cold != set(skus)
+    warm = model.predict(full[~full["sku"].isin(cold)], products, origin, 14)
+    colds = champion.artifacts["cold_start"].predict(
+        full[full["sku"].isin(cold)], products, origin, 14
+    )
+    ref = pd.concat([warm.assign(cold_start=False), colds.assign(cold_start=True)])
+    ref = ref.sort_values(["sku", "date"], kind="stable").reset_index(drop=True)
+    assert list(got.sku) == list(ref["sku"])
+    assert np.array_equal(got.day.astype("datetime64[D]"), ref["date"].to_numpy("datetime64[D]"))
+    assert np.array_equal(got.mean, ref["mean"].to_numpy())
+    assert np.array_equal(got.cold_start, ref["cold_start"].to_numpy())
+    q = champion.artifacts["calibration"].predict(got.mean, got.horizon, [0.1, 0.9])
+    assert np.array_equal(got.quantiles, q)
