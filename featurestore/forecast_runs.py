@@ -196,3 +196,57 @@ def cached_forecast(
         run.as_of,
         [(r.date, r.mean, list(r.quantiles), r.cold_start) for r in rows],
     )
+
+
+@dataclass(frozen=True)
+class StoredForecasts:
+    """The rows of a complete run for a list of SKUs: (date, mean, quantiles, cold) per SKU."""
+
+    run_id: str
+    quantiles: list[float]
+    as_of: dt.date
+    rows: dict[str, list[CachedDay]]
+
+
+def cached_forecasts(
+    engine: Engine, model_version: str, data_token: str, horizon: int, skus: Sequence[str]
+) -> StoredForecasts | None:
+    """The newest complete run for this model and data, with its rows for these SKUs.
+
+    Two statements whatever the number of SKUs: the run, then every SKU's rows at once (in
+    chunks of 900 SKUs, below SQLite's bound-parameter limit). SKUs the run lacks are absent.
+    """
+    wanted = sorted(set(skus))
+    with engine.connect() as conn:
+        run = conn.execute(
+            select(ForecastRun.run_id, ForecastRun.quantiles, ForecastRun.as_of)
+            .where(
+                ForecastRun.status == "complete",
+                ForecastRun.model_version == model_version,
+                ForecastRun.data_token == data_token,
+                ForecastRun.horizon >= horizon,
+            )
+            .order_by(ForecastRun.completed_at.desc())
+            .limit(1)
+        ).first()
+        if run is None:
+            return None
+        last = run.as_of + dt.timedelta(days=horizon)
+        rows: dict[str, list[CachedDay]] = {}
+        for i in range(0, len(wanted), 900):
+            chunk = wanted[i : i + 900]
+            query = select(
+                ForecastRow.sku,
+                ForecastRow.date,
+                ForecastRow.mean,
+                ForecastRow.quantiles,
+                ForecastRow.cold_start,
+            ).where(ForecastRow.run_id == run.run_id, ForecastRow.date <= last)
+            query = query.where(
+                ForecastRow.sku == chunk[0] if len(chunk) == 1 else ForecastRow.sku.in_(chunk)
+            )
+            for sku, day, mean, qs, cold in conn.execute(
+                query.order_by(ForecastRow.sku, ForecastRow.date)
+            ):
+                rows.setdefault(sku, []).append((day, mean, qs, cold))
+    return StoredForecasts(run.run_id, list(run.quantiles), run.as_of, rows)

@@ -27,7 +27,14 @@ from sqlalchemy.sql.functions import FunctionElement
 from featurestore.schema import HISTORY_COLUMNS, PRODUCT_COLUMNS
 from featurestore.tables import CalendarEvent, DailySales, Price, Product, Promotion
 
-__all__ = ["last_sales_date", "latest_window", "read_frame", "read_products"]
+__all__ = [
+    "EventRows",
+    "last_sales_date",
+    "latest_window",
+    "read_events",
+    "read_frame",
+    "read_products",
+]
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -204,7 +211,38 @@ _EVENTS = select(epoch_day(CalendarEvent.date), CalendarEvent.kind, CalendarEven
     CalendarEvent.date <= bindparam("hi"),
     CalendarEvent.region.in_(bindparam("regions", expanding=True)),
 )
+_ALL_EVENTS = select(epoch_day(CalendarEvent.date), CalendarEvent.kind, CalendarEvent.region).where(
+    CalendarEvent.region.is_not(None)
+)
 _LAST_SALES_DATE = select(func.max(DailySales.date))
+
+
+@dataclass(frozen=True)
+class EventRows:
+    """Every calendar event (day number, kind, region): a reader's cache between ingestions.
+
+    Readers given these skip their events query; the features are the same, because events
+    beyond the capped distances change nothing and the region filter is applied in numpy.
+    """
+
+    day: I64
+    kind: npt.NDArray[np.object_]  # stripped, lower case
+    region: npt.NDArray[np.object_]
+
+    @classmethod
+    def of(cls, rows: Sequence[Any]) -> EventRows:
+        day, kind, region = _columns(rows, 3)
+        return cls(
+            np.asarray(day, dtype=np.int64),
+            np.asarray([(k or "").strip().lower() for k in kind], dtype=object),
+            np.asarray(region, dtype=object),
+        )
+
+
+def read_events(engine: Engine) -> EventRows:
+    """All calendar events, for readers to reuse until the next ingestion."""
+    with engine.connect() as conn:
+        return EventRows.of(conn.execute(_ALL_EVENTS).all())
 
 
 def _fetch(
@@ -319,8 +357,12 @@ def latest_window(
     n_days: int,
     horizon: int = 0,
     as_of: date | None = None,
+    events: EventRows | None = None,
 ) -> pd.DataFrame:
-    """The last n_days up to as_of plus `horizon` future rows (units NaN, planned covariates)."""
+    """The last n_days up to as_of plus `horizon` future rows (units NaN, planned covariates).
+
+    ``events`` (from read_events, for the same data) saves the events query.
+    """
     if n_days < 1 or horizon < 0:
         raise ValueError(f"need n_days >= 1 and horizon >= 0, got {n_days} and {horizon}")
     with _gc_paused(), engine.connect() as conn:
@@ -329,11 +371,16 @@ def latest_window(
             if as_of is None:
                 return _empty_history()
         start = as_of - timedelta(days=n_days - 1)
-        return _read(conn, skus, start, as_of + timedelta(days=horizon), as_of)
+        return _read(conn, skus, start, as_of + timedelta(days=horizon), as_of, events)
 
 
 def _read(
-    conn: Connection, skus: Sequence[str] | None, start: date | None, end: date, as_of: date
+    conn: Connection,
+    skus: Sequence[str] | None,
+    start: date | None,
+    end: date,
+    as_of: date,
+    events: EventRows | None = None,
 ) -> pd.DataFrame:
     wanted = None if skus is None else sorted(set(skus))
     if wanted == []:
@@ -341,7 +388,7 @@ def _read(
     grid = _build_grid(conn, wanted, start, end, as_of)
     if grid is None:
         return _empty_history()
-    return _fill(conn, grid, start, _day(as_of), every=wanted is None)
+    return _fill(conn, grid, start, _day(as_of), every=wanted is None, events=events)
 
 
 def _build_grid(
@@ -410,7 +457,13 @@ def _as_of_join(src_idx: I64, src_day: I64, src_val: F64, idx: I64, day: I64) ->
 
 
 def _fill(
-    conn: Connection, grid: _Grid, start: date | None, as_of: int, *, every: bool
+    conn: Connection,
+    grid: _Grid,
+    start: date | None,
+    as_of: int,
+    *,
+    every: bool,
+    events: EventRows | None = None,
 ) -> pd.DataFrame:
     n = grid.rows
     index = pd.Index(grid.skus, dtype=object)
@@ -453,7 +506,7 @@ def _fill(
         price[missing] = fallback
 
     promo_any, depth, display, mailer = _promotions(conn, grid, index, chunks, lo, hi)
-    is_holiday, is_event, is_snap, to_event, since_event = _events(conn, grid, lo, hi)
+    is_holiday, is_event, is_snap, to_event, since_event = _events(conn, grid, lo, hi, events)
 
     names = np.asarray(grid.skus, dtype=object)
     frame = pd.DataFrame(
@@ -572,21 +625,23 @@ def _promotions(
     return covered, depth, display, mailer
 
 
-def _events(conn: Connection, grid: _Grid, lo: int, hi: int) -> tuple[BOOL, BOOL, BOOL, I64, I64]:
+def _events(
+    conn: Connection, grid: _Grid, lo: int, hi: int, cached: EventRows | None = None
+) -> tuple[BOOL, BOOL, BOOL, I64, I64]:
     region_sets = sorted({_region_set(r) for r in grid.regions})
     codes = sorted({code for rs in region_sets for code in rs})
-    # Events more than EVENT_CAP days outside the frame cannot change a capped distance, so
-    # reading this window gives the same values as reading the whole table.
-    params = {
-        "lo": _from_day(lo - EVENT_CAP - 1),
-        "hi": _from_day(hi + EVENT_CAP + 1),
-        "regions": codes,
-    }
-    rows = conn.execute(_EVENTS, params).all()
-    e_day_t, e_kind_t, e_region_t = _columns(rows, 3)
-    e_day = np.asarray(e_day_t, dtype=np.int64)
-    kinds = np.asarray([(k or "").strip().lower() for k in e_kind_t], dtype=object)
-    e_region = np.asarray(e_region_t, dtype=object)
+    if cached is None:
+        # Events more than EVENT_CAP days outside the frame cannot change a capped distance, so
+        # reading this window gives the same values as reading the whole table.
+        params = {
+            "lo": _from_day(lo - EVENT_CAP - 1),
+            "hi": _from_day(hi + EVENT_CAP + 1),
+            "regions": codes,
+        }
+        cached = EventRows.of(conn.execute(_EVENTS, params).all())
+    # With every event (a cache): the ones of other regions match no region set below, and the
+    # ones beyond the window cannot change a capped distance (see above).
+    e_day, kinds, e_region = cached.day, cached.kind, cached.region
     e_snap = kinds == SNAP_KIND
     e_holiday = np.isin(kinds, HOLIDAY_KINDS)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from sqlalchemy import Engine, func, select
@@ -36,3 +37,14 @@ def data_token(engine: Engine) -> str:
             select(func.max(IngestionLog.id)).where(IngestionLog.status == "loaded")
         ).scalar_one()
     return f"ingest-{last or 0}"
+
+
+_LOADED = select(func.max(IngestionLog.id)).where(IngestionLog.status == "loaded")
+_STATE = select(_LOADED.scalar_subquery(), select(func.max(DailySales.date)).scalar_subquery())
+
+
+def store_state(engine: Engine) -> tuple[str, date | None]:
+    """The data token and the last sales date, in one round trip (what serving checks)."""
+    with engine.connect() as conn:
+        last_id, last_day = conn.execute(_STATE).one()
+    return f"ingest-{last_id or 0}", last_day

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import Engine
 
@@ -222,6 +223,53 @@ def train(
     )
 
 
+# Below this many rows a LightGBM predict runs on one thread: starting OpenMP's team costs more
+# than it saves on a few dozen rows (and serving runs requests side by side anyway).
+SMALL_PREDICT_ROWS = 1000
+
+
+@dataclass
+class Forecasts:
+    """Forecast rows (grouped by SKU, by date within one) as arrays: what serving serialises."""
+
+    sku: np.ndarray  # object, per row
+    day: np.ndarray  # int64 days since 1970-01-01, per row
+    horizon: np.ndarray  # int16, per row
+    mean: np.ndarray  # float64, per row
+    quantiles: np.ndarray  # float64, (rows, levels)
+    cold_start: np.ndarray  # bool, per row
+    levels: list[float]
+
+    def frame(self) -> pd.DataFrame:
+        """sku, date, horizon, mean, one column per quantile (p10...), cold_start flag."""
+        out = pd.DataFrame(
+            {
+                "sku": pd.Series(self.sku, dtype=object),
+                "date": self.day.astype("datetime64[D]").astype("datetime64[ns]"),
+                "horizon": self.horizon,
+                "mean": self.mean,
+            }
+        )
+        for i, level in enumerate(self.levels):
+            out[quantile_column(level)] = self.quantiles[:, i]
+        out["cold_start"] = self.cold_start
+        return out
+
+
+def _predict(estimator: Any, X: np.ndarray) -> np.ndarray:
+    """The estimator's predict; a LightGBM booster on one thread for small inputs."""
+    booster = getattr(estimator, "booster_", None)
+    if booster is not None and len(X) < SMALL_PREDICT_ROWS:
+        raw = booster.predict(X, num_iteration=estimator.best_iteration_, num_threads=1)
+        return np.clip(np.asarray(raw, dtype=np.float64).ravel(), 0.0, None)
+    return np.asarray(estimator.predict(X), dtype=np.float64)
+
+
+def _staged(model: Forecaster) -> bool:
+    """Whether one pass of its stages over the horizon rows forecasts (direct, multi)."""
+    return model.model not in BASELINES and model.strategy != "recursive" and bool(model.stages_)
+
+
 @dataclass
 class BundleForecaster:
     """The serving-side view of a loaded bundle: point forecasts plus calibrated quantiles."""
@@ -234,9 +282,27 @@ class BundleForecaster:
         return model
 
     @property
+    def cold_model(self) -> Forecaster:
+        model: Forecaster = self.bundle.artifacts["cold_start"]
+        return model
+
+    @property
     def calibration(self) -> QuantileCalibrator:
         cal: QuantileCalibrator = self.bundle.artifacts["calibration"]
         return cal
+
+    @property
+    def history_days(self) -> int:
+        """Days of history up to the origin that a forecast reads (both models' builders)."""
+        days = 1
+        for model in (self.model, self.cold_model):
+            if model.model not in BASELINES and model.stages_:
+                # Before its first target a builder needs required_history days; later targets
+                # need fewer (recursive ones read forecasts), so not the horizon on top.
+                days = max(days, *(s.builder.required_history for s in model.stages_))
+            else:
+                days = max(days, model.required_history)
+        return days
 
     def forecast(
         self,
@@ -247,32 +313,90 @@ class BundleForecaster:
         quantiles: Sequence[float],
     ) -> pd.DataFrame:
         """sku, date, horizon, mean, one column per quantile (p10...), cold_start flag."""
-        origin = pd.Timestamp(origin)
-        known = frame[(frame["date"] <= origin) & frame["units"].notna()]
-        history_days = known.groupby("sku").size()
-        all_skus = pd.Index(frame["sku"].unique())
-        cold_skus = all_skus[
-            history_days.reindex(all_skus).fillna(0).to_numpy() < self.model.min_rows_per_sku
-        ]
-        parts = []
-        warm = frame[~frame["sku"].isin(cold_skus)]
-        if not warm.empty:
-            parts.append(
-                self.model.predict(warm, products, origin, horizon).assign(cold_start=False)
-            )
-        if len(cold_skus):
-            cold_model: Forecaster = self.bundle.artifacts["cold_start"]
-            cold = frame[frame["sku"].isin(cold_skus)]
-            parts.append(
-                cold_model.predict(cold, products, origin, horizon).assign(cold_start=True)
-            )
-        out = pd.concat(parts, ignore_index=True)
-        q = self.calibration.predict(
-            out["mean"].to_numpy(), out["horizon"].to_numpy(), list(quantiles)
+        return self.forecast_arrays(frame, products, origin, horizon, quantiles).frame()
+
+    def forecast_arrays(
+        self,
+        frame: pd.DataFrame,
+        products: pd.DataFrame,
+        origin: dt.date | pd.Timestamp,
+        horizon: int,
+        quantiles: Sequence[float],
+    ) -> Forecasts:
+        """The forecast rows as arrays, grouped by SKU as the frame is (readers sort by SKU).
+
+        SKUs with fewer known days than the model's ``min_rows_per_sku`` are answered by the
+        cold-start model. Direct and multi-stage models run on numpy from the frame's columns
+        (the stages' builders pick their target rows); recursive and baseline models go through
+        ``Forecaster.predict``.
+        """
+        levels = [float(q) for q in quantiles]
+        frame = frame.reset_index(drop=True)
+        o = int(pd.Timestamp(origin).to_datetime64().astype("datetime64[D]").astype(np.int64))
+        days = frame["date"].to_numpy().astype("datetime64[D]").astype(np.int64)
+        day = days - o
+        sku = frame["sku"].to_numpy(dtype=object)
+        if len(sku) == 0:
+            raise ValueError("nothing to forecast: the frame is empty")
+        units = frame["units"].to_numpy(dtype=np.float64, na_value=np.nan)
+        change = np.empty(len(sku), dtype=bool)
+        change[:1] = True
+        np.not_equal(sku[1:], sku[:-1], out=change[1:])
+        codes = np.cumsum(change) - 1
+        known = np.bincount(codes, weights=(day <= 0) & ~np.isnan(units), minlength=codes[-1] + 1)
+        target = (day >= 1) & (day <= horizon)
+        cold = (known < self.model.min_rows_per_sku)[codes]
+        out = np.full(len(frame), np.nan)
+        for model, part in ((self.model, ~cold), (self.cold_model, cold)):
+            rows = target & part
+            if rows.any():
+                out[rows] = self._predict(
+                    model, frame, products, pd.Timestamp(origin), horizon, day, rows
+                )
+        mean = out[target]
+        h = day[target].astype(np.int16)
+        q = self.calibration.predict(mean, h, levels)
+        return Forecasts(
+            sku=sku[target],
+            day=days[target],
+            horizon=h,
+            mean=mean,
+            quantiles=np.asarray(q, dtype=np.float64).reshape(len(mean), len(levels)),
+            cold_start=cold[target],
+            levels=levels,
         )
-        for i, level in enumerate(quantiles):
-            out[quantile_column(level)] = q[:, i]
-        return out
+
+    @staticmethod
+    def _predict(
+        model: Forecaster,
+        frame: pd.DataFrame,
+        products: pd.DataFrame,
+        origin: pd.Timestamp,
+        horizon: int,
+        day: np.ndarray,
+        rows: np.ndarray,
+    ) -> np.ndarray:
+        """The model's means for the chosen horizon rows (in frame order)."""
+        if _staged(model):
+            out = np.full(len(frame), np.nan)
+            for stage in model.stages_:
+                mine = rows & (day >= stage.first_h) & (day <= stage.last_h)
+                if mine.any():
+                    out[mine] = _predict(stage.estimator, stage.features(frame, products, mine))
+            return out[rows]
+        mine = frame["sku"].isin(frame.loc[rows, "sku"].unique()).to_numpy()
+        part = frame[mine]
+        pred = model.predict(part, products, origin, horizon)
+        # The predictions in the frame's row order (they may come in another).
+        at = pd.MultiIndex.from_frame(part[["sku", "date"]]).get_indexer(
+            pd.MultiIndex.from_frame(pred[["sku", "date"]])
+        )
+        out = np.full(len(part), np.nan)
+        ok = at >= 0
+        out[at[ok]] = pred["mean"].to_numpy(dtype=np.float64)[ok]
+        full = np.full(len(frame), np.nan)
+        full[mine] = out
+        return full[rows]
 
 
 def quantile_column(level: float) -> str:

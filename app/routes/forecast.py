@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
-from fastapi.concurrency import run_in_threadpool
+import anyio
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import JSONResponse
 
 from app.deps import ForecastDep, ReadKey
 from app.errors import (
@@ -34,6 +35,30 @@ COMMON = (
 )
 
 
+# One compute at a time per worker: under the GIL, requests computed side by side all finish
+# late; queued, each finishes as soon as it can (the event loop keeps answering cached ones).
+COMPUTE_SLOTS = 1
+
+
+class JsonBytes(JSONResponse):
+    """A body already serialised to JSON; a JSONResponse, so OpenAPI documents the route's
+    response_model for it."""
+
+    def render(self, content: Any) -> bytes:
+        if not isinstance(content, bytes):
+            raise TypeError("JsonBytes takes JSON already serialised to bytes")
+        return content
+
+
+def compute_limiter(request: Request) -> anyio.CapacityLimiter:
+    """The worker's limiter for compute routes (made on first use, inside the event loop)."""
+    state = request.app.state
+    limiter: anyio.CapacityLimiter | None = getattr(state, "compute_limiter", None)
+    if limiter is None:
+        limiter = state.compute_limiter = anyio.CapacityLimiter(COMPUTE_SLOTS)
+    return limiter
+
+
 def _levels(raw: str | None) -> list[float] | None:
     if raw is None:
         return None
@@ -46,20 +71,29 @@ def _levels(raw: str | None) -> list[float] | None:
     return levels
 
 
+# The forecast routes answer JSON bytes built from the arrays (no per-day pydantic objects);
+# `response_model` still documents the body in OpenAPI, and tests validate answers against it.
 @router.get(
     "/forecast/{sku}",
     response_model=ForecastResponse,
+    response_class=JsonBytes,
     responses=responses(UnknownSku, HorizonOutOfRange, *COMMON),
 )
 async def forecast_one(
+    request: Request,
     service: ForecastDep,
     sku: Annotated[str, Path(max_length=64, examples=["FOODS_3_090_CA_1"])],
     horizon: Annotated[int | None, Query(ge=1, examples=[28])] = None,
     quantiles: Annotated[str | None, Query(examples=["0.1,0.5,0.9"])] = None,
-) -> ForecastResponse:
+) -> JsonBytes:
     """Expected units per day for one SKU, with quantiles, the model version and data date."""
     levels = _levels(quantiles)
-    return await run_in_threadpool(service.forecast, [sku], horizon, levels)
+    body = service.cached_json([sku], horizon, levels)
+    if body is None:
+        body = await anyio.to_thread.run_sync(
+            service.forecast_json, [sku], horizon, levels, limiter=compute_limiter(request)
+        )
+    return JsonBytes(body)
 
 
 @router.get(
@@ -68,21 +102,35 @@ async def forecast_one(
     responses=responses(UnknownSku, HorizonOutOfRange, *COMMON),
 )
 async def explain_one(
+    request: Request,
     service: ForecastDep,
     sku: Annotated[str, Path(max_length=64, examples=["FOODS_3_090_CA_1"])],
     horizon: Annotated[int | None, Query(ge=1, examples=[28])] = None,
 ) -> ExplainResponse:
     """Per-day contributions of feature groups, summing with the baseline to the forecast."""
-    return await run_in_threadpool(service.explain, sku, horizon)
+    return await anyio.to_thread.run_sync(
+        service.explain, sku, horizon, limiter=compute_limiter(request)
+    )
 
 
 @router.post(
     "/forecast",
     response_model=ForecastResponse,
+    response_class=JsonBytes,
     responses=responses(UnknownSku, HorizonOutOfRange, *COMMON),
 )
-async def forecast_many(service: ForecastDep, body: ForecastRequest) -> ForecastResponse:
+async def forecast_many(request: Request, service: ForecastDep, body: ForecastRequest) -> JsonBytes:
     """Forecasts for up to 1,000 SKUs at once; with a scenario, the what-if and its difference."""
-    return await run_in_threadpool(
-        service.forecast, body.skus, body.horizon, body.quantiles, body.scenario
-    )
+    answer = None
+    if body.scenario is None or not (body.scenario.prices or body.scenario.promotions):
+        answer = service.cached_json(body.skus, body.horizon, body.quantiles)
+    if answer is None:
+        answer = await anyio.to_thread.run_sync(
+            service.forecast_json,
+            body.skus,
+            body.horizon,
+            body.quantiles,
+            body.scenario,
+            limiter=compute_limiter(request),
+        )
+    return JsonBytes(answer)

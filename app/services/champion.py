@@ -53,6 +53,13 @@ class ChampionHolder:
                     self._reload(generation)
         return self._loaded
 
+    def peek(self) -> Loaded | None:
+        """The champion if the alias is unchanged since it was loaded (never loads: no I/O but
+        the alias's stat, so the event loop may call it); None when a reload is due."""
+        if self.registry.generation() != self._seen_generation:
+            return None
+        return self._loaded
+
     def _reload(self, generation: str) -> None:
         try:
             version = self.registry.champion()

@@ -1,18 +1,27 @@
 """Online forecasts: the same reader, the same fitted builder and the champion's estimators.
 
 Used by the API's forecast routes. A request reads only the window of history the champion's
-builder needs (plus the horizon's known covariates), applies an optional what-if scenario to the
-future rows and answers point forecasts with calibrated quantiles.
+builders need (plus the horizon's known covariates), applies an optional what-if scenario to the
+future rows and answers point forecasts with calibrated quantiles, serialised straight from the
+arrays to JSON bytes (the shape of ``ForecastResponse``).
+
+What does not change between ingestions (the data token, the last sales date, the products and
+the calendar events) is kept per process in a ``StoreSnapshot`` and the token is checked at most
+every ``token_ttl`` seconds (one small query); any ingestion changes the token, which drops the
+snapshot and every cached forecast computed under it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import orjson
 import pandas as pd
 from sqlalchemy import Engine
 
@@ -25,23 +34,47 @@ from app.errors import (
     UnknownSku,
 )
 from app.observability import FORECASTS
-from app.schemas import (
-    ExplainDay,
-    ExplainResponse,
-    ForecastDay,
-    ForecastResponse,
-    Scenario,
-    SkuForecast,
-)
+from app.schemas import ExplainDay, ExplainResponse, ForecastResponse, Scenario
 from app.services.champion import ChampionHolder, Loaded
 from featurestore import forecast_runs
 from featurestore.config import get_settings
-from featurestore.readers import last_sales_date, latest_window, read_products
-from featurestore.stats import data_token
+from featurestore.readers import EventRows, latest_window, read_events, read_products
+from featurestore.stats import store_state
 from training.explain import explain
-from training.pipeline import quantile_column
+from training.pipeline import Forecasts, quantile_column
 
 CACHE_SIZE = 50_000
+# How long a worker trusts its data token before asking the database again (seconds). Forecasts
+# for data ingested in the meantime are served at most this much later.
+TOKEN_TTL = 1.0
+_DAY0 = dt.date(1970, 1, 1).toordinal()
+
+CacheKey = tuple[str, str, str, int, tuple[float, ...]]
+
+
+@dataclass(frozen=True)
+class CachedForecast:
+    """One SKU's forecast as served: its JSON object (a ``SkuForecast``) and its data date."""
+
+    as_of: dt.date
+    body: bytes
+
+
+@dataclass
+class StoreSnapshot:
+    """What serving reads from the store that only an ingestion changes."""
+
+    token: str
+    as_of: dt.date | None
+    products: pd.DataFrame  # every product, sorted by sku
+    position: dict[str, int]  # sku -> row of products
+    events: EventRows
+    checked: float  # time.monotonic() of the last token check
+
+    def select(self, skus: Sequence[str]) -> pd.DataFrame:
+        """The products of these SKUs, sorted by sku (every one must be known)."""
+        rows = sorted(self.position[s] for s in set(skus))
+        return self.products.iloc[rows].reset_index(drop=True)
 
 
 @dataclass
@@ -57,11 +90,49 @@ class ForecastService:
     engine: Engine
     holder: ChampionHolder
     default_quantiles: Sequence[float]
-    cache: OrderedDict[tuple[object, ...], tuple[dt.date, SkuForecast]] = field(
-        default_factory=OrderedDict
-    )
+    cache: OrderedDict[CacheKey, CachedForecast] = field(default_factory=OrderedDict)
     # False (SALESFC_FORECAST_CACHE=false) computes every forecast: benchmarks, debugging.
     use_cache: bool = field(default_factory=lambda: get_settings().forecast_cache)
+    token_ttl: float = TOKEN_TTL
+    _snapshot: StoreSnapshot | None = field(default=None, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    # -- the store's state ---------------------------------------------------------------------
+
+    def snapshot(self, *, force: bool = False) -> StoreSnapshot:
+        """The store's snapshot, its token checked if older than ``token_ttl`` (or forced)."""
+        snap = self._snapshot
+        if snap is not None and not force and time.monotonic() - snap.checked < self.token_ttl:
+            return snap
+        with self._lock:
+            snap = self._snapshot
+            if snap is not None and not force and time.monotonic() - snap.checked < self.token_ttl:
+                return snap
+            now = time.monotonic()
+            token, as_of = store_state(self.engine)
+            if snap is not None and snap.token == token and snap.as_of == as_of:
+                snap.checked = now
+                return snap
+            products = read_products(self.engine)
+            snap = StoreSnapshot(
+                token=token,
+                as_of=as_of,
+                products=products,
+                position={s: i for i, s in enumerate(products["sku"])},
+                events=read_events(self.engine),
+                checked=now,
+            )
+            self._snapshot = snap
+            return snap
+
+    def _fresh_token(self) -> str | None:
+        """The data token if it was checked within the TTL (no I/O), else None."""
+        snap = self._snapshot
+        if snap is None or time.monotonic() - snap.checked >= self.token_ttl:
+            return None
+        return snap.token
+
+    # -- forecasts -----------------------------------------------------------------------------
 
     def _champion(self) -> Loaded:
         loaded = self.holder.current()
@@ -72,6 +143,94 @@ class ForecastService:
             raise ModelNotReady(detail)
         return loaded
 
+    def _horizon(self, loaded: Loaded, horizon: int | None) -> int:
+        model = loaded.forecaster.model
+        horizon = horizon or model.horizon
+        if not 1 <= horizon <= model.horizon:
+            raise HorizonOutOfRange(
+                f"horizon {horizon} is outside the model's range 1..{model.horizon}"
+            )
+        return horizon
+
+    def _levels(self, quantiles: Sequence[float] | None) -> tuple[float, ...]:
+        return tuple(float(q) for q in (quantiles or self.default_quantiles))
+
+    def cached_json(
+        self, skus: Sequence[str], horizon: int | None, quantiles: Sequence[float] | None
+    ) -> bytes | None:
+        """The response from memory alone (no I/O, safe on the event loop), or None.
+
+        None unless the cache is on, the data token was checked within the TTL, the champion is
+        unchanged and every SKU's forecast is cached.
+        """
+        if not self.use_cache:
+            return None
+        token = self._fresh_token()
+        loaded = self.holder.peek()
+        if token is None or loaded is None:
+            return None
+        h = horizon or loaded.forecaster.model.horizon
+        if not 1 <= h <= loaded.forecaster.model.horizon:
+            return None
+        levels = self._levels(quantiles)
+        parts = []
+        as_of = None
+        for sku in dict.fromkeys(skus):
+            hit = self.cache.get((sku, loaded.version, token, h, levels))
+            if hit is None:
+                return None
+            parts.append(hit.body)
+            as_of = hit.as_of
+        if as_of is None:
+            return None
+        FORECASTS.labels("cache").inc(len(parts))
+        return _envelope(loaded.version, as_of, h, False, parts)
+
+    def forecast_json(
+        self,
+        skus: Sequence[str],
+        horizon: int | None = None,
+        quantiles: Sequence[float] | None = None,
+        scenario: Scenario | None = None,
+    ) -> bytes:
+        """Forecast the SKUs as ``ForecastResponse`` JSON; with a scenario, also the baseline."""
+        loaded = self._champion()
+        horizon = self._horizon(loaded, horizon)
+        levels = self._levels(quantiles)
+        wanted = list(dict.fromkeys(skus))
+        what_if = scenario is not None and bool(scenario.prices or scenario.promotions)
+        snap = self.snapshot()
+        cached = self.use_cache and not what_if
+        keys = {s: (s, loaded.version, snap.token, horizon, levels) for s in wanted}
+        answers: dict[str, bytes] = {}
+        as_of = snap.as_of
+        if cached:
+            for sku, key in keys.items():
+                hit = self.cache.get(key)
+                if hit is not None:
+                    as_of, answers[sku] = hit.as_of, hit.body
+                    self.cache.move_to_end(key)
+            missing = [s for s in wanted if s not in answers]
+            if missing:
+                for sku, value in self._from_run(loaded.version, snap, horizon, levels, missing):
+                    as_of, answers[sku] = value.as_of, value.body
+                    self._remember(keys[sku], value)
+            if answers:
+                FORECASTS.labels("cache").inc(len(answers))
+        todo = [s for s in wanted if s not in answers]
+        if todo:
+            as_of, computed = self._compute(
+                loaded, snap, todo, horizon, levels, scenario if what_if else None
+            )
+            FORECASTS.labels("computed").inc(len(computed))
+            for sku, body in computed.items():
+                answers[sku] = body
+                if cached:
+                    self._remember(keys[sku], CachedForecast(as_of, body))
+        if as_of is None:
+            raise ModelNotReady("the feature store holds no sales yet")
+        return _envelope(loaded.version, as_of, horizon, what_if, [answers[s] for s in wanted])
+
     def forecast(
         self,
         skus: Sequence[str],
@@ -79,82 +238,34 @@ class ForecastService:
         quantiles: Sequence[float] | None = None,
         scenario: Scenario | None = None,
     ) -> ForecastResponse:
-        """Forecast the SKUs; with a scenario, also the baseline and the difference."""
-        loaded = self._champion()
-        model = loaded.forecaster.model
-        horizon = horizon or model.horizon
-        if not 1 <= horizon <= model.horizon:
-            raise HorizonOutOfRange(
-                f"horizon {horizon} is outside the model's range 1..{model.horizon}"
-            )
-        levels = [float(q) for q in (quantiles or self.default_quantiles)]
-        wanted = list(dict.fromkeys(skus))
-        what_if = scenario is not None and bool(scenario.prices or scenario.promotions)
-        cached = self.use_cache and not what_if
-        token = data_token(self.engine) if cached else ""
-        keys = {s: (s, loaded.version, token, horizon, tuple(levels)) for s in wanted}
-        answers: dict[str, SkuForecast] = {}
-        as_of: dt.date | None = None
-        if cached:
-            for sku, key in keys.items():
-                hit = self.cache.get(key)
-                if hit is not None:
-                    as_of, answers[sku] = hit
-                    self.cache.move_to_end(key)
-            for sku in [s for s in wanted if s not in answers]:
-                stored = self._from_run(loaded.version, token, horizon, levels, sku)
-                if stored is not None:
-                    as_of, answers[sku] = stored
-                    self._remember(keys[sku], stored)
-            if answers:
-                FORECASTS.labels("cache").inc(len(answers))
-        todo = [s for s in wanted if s not in answers]
-        if todo:
-            as_of, computed = self._compute(
-                loaded, todo, horizon, levels, scenario if what_if else None
-            )
-            FORECASTS.labels("computed").inc(len(computed))
-            for sku, answer in computed.items():
-                answers[sku] = answer
-                if cached:
-                    self._remember(keys[sku], (as_of, answer))
-        assert as_of is not None
-        return ForecastResponse(
-            model_version=loaded.version,
-            data_until=as_of,
-            horizon=horizon,
-            scenario=what_if,
-            forecasts=[answers[s] for s in wanted],
-        )
+        """``forecast_json`` as a pydantic object (tests, scripts)."""
+        body = self.forecast_json(skus, horizon, quantiles, scenario)
+        return ForecastResponse.model_validate_json(body)
 
     def explain(self, sku: str, horizon: int | None = None) -> ExplainResponse:
         """Feature-group contributions per day of a SKU's forecast (LightGBM champions)."""
         loaded = self._champion()
+        horizon = self._horizon(loaded, horizon)
         model = loaded.forecaster.model
-        horizon = horizon or model.horizon
-        if not 1 <= horizon <= model.horizon:
-            raise HorizonOutOfRange(
-                f"horizon {horizon} is outside the model's range 1..{model.horizon}"
-            )
         if not model.model.startswith("lgbm"):
             raise InvalidRequest(f"the champion ({model.model}) gives no contributions")
-        products = read_products(self.engine, [sku])
-        if products.empty:
-            raise UnknownSku(f"unknown SKU: {sku}")
-        as_of = last_sales_date(self.engine)
+        snap = self._known(self.snapshot(), [sku])
+        products = snap.select([sku])
+        as_of = snap.as_of
         if as_of is None:
             raise ModelNotReady("the feature store holds no sales yet")
         frame = latest_window(
-            self.engine, [sku], n_days=model.required_history, horizon=horizon, as_of=as_of
+            self.engine,
+            [sku],
+            n_days=model.required_history,
+            horizon=horizon,
+            as_of=as_of,
+            events=snap.events,
         )
         days = explain(model, frame, products, pd.Timestamp(as_of), horizon)
         link = (
             "log link: raw contributions shared in proportion"
-            if model.model
-            in (
-                "lgbm_tweedie",
-                "lgbm_poisson",
-            )
+            if model.model in ("lgbm_tweedie", "lgbm_poisson")
             else "identity link"
         )
         return ExplainResponse(
@@ -173,67 +284,103 @@ class ForecastService:
             ],
         )
 
-    def _remember(self, key: tuple[object, ...], value: tuple[dt.date, SkuForecast]) -> None:
+    def _remember(self, key: CacheKey, value: CachedForecast) -> None:
         self.cache[key] = value
         if len(self.cache) > CACHE_SIZE:
             self.cache.popitem(last=False)
 
     def _from_run(
-        self, version: str, token: str, horizon: int, levels: list[float], sku: str
-    ) -> tuple[dt.date, SkuForecast] | None:
-        found = forecast_runs.cached_forecast(self.engine, version, token, horizon, sku)
+        self,
+        version: str,
+        snap: StoreSnapshot,
+        horizon: int,
+        levels: tuple[float, ...],
+        skus: list[str],
+    ) -> list[tuple[str, CachedForecast]]:
+        """Forecasts of these SKUs from the newest forecast-all run for this model and data."""
+        found = forecast_runs.cached_forecasts(self.engine, version, snap.token, horizon, skus)
         if found is None:
-            return None
-        run_levels, as_of, rows = found
-        if [round(q, 6) for q in run_levels] != [round(q, 6) for q in levels]:
-            return None
+            return []
+        if [round(q, 6) for q in found.quantiles] != [round(q, 6) for q in levels]:
+            return []
         names = [quantile_column(q) for q in levels]
-        days = [
-            ForecastDay(date=d, mean=m, quantiles=dict(zip(names, qs, strict=True)))
-            for d, m, qs, _ in rows
-        ]
-        return as_of, SkuForecast(sku=sku, cold_start=bool(rows[0][3]), days=days)
+        out = []
+        for sku in skus:
+            rows = found.rows.get(sku)
+            if not rows:
+                continue
+            days = [
+                {
+                    "date": d,
+                    "mean": m,
+                    "quantiles": dict(zip(names, qs, strict=True)),
+                    "baseline_mean": None,
+                    "delta": None,
+                }
+                for d, m, qs, _ in rows[:horizon]
+            ]
+            body = orjson.dumps({"sku": sku, "cold_start": bool(rows[0][3]), "days": days})
+            out.append((sku, CachedForecast(found.as_of, body)))
+        return out
+
+    def _known(self, snap: StoreSnapshot, skus: Sequence[str]) -> StoreSnapshot:
+        """The snapshot, refreshed once if it lacks a SKU (a product loaded since); or 404."""
+        if all(s in snap.position for s in skus):
+            return snap
+        snap = self.snapshot(force=True)
+        missing = sorted(set(skus) - set(snap.position))
+        if missing:
+            raise UnknownSku(f"unknown SKU(s): {', '.join(missing[:20])}")
+        return snap
 
     def _compute(
         self,
         loaded: Loaded,
+        snap: StoreSnapshot,
         skus: list[str],
         horizon: int,
-        levels: list[float],
+        levels: tuple[float, ...],
         scenario: Scenario | None,
-    ) -> tuple[dt.date, dict[str, SkuForecast]]:
-        products = read_products(self.engine, skus)
-        missing = sorted(set(skus) - set(products["sku"]))
-        if missing:
-            raise UnknownSku(f"unknown SKU(s): {', '.join(missing[:20])}")
-        as_of = last_sales_date(self.engine)
+    ) -> tuple[dt.date, dict[str, bytes]]:
+        snap = self._known(snap, skus)
+        as_of = snap.as_of
         if as_of is None:
             raise ModelNotReady("the feature store holds no sales yet")
-        model = loaded.forecaster.model
+        products = snap.select(skus)
+        forecaster = loaded.forecaster
         frame = latest_window(
-            self.engine, skus, n_days=model.required_history, horizon=horizon, as_of=as_of
+            self.engine,
+            skus,
+            n_days=forecaster.history_days,
+            horizon=horizon,
+            as_of=as_of,
+            events=snap.events,
         )
         origin = pd.Timestamp(as_of)
         _check_covered(products, frame, as_of)
-        base = loaded.forecaster.forecast(frame, products, origin, horizon, levels)
+        base = forecaster.forecast_arrays(frame, products, origin, horizon, levels)
         if scenario is None:
-            return as_of, _to_schema(base, levels, None)
+            return as_of, _to_json(base, None)
         changed = apply_scenario(frame, scenario, origin, set(skus))
-        scen = loaded.forecaster.forecast(changed, products, origin, horizon, levels)
-        return as_of, _to_schema(scen, levels, base)
+        scen = forecaster.forecast_arrays(changed, products, origin, horizon, levels)
+        return as_of, _to_json(scen, base)
 
 
 def _check_covered(products: pd.DataFrame, frame: pd.DataFrame, as_of: dt.date) -> None:
     """Every requested SKU has days to forecast, or a clear reason why not."""
-    ahead = frame.loc[frame["date"] > pd.Timestamp(as_of), "sku"].unique()
-    absent = products[~products["sku"].isin(ahead)]
-    if absent.empty:
+    future = frame["date"].to_numpy() > np.datetime64(as_of)
+    ahead = set(frame["sku"].to_numpy(dtype=object)[future])
+    skus = products["sku"].to_numpy(dtype=object)
+    absent = [i for i, s in enumerate(skus) if s not in ahead]
+    if not absent:
         return
-    gone = absent[absent["status"] == "discontinued"]
-    if not gone.empty:
-        raise SkuDiscontinued(f"discontinued, no forecast: {', '.join(gone['sku'][:20])}")
+    status = products["status"].to_numpy(dtype=object)
+    gone = [skus[i] for i in absent if status[i] == "discontinued"]
+    if gone:
+        raise SkuDiscontinued(f"discontinued, no forecast: {', '.join(gone[:20])}")
     raise InsufficientHistory(
-        f"no sales history or launch date up to {as_of} for: {', '.join(absent['sku'][:20])}"
+        f"no sales history or launch date up to {as_of} for: "
+        f"{', '.join(str(skus[i]) for i in absent[:20])}"
     )
 
 
@@ -268,30 +415,51 @@ def _between(dates: np.ndarray, start: dt.date, end: dt.date) -> np.ndarray:
     return (dates >= np.datetime64(start)) & (dates <= np.datetime64(end))
 
 
-def _to_schema(
-    frame: pd.DataFrame, levels: Sequence[float], baseline: pd.DataFrame | None
-) -> dict[str, SkuForecast]:
-    cols = [quantile_column(q) for q in levels]
-    frame = frame.sort_values(["sku", "date"], kind="stable")
-    base_mean = None
+def _envelope(
+    version: str, as_of: dt.date, horizon: int, scenario: bool, parts: list[bytes]
+) -> bytes:
+    """A ``ForecastResponse`` around SKU objects already serialised."""
+    head = orjson.dumps(
+        {"model_version": version, "data_until": as_of, "horizon": horizon, "scenario": scenario}
+    )
+    return b"".join((head[:-1], b',"forecasts":[', b",".join(parts), b"]}"))
+
+
+def _to_json(fc: Forecasts, baseline: Forecasts | None) -> dict[str, bytes]:
+    """Each SKU's ``SkuForecast`` JSON, straight from the arrays (rows grouped by SKU)."""
+    names = [quantile_column(q) for q in fc.levels]
+    n = len(fc.sku)
+    if n == 0:
+        return {}
+    starts = np.flatnonzero(np.r_[True, fc.sku[1:] != fc.sku[:-1]]).tolist()
+    ends = [*starts[1:], n]
+    dates = [dt.date.fromordinal(d + _DAY0) for d in fc.day.tolist()]
+    means = fc.mean.tolist()
+    qs = fc.quantiles.tolist()
+    base = None
     if baseline is not None:
-        base_mean = baseline.set_index(["sku", "date"])["mean"]
-    out = {}
-    for sku, part in frame.groupby("sku", sort=False):
-        days = []
-        qv = part[cols].to_numpy()
-        for i, (date, mean) in enumerate(zip(part["date"], part["mean"], strict=True)):
-            b = None if base_mean is None else float(base_mean.loc[(sku, date)])
-            days.append(
-                ForecastDay(
-                    date=pd.Timestamp(date).date(),
-                    mean=float(mean),
-                    quantiles={c: float(v) for c, v in zip(cols, qv[i], strict=True)},
-                    baseline_mean=b,
-                    delta=None if b is None else float(mean) - b,
-                )
+        lookup = {
+            (s, d): m
+            for s, d, m in zip(
+                baseline.sku.tolist(), baseline.day.tolist(), baseline.mean.tolist(), strict=True
             )
-        out[str(sku)] = SkuForecast(
-            sku=str(sku), cold_start=bool(part["cold_start"].iloc[0]), days=days
-        )
+        }
+        base = [lookup.get(k) for k in zip(fc.sku.tolist(), fc.day.tolist(), strict=True)]
+    out = {}
+    for a, b in zip(starts, ends, strict=True):
+        days = []
+        for i in range(a, b):
+            mean = means[i]
+            bm = None if base is None else base[i]
+            days.append(
+                {
+                    "date": dates[i],
+                    "mean": mean,
+                    "quantiles": dict(zip(names, qs[i], strict=True)),
+                    "baseline_mean": bm,
+                    "delta": None if bm is None else mean - bm,
+                }
+            )
+        sku = str(fc.sku[a])
+        out[sku] = orjson.dumps({"sku": sku, "cold_start": bool(fc.cold_start[a]), "days": days})
     return out

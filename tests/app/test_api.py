@@ -8,7 +8,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from featurestore.readers import last_sales_date, read_products
+from app.services.forecasting import TOKEN_TTL
+from featurestore.readers import last_sales_date, latest_window, read_products
 from tests.app.conftest import OPS_KEY, READ_KEY, Served
 
 
@@ -148,6 +149,7 @@ def test_keys_never_logged(
 
 def test_cache_serves_repeat_and_new_data_invalidates(client: TestClient, served: Served) -> None:
     service = client.app.state.forecasts  # type: ignore[attr-defined]
+    service.token_ttl = 0.0  # check the data token on every request
     sku = _skus(served)[2]
     first = client.get(f"/v1/forecast/{sku}").json()
     size = len(service.cache)
@@ -156,8 +158,9 @@ def test_cache_serves_repeat_and_new_data_invalidates(client: TestClient, served
     assert len(service.cache) == size
     key = next(k for k in service.cache if k[0] == sku)
     # a cached answer is what is served: tamper with it and see it come back
-    as_of, cached = service.cache[key]
-    service.cache[key] = (as_of, cached.model_copy(update={"cold_start": True}))
+    cached = service.cache[key]
+    tampered = cached.body.replace(b'"cold_start":false', b'"cold_start":true')
+    service.cache[key] = type(cached)(cached.as_of, tampered)
     assert client.get(f"/v1/forecast/{sku}").json()["forecasts"][0]["cold_start"] is True
     # new sales for the SKU change the data token: the forecast is recomputed
     import pandas as pd
@@ -168,15 +171,78 @@ def test_cache_serves_repeat_and_new_data_invalidates(client: TestClient, served
     sales = pd.DataFrame({"sku": [sku], "date": [day], "units": [3.0]})
     if day <= dt.datetime.now(dt.UTC).date():
         ingest_frames(served.engine, "sales", [sales], source="test-new-day")
-        fresh = client.get(f"/v1/forecast/{sku}").json()
-        assert fresh["data_until"] == day.isoformat()
-        assert fresh["forecasts"][0]["cold_start"] is False
-        from featurestore.tables import DailySales
+        try:
+            fresh = client.get(f"/v1/forecast/{sku}").json()
+            assert fresh["data_until"] == day.isoformat()
+            assert fresh["forecasts"][0]["cold_start"] is False
+        finally:
+            from featurestore.tables import DailySales
+
+            with served.engine.begin() as conn:
+                conn.execute(
+                    DailySales.__table__.delete().where(
+                        DailySales.sku == sku, DailySales.date == day
+                    )
+                )
+    service.token_ttl = TOKEN_TTL
+
+
+def test_token_is_trusted_for_its_ttl_then_checked(client: TestClient, served: Served) -> None:
+    """Within the TTL a worker serves from memory without asking the database; after it, an
+    ingestion (a new data token) is seen and the cached forecasts are not served any more."""
+    import pandas as pd
+
+    from featurestore.ingest import ingest_frames
+
+    service = client.app.state.forecasts  # type: ignore[attr-defined]
+    sku = _skus(served)[3]
+    service.token_ttl = 3600.0
+    try:
+        first = client.get(f"/v1/forecast/{sku}").json()
+        token = service.snapshot().token
+        assert service.cached_json([sku], None, None) is not None  # answered on the event loop
+        promo = pd.DataFrame(
+            {
+                "promo_id": ["test-token-ttl"],
+                "sku": [sku],
+                "start_date": [dt.date(2030, 1, 1)],
+                "end_date": [dt.date(2030, 1, 2)],
+            }
+        )
+        ingest_frames(served.engine, "promotions", [promo], source="test-token-ttl")
+        # still trusted: the same cached answer
+        assert client.get(f"/v1/forecast/{sku}").json() == first
+        assert service.snapshot().token == token
+        service.token_ttl = 0.0
+        assert service.cached_json([sku], None, None) is None
+        client.get(f"/v1/forecast/{sku}")
+        assert service.snapshot().token != token
+        assert any(k[2] == service.snapshot().token for k in service.cache if k[0] == sku)
+    finally:
+        service.token_ttl = TOKEN_TTL
+        from featurestore.tables import Promotion
 
         with served.engine.begin() as conn:
-            conn.execute(
-                DailySales.__table__.delete().where(DailySales.sku == sku, DailySales.date == day)
-            )
+            conn.execute(Promotion.__table__.delete().where(Promotion.promo_id == "test-token-ttl"))
+
+
+def test_answers_match_the_documented_schema(client: TestClient, served: Served) -> None:
+    """The JSON built from arrays is exactly what ForecastResponse would serialise."""
+    from app.schemas import ForecastResponse
+
+    skus = _skus(served)[:3]
+    for response in (
+        client.get(f"/v1/forecast/{skus[0]}", params={"quantiles": "0.2,0.5,0.95"}),
+        client.post("/v1/forecast", json={"skus": skus, "horizon": 7}),
+    ):
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "application/json"
+        body = response.json()
+        assert ForecastResponse.model_validate(body).model_dump(mode="json") == body
+    schema = client.get("/openapi.json").json()
+    for path, method in (("/v1/forecast/{sku}", "get"), ("/v1/forecast", "post")):
+        ok = schema["paths"][path][method]["responses"]["200"]["content"]["application/json"]
+        assert ok["schema"]["$ref"].endswith("/ForecastResponse")
 
 
 def test_metrics_endpoint(client: TestClient, served: Served) -> None:
@@ -281,3 +347,54 @@ def test_export_before_any_run_is_404(served: Served, tmp_path) -> None:  # type
         c.headers["X-API-Key"] = READ_KEY
         response = c.get("/v1/forecasts")
         assert response.status_code == 404 and response.json()["error"] == "not_found"
+
+
+@pytest.mark.parametrize("strategy", ["direct", "multi", "recursive"])
+def test_serving_path_equals_the_forecasters_predict(served: Served, strategy: str) -> None:
+    """The numpy serving path on the builders' own window gives the means of
+    Forecaster.predict on the longer window (required_history), bit for bit, warm and cold."""
+    from types import SimpleNamespace
+
+    if strategy == "recursive" and served.settings.database_url.startswith("postgresql"):
+        pytest.skip("the window is the same on both backends; recursive is slow to fit twice")
+    import numpy as np
+    import pandas as pd
+
+    from tests.app.conftest import SMALL_TREES
+    from training.forecaster import Forecaster
+    from training.pipeline import BundleForecaster, load_history
+
+    champion = served.registry.load_champion()
+    history, products = load_history(served.engine)
+    model = Forecaster(
+        model="lgbm_tweedie", strategy=strategy, horizon=14, model_params=SMALL_TREES
+    ).fit(history, products)
+    # A SKU with too little history for the model goes to the cold-start model.
+    model.min_rows_per_sku = 200
+    artifacts = {**champion.artifacts, "model": model}
+    fc = BundleForecaster(SimpleNamespace(artifacts=artifacts))  # type: ignore[arg-type]
+    as_of = last_sales_date(served.engine)
+    skus = _skus(served)
+    assert fc.history_days < model.required_history
+    short = latest_window(served.engine, skus, n_days=fc.history_days, horizon=14, as_of=as_of)
+    full = latest_window(
+        served.engine, skus, n_days=model.required_history, horizon=14, as_of=as_of
+    )
+    got = fc.forecast_arrays(short, products, as_of, 14, [0.1, 0.9])
+
+    origin = pd.Timestamp(as_of)
+    known = full[(full["date"] <= origin) & full["units"].notna()].groupby("sku").size()
+    cold = set(known[known < model.min_rows_per_sku].index)
+    assert cold and cold != set(skus)
+    warm = model.predict(full[~full["sku"].isin(cold)], products, origin, 14)
+    colds = champion.artifacts["cold_start"].predict(
+        full[full["sku"].isin(cold)], products, origin, 14
+    )
+    ref = pd.concat([warm.assign(cold_start=False), colds.assign(cold_start=True)])
+    ref = ref.sort_values(["sku", "date"], kind="stable").reset_index(drop=True)
+    assert list(got.sku) == list(ref["sku"])
+    assert np.array_equal(got.day.astype("datetime64[D]"), ref["date"].to_numpy("datetime64[D]"))
+    assert np.array_equal(got.mean, ref["mean"].to_numpy())
+    assert np.array_equal(got.cold_start, ref["cold_start"].to_numpy())
+    q = champion.artifacts["calibration"].predict(got.mean, got.horizon, [0.1, 0.9])
+    assert np.array_equal(got.quantiles, q)

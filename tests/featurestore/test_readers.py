@@ -11,7 +11,13 @@ import pytest
 from sqlalchemy import Engine, insert, update
 
 from featurestore import readers
-from featurestore.readers import last_sales_date, latest_window, read_frame, read_products
+from featurestore.readers import (
+    last_sales_date,
+    latest_window,
+    read_events,
+    read_frame,
+    read_products,
+)
 from featurestore.schema import HISTORY_COLUMNS, PRODUCT_COLUMNS
 from featurestore.tables import CalendarEvent, DailySales, Price, Product, Promotion
 
@@ -243,6 +249,38 @@ def test_event_distances_do_not_depend_on_the_frame_extent(engine: Engine) -> No
     assert whole["days_to_event"].max() == 365  # d(101)..d(134) are > 365 days from d(500)
     assert whole.loc[whole["date"] == pd.Timestamp(d(130)), "days_to_event"].item() == 365
     assert whole.loc[whole["date"] == pd.Timestamp(d(140)), "days_to_event"].item() == 360
+
+
+def test_cached_events_give_the_same_window(engine: Engine) -> None:
+    """Serving reuses every event between ingestions: the window is the one the query gives,
+    with events of other regions and far outside the window in the table."""
+    add(
+        engine,
+        Product,
+        [product("CA", region="US-CA", launch_date=d(0)), product("DE", region="DE")],
+    )
+    add(engine, DailySales, [sale("CA", 800, 1), sale("DE", 700, 2)])
+    add(
+        engine,
+        CalendarEvent,
+        [
+            {"date": d(-400), "name": "ancient", "kind": "cultural", "region": ""},
+            {"date": d(2), "name": "US holiday", "kind": "holiday", "region": "US"},
+            {"date": d(600), "name": "CA SNAP", "kind": "SNAP ", "region": "US-CA"},
+            {"date": d(650), "name": "TX final", "kind": "sporting", "region": "US-TX"},
+            {"date": d(700), "name": "National", "kind": "National", "region": "DE"},
+            {"date": d(790), "name": "elsewhere", "kind": "cultural", "region": "FR"},
+            {"date": d(805), "name": "soon", "kind": "Cultural", "region": "US"},
+            {"date": d(1500), "name": "far", "kind": "holiday", "region": ""},
+        ],
+    )
+    events = read_events(engine)
+    assert len(events.day) == 8
+    for skus, n_days, horizon in ((["CA"], 30, 10), (["CA", "DE"], 200, 28), (None, 5, 0)):
+        queried = latest_window(engine, skus, n_days, horizon)
+        cached = latest_window(engine, skus, n_days, horizon, events=events)
+        pd.testing.assert_frame_equal(cached, queried)
+    assert latest_window(engine, ["CA"], 30, 10, events=events)["is_event"].sum() == 1
 
 
 def test_point_in_time_ignores_sales_after_as_of(engine: Engine) -> None:
