@@ -10,7 +10,7 @@ Every case runs in a fresh subprocess (its peak RSS is that case alone) and prin
                   mlforecast + LightGBM on the same rows, same tree count; last 28 days held out
 
 Usage: python bench/train.py [--quick] [--cases m5-peers,m5-salesfc,scale] [--peer-python PY]
-                             [--strategies direct,recursive,multi] [--trees 500] [--threads 2]
+                             [--strategies multi:14,direct,multi:7] [--trees 500] [--threads 2]
                              [--builder-params JSON] [--model-params JSON] [--json OUT] [--no-write]
 """
 
@@ -55,7 +55,9 @@ DEFAULT_PEER_PYTHON = os.environ.get("SALESFC_PEER_PYTHON", sys.executable)
 SYNTH_END = dt.date(2025, 6, 30)  # fixed, so the synthetic rows do not move with the clock
 QUANTILES = (0.1, 0.9)
 PEER_METHODS = ("snaive", "ets", "mlforecast")
-STRATEGIES = ("direct", "recursive", "multi")
+# Strategy specs: "multi:14" = multi with lag floors 14 and 28 (see training.forecaster).
+DEFAULT_SPEC = "multi:14"  # what `salesfc train` fits (asserted by tests/training)
+STRATEGIES = (DEFAULT_SPEC, "direct", "multi:7")
 
 
 # ---------------------------------------------------------------- child: salesfc on m5_tiny
@@ -780,7 +782,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--cases", default="m5-peers,m5-salesfc,scale")
     parser.add_argument("--peer-methods", default=",".join(PEER_METHODS))
     parser.add_argument("--strategies", default=",".join(STRATEGIES), help="m5 salesfc strategies")
-    parser.add_argument("--scale-strategies", default="direct")
+    parser.add_argument("--scale-strategies", default=DEFAULT_SPEC)
     parser.add_argument("--no-scale-peer", dest="scale_peer", action="store_false")
     parser.add_argument("--peer-python", default=DEFAULT_PEER_PYTHON)
     parser.add_argument("--trees", type=int, default=500)
