@@ -50,13 +50,15 @@ from peers import (  # noqa: E402
     versions,
 )
 
+from training.forecaster import DEFAULT_BUCKET, DEFAULT_STRATEGY  # noqa: E402
+
 DOC = ROOT / "docs" / "benchmarks.md"
 DEFAULT_PEER_PYTHON = os.environ.get("SALESFC_PEER_PYTHON", sys.executable)
 SYNTH_END = dt.date(2025, 6, 30)  # fixed, so the synthetic rows do not move with the clock
 QUANTILES = (0.1, 0.9)
 PEER_METHODS = ("snaive", "ets", "mlforecast")
 # Strategy specs: "multi:14" = multi with lag floors 14 and 28 (see training.forecaster).
-DEFAULT_SPEC = "multi:14"  # what `salesfc train` fits (asserted by tests/training)
+DEFAULT_SPEC = f"{DEFAULT_STRATEGY}:{DEFAULT_BUCKET}"  # what `salesfc train` fits
 STRATEGIES = (DEFAULT_SPEC, "direct", "multi:7")
 
 
