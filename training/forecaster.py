@@ -6,8 +6,13 @@ Strategies (chosen by backtest, see docs/benchmarks.md):
   single pass over the horizon rows forecasts every day from the origin's data.
 * ``recursive``: a one-step model (``min_lag=1``); day ``t+h`` is predicted from the forecasts of
   the days before it.
-* ``multi``: M5-style buckets; the model with lag floor 7 answers days 1-7, floor 14 days 8-14, ...
-  Near days use fresher lags than the direct model can, without the recursive error feedback.
+* ``multi``: M5-style buckets of ``bucket`` days; with 14 (the default) the model with lag floor
+  14 answers days 1-14 and floor 28 days 15-28. Near days use fresher lags than the direct model
+  can, without the recursive error feedback.
+
+The default (multi, lag floors 14 and 28, the tree budget shared by the stages) was as accurate
+as four stages and beat direct on WAPE in the m5_tiny backtests; each stage is one feature build
+and one predict per serving request, so fewer stages serve faster.
 """
 
 from __future__ import annotations
