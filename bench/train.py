@@ -735,7 +735,8 @@ def render(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         lines += [
             "### Accuracy on m5_tiny (last 28 days held out)",
             "",
-            "280 series, trained on every day before the last 28 (salesfc's default: the last 1,095 "
+            "280 series, trained on every day before the last 28 (salesfc's default: the last "
+            "1,095 "
             "of them), scored on those 28 days with "
             "training.metrics: RMSSE with M5 scaling (one-step naive MSE from each series' first "
             "sale in the training history), WAPE. `RMSSE*` scales by every training day, leading "
