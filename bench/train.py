@@ -691,7 +691,7 @@ RMSSE* / WAPE / fit CPU s; feat. = features, ff = feature fraction, bag = row ba
   with 6% more training rows: mlforecast drops each series' first 28 days for its lags) and
   3.56 GB peak against 3.0 GB, though far more accurate (RMSSE 0.561 / WAPE 0.484 against
   0.625 / 0.572). Against the previous default direct model (3,926 s, 5.4 GB) the fit is 6x
-  faster and 1.8 GB leaner. Measured after that run, not yet at 10,000 SKUs: the fitted
+  faster and 1.8 GB leaner. Changed after that run, not yet measured at 10,000 SKUs: the fitted
   estimator now keeps a trees-only booster, where the training booster kept its dataset, scores
   and histograms (roughly 1 GB at 9M rows) alive while the second stage's were built.
 - **What would close the gap:** fewer training rows at scale (a 730-day window halves m5_tiny's
