@@ -283,8 +283,8 @@ class LGBMEstimator(Estimator):
             "max_bin": self.max_bin,
             "num_threads": _threads(self.num_threads),
             "seed": self.seed,
-            # LightGBM picks row- or column-wise histograms itself: forcing column-wise (and
-            # deterministic mode) cost 30% wall time at 1,000 x 1,000 synthetic SKU-days.
+            # LightGBM picks row- or column-wise histograms itself: at 1,000 x 1,000 synthetic
+            # SKU-days forced column-wise + deterministic mode (with bagging) took 96 s, this 69 s.
             "verbosity": -1,
         }
         if self.objective == "tweedie":
