@@ -30,7 +30,13 @@ from training.backtest import (
 )
 from training.bundle import Bundle, save_bundle
 from training.coldstart import backtest_cold_start, fit_cold_start
-from training.forecaster import BASELINES, Forecaster, Strategy
+from training.forecaster import (
+    BASELINES,
+    DEFAULT_STRATEGY,
+    STRATEGY_NOTE,
+    Forecaster,
+    Strategy,
+)
 from training.metrics import value_added
 from training.quantiles import QuantileCalibrator
 
@@ -59,7 +65,7 @@ class TrainOptions:
 
     cutoff: dt.date | None = None
     models: Sequence[str] = DEFAULT_MODELS
-    strategy: Strategy = "multi"
+    strategy: Strategy = DEFAULT_STRATEGY
     horizon: int = 28
     folds: int = 2
     step: int | None = None
@@ -200,6 +206,8 @@ def train(
         "features": final.feature_names_,
         "strategy": {
             "name": final.strategy,
+            "lag_floors": [s.min_lag for s in final.stages_],
+            "why": STRATEGY_NOTE,
             "horizon": final.horizon,
             "stages": final.stage_features(),
             "required_history": final.required_history,
@@ -207,6 +215,11 @@ def train(
         "params": {
             "model": final.model,
             "model_params": final.model_params or {},
+            "stage_model_params": final.stages_[0].estimator.get_params() if final.stages_ else {},
+            "builder_params": final.builder_params,
+            "drop_features": list(final.drop_features),
+            "max_train_days": final.max_train_days,
+            "tree_budget": final.tree_budget,
             "folds": options.folds,
             "candidates": list(options.models),
         },

@@ -40,7 +40,12 @@ def test_train_backtest_forecast_report(settings: Settings, tmp_path: Path) -> N
     _ok(runner, ["demo-data", "--skus", "12", "--days", "240", "--seed", "3"])
     out = _ok(runner, ["train", *TRAIN])
     version = out.strip().splitlines()[-1]
-    assert (settings.models_dir / version / "manifest.json").exists()
+    manifest = json.loads((settings.models_dir / version / "manifest.json").read_text())
+    assert manifest["strategy"]["name"] == "direct"
+    assert manifest["strategy"]["lag_floors"] == [14]
+    assert "chosen by backtest" in manifest["strategy"]["why"]
+    assert manifest["params"]["max_train_days"] == 1095
+    assert manifest["params"]["stage_model_params"]["n_estimators"] == 20
     listing = json.loads(_ok(runner, ["models", "list", "--json"]))
     assert any(
         m["version"] == version

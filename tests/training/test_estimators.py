@@ -240,3 +240,14 @@ def test_mlp_subsamples_rows_within_budget(data: dict[str, np.ndarray]) -> None:
     pred = small.predict(data["X_test"])
     assert (pred >= 0).all()
     assert not np.array_equal(pred, full.predict(data["X_test"]))
+
+
+def test_lgbm_keeps_trees_only_after_fit(data: dict[str, np.ndarray]) -> None:
+    """The fitted booster holds no training dataset or state (it would pin ~1 GB at scale)."""
+    est = fit("lgbm_tweedie", data)
+    booster = est.booster_  # type: ignore[attr-defined]
+    assert "train_set" not in vars(booster)
+    assert booster.num_trees() == est.get_params()["n_estimators"]
+    again = fit("lgbm_tweedie", data)
+    np.testing.assert_array_equal(est.predict(data["X_test"]), again.predict(data["X_test"]))
+    assert est.feature_importance() and est.contributions(data["X_test"][:5]).shape[0] == 5

@@ -219,3 +219,34 @@ def test_drop_features_removes_them_from_every_stage(
         assert not set(drop) & set(names)
         assert "roll_mean_7" in names
     assert model.predict(frame, products, origin)["mean"].notna().all()
+
+
+def test_tree_budget_is_shared_between_stages(data: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    history, products = data
+    params = {"n_estimators": 20, "learning_rate": 0.05, "num_leaves": 7}
+    total = Forecaster(strategy="multi", bucket=7, horizon=H, model_params=params)
+    total.fit(history, products)
+    assert [s.estimator.get_params()["n_estimators"] for s in total.stages_] == [10, 10]
+    assert all(s.estimator.get_params()["learning_rate"] == 0.1 for s in total.stages_)
+    assert all(s.estimator.booster_.num_trees() == 10 for s in total.stages_)  # type: ignore[attr-defined]
+    each = Forecaster(
+        strategy="multi", bucket=7, horizon=H, model_params=params, tree_budget="per_stage"
+    ).fit(history, products)
+    assert [s.estimator.get_params()["n_estimators"] for s in each.stages_] == [20, 20]
+    direct = Forecaster(strategy="direct", horizon=H, model_params=params).fit(history, products)
+    assert direct.stages_[0].estimator.get_params()["n_estimators"] == 20
+
+
+def test_default_forecaster_is_the_benchmarked_one(data: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    """The default: lag floors 14 and 28 for 28 days, trimmed features, recent rows only."""
+    from training import forecaster as F
+
+    history, products = data
+    model = Forecaster(model_params={"n_estimators": 10}).fit(history, products)
+    assert model.strategy == F.DEFAULT_STRATEGY == "multi"
+    assert [s.min_lag for s in model.stages_] == [14, 28]
+    assert [(s.first_h, s.last_h) for s in model.stages_] == [(1, 14), (15, 28)]
+    for names in model.stage_features().values():
+        assert not set(F.DEFAULT_DROP_FEATURES) & set(names)
+        assert "roll_mean_91" in names and "roll_mean_180" not in names
+    assert model.max_train_days == F.DEFAULT_MAX_TRAIN_DAYS
