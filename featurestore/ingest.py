@@ -72,7 +72,19 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 from psycopg.copy import QueuedLibpqWriter
-from sqlalchemy import Connection, Engine, Table, insert, select
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Connection,
+    Date,
+    DateTime,
+    Engine,
+    Float,
+    Integer,
+    Table,
+    insert,
+    select,
+)
 from sqlalchemy.schema import AddConstraint, CreateIndex, DropConstraint, DropIndex
 
 from featurestore import m5
@@ -592,6 +604,84 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
 }
 
 
+_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, no header extension
+_COPY_TRAILER = b"\xff\xff"
+_PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in microseconds since 1970-01-01
+_PG_EPOCH_DAYS = 10_957
+_NULL_FIELD = pa.scalar(b"\xff\xff\xff\xff", type=pa.binary())  # length -1
+
+
+def _binary_type(sqltype: Any) -> str:
+    """How a column's values travel in binary COPY."""
+    if isinstance(sqltype, BigInteger):
+        return "int8"
+    if isinstance(sqltype, Integer):
+        return "int4"
+    if isinstance(sqltype, Float):
+        return "float8"
+    if isinstance(sqltype, DateTime):
+        return "timestamp"
+    if isinstance(sqltype, Date):
+        return "date"
+    if isinstance(sqltype, Boolean):
+        return "bool"
+    return "text"  # varchar, text and json take their UTF-8 text
+
+
+def _fixed_width(items: np.ndarray, itemsize: int) -> pa.Array:
+    """A binary array whose every value is ``itemsize`` bytes of ``items``' buffer."""
+    offsets = np.arange(len(items) + 1, dtype=np.int32) * itemsize
+    return pa.BinaryArray.from_buffers(
+        pa.binary(), len(items), [None, pa.py_buffer(offsets), pa.py_buffer(items)]
+    )
+
+
+def _binary_fields(arr: pa.Array, kind: str) -> list[pa.Array]:
+    """One column as binary COPY fields (int32 big-endian length, then the value)."""
+    valid = None if arr.null_count == 0 else arr.is_valid()
+    if kind == "text":
+        data = arr.cast(pa.string())
+        if valid is not None:
+            data = pc.fill_null(data, "")
+        lengths = pc.binary_length(data).to_numpy(zero_copy_only=False).astype(">i4")
+        if valid is not None:
+            lengths[~valid.to_numpy(zero_copy_only=False)] = -1
+        return [_fixed_width(lengths, 4), data.cast(pa.binary())]
+    if kind == "timestamp":
+        micros = arr.cast(pa.timestamp("us", getattr(arr.type, "tz", None))).cast(pa.int64())
+        values, dtype = micros.fill_null(0).to_numpy() - _PG_EPOCH_US, ">i8"
+    elif kind == "date":
+        values, dtype = arr.cast(pa.int32()).fill_null(0).to_numpy() - _PG_EPOCH_DAYS, ">i4"
+    else:
+        width = {
+            "int4": (pa.int32(), ">i4"),
+            "int8": (pa.int64(), ">i8"),
+            "float8": (pa.float64(), ">f8"),
+            "bool": (pa.uint8(), "u1"),
+        }
+        target, dtype = width[kind]
+        values = arr.cast(target).fill_null(0).to_numpy()
+    block = np.empty(len(arr), dtype=[("len", ">i4"), ("value", dtype)])
+    block["len"] = np.dtype(dtype).itemsize
+    block["value"] = values
+    field = _fixed_width(block, block.dtype.itemsize)
+    if valid is not None:
+        field = pc.if_else(valid, field, _NULL_FIELD)
+    return [field]
+
+
+def _binary_rows(table: pa.Table, kinds: Sequence[str]) -> pa.Buffer:
+    """A table's rows in PostgreSQL's binary COPY format (without signature and trailer)."""
+    n = table.num_rows
+    parts = [_fixed_width(np.full(n, table.num_columns, dtype=">i2"), 2)]
+    for column, kind in zip(table.columns, kinds, strict=True):
+        arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+        parts += _binary_fields(arr, kind)
+    rows = pc.binary_join_element_wise(*parts, b"")
+    offsets = np.frombuffer(rows.buffers()[1], dtype=np.int32, count=n + 1, offset=rows.offset * 4)
+    return rows.buffers()[2][int(offsets[0]) : int(offsets[-1])]
+
+
 class _Store:
     """The SQL of one ingestion, on the connection that holds its transaction."""
 
@@ -747,18 +837,17 @@ class _Store:
     def _copy_chunk(self, table: pa.Table) -> None:
         """Stream a chunk into the stage through the file's one COPY, opened by the first chunk.
 
-        A queued writer hands the bytes to a thread that sends them (socket I/O releases the
-        GIL), so this thread goes on parsing and validating the next chunk while the server
-        parses this one: the two sides of the load run on two cores instead of taking turns.
+        The rows go in PostgreSQL's binary COPY format, built column by column by pyarrow and
+        numpy (the server then parses no text: half the time of CSV for this table). A queued
+        writer hands the bytes to a thread that sends them (socket I/O releases the GIL), so
+        this thread goes on parsing and validating the next chunk while the server takes this
+        one: the two sides of the load run on two cores instead of taking turns.
         """
-        # pyarrow writes zoned timestamps to CSV some twenty times slower than naive ones:
-        # send naive UTC, which the transaction's UTC time zone reads back as the same instant.
-        for i, column in enumerate(table.columns):
-            if pa.types.is_timestamp(column.type) and column.type.tz is not None:
-                naive = column.cast(pa.timestamp(column.type.unit))
-                table = table.set_column(i, table.field(i).with_type(naive.type), naive)
-        sink = pa.BufferOutputStream()
-        pcsv.write_csv(table, sink, pcsv.WriteOptions(include_header=False))
+        types = [
+            _binary_type(self.table.c[n].type) if n != "_row" else "int8"
+            for n in table.column_names
+        ]
+        data = _binary_rows(table, types)
         if self._copy_stream is None:
             names = ", ".join(self.q(n) for n in table.column_names)
             target = self.table.name if self.direct else self.stage
@@ -768,17 +857,19 @@ class _Store:
             cur = stack.enter_context(raw.cursor())
             self._copy_stream = stack.enter_context(
                 cur.copy(
-                    f"COPY {target} ({names}) FROM STDIN (FORMAT csv)",
+                    f"COPY {target} ({names}) FROM STDIN (FORMAT binary)",
                     writer=QueuedLibpqWriter(cur),
                 )
             )
             self._copy = stack
+            self._copy_stream.write(_COPY_SIGNATURE)
         # A memoryview: the writer slices it into the queue without copying the bytes.
-        self._copy_stream.write(memoryview(sink.getvalue()))
+        self._copy_stream.write(memoryview(data))
 
     def finish_staging(self) -> None:
         """End the file's COPY (waiting for the server to take every row) before querying."""
         if self._copy is not None:
+            self._copy_stream.write(_COPY_TRAILER)
             copy, self._copy = self._copy, None
             self._copy_stream = None
             copy.close()
