@@ -1065,7 +1065,7 @@ class _Store:
             values = {name: f"g.{name}" for name in sums}
             group = ""
         else:
-            # SQLite looks each touched day up in ix_order_lines_sku_sale_date.
+            # SQLite looks each touched day up in ix_order_lines_sale_date_sku.
             lines = "LEFT JOIN order_lines o ON o.sku = a.sku AND o.sale_date = a.sale_date"
             values = sums
             group = "GROUP BY a.sku, a.sale_date "

@@ -306,7 +306,7 @@ def test_big_order_loads_rebuild_indexes_with_the_same_result(
         indexes = rows_of(
             engine, "SELECT indexname FROM pg_indexes WHERE tablename = 'order_lines' ORDER BY 1"
         )
-        assert indexes == [("ix_order_lines_sku_sale_date",), ("pk_order_lines",)]
+        assert indexes == [("ix_order_lines_sale_date_sku",), ("pk_order_lines",)]
     with pytest.raises(IntegrityError), engine.begin() as conn:
         conn.execute(
             text(
@@ -735,7 +735,7 @@ def test_a_first_order_file_loads_straight_into_the_tables(
         )
         assert indexes == [
             ("ix_daily_sales_date",),
-            ("ix_order_lines_sku_sale_date",),
+            ("ix_order_lines_sale_date_sku",),
             ("pk_daily_sales",),
             ("pk_order_lines",),
         ]
