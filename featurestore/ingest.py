@@ -682,6 +682,80 @@ def _binary_rows(table: pa.Table, kinds: Sequence[str]) -> pa.Buffer:
     return rows.buffers()[2][int(offsets[0]) : int(offsets[-1])]
 
 
+class _DailyTotals:
+    """Daily sales of a direct order load, summed chunk by chunk while the lines stream.
+
+    The same definitions as the SQL in _Store._derive_daily_sales (the module docstring), with
+    SQL's NULLs: a sum over no contributing line is NULL (revenue, average price) or 0 (units,
+    returned units). Lines of every status make a day exist, so an all-cancelled day has 0 units.
+    """
+
+    COLUMNS = ("units", "revenue", "avg_price", "returned_units")
+
+    def __init__(self) -> None:
+        self.parts: list[pd.DataFrame] = []
+        self.valid = True
+
+    def add(self, frame: pd.DataFrame) -> None:
+        q = frame["quantity"].to_numpy(dtype=np.float64, na_value=np.nan)
+        price = frame["unit_price"].to_numpy(dtype=np.float64, na_value=np.nan)
+        discount = frame["discount"].to_numpy(dtype=np.float64, na_value=np.nan)
+        status = frame["status"]
+        completed = (status == "completed").to_numpy(dtype=bool)
+        returned = (status == "returned").to_numpy(dtype=bool)
+        demand = (q > 0) & (completed | returned)
+        value = q * price * (1 - discount)
+        priced = ~np.isnan(value)
+        sold = (q > 0) & completed & priced
+        paid = demand & priced
+        part = pd.DataFrame(
+            {
+                "sku": frame["sku"].to_numpy(),
+                "sale_date": frame["sale_date"].to_numpy(),
+                "units": np.where(demand, q, 0.0),
+                "revenue": np.where(sold, value, 0.0),
+                "revenue_n": sold.astype(np.int64),
+                "paid": np.where(paid, value, 0.0),
+                "paid_units": np.where(paid, q, 0.0),
+                "paid_n": paid.astype(np.int64),
+                "returned_units": np.where(returned, np.abs(q), 0.0),
+            }
+        )
+        self.parts.append(part.groupby(["sku", "sale_date"], sort=False).sum().reset_index())
+
+    def result(self) -> pa.Table:
+        if not self.parts:
+            frame = pd.DataFrame(
+                {
+                    "sku": pd.Series(dtype="str"),
+                    "sale_date": pd.Series(dtype="datetime64[s]"),
+                    **{c: pd.Series(dtype="float64") for c in self.COLUMNS},
+                }
+            )
+        else:
+            frame = pd.concat(self.parts, ignore_index=True)
+            self.parts = []
+            frame = frame.groupby(["sku", "sale_date"], sort=True).sum().reset_index()
+            den = frame["paid_units"].to_numpy()
+            has_price = (frame["paid_n"].to_numpy() > 0) & (den != 0)
+            frame["avg_price"] = np.where(
+                has_price, frame["paid"].to_numpy() / np.where(has_price, den, 1.0), np.nan
+            )
+            frame["revenue"] = frame["revenue"].where(frame["revenue_n"] > 0)
+        return pa.table(
+            {
+                "sku": pa.array(frame["sku"], type=pa.string()),
+                "sale_date": pa.array(frame["sale_date"].to_numpy(dtype="datetime64[s]")).cast(
+                    pa.date32()
+                ),
+                **{
+                    c: pa.array(frame[c].to_numpy(dtype=np.float64), from_pandas=True)
+                    for c in self.COLUMNS
+                },
+            }
+        )
+
+
 class _Store:
     """The SQL of one ingestion, on the connection that holds its transaction."""
 
@@ -699,6 +773,7 @@ class _Store:
         self._copy_stream: Any = None
         # PostgreSQL order lines into an empty table go straight into it (see _begin).
         self.direct = False
+        self._daily = _DailyTotals()
         present = set(plan.present) | ({"attributes"} if extras else set())
         defaults = set(DEFAULTS.get(ent.name, {}))
         key = list(ent.key)
@@ -814,7 +889,10 @@ class _Store:
         table = self._arrow(frame)
         names = ", ".join(self.q(n) for n in table.column_names)
         if self.pg:
-            self._copy_chunk(table.select(self.insert_cols) if self.direct else table)
+            if self.direct:
+                self._daily.add(frame)
+                table = table.select(self.insert_cols)
+            self._copy_chunk(table)
             return
         lists = []
         kinds = ["int", *(kind for _, kind in self.columns)]
@@ -880,6 +958,7 @@ class _Store:
             return
         if self.direct:
             self._drop_keys(duplicates[list(self.ent.key)].drop_duplicates())
+            self._daily.valid = False  # they counted lines that are gone again
             return
         rows = duplicates["_row"].to_numpy(dtype=np.int64)
         for lo in range(0, len(rows), _IN_BATCH):
@@ -1041,12 +1120,15 @@ class _Store:
         }
         aggregated = ", ".join(f"{expr} AS {name}" for name, expr in sums.items())
         if fresh:
-            # One pass over the lines, no index needed: the days touched are the days found.
-            days = self.conn.exec_driver_sql(
-                "CREATE TEMPORARY TABLE _affected_days ON COMMIT DROP AS "
-                f"SELECT o.sku, o.sale_date, {aggregated} FROM order_lines o "
-                "GROUP BY o.sku, o.sale_date"
-            ).rowcount
+            if self._daily.valid:
+                days = self._copy_daily_totals()
+            else:
+                # One pass over the lines, no index needed: the days touched are those found.
+                days = self.conn.exec_driver_sql(
+                    "CREATE TEMPORARY TABLE _affected_days ON COMMIT DROP AS "
+                    f"SELECT o.sku, o.sale_date, {aggregated} FROM order_lines o "
+                    "GROUP BY o.sku, o.sale_date"
+                ).rowcount
             if self._rebuild_indexes("daily_sales", days):
                 self._bulk_daily_sales(sums)
                 return
@@ -1084,6 +1166,33 @@ class _Store:
             f"WHERE true {group}ORDER BY a.sku, a.sale_date "
             f"ON CONFLICT (sku, date) DO UPDATE SET {sets} WHERE {changed}"
         )
+
+    def _copy_daily_totals(self) -> int:
+        """The client's per-day totals of a direct load into _affected_days; their count."""
+        totals = self._daily.result()
+        daily = Base.metadata.tables["daily_sales"]
+        types = {
+            "sku": self.table.c["sku"].type,
+            "sale_date": self.table.c["sale_date"].type,
+            **{n: daily.c[n].type for n in _DailyTotals.COLUMNS},
+        }
+        cols = ", ".join(
+            f"{self.q(n)} {t.compile(dialect=self.conn.dialect)}" for n, t in types.items()
+        )
+        self.conn.exec_driver_sql(f"CREATE TEMPORARY TABLE _affected_days ({cols}) ON COMMIT DROP")
+        if totals.num_rows:
+            raw = self.conn.connection.driver_connection
+            assert raw is not None
+            names = ", ".join(self.q(n) for n in types)
+            data = _binary_rows(totals, [_binary_type(t) for t in types.values()])
+            with (
+                raw.cursor() as cur,
+                cur.copy(f"COPY _affected_days ({names}) FROM STDIN (FORMAT binary)") as copy,
+            ):
+                copy.write(_COPY_SIGNATURE)
+                copy.write(memoryview(data))
+                copy.write(_COPY_TRAILER)
+        return int(totals.num_rows)
 
     def _bulk_daily_sales(self, sums: Mapping[str, str]) -> None:
         """_affected_days' aggregates into daily_sales with its indexes built again after:
