@@ -691,12 +691,27 @@ class _DailyTotals:
     """
 
     COLUMNS = ("units", "revenue", "avg_price", "returned_units")
+    # per (sku, day): units, revenue, lines with revenue, priced demand value, its units, lines
+    # of priced demand, returned units
+    _SUMS = 7
+    _DAY_BIAS = 1 << 31  # days since 1970 as an unsigned 32-bit number, in a key's low half
 
     def __init__(self) -> None:
-        self.parts: list[pd.DataFrame] = []
+        self.skus: dict[str, int] = {}
+        self.keys: list[np.ndarray] = []
+        self.sums: list[np.ndarray] = []
         self.valid = True
 
     def add(self, frame: pd.DataFrame) -> None:
+        if frame.empty:
+            return
+        encoded = pc.dictionary_encode(pa.array(frame["sku"], type=pa.string(), from_pandas=True))
+        codes = np.array(
+            [self.skus.setdefault(s, len(self.skus)) for s in encoded.dictionary.to_pylist()],
+            dtype=np.int64,
+        )[encoded.indices.to_numpy(zero_copy_only=False)]
+        days = frame["sale_date"].to_numpy(dtype="datetime64[D]").astype(np.int64)
+        uniq, where = np.unique((codes << 32) | (days + self._DAY_BIAS), return_inverse=True)
         q = frame["quantity"].to_numpy(dtype=np.float64, na_value=np.nan)
         price = frame["unit_price"].to_numpy(dtype=np.float64, na_value=np.nan)
         discount = frame["discount"].to_numpy(dtype=np.float64, na_value=np.nan)
@@ -708,50 +723,38 @@ class _DailyTotals:
         priced = ~np.isnan(value)
         sold = (q > 0) & completed & priced
         paid = demand & priced
-        part = pd.DataFrame(
-            {
-                "sku": frame["sku"].to_numpy(),
-                "sale_date": frame["sale_date"].to_numpy(),
-                "units": np.where(demand, q, 0.0),
-                "revenue": np.where(sold, value, 0.0),
-                "revenue_n": sold.astype(np.int64),
-                "paid": np.where(paid, value, 0.0),
-                "paid_units": np.where(paid, q, 0.0),
-                "paid_n": paid.astype(np.int64),
-                "returned_units": np.where(returned, np.abs(q), 0.0),
-            }
+        weights = (
+            np.where(demand, q, 0.0),
+            np.where(sold, value, 0.0),
+            sold.astype(np.float64),
+            np.where(paid, value, 0.0),
+            np.where(paid, q, 0.0),
+            paid.astype(np.float64),
+            np.where(returned, np.abs(q), 0.0),
         )
-        self.parts.append(part.groupby(["sku", "sale_date"], sort=False).sum().reset_index())
+        self.keys.append(uniq)
+        self.sums.append(np.stack([np.bincount(where, w, len(uniq)) for w in weights], axis=1))
 
     def result(self) -> pa.Table:
-        if not self.parts:
-            frame = pd.DataFrame(
-                {
-                    "sku": pd.Series(dtype="str"),
-                    "sale_date": pd.Series(dtype="datetime64[s]"),
-                    **{c: pd.Series(dtype="float64") for c in self.COLUMNS},
-                }
-            )
-        else:
-            frame = pd.concat(self.parts, ignore_index=True)
-            self.parts = []
-            frame = frame.groupby(["sku", "sale_date"], sort=True).sum().reset_index()
-            den = frame["paid_units"].to_numpy()
-            has_price = (frame["paid_n"].to_numpy() > 0) & (den != 0)
-            frame["avg_price"] = np.where(
-                has_price, frame["paid"].to_numpy() / np.where(has_price, den, 1.0), np.nan
-            )
-            frame["revenue"] = frame["revenue"].where(frame["revenue_n"] > 0)
+        """One row per (sku, day), in SQL's terms (NULL where SQL's SUM finds nothing)."""
+        keys = np.concatenate(self.keys) if self.keys else np.empty(0, dtype=np.int64)
+        parts = np.concatenate(self.sums) if self.sums else np.empty((0, self._SUMS))
+        self.keys, self.sums = [], []
+        uniq, where = np.unique(keys, return_inverse=True)
+        sums = [np.bincount(where, parts[:, i], len(uniq)) for i in range(self._SUMS)]
+        units, revenue, revenue_n, paid, paid_units, paid_n, returned_units = sums
+        has_price = (paid_n > 0) & (paid_units != 0)
+        avg_price = np.where(has_price, paid / np.where(has_price, paid_units, 1.0), np.nan)
+        names = np.array(list(self.skus), dtype=object)
+        days = (uniq & 0xFFFFFFFF) - self._DAY_BIAS
         return pa.table(
             {
-                "sku": pa.array(frame["sku"], type=pa.string()),
-                "sale_date": pa.array(frame["sale_date"].to_numpy(dtype="datetime64[s]")).cast(
-                    pa.date32()
-                ),
-                **{
-                    c: pa.array(frame[c].to_numpy(dtype=np.float64), from_pandas=True)
-                    for c in self.COLUMNS
-                },
+                "sku": pa.array(names[uniq >> 32] if len(uniq) else [], type=pa.string()),
+                "sale_date": pa.array(days.astype(np.int32), type=pa.int32()).cast(pa.date32()),
+                "units": pa.array(units),
+                "revenue": pa.array(np.where(revenue_n > 0, revenue, np.nan), from_pandas=True),
+                "avg_price": pa.array(avg_price, from_pandas=True),
+                "returned_units": pa.array(returned_units),
             }
         )
 
