@@ -54,8 +54,10 @@ import heapq
 import io
 import json
 import os
+import queue
 import re
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -1478,12 +1480,60 @@ def _parquet_chunks(
     parquet: pq.ParquetFile, plan: ColumnPlan, ent: Entity, chunk_rows: int
 ) -> Iterator[_Chunk]:
     start = 0
-    for batch in parquet.iter_batches(batch_size=chunk_rows, columns=_wanted(plan, ent)):
+    batches = parquet.iter_batches(batch_size=chunk_rows, columns=_wanted(plan, ent))
+    for batch in _prefetched(batches):
         rows = np.arange(start + 1, start + batch.num_rows + 1, dtype=np.int64)
         start += batch.num_rows
         arrays, bad = _decode_columns(batch.columns, batch.schema.names)
         table = pa.Table.from_arrays(arrays, names=batch.schema.names)
         yield _split_undecodable(table, rows, bad, plan, ent)
+
+
+class _Raised:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+_DONE = object()
+
+
+def _prefetched(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """``items`` produced by a thread, at most ``depth`` ahead: pyarrow decodes the next
+    batch (without the GIL) while this thread validates the current one."""
+    ahead: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                ahead.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(_DONE)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            put(_Raised(exc))
+
+    worker = threading.Thread(target=produce, name="ingest-reader", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = ahead.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Raised):
+                raise item.exc
+            yield item
+    finally:
+        stop.set()
+        worker.join()
 
 
 def _csv_header(path: Path) -> tuple[list[str], str, int, bytes]:

@@ -789,3 +789,21 @@ def test_a_direct_load_sums_days_like_the_sql_derivation(engine: Engine, tmp_pat
             if a is not None:
                 assert a == pytest.approx(b, rel=1e-12, abs=1e-9), (mine, sql)
     assert any(r[3] is None for r in got) and any(r[2] == 0 for r in got)
+
+
+def test_prefetched_batches_keep_order_and_raise_the_readers_error() -> None:
+    # Parquet batches are decoded by a reader thread a few batches ahead of validation.
+    assert list(ingest_module._prefetched(iter(range(50)), depth=2)) == list(range(50))
+
+    def broken() -> Any:
+        yield 1
+        raise OSError("disk gone")
+
+    got = []
+    with pytest.raises(OSError, match="disk gone"):
+        for item in ingest_module._prefetched(broken()):
+            got.append(item)
+    assert got == [1]
+    early = ingest_module._prefetched(iter(range(1000)), depth=1)
+    assert next(early) == 0
+    early.close()  # a consumer that stops early ends the reader thread too
