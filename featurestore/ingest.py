@@ -510,7 +510,7 @@ class _KeyIndex:
             if pd.api.types.is_numeric_dtype(keys[name].dtype):
                 arrays.append(pa.array(keys[name].to_numpy(dtype=np.int64)))
             else:
-                arrays.append(pa.array(keys[name], type=pa.large_string(), from_pandas=True))
+                arrays.append(_flat(pa.array(keys[name], type=pa.large_string(), from_pandas=True)))
         batch = pa.RecordBatch.from_arrays(arrays, names=["_row", *self.key])
         if self._writer is None:
             self._spill = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
@@ -551,6 +551,11 @@ class _KeyIndex:
         if found.empty:
             return found
         return found[found.duplicated(subset=self.key, keep=False)].sort_values("_row")
+
+
+def _flat(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """One contiguous array (pandas columns built by concatenation convert to chunked ones)."""
+    return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
 
 
 def _duplicate_rejects(dup: pd.DataFrame, ent: Entity) -> pd.DataFrame:
@@ -707,7 +712,9 @@ class _DailyTotals:
     def add(self, frame: pd.DataFrame) -> None:
         if frame.empty:
             return
-        encoded = pc.dictionary_encode(pa.array(frame["sku"], type=pa.string(), from_pandas=True))
+        encoded = pc.dictionary_encode(
+            _flat(pa.array(frame["sku"], type=pa.string(), from_pandas=True))
+        )
         codes = np.array(
             [self.skus.setdefault(s, len(self.skus)) for s in encoded.dictionary.to_pylist()],
             dtype=np.int64,
@@ -876,7 +883,7 @@ class _Store:
                 texts = [None if v is None else json.dumps(v) for v in col.tolist()]
                 arrays.append(pa.array(texts, type=pa.string()))
             elif kind in ("bool", "str"):
-                arrays.append(pa.array(col, type=_ARROW_TYPES[kind], from_pandas=True))
+                arrays.append(_flat(pa.array(col, type=_ARROW_TYPES[kind], from_pandas=True)))
             elif kind == "date":
                 arrays.append(pa.array(col.to_numpy(dtype="datetime64[s]")).cast(pa.date32()))
             elif kind == "datetime":

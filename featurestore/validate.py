@@ -404,9 +404,11 @@ def check_chunk(
     _RULES.get(entity.name, _no_rules)(out, frame, v, ctx, list(extras))
     if ctx.known_skus is not None and "sku" in ctx.present:
         sku = out["sku"]
+        known_set = pa.array(ctx.known_skus, type=pa.string())
+        if isinstance(known_set, pa.ChunkedArray):  # str columns made by concatenation
+            known_set = known_set.combine_chunks()
         known = pc.is_in(
-            pa.array(sku, type=pa.string(), from_pandas=True),
-            value_set=pa.array(ctx.known_skus, type=pa.string()),
+            pa.array(sku, type=pa.string(), from_pandas=True), value_set=known_set
         ).to_numpy(zero_copy_only=False)
         v.flag(sku.notna().to_numpy() & ~known, UNKNOWN_SKU, "sku", sku)
     keep = ~v.bad

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import IntegrityError
@@ -807,3 +808,29 @@ def test_prefetched_batches_keep_order_and_raise_the_readers_error() -> None:
     early = ingest_module._prefetched(iter(range(1000)), depth=1)
     assert next(early) == 0
     early.close()  # a consumer that stops early ends the reader thread too
+
+
+def test_generated_frames_of_concatenated_parts_load(engine: Engine, tmp_path: Path) -> None:
+    # pandas text columns built by concatenation are chunked Arrow arrays underneath.
+    load_products(engine, tmp_path)
+    parts = [
+        pd.DataFrame(
+            {
+                "order_id": pd.Series([f"o{i}", f"o{i}"], dtype="str"),
+                "line": [1, 2],
+                "sku": pd.Series(["A", "B"], dtype="str"),
+                "ordered_at": pd.to_datetime([f"2024-01-0{i} 10:00"] * 2, utc=True),
+                "quantity": [1.0, 2.0],
+                "status": pd.Series(["completed", "completed"], dtype="str"),
+            }
+        )
+        for i in (1, 2, 3)
+    ]
+    frame = pd.concat(parts, ignore_index=True)
+    assert isinstance(pa.array(frame["sku"], type=pa.string()), pa.ChunkedArray)
+    report = ingest_frames(engine, "orders", [frame], source="concat")
+    assert (report.status, report.rows_accepted) == ("loaded", 6)
+    assert rows_of(engine, "SELECT sku, sum(units) FROM daily_sales GROUP BY sku ORDER BY sku") == [
+        ("A", 3.0),
+        ("B", 6.0),
+    ]
