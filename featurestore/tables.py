@@ -91,7 +91,7 @@ class OrderLine(Base):
     discount: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     status: Mapped[str] = mapped_column(_bytewise(16), doc="completed | cancelled | returned")
 
-    __table_args__ = (Index("ix_order_lines_sku_sale_date", "sku", "sale_date"),)
+    __table_args__ = (Index("ix_order_lines_sale_date_sku", "sale_date", "sku"),)
 
 
 class DailySales(Base):

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from featurestore.schema import ORDER_STATUSES, PRODUCT_STATUSES, Column, Entity
 
@@ -393,17 +395,22 @@ def check_chunk(
         typed[col.name] = values
     out = pd.DataFrame(typed)
     for name, default in DEFAULTS.get(entity.name, {}).items():
-        out[name] = out[name].astype(object).where(out[name].notna(), default)
-        if isinstance(default, str):
-            out[name] = out[name].astype("str")
-        elif isinstance(default, float):
-            out[name] = out[name].astype("float64")
+        if isinstance(default, str | float) and not isinstance(default, bool):
+            # Text and numbers keep their dtype (a round trip through object costs more).
+            filled = out[name].fillna(default) if out[name].isna().any() else out[name]
+            out[name] = filled.astype("str" if isinstance(default, str) else "float64")
+        else:
+            out[name] = out[name].astype(object).where(out[name].notna(), default)
     _RULES.get(entity.name, _no_rules)(out, frame, v, ctx, list(extras))
     if ctx.known_skus is not None and "sku" in ctx.present:
         sku = out["sku"]
-        v.flag(
-            sku.notna().to_numpy() & ~sku.isin(ctx.known_skus).to_numpy(), UNKNOWN_SKU, "sku", sku
-        )
+        known_set = pa.array(ctx.known_skus, type=pa.string())
+        if isinstance(known_set, pa.ChunkedArray):  # str columns made by concatenation
+            known_set = known_set.combine_chunks()
+        known = pc.is_in(
+            pa.array(sku, type=pa.string(), from_pandas=True), value_set=known_set
+        ).to_numpy(zero_copy_only=False)
+        v.flag(sku.notna().to_numpy() & ~known, UNKNOWN_SKU, "sku", sku)
     keep = ~v.bad
     accepted = out.loc[keep].reset_index(drop=True)
     accepted.insert(0, "_row", v.rows[keep])

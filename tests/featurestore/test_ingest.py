@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import IntegrityError
@@ -306,7 +307,7 @@ def test_big_order_loads_rebuild_indexes_with_the_same_result(
         indexes = rows_of(
             engine, "SELECT indexname FROM pg_indexes WHERE tablename = 'order_lines' ORDER BY 1"
         )
-        assert indexes == [("ix_order_lines_sku_sale_date",), ("pk_order_lines",)]
+        assert indexes == [("ix_order_lines_sale_date_sku",), ("pk_order_lines",)]
     with pytest.raises(IntegrityError), engine.begin() as conn:
         conn.execute(
             text(
@@ -735,8 +736,101 @@ def test_a_first_order_file_loads_straight_into_the_tables(
         )
         assert indexes == [
             ("ix_daily_sales_date",),
-            ("ix_order_lines_sku_sale_date",),
+            ("ix_order_lines_sale_date_sku",),
             ("pk_daily_sales",),
             ("pk_order_lines",),
         ]
     assert ingest_file(engine, "orders", orders, max_reject=0.5).status == "unchanged"
+
+
+def test_a_direct_load_sums_days_like_the_sql_derivation(engine: Engine, tmp_path: Path) -> None:
+    # On PostgreSQL the first order file's daily sales are summed while the lines stream; they
+    # must equal what the SQL derivation makes of the stored lines (on SQLite: the SQL itself).
+    from training.synth import iter_order_lines
+
+    skus = tuple(f"S{i}" for i in range(7))
+    load_products(engine, tmp_path, skus)
+    end = date.today() - timedelta(days=1)
+    frame = pd.concat(
+        iter_order_lines(4_000, seed=3, skus=skus, start=end - timedelta(days=20), end=end)
+    )
+    frame = frame.reset_index(drop=True)
+    frame.loc[frame.index[::13], "unit_price"] = np.nan  # unpriced lines: no revenue, no price
+    frame.loc[frame["sku"] == "S5", "unit_price"] = np.nan  # days without any price
+    cancelled = (frame["sku"] == "S6") & (frame["status"] != "returned")
+    frame.loc[cancelled, "status"] = "cancelled"  # days of cancelled lines only: 0 units
+    frame.loc[cancelled, "quantity"] = frame.loc[cancelled, "quantity"].abs()
+    path = tmp_path / "orders.parquet"
+    frame.to_parquet(path, index=False)
+    report = ingest_file(engine, "orders", path, chunk_rows=700)
+    assert report.rows_accepted == 4_000
+    assert set(frame["status"]) == {"completed", "cancelled", "returned"}
+    assert (frame["quantity"] < 0).any()
+    demand = "o.quantity > 0 AND o.status IN ('completed', 'returned')"
+    value = "o.quantity * o.unit_price * (1 - o.discount)"
+    expected = rows_of(
+        engine,
+        f"SELECT o.sku, o.sale_date, COALESCE(SUM(CASE WHEN {demand} THEN o.quantity END), 0), "
+        f"SUM(CASE WHEN o.quantity > 0 AND o.status = 'completed' THEN {value} END), "
+        f"SUM(CASE WHEN {demand} THEN {value} END) / NULLIF(SUM(CASE WHEN {demand} "
+        "AND o.unit_price IS NOT NULL THEN o.quantity END), 0), "
+        "COALESCE(SUM(CASE WHEN o.status = 'returned' THEN ABS(o.quantity) END), 0) "
+        "FROM order_lines o GROUP BY o.sku, o.sale_date ORDER BY 1, 2",
+    )
+    got = rows_of(
+        engine,
+        "SELECT sku, date, units, revenue, avg_price, returned_units FROM daily_sales "
+        "ORDER BY sku, date",
+    )
+    assert len(got) == len(expected) > 100
+    for mine, sql in zip(got, expected, strict=True):
+        assert (mine[0], str(mine[1])) == (sql[0], str(sql[1]))
+        for a, b in zip(mine[2:], sql[2:], strict=True):
+            assert (a is None) == (b is None), (mine, sql)
+            if a is not None:
+                assert a == pytest.approx(b, rel=1e-12, abs=1e-9), (mine, sql)
+    assert any(r[3] is None for r in got) and any(r[2] == 0 for r in got)
+
+
+def test_prefetched_batches_keep_order_and_raise_the_readers_error() -> None:
+    # Parquet batches are decoded by a reader thread a few batches ahead of validation.
+    assert list(ingest_module._prefetched(iter(range(50)), depth=2)) == list(range(50))
+
+    def broken() -> Any:
+        yield 1
+        raise OSError("disk gone")
+
+    got = []
+    with pytest.raises(OSError, match="disk gone"):
+        for item in ingest_module._prefetched(broken()):
+            got.append(item)
+    assert got == [1]
+    early = ingest_module._prefetched(iter(range(1000)), depth=1)
+    assert next(early) == 0
+    early.close()  # a consumer that stops early ends the reader thread too
+
+
+def test_generated_frames_of_concatenated_parts_load(engine: Engine, tmp_path: Path) -> None:
+    # pandas text columns built by concatenation are chunked Arrow arrays underneath.
+    load_products(engine, tmp_path)
+    parts = [
+        pd.DataFrame(
+            {
+                "order_id": pd.Series([f"o{i}", f"o{i}"], dtype="str"),
+                "line": [1, 2],
+                "sku": pd.Series(["A", "B"], dtype="str"),
+                "ordered_at": pd.to_datetime([f"2024-01-0{i} 10:00"] * 2, utc=True),
+                "quantity": [1.0, 2.0],
+                "status": pd.Series(["completed", "completed"], dtype="str"),
+            }
+        )
+        for i in (1, 2, 3)
+    ]
+    frame = pd.concat(parts, ignore_index=True)
+    assert isinstance(pa.array(frame["sku"], type=pa.string()), pa.ChunkedArray)
+    report = ingest_frames(engine, "orders", [frame], source="concat")
+    assert (report.status, report.rows_accepted) == ("loaded", 6)
+    assert rows_of(engine, "SELECT sku, sum(units) FROM daily_sales GROUP BY sku ORDER BY sku") == [
+        ("A", 3.0),
+        ("B", 6.0),
+    ]
