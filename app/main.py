@@ -44,6 +44,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_handlers(app)
+    # Cached single-SKU forecasts are answered in front of the router (inside the access log).
+    app.add_middleware(forecast.StoredForecastLane)
     install_middleware(app)
     for module in (health, forecast, export, models, jobs):
         app.include_router(module.router)
