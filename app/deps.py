@@ -1,4 +1,8 @@
-"""Request dependencies: the services on app.state and the API-key checks."""
+"""Request dependencies: the services on app.state and the API-key checks.
+
+All are ``async def``: they do no I/O, and FastAPI runs a plain ``def`` dependency in the thread
+pool, a thread hop per dependency per request (more than a cached forecast costs).
+"""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from training.registry import Registry
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False)
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -38,9 +42,9 @@ def _keys(settings: Settings, ops: bool) -> list[str]:
     return [k.get_secret_value() for k in settings.read_api_keys] + ops_keys
 
 
-def require_read_key(request: Request, key: Annotated[str | None, Depends(_api_key)]) -> None:
+async def require_read_key(request: Request, key: Annotated[str | None, Depends(_api_key)]) -> None:
     """Read endpoints need a read or ops key once any key is configured."""
-    keys = _keys(_settings(request), ops=False)
+    keys = _keys(request.app.state.settings, ops=False)
     if not keys:
         return
     if not key:
@@ -49,31 +53,31 @@ def require_read_key(request: Request, key: Annotated[str | None, Depends(_api_k
         raise ForbiddenApiKey("this API key is not allowed here")
 
 
-def require_ops_key(request: Request, key: Annotated[str | None, Depends(_api_key)]) -> None:
+async def require_ops_key(request: Request, key: Annotated[str | None, Depends(_api_key)]) -> None:
     """Operations (retrain, promote, rollback) always need an ops key."""
-    keys = _keys(_settings(request), ops=True)
+    keys = _keys(request.app.state.settings, ops=True)
     if not key:
         raise MissingApiKey("send an ops API key in the X-API-Key header")
     if not keys or not _matches(key, keys):
         raise ForbiddenApiKey("this API key may not run operations")
 
 
-def _engine(request: Request) -> Engine:
+async def _engine(request: Request) -> Engine:
     engine: Engine = request.app.state.engine
     return engine
 
 
-def _forecast_service(request: Request) -> ForecastService:
+async def _forecast_service(request: Request) -> ForecastService:
     service: ForecastService = request.app.state.forecasts
     return service
 
 
-def _holder(request: Request) -> ChampionHolder:
+async def _holder(request: Request) -> ChampionHolder:
     holder: ChampionHolder = request.app.state.champion
     return holder
 
 
-def _registry(request: Request) -> Registry:
+async def _registry(request: Request) -> Registry:
     registry: Registry = request.app.state.registry
     return registry
 

@@ -33,7 +33,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.registry = registry
         app.state.champion = holder
-        app.state.forecasts = ForecastService(engine, holder, cfg.quantiles)
+        app.state.forecasts = ForecastService(
+            engine, holder, cfg.quantiles, use_cache=cfg.forecast_cache
+        )
         try:
             yield
         finally:
@@ -46,6 +48,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_handlers(app)
+    # Cached single-SKU forecasts are answered in front of the router (inside the access log).
+    app.add_middleware(forecast.StoredForecastLane)
     install_middleware(app)
     for module in (health, forecast, export, models, jobs):
         app.include_router(module.router)

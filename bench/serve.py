@@ -293,19 +293,18 @@ def _p(values: Sequence[float], q: float) -> float:
 def _steps(
     service: Any, skus: list[str], reps: int, *, rotate: bool
 ) -> list[tuple[str, list[float]]]:
-    """Each step of ForecastService.forecast (cache off) timed on its own, in request order."""
+    """Each step of ForecastService.forecast_json (cache off) timed on its own, in order."""
+    import numpy as np
     import pandas as pd
-    from pydantic import TypeAdapter
 
-    from app.schemas import ForecastResponse
-    from app.services.forecasting import _check_covered, _to_schema
-    from featurestore.readers import last_sales_date, latest_window, read_products
+    from app.services.forecasting import _check_covered, _envelope, _to_json
+    from featurestore.readers import latest_window
+    from training.pipeline import _predict
 
     loaded = service.holder.current()
     fc = loaded.forecaster
     model = fc.model
     levels = list(QUANTILES)
-    adapter = TypeAdapter(ForecastResponse)
     steps: dict[str, list[float]] = {}
 
     def add(name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -318,67 +317,52 @@ def _steps(
     for i in range(reps):
         want = [skus[i % len(skus)]] if rotate else skus
         add("champion lookup (alias stat)", service.holder.current)
-        products = add("db: read_products", read_products, engine, want)
-        as_of = add("db: last_sales_date", last_sales_date, engine)
+        snap = add("store snapshot (token checked at most every 1 s)", service.snapshot)
+        products = add("products of the SKUs (from the snapshot)", snap.select, want)
+        as_of = snap.as_of
         frame = add(
-            f"db: latest_window ({model.required_history}+{HORIZON} days)",
+            f"db: latest_window ({fc.history_days}+{HORIZON} days, events cached)",
             latest_window,
             engine,
             want,
-            n_days=model.required_history,
+            n_days=fc.history_days,
             horizon=HORIZON,
             as_of=as_of,
+            events=snap.events,
         )
-        add("check covered (pandas)", _check_covered, products, frame, as_of)
+        add("check covered", _check_covered, products, frame, as_of)
         origin = pd.Timestamp(as_of)
         out = add(
-            "BundleForecaster.forecast (all of it)",
-            fc.forecast,
+            "BundleForecaster.forecast_arrays (all of it)",
+            fc.forecast_arrays,
             frame,
             products,
             origin,
             HORIZON,
             levels,
         )
-        # The same stages again, piece by piece: features, the estimator and the raw booster.
-        work = frame.reset_index(drop=True)
-        day = ((work["date"] - origin).dt.days).to_numpy()
+        # The same stages again, piece by piece: features and the trees as served.
+        day = (frame["date"].to_numpy() - origin.to_datetime64()) // np.timedelta64(1, "D")
         for k, stage in enumerate(model.stages_):
             rows = (day >= stage.first_h) & (day <= min(stage.last_h, HORIZON))
             X = add(
                 f"  stage {k + 1} features (lag floor {stage.min_lag})",
                 stage.features,
-                work,
+                frame,
                 products,
                 rows,
             )
-            add(
-                f"  stage {k + 1} estimator.predict ({int(rows.sum())} rows)",
-                stage.estimator.predict,
-                X,
-            )
-            add(
-                f"  stage {k + 1} Booster.predict num_threads=1",
-                stage.estimator.booster_.predict,
-                X,
-                num_iteration=stage.estimator.best_iteration_,
-                num_threads=1,
-            )
-        means = out["mean"].to_numpy()
-        horizons = out["horizon"].to_numpy()
-        add("  calibrator (3 quantiles)", fc.calibration.predict, means, horizons, levels)
-        answers = add("to pydantic (_to_schema)", _to_schema, out, levels, None)
-        response = ForecastResponse(
-            model_version=loaded.version,
-            data_until=as_of,
-            horizon=HORIZON,
-            forecasts=[answers[s] for s in sorted(answers)],
-        )
+            add(f"  stage {k + 1} trees ({int(rows.sum())} rows)", _predict, stage.estimator, X)
+        add("  calibrator (3 quantiles)", fc.calibration.predict, out.mean, out.horizon, levels)
+        parts = add("JSON per SKU from the arrays (orjson)", _to_json, out, None)
         add(
-            "response validate + JSON (as FastAPI's response_model)",
-            _validate_dump,
-            adapter,
-            response,
+            "response envelope",
+            _envelope,
+            loaded.version,
+            as_of,
+            HORIZON,
+            False,
+            [parts[s] for s in sorted(parts)],
         )
     return list(steps.items())
 
@@ -446,7 +430,7 @@ def profile(setup: Setup, reps: int, batch_reps: int, out_dir: Path) -> dict[str
     from app.services.forecasting import ForecastService
     from featurestore import forecast_runs
     from featurestore.db import make_engine
-    from featurestore.stats import data_token
+    from featurestore.stats import store_state
     from training.registry import Registry
 
     engine = make_engine(setup.url)
@@ -457,33 +441,37 @@ def profile(setup: Setup, reps: int, batch_reps: int, out_dir: Path) -> dict[str
     skus = setup.single_skus
     # Warm up: first calls pay imports, pools and lazy LightGBM set-up.
     for s in skus[:5]:
-        off.forecast([s], HORIZON, list(QUANTILES))
+        off.forecast_json([s], HORIZON, list(QUANTILES))
     counter = iter(range(10**9))
 
     def one_off() -> Any:
-        return off.forecast([skus[next(counter) % len(skus)]], HORIZON, list(QUANTILES))
+        return off.forecast_json([skus[next(counter) % len(skus)]], HORIZON, list(QUANTILES))
 
     total, _ = _timed(one_off, reps)
     steps = _steps(off, skus, reps, rotate=True)
     # What a real miss also pays: the data token and a stored-run lookup that finds nothing.
     extras = {
-        "db: data_token": _timed(lambda: data_token(engine), reps)[0],
+        "db: data token + last sales date (once a second)": _timed(
+            lambda: store_state(engine), reps
+        )[0],
         "db: stored-run lookup (miss)": _timed(
-            lambda: forecast_runs.cached_forecast(engine, setup.version, "stale", HORIZON, skus[0]),
+            lambda: forecast_runs.cached_forecasts(
+                engine, setup.version, "stale", HORIZON, skus[:1]
+            ),
             reps,
         )[0],
         "db: stored-run lookup (hit)": _timed(
-            lambda: forecast_runs.cached_forecast(
-                engine, setup.version, _token(engine), HORIZON, skus[0]
+            lambda: forecast_runs.cached_forecasts(
+                engine, setup.version, _token(engine), HORIZON, skus[:1]
             ),
             reps,
         )[0],
     }
     for s in skus:
-        on.forecast([s], HORIZON, list(QUANTILES))
+        on.forecast_json([s], HORIZON, list(QUANTILES))
     counter2 = iter(range(10**9))
     hits, _ = _timed(
-        lambda: on.forecast([skus[next(counter2) % len(skus)]], HORIZON, list(QUANTILES)), reps
+        lambda: on.forecast_json([skus[next(counter2) % len(skus)]], HORIZON, list(QUANTILES)), reps
     )
     extras["ForecastService.forecast, cache hit (case stored)"] = hits
 
@@ -498,16 +486,16 @@ def profile(setup: Setup, reps: int, batch_reps: int, out_dir: Path) -> dict[str
     stats = pstats.Stats(prof)
 
     batch_total, _ = _timed(
-        lambda: off.forecast(setup.batch_skus, HORIZON, list(QUANTILES)), batch_reps
+        lambda: off.forecast_json(setup.batch_skus, HORIZON, list(QUANTILES)), batch_reps
     )
     batch_steps = _steps(off, setup.batch_skus, batch_reps, rotate=False)
     batch_run = []
     for _ in range(batch_reps):
         fresh = ForecastService(engine, holder, list(QUANTILES), use_cache=True)
-        batch_run += _timed(partial(fresh.forecast, setup.batch_skus, HORIZON, None), 1)[0]
-    on.forecast(setup.batch_skus, HORIZON, list(QUANTILES))
+        batch_run += _timed(partial(fresh.forecast_json, setup.batch_skus, HORIZON, None), 1)[0]
+    on.forecast_json(setup.batch_skus, HORIZON, list(QUANTILES))
     batch_hit, _ = _timed(
-        lambda: on.forecast(setup.batch_skus, HORIZON, list(QUANTILES)), batch_reps
+        lambda: on.forecast_json(setup.batch_skus, HORIZON, list(QUANTILES)), batch_reps
     )
     engine.dispose()
     log("  threads probe")
@@ -563,11 +551,11 @@ def threaded(setup: Setup, threads: int, calls: int) -> dict[str, float]:
                 setattr(est, "num_threads", n_threads)  # noqa: B010 (LightGBM estimators only)
         for width in (1, threads):
             with ThreadPoolExecutor(width) as pool:
-                list(pool.map(lambda s: service.forecast([s], HORIZON, None), skus[:width]))
+                list(pool.map(lambda s: service.forecast_json([s], HORIZON, None), skus[:width]))
                 t = time.perf_counter()
                 list(
                     pool.map(
-                        lambda i: service.forecast([skus[i % len(skus)]], HORIZON, None),
+                        lambda i: service.forecast_json([skus[i % len(skus)]], HORIZON, None),
                         range(calls),
                     )
                 )
@@ -620,14 +608,13 @@ class _Asgi:
 
 
 def asgi_probe(setup: Setup, work: Path, reps: int) -> dict[str, Any]:
-    """Per-request time of the whole app in-process (middleware, routing, thread hop,
-    service, validation, JSON) for bare, stored and computed; cProfile of stored."""
+    """Per-request time of the whole app in-process (middleware, routing, service, JSON; a
+    thread hop when computing) for bare, stored and computed; cProfile of stored."""
     import asyncio
     import logging
 
     from app.main import create_app
     from app.observability import configure_logging
-    from app.services import forecasting
     from featurestore.config import Settings
 
     sys.path.insert(0, str(BENCH))
@@ -674,29 +661,10 @@ def asgi_probe(setup: Setup, work: Path, reps: int) -> dict[str, Any]:
             await series(client, reps * 5)
             prof.disable()
             out["stored_profile"] = prof
-            # What-ifs the app cannot do today, patched in this process only: the data token
-            # cached (no query per hit), then also without the http middleware.
-            token = forecasting.data_token(service.engine)
-            forecasting.data_token = lambda _engine: token  # type: ignore[assignment]
-            try:
-                out["stored, data token cached (patched)"] = await series(client, reps * 5)
-                lean = create_app(settings)
-                lean.user_middleware.clear()
-                async with lean.router.lifespan_context(lean) as lean_state:
-                    lean_client = _Asgi(lean)
-                    lean_client.state = dict(lean_state or {})
-                    lean.state.forecasts.use_cache = True
-                    await series(lean_client, len(paths) + 10)
-                    out["stored, token cached, no http middleware (patched)"] = await series(
-                        lean_client, reps * 5
-                    )
-            finally:
-                forecasting.data_token = real_token
             service.use_cache = False
             await series(client, 5)
             out["computed"] = await series(client, reps)
 
-    real_token = forecasting.data_token
     asyncio.run(drive())
     stats = pstats.Stats(out.pop("stored_profile"))
     n_prof = reps * 5
@@ -1145,8 +1113,9 @@ def render(
         + "), mean leaves per tree "
         + ", ".join(f"{s['mean_leaves']:g}" for s in setup.model["stages"])
         + f", {setup.model['stages'][0]['features'] if setup.model['stages'] else 0} features; "
-        f"a request reads {setup.model['required_history']} days + {HORIZON} future days per "
-        f"SKU. `salesfc forecast-all` stored {setup.data['forecast_all_skus']:,} SKUs' forecasts "
+        f"the manifest's required history is {setup.model['required_history']} days (a request "
+        f"reads its builders' own window, see the steps below, + {HORIZON} future days per SKU). "
+        f"`salesfc forecast-all` stored {setup.data['forecast_all_skus']:,} SKUs' forecasts "
         f"for `stored`. Servers: `salesfc serve --workers N` (uvicorn, uvloop + httptools, "
         f"log level INFO as shipped: one JSON access line per request to a file), and "
         f"`bench/bare_app.py` under the same uvicorn flags. Load: wrk, 1 thread, loopback, "
@@ -1187,12 +1156,11 @@ def render(
         lines += [
             "### Where the time goes (case `computed`, in-process)",
             "",
-            f"`ForecastService.forecast` for one SKU with the cache off, called {prof['reps']} "
-            f"times in one process (rotating SKUs), outside the server: median "
+            "`ForecastService.forecast_json` for one SKU with the cache off, called "
+            f"{prof['reps']} times in one process (rotating SKUs), outside the server: median "
             f"{prof['computed']['median_ms']:.2f} ms, p99 {prof['computed']['p99_ms']:.2f} ms. "
             "Then each step on its own, in request order (indented rows are parts of "
-            "`BundleForecaster.forecast`; `Booster.predict num_threads=1` is the bare booster "
-            "on the same matrix, for comparison, and not part of the request):",
+            "`BundleForecaster.forecast_arrays`, timed again on their own):",
             "",
             "| step | median ms | p99 ms |",
             "|---|---:|---:|",
@@ -1223,7 +1191,7 @@ def render(
             "",
             f"The {BATCH:,}-SKU batch in-process (cache off, {prof['batch_reps']} calls): "
             f"median {prof['batch']['median_ms']:.0f} ms; from the stored forecast-all run "
-            f"(a fresh process cache: two queries per SKU) "
+            f"(a fresh process cache: one query for the run, one for all the SKUs' rows) "
             f"{prof['batch_run']['median_ms']:.0f} ms; from the in-process cache "
             f"{prof['batch_hit']['median_ms']:.1f} ms. Its steps (cache off):",
             "",
@@ -1246,8 +1214,8 @@ def render(
         if asgi:
             lines += [
                 "The whole app in-process, called as an ASGI app (no sockets, no HTTP parsing; "
-                "middleware, access log, routing, thread hop, service, response validation and "
-                "JSON included), one request at a time:",
+                "middleware, access log, routing, service and JSON included; a computed request "
+                "also hops to a worker thread), one request at a time:",
                 "",
                 "| app, case | median ms | p99 ms |",
                 "|---|---:|---:|",
@@ -1260,10 +1228,9 @@ def render(
                 ],
                 f"| salesfc, computed | {_ms(asgi['computed'])} |",
                 "",
-                "cProfile of the app on `stored`, own time per request by library (cProfile "
-                "sees only the event loop's thread: `select.epoll.poll` is the loop waiting for "
-                "the worker thread that runs the service, i.e. the cache lookup and the "
-                "data-token query):",
+                "cProfile of the app on `stored`, own time per request by library (a stored "
+                "answer is found on the event loop: no thread, no query while the data token "
+                "is less than a second old):",
                 "",
                 "| library | ms per request |",
                 "|---|---:|",
@@ -1275,7 +1242,7 @@ def render(
             lines += [f"| `{n}` | {ms:.3f} | {c:g} |" for n, ms, c in asgi["stored_top"]]
             lines.append("")
     if recommendations:
-        lines += ["### What to cut, precompute or cache", "", *recommendations, ""]
+        lines += ["### Where the remaining time goes", "", *recommendations, ""]
     lines += [
         "Machine: " + ", ".join(f"{k} {v}" for k, v in machine().items()) + ".",
         "",
@@ -1293,119 +1260,68 @@ def _sum(table: dict[str, dict[str, float]], *marks: str) -> float:
 
 
 def recommend(runs: list[Run], prof: dict[str, Any] | None) -> list[str]:
-    """Concrete recommendations; every figure in them comes from this run."""
+    """Where the remaining time goes, and what would cut it; every figure is from this run."""
     if not prof:
         return []
     step = dict(prof["steps"])
     batch = dict(prof["batch_steps"])
     extra = dict(prof["extras"])
     total = prof["computed"]["median_ms"]
-    db = _sum(step, "db:")
     window = _sum(step, "latest_window")
-    small = _sum(step, "read_products", "last_sales_date")
     features = _sum(step, "features")
-    est = _sum(step, "estimator.predict")
-    raw1 = _sum(step, "num_threads=1")
-    stages = len([k for k in step if "estimator.predict" in k])
-    forecast = _sum(step, "BundleForecaster")
-    glue = forecast - features - est - _sum(step, "calibrator")
-    schema = _sum(step, "to pydantic", "response validate")
+    trees = _sum(step, " trees (")
+    stages = len([k for k in step if " trees (" in k])
+    forecast = _sum(step, "forecast_arrays")
+    calib = _sum(step, "calibrator")
+    glue = forecast - features - trees - calib
+    out_json = _sum(step, "JSON per SKU", "envelope")
+    local = _sum(step, "champion lookup", "store snapshot", "products of", "check covered")
     hit = extra["ForecastService.forecast, cache hit (case stored)"]["median_ms"]
-    token = extra["db: data_token"]["median_ms"]
-    b8 = [r for r in runs if r.case == "computed" and r.connections == 8 and r.p99_ms]
+    c8 = {r.workers: r for r in runs if r.case == "computed" and r.connections == 8 and r.p99_ms}
     out = [
-        "- The target for `computed` is a queueing limit before it is a speed limit: with 8 "
-        "connections kept busy and W workers on 2 cores, every request waits for the ones "
-        "ahead, so p99 <= 15 ms needs at most about 15 x W / 8 ms of CPU per request "
-        f"(2-4 ms). The computed path costs {total:.1f} ms in-process"
+        f"- `computed` costs {total:.1f} ms in-process (median): the window read "
+        f"{window:.1f} ms (statements for the SKU's first/last sale, sales, prices, promotions; "
+        f"products, events, the data token and the last sales date come from the per-token "
+        f"snapshot: {local:.2f} ms), features {features:.1f} ms for {stages} stage(s), trees "
+        f"{trees:.1f} ms, the calibrator {calib:.2f} ms, the rest of the numpy path "
+        f"{max(glue, 0.0):.2f} ms and the JSON {out_json:.2f} ms. At 8 connections a worker "
+        "serves one request after another (a CapacityLimiter of 1 queues them), so the p99 is "
+        "about 8 / W times the per-request time plus what wrk and PostgreSQL take from the 2 "
+        "cores: p99 <= 15 ms needs about 15 x W / 8 ms per request, server and database "
+        "included"
         + (
-            f" (and {b8[0].idle_ms:.0f} ms idle over HTTP, p99 {b8[0].p99_ms:,.0f} ms at 8 "
-            "connections)"
-            if b8
+            "; measured p99 "
+            + ", ".join(f"{r.p99_ms:.1f} ms with {w} worker(s)" for w, r in sorted(c8.items()))
+            if c8
             else ""
         )
-        + ". No tuning of that path gets 10x; what does is to compute when the data lands, "
-        "not when it is asked for: the ingestion knows the SKUs whose rows it changed, so "
-        "forecasting just those right after the load (the forecast-all code on a SKU list) and "
-        "storing them turns `computed` into `stored` for every SKU.",
-        f"- Reads ({db:.1f} ms of {total:.1f} ms): the window alone is {window:.1f} ms for "
-        f"{prof_days(step)} dense days and several statements (products, sales, prices, price "
-        "seed, promotions, events); read_products and last_sales_date add two round trips "
-        f"({small:.1f} ms). One statement per request (the SKU's window with its covariates "
-        "joined in SQL), the last sales date cached per data token, and reading the yearly "
-        "lags as a few points instead of a 392-day dense window are the cuts (their gains are "
-        "not measured here).",
-        f"- Features ({features:.1f} ms): {stages} stages each rebuild features from the same "
-        "frame; computing the shared per-SKU arrays once and slicing them per stage, or the "
-        f"direct strategy (1 stage) online, saves about {features * (stages - 1) / stages:.1f} "
-        "ms.",
-        f"- Trees ({est:.1f} ms for {stages} x 7 rows): the booster alone with num_threads=1 "
-        f"takes {raw1:.1f} ms; LightGBM's default (every core) only pays on large inputs (the "
-        f"batch's 7,000 rows per stage: {_sum(batch, 'estimator.predict'):.0f} ms on every core, "
-        f"{_sum(batch, 'num_threads=1'):.0f} ms on one). Pass num_threads=1 below ~1,000 rows.",
-        f"- pandas glue in BundleForecaster.forecast (cold-start split, concat, column adds): "
-        f"{glue:.1f} ms; a numpy path for warm SKUs avoids it.",
-        f"- Response ({schema:.1f} ms single, "
-        f"{_sum(batch, 'to pydantic', 'response validate'):.0f} ms for the batch): "
-        "one pydantic ForecastDay per day, then FastAPI validates and dumps them. Building the "
-        "JSON straight from the arrays (orjson) and returning a Response skips both; for "
-        f"the batch that is the largest single item ({_sum(batch, 'to pydantic'):.0f} ms).",
+        + ". What is left to cut: the read (one statement joining sales, prices and promotions, "
+        "and the yearly lags read as a few points instead of a dense year), features shared "
+        "across stages (or one stage), and computing when the data lands (the ingestion knows "
+        "the SKUs it changed: forecasting those right after the load turns `computed` into "
+        "`stored`).",
     ]
-    th = prof.get("threaded") or {}
-    one = th.get("1 thread(s), lightgbm on every core")
-    many = th.get("8 thread(s), lightgbm on every core")
-    if one and many:
-        out.append(
-            f"- Thread pool: one process computes {one:.0f} req/s from 1 thread but {many:.0f} "
-            "from 8 (measured: the GIL interleaves them and every request gets slower). A "
-            "CapacityLimiter of 1 per worker for the compute routes queues requests instead of "
-            "interleaving them: the 1-thread rate, and (first in, first out instead of 8 "
-            "sharing the core) about half the p50 at 8 connections by arithmetic, not measured."
-        )
     asgi = prof.get("asgi") or {}
     if asgi:
-        cached = asgi.get("stored, data token cached (patched)")
-        lean = asgi.get("stored, token cached, no http middleware (patched)")
-        text = (
-            f"- `stored`: the app answers a hit in {asgi['stored']['median_ms']:.2f} ms "
-            f"in-process against {asgi['bare']['median_ms']:.2f} ms for the bare app; the "
-            f"service's hit is {hit:.2f} ms, mostly the data-token query ({token:.2f} ms) in a "
-            "worker thread."
+        out.append(
+            f"- `stored`: the app answers a hit in {asgi['stored']['median_ms']:.3f} ms "
+            f"in-process against {asgi['bare']['median_ms']:.3f} ms for the bare app (the "
+            f"service's own lookup {hit:.3f} ms): the cache is read on the event loop (no "
+            "thread hop, no query while the data token is under a second old) and serialized "
+            "bytes are returned; what remains is FastAPI's routing and dependencies (API key, "
+            "service), the pure-ASGI access-log/metrics middleware and the JSON access log line."
         )
-        if cached and lean:
-            text += (
-                f" Patched in the probe: with the token cached {cached['median_ms']:.2f} ms, "
-                f"and without the `@app.middleware('http')` access-log/metrics middleware too "
-                f"{lean['median_ms']:.2f} ms. So: cache the token (refresh it every second or "
-                "on a PostgreSQL NOTIFY from ingestion), make the middleware pure ASGI, and "
-                "look the cache up on the event loop without a thread hop, caching serialized "
-                "bytes rather than pydantic objects (the last two not measured here). Half the "
-                "bare rate means about 0.2 ms of app time per request on one worker: even the "
-                "patched app is above that, so the target needs the cached answer served with "
-                "little FastAPI machinery (a plain Starlette route or a response cache in front)."
-            )
-        out.append(text)
-    dd = _sum(batch, "latest_window") + _sum(batch, "features") + _sum(batch, "estimator")
     bs = [r for r in runs if r.case == "batch-stored" and r.workers == 1]
     out.append(
-        f"- Batch: {prof['batch']['median_ms']:,.0f} ms in-process: window read "
-        f"{_sum(batch, 'latest_window'):.0f} ms, features {_sum(batch, 'features'):.0f} ms, "
-        f"trees {_sum(batch, 'estimator.predict'):.0f} ms, pydantic + validation "
-        f"{_sum(batch, 'to pydantic', 'response validate'):.0f} ms. Without the pydantic part "
-        f"and with one stage of features and trees it would be about "
-        f"{_sum(batch, 'latest_window') + (dd - _sum(batch, 'latest_window')) / stages:.0f} ms "
-        "(the read plus one stage): "
-        "under 1 s on an idle core, but not under load; the in-process cache answers it in "
-        f"{prof['batch_hit']['median_ms']:.0f} ms"
-        + (f" ({bs[0].idle_ms:.0f} ms over HTTP, mostly JSON of 28,000 days)" if bs else "")
+        f"- Batch of {BATCH:,} (cache off): {prof['batch']['median_ms']:,.0f} ms in-process: "
+        f"window read {_sum(batch, 'latest_window'):.0f} ms, features "
+        f"{_sum(batch, 'features'):.0f} ms, trees {_sum(batch, ' trees ('):.0f} ms (LightGBM "
+        f"on every core above 1,000 rows), calibrator {_sum(batch, 'calibrator'):.0f} ms, JSON "
+        f"{_sum(batch, 'JSON per SKU', 'envelope'):.0f} ms. From the stored forecast-all run "
+        f"in a process with a cold cache {prof['batch_run']['median_ms']:,.0f} ms (two "
+        f"queries), from the process cache {prof['batch_hit']['median_ms']:.1f} ms"
+        + (f" ({bs[0].idle_ms:.0f} ms over HTTP)" if bs else "")
         + "."
-    )
-    out.append(
-        f"- Stored runs in a batch: a process whose cache is cold answers the batch from the "
-        f"forecast-all run in {prof['batch_run']['median_ms']:,.0f} ms, two queries per SKU "
-        "(ForecastService._from_run -> forecast_runs.cached_forecast). One query for the run "
-        "and one `sku IN (...)` query for all of the batch's rows (not measured here), or "
-        "warming the process cache from the run at start-up, removes that."
     )
     return out
 
@@ -1494,8 +1410,6 @@ def main(argv: list[str]) -> int:
         runs = load_cases(setup, work, args)
     finally:
         drop_database(setup.database)
-    recommendations = recommend(runs, prof)
-    section = render(setup, runs, prof, args, recommendations)
     if args.json:
         args.json.write_text(
             json.dumps(
@@ -1508,6 +1422,8 @@ def main(argv: list[str]) -> int:
                 indent=1,
             )
         )
+    recommendations = recommend(runs, prof)
+    section = render(setup, runs, prof, args, recommendations)
     if args.no_write:
         print(section)
     else:

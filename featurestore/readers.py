@@ -592,19 +592,20 @@ def _promotions(
     sku_of = _lookup(index, p_sku)
     sku_level = np.array([s is not None for s in p_sku], dtype=bool)
     direct = np.flatnonzero(sku_level & (sku_of >= 0))
-    # Category promotions apply to every SKU of the category: join promotion rows to SKUs.
-    by_cat = pd.DataFrame(
-        {
-            "row": np.flatnonzero(~sku_level),
-            "category": _object_series(np.asarray(p_cat, dtype=object)[~sku_level]),
-        }
-    )
-    sku_cats = pd.DataFrame(
-        {"idx": np.arange(len(grid.skus)), "category": _object_series(grid.categories)}
-    )
-    joined = by_cat.merge(sku_cats.dropna(), on="category")
-    row = np.concatenate((direct, joined["row"].to_numpy(dtype=np.int64)))
-    idx = np.concatenate((sku_of[direct], joined["idx"].to_numpy(dtype=np.int64)))
+    # Category promotions apply to every SKU of the category: join promotion rows to SKUs
+    # (a dict of the grid's categories: a pandas merge cost more than the whole query).
+    skus_of: dict[str, list[int]] = {}
+    for i, category in enumerate(grid.categories):
+        if category is not None:
+            skus_of.setdefault(category, []).append(i)
+    cat_row: list[int] = []
+    cat_idx: list[int] = []
+    for r in np.flatnonzero(~sku_level).tolist():
+        members = skus_of.get(p_cat[r], [])
+        cat_row.extend([r] * len(members))
+        cat_idx.extend(members)
+    row = np.concatenate((direct, np.asarray(cat_row, dtype=np.int64)))
+    idx = np.concatenate((sku_of[direct], np.asarray(cat_idx, dtype=np.int64)))
     if len(row) == 0:
         return covered, depth, display, mailer
 

@@ -229,44 +229,37 @@ class FeatureBuilder:
         products: pd.DataFrame,
         *,
         rows: np.ndarray | Sequence[int] | Sequence[bool] | None = None,
+        prepared: Prepared | None = None,
     ) -> FeatureMatrix:
-        """Features of the target rows (all rows, or a boolean mask / integer positions)."""
+        """Features of the target rows (all rows, or a boolean mask / integer positions).
+
+        ``prepared`` (``prepare(history, products)`` of these very frames) saves re-reading the
+        frames' columns when several builders (the stages of a model) transform the same frames.
+        """
         self._check_fitted()
         plan = self.plan_
-        _check_columns(history, tuple(HISTORY_COLUMNS), "history")
-        _check_products(products)
-        n = len(history)
+        if prepared is None:
+            prepared = prepare(history, products)
+        elif prepared.n != len(history):
+            raise ValueError("prepared inputs are of another history frame")
+        n = prepared.n
         sel = _selection(rows, n)
         names = list(self.features_order_)
         X = np.empty((len(names), len(sel)), dtype=np.float32).T
-        sku = history["sku"].to_numpy(dtype=object)
-        units_all = _numeric(history["units"])
         out = FeatureMatrix(
             X=X,
-            y=units_all[sel].astype(np.float32),
-            sku=sku[sel],
-            date=history["date"].to_numpy()[sel],
+            y=prepared.units[sel].astype(np.float32),
+            sku=prepared.sku[sel],
+            date=prepared.dates[sel],
             feature_names=names,
         )
         if len(sel) == 0:
             return out
-        codes, uniques = _factorize(sku)
-        days = _day_numbers(history["date"])
-        # Rows grouped by SKU (readers give them so; otherwise sort once) so a chunk is a slice.
-        grouped = bool((codes[1:] >= codes[:-1]).all())
-        by_sku = np.arange(n) if grouped else np.argsort(codes, kind="stable")
-        bounds = np.searchsorted(codes[by_sku], np.arange(len(uniques) + 1))
-        data = _Frame(
-            codes=codes,
-            days=days,
-            units=units_all,
-            price=_numeric(history["price"]),
-            promo=_numeric(history["on_promotion"]) > 0,
-            by_sku=by_sku,
-            bounds=bounds,
-        )
-        statics = self._statics(products, data, uniques)
-        covariates = {c: _numeric(history[c]) for c in (*PROMO_COLUMNS, *CALENDAR_COLUMNS)}
+        data = prepared.data
+        days = data.days
+        codes = data.codes
+        statics = self._statics(prepared.attrs, data)
+        covariates = prepared.covariates
         # Only the window the targets need is put on the grid: rows= costs what it computes.
         t_days = days[sel]
         # Starting min_lag days before the frame keeps every target's last known day on the grid.
@@ -293,11 +286,8 @@ class FeatureBuilder:
                 X[pick, position] = values
         return out
 
-    def _statics(
-        self, products: pd.DataFrame, data: _Frame, skus: np.ndarray
-    ) -> dict[str, FloatArray]:
+    def _statics(self, attrs: dict[str, np.ndarray], data: _Frame) -> dict[str, FloatArray]:
         """Per-SKU values (indexed by SKU code): hierarchy codes, encodings, start day, prices."""
-        attrs = _attributes(products, skus)
         out: dict[str, FloatArray] = {}
         for key in CATEGORICAL:
             vocab = self.vocabularies_[key]
@@ -322,6 +312,53 @@ class FeatureBuilder:
         launch_days = np.where(np.isnat(launch), first, launch.astype(np.int64))
         out["start"] = np.minimum(first, launch_days).astype(np.float64)
         return out
+
+
+@dataclass
+class Prepared:
+    """A history frame's columns as arrays and its SKUs' attributes: what every builder reads
+    from the frames before computing, shared by the builders of a multi-stage model."""
+
+    n: int
+    sku: np.ndarray
+    units: np.ndarray
+    dates: np.ndarray
+    data: _Frame
+    covariates: dict[str, np.ndarray]
+    attrs: dict[str, np.ndarray]
+
+
+def prepare(history: pd.DataFrame, products: pd.DataFrame) -> Prepared:
+    """Read the frames once for any number of ``FeatureBuilder.transform`` calls on them."""
+    _check_columns(history, tuple(HISTORY_COLUMNS), "history")
+    _check_products(products)
+    n = len(history)
+    sku = history["sku"].to_numpy(dtype=object)
+    units_all = _numeric(history["units"])
+    codes, uniques = _factorize(sku)
+    days = _day_numbers(history["date"])
+    # Rows grouped by SKU (readers give them so; otherwise sort once) so a chunk is a slice.
+    grouped = bool((codes[1:] >= codes[:-1]).all())
+    by_sku = np.arange(n) if grouped else np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[by_sku], np.arange(len(uniques) + 1))
+    data = _Frame(
+        codes=codes,
+        days=days,
+        units=units_all,
+        price=_numeric(history["price"]),
+        promo=_numeric(history["on_promotion"]) > 0,
+        by_sku=by_sku,
+        bounds=bounds,
+    )
+    return Prepared(
+        n=n,
+        sku=sku,
+        units=units_all,
+        dates=history["date"].to_numpy(),
+        data=data,
+        covariates={c: _numeric(history[c]) for c in (*PROMO_COLUMNS, *CALENDAR_COLUMNS)},
+        attrs=_attributes(products, uniques),
+    )
 
 
 @dataclass

@@ -30,6 +30,7 @@ from training.backtest import (
 )
 from training.bundle import Bundle, save_bundle
 from training.coldstart import backtest_cold_start, fit_cold_start
+from training.features import prepare
 from training.forecaster import (
     BASELINES,
     DEFAULT_STRATEGY,
@@ -392,10 +393,12 @@ class BundleForecaster:
         """The model's means for the chosen horizon rows (in frame order)."""
         if _staged(model):
             out = np.full(len(frame), np.nan)
+            prepared = prepare(frame, products)  # the frames read once for every stage
             for stage in model.stages_:
                 mine = rows & (day >= stage.first_h) & (day <= stage.last_h)
                 if mine.any():
-                    out[mine] = _predict(stage.estimator, stage.features(frame, products, mine))
+                    X = stage.builder.transform(frame, products, rows=mine, prepared=prepared).X
+                    out[mine] = _predict(stage.estimator, X[:, stage.keep])
             return out[rows]
         mine = frame["sku"].isin(frame.loc[rows, "sku"].unique()).to_numpy()
         part = frame[mine]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import parse_qsl
 
 import anyio
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.deps import ForecastDep, ReadKey
+from app.deps import ForecastDep, ReadKey, _keys, _matches
 from app.errors import (
     DatabaseUnavailable,
     ForbiddenApiKey,
@@ -22,6 +24,7 @@ from app.errors import (
     responses,
 )
 from app.schemas import ExplainResponse, ForecastRequest, ForecastResponse
+from app.services.forecasting import ForecastService
 
 router = APIRouter(prefix="/v1", tags=["forecasts"], dependencies=[ReadKey])
 COMMON = (
@@ -57,6 +60,77 @@ def compute_limiter(request: Request) -> anyio.CapacityLimiter:
     if limiter is None:
         limiter = state.compute_limiter = anyio.CapacityLimiter(COMPUTE_SLOTS)
     return limiter
+
+
+class _RouteLabel:
+    """What the metrics middleware reads from scope["route"] for answers given by the lane."""
+
+    path = "/v1/forecast/{sku}"
+
+
+class StoredForecastLane:
+    """Answers ``GET /v1/forecast/{sku}`` from the worker's cache, in front of FastAPI.
+
+    A cached answer costs less than FastAPI's routing and dependency solving for it, so this
+    ASGI middleware serves the cache hits itself: same key check (constant time), same cache
+    lookup (``ForecastService.cached_json``: no I/O). Anything else (a miss, a parameter it does
+    not parse plainly, a missing or wrong key) goes on to the route, which validates, computes
+    and answers errors as usual; the route also documents the endpoint in OpenAPI.
+    """
+
+    prefix = "/v1/forecast/"
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET":
+            body = self._hit(scope)
+            if body is not None:
+                scope["route"] = _RouteLabel
+                headers = [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ]
+                await send({"type": "http.response.start", "status": 200, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+    def _hit(self, scope: Scope) -> bytes | None:
+        path: str = scope["path"]
+        if not path.startswith(self.prefix):
+            return None
+        sku = path[len(self.prefix) :]
+        if not sku or "/" in sku or len(sku) > 64:
+            return None
+        state = scope["app"].state
+        service: ForecastService | None = getattr(state, "forecasts", None)
+        if service is None:
+            return None
+        keys = _keys(state.settings, ops=False)
+        if keys:
+            given = next((v for k, v in scope["headers"] if k == b"x-api-key"), None)
+            if given is None or not _matches(given.decode("latin-1"), keys):
+                return None
+        horizon = None
+        raw_levels = None
+        seen = set()
+        for name, value in parse_qsl(scope["query_string"].decode("latin-1"), True):
+            if name in seen:
+                return None
+            seen.add(name)
+            if name == "horizon":
+                if not value.isdigit() or int(value) < 1:
+                    return None
+                horizon = int(value)
+            elif name == "quantiles":
+                raw_levels = value
+        try:
+            levels = _levels(raw_levels)
+        except InvalidRequest:
+            return None
+        return service.cached_json([sku], horizon, levels)
 
 
 def _levels(raw: str | None) -> list[float] | None:

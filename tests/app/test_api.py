@@ -398,3 +398,44 @@ def test_serving_path_equals_the_forecasters_predict(served: Served, strategy: s
     assert np.array_equal(got.cold_start, ref["cold_start"].to_numpy())
     q = champion.artifacts["calibration"].predict(got.mean, got.horizon, [0.1, 0.9])
     assert np.array_equal(got.quantiles, q)
+
+
+def test_cached_answers_are_served_in_front_of_the_router(
+    client: TestClient, served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cache hit is answered by StoredForecastLane (no route, no thread, no compute), with
+    the same key checks; anything it does not serve goes to the route as before."""
+    from app.observability import REQUESTS
+
+    service = client.app.state.forecasts  # type: ignore[attr-defined]
+    sku = _skus(served)[4]
+    first = client.get(f"/v1/forecast/{sku}", params={"horizon": 7, "quantiles": "0.5"})
+    assert first.status_code == 200
+
+    def no_compute(*args: object, **kwargs: object) -> bytes:
+        raise AssertionError("the route was called for a cached answer")
+
+    monkeypatch.setattr(service, "forecast_json", no_compute)
+    label = {"method": "GET", "route": "/v1/forecast/{sku}", "status": "200"}
+    before = REQUESTS.labels(**label)._value.get()
+    again = client.get(f"/v1/forecast/{sku}", params={"horizon": 7, "quantiles": "0.5"})
+    assert again.status_code == 200 and again.json() == first.json()
+    assert again.headers["content-type"] == "application/json"
+    assert again.headers["x-request-id"]
+    assert REQUESTS.labels(**label)._value.get() == before + 1
+    # keys are checked as on the route: no cached data without a valid key
+    missing = client.get(
+        f"/v1/forecast/{sku}", params={"horizon": 7, "quantiles": "0.5"}, headers={"X-API-Key": ""}
+    )
+    assert missing.status_code == 401
+    wrong = client.get(
+        f"/v1/forecast/{sku}",
+        params={"horizon": 7, "quantiles": "0.5"},
+        headers={"X-API-Key": "not-a-key"},
+    )
+    assert wrong.status_code == 403
+    # parameters the lane does not take plainly reach the route and its validation
+    assert client.get(f"/v1/forecast/{sku}", params={"horizon": "x"}).status_code == 422
+    assert client.get(f"/v1/forecast/{sku}", params={"quantiles": "2"}).status_code == 422
+    with pytest.raises(AssertionError, match="route was called"):
+        client.get(f"/v1/forecast/{sku}", params={"horizon": 6, "quantiles": "0.5"})
