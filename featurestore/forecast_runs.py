@@ -163,41 +163,6 @@ def iter_rows(
             yield row.sku, row.date, row.mean, list(row.quantiles), row.cold_start
 
 
-def cached_forecast(
-    engine: Engine, model_version: str, data_token: str, horizon: int, sku: str
-) -> tuple[list[float], dt.date, list[CachedDay]] | None:
-    """A SKU's rows, the run's quantile levels and as-of date, for this model and data."""
-    with engine.connect() as conn:
-        run = conn.execute(
-            select(ForecastRun.run_id, ForecastRun.quantiles, ForecastRun.as_of)
-            .where(
-                ForecastRun.status == "complete",
-                ForecastRun.model_version == model_version,
-                ForecastRun.data_token == data_token,
-                ForecastRun.horizon >= horizon,
-            )
-            .order_by(ForecastRun.completed_at.desc())
-            .limit(1)
-        ).first()
-        if run is None:
-            return None
-        rows = conn.execute(
-            select(
-                ForecastRow.date, ForecastRow.mean, ForecastRow.quantiles, ForecastRow.cold_start
-            )
-            .where(ForecastRow.run_id == run.run_id, ForecastRow.sku == sku)
-            .order_by(ForecastRow.date)
-            .limit(horizon)
-        ).all()
-    if not rows:
-        return None
-    return (
-        list(run.quantiles),
-        run.as_of,
-        [(r.date, r.mean, list(r.quantiles), r.cold_start) for r in rows],
-    )
-
-
 @dataclass(frozen=True)
 class StoredForecasts:
     """The rows of a complete run for a list of SKUs: (date, mean, quantiles, cold) per SKU."""
