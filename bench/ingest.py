@@ -3,10 +3,13 @@
 Cases, each timed in a fresh subprocess so its peak RSS is that case alone:
   m5      featurestore.ingest.import_m5 on ../shared/data/m5_tiny/tiny_m5.parquet
   orders  featurestore.ingest.ingest_file("orders", ...) on N synthetic order lines (default 5M),
-          written to a Parquet file first (not timed) by training.synth.iter_order_lines
+          written to a Parquet file first (not timed) by training.synth.iter_order_lines, into
+          a store holding no order lines yet (the first load: bulk path, indexes built after)
+  append  the same file loaded into a store that already holds the previous year's N order
+          lines (loaded first, not timed): the nightly case, merged through the upsert path
 
 Usage: python bench/ingest.py [--quick] [--backend sqlite|postgresql|both] [--orders N]
-                              [--profile DIR] [--no-write]
+                              [--cases m5,orders,append] [--profile DIR] [--no-write]
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ ORDER_DAYS = 365
 TARGETS = {
     "m5": "< 15 s",
     "orders": ">= 200,000 rows/s and < 1 GiB peak (PostgreSQL)",
+    "append": "- (no target: the nightly append)",
 }
 
 
@@ -69,7 +73,7 @@ def run_case(case: str, url: str, path: Path, profile: Path | None) -> dict[str,
         rows = sum(r.rows_accepted for r in reports.values())
         detail = {k: r.rows_accepted for k, r in reports.items()}
         main_rows = reports["sales"].rows_accepted if "sales" in reports else rows
-    else:
+    else:  # orders, append (the store's earlier lines were loaded by the parent)
         report = ingest_file(engine, "orders", path)
         rows = main_rows = report.rows_accepted
         detail = {"orders": report.rows_accepted, "rejected": report.rows_rejected}
@@ -113,19 +117,26 @@ def _time_statements(engine: Any, into: list[tuple[float, str]]) -> None:
 # ---------------------------------------------------------------- parent: set-up and report
 
 
-def make_orders_file(path: Path, n_lines: int) -> list[str]:
-    """Write n_lines synthetic order lines to Parquet (streamed); return the SKUs they use."""
+def make_orders_file(path: Path, n_lines: int, *, years_back: int = 0) -> list[str]:
+    """Write n_lines synthetic order lines to Parquet (streamed); return the SKUs they use.
+
+    The lines cover the ORDER_DAYS days ending yesterday, or ``years_back`` such periods
+    earlier, with order numbers of their own (files for different periods hold distinct lines).
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from training.synth import iter_order_lines
 
     skus = [f"BENCH_{i:05d}" for i in range(ORDER_SKUS)]
-    end = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    end = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1 + years_back * ORDER_DAYS)
     start = end - dt.timedelta(days=ORDER_DAYS - 1)
+    first_order = 1 + (10 - years_back) * 100_000_000  # disjoint per period, ten-digit ids
     writer: pq.ParquetWriter | None = None
     try:
-        for chunk in iter_order_lines(n_lines, seed=42, skus=skus, start=start, end=end):
+        for chunk in iter_order_lines(
+            n_lines, seed=42 + years_back, skus=skus, start=start, end=end, first_order=first_order
+        ):
             table = pa.Table.from_pandas(chunk, preserve_index=False)
             if writer is None:
                 writer = pq.ParquetWriter(path, table.schema)
@@ -134,6 +145,18 @@ def make_orders_file(path: Path, n_lines: int) -> list[str]:
         if writer is not None:
             writer.close()
     return skus
+
+
+def load_previous_year(url: str, path: Path) -> None:
+    """Case append: the store already holds a year of order lines (untimed)."""
+    from featurestore.db import make_engine
+    from featurestore.ingest import ingest_file
+
+    engine = make_engine(url)
+    try:
+        ingest_file(engine, "orders", path)
+    finally:
+        engine.dispose()
 
 
 def load_products(url: str, skus: list[str]) -> None:
@@ -306,7 +329,11 @@ def render(results: list[dict[str, Any]], args: argparse.Namespace, code: str) -
         "|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
-        label = "m5_tiny import" if r["case"] == "m5" else f"{r['main_rows']:,} order lines"
+        label = {
+            "m5": "m5_tiny import",
+            "orders": f"{r['main_rows']:,} order lines, first load",
+            "append": f"{r['main_rows']:,} order lines appended to a year of lines",
+        }[r["case"]]
         rate = r["rows"] / r["seconds"] if r["seconds"] else float("nan")
         lines.append(
             f"| {label} | {r['backend']} | {r['rows']:,} | {r['seconds']:.1f} | {rate:,.0f} | "
@@ -318,7 +345,10 @@ def render(results: list[dict[str, Any]], args: argparse.Namespace, code: str) -
         "m5_tiny rows are all accepted rows of every entity (products, daily sales, prices, "
         "events); order-line rows are the lines merged (daily sales are then derived from them "
         f"inside the same transaction). Order lines cover {ORDER_SKUS:,} SKUs over "
-        f"{ORDER_DAYS} days. Client CPU is the benchmark process's user + system time (steadier "
+        f"{ORDER_DAYS} days. A first load goes into empty order-line tables (bulk COPY, indexes "
+        "built afterwards); an append merges the same file into a store already holding the "
+        "previous year's lines (as many, loaded untimed), through the upsert path a nightly load "
+        "takes. Client CPU is the benchmark process's user + system time (steadier "
         "than wall time on a shared machine); the database server's CPU is not in it.",
         "",
         *breakdown(results),
@@ -338,12 +368,13 @@ def breakdown(results: list[dict[str, Any]]) -> list[str]:
     """Where the time of each order-line case goes: its SQL statements and the streaming."""
     lines: list[str] = []
     for r in results:
-        if r["case"] != "orders" or "statement_seconds" not in r:
+        if r["case"] not in ("orders", "append") or "statement_seconds" not in r:
             continue
         streamed = r["seconds"] - r["statement_seconds"]
+        kind = "first load" if r["case"] == "orders" else "append"
         lines += [
             f"Where the {r['main_rows']:,} order lines' {r['seconds']:.1f} s go on "
-            f"{r['backend']} (statements of 0.1 s or more, in the order they ran):",
+            f"{r['backend']}, {kind} (statements of 0.1 s or more, in the order they ran):",
             "",
             "| step | s |",
             "|---|---:|",
@@ -374,10 +405,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--quick", action="store_true", help="200,000 order lines instead of 5M")
     parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
     parser.add_argument("--orders", type=int, default=None, help="order lines (default 5M)")
-    parser.add_argument("--cases", default="m5,orders", help="comma-separated: m5,orders")
+    parser.add_argument(
+        "--cases", default="m5,orders,append", help="comma-separated: m5,orders,append"
+    )
     parser.add_argument("--profile", type=Path, default=None, help="write cProfile stats here")
     parser.add_argument("--no-write", action="store_true", help="do not touch docs/benchmarks.md")
-    parser.add_argument("--child", choices=("m5", "orders"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("m5", "orders", "append"), help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--profile-file", type=Path, help=argparse.SUPPRESS)
@@ -399,13 +432,17 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="salesfc-bench-") as tmp:
         workdir = Path(tmp)
         orders_file = workdir / "orders.parquet"
+        previous_file = workdir / "orders_previous_year.parquet"
         skus: list[str] = []
-        if "orders" in cases:
+        files = [(orders_file, 0)] if {"orders", "append"} & set(cases) else []
+        if "append" in cases:
+            files.append((previous_file, 1))
+        for file, years_back in files:
             t = time.perf_counter()
-            skus = make_orders_file(orders_file, n_orders)
-            size = orders_file.stat().st_size / 2**20
+            skus = make_orders_file(file, n_orders, years_back=years_back)
+            size = file.stat().st_size / 2**20
             print(
-                f"wrote {n_orders:,} order lines ({size:,.0f} MiB) in "
+                f"wrote {n_orders:,} order lines ({size:,.0f} MiB) to {file.name} in "
                 f"{time.perf_counter() - t:.1f} s (not timed)",
                 file=sys.stderr,
             )
@@ -414,8 +451,16 @@ def main(argv: list[str]) -> int:
         for backend in backends:
             for case in cases:
                 with Database(backend, workdir) as db:
-                    if case == "orders":
+                    if case in ("orders", "append"):
                         load_products(db.url, skus)
+                    if case == "append":
+                        t = time.perf_counter()
+                        load_previous_year(db.url, previous_file)
+                        print(
+                            f"loaded the previous year's lines in {time.perf_counter() - t:.1f} s"
+                            " (not timed)",
+                            file=sys.stderr,
+                        )
                     path = M5_TINY if case == "m5" else orders_file
                     prof = args.profile / f"{case}_{backend}.prof" if args.profile else None
                     result = spawn(case, db, path, workdir, prof)

@@ -865,7 +865,7 @@ class _Store:
         # pooled SQLite connection would keep both.
         if self.pg:
             return
-        for table in (self.stage, "_affected_days"):
+        for table in (self.stage, "_affected_days", "_matched_lines"):
             self.conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{table}")
         self.conn.exec_driver_sql(f"PRAGMA cache_size = {int(self.cache_size or -2000)}")
 
@@ -1086,36 +1086,55 @@ class _Store:
         """
         table, key = self.table, list(self.ent.key)
         match = " AND ".join(f"t.{self.q(k)} = s.{self.q(k)}" for k in key)
+        # Order lines: the stored ones among the file's are in _matched_lines already.
+        stored = "_matched_lines" if self.ent.name == "orders" else table.name
+        known = " AND ".join(f"m.{self.q(k)} = s.{self.q(k)}" for k in key)
         if updates:
             sets = ", ".join(f"{self.q(c)} = s.{self.q(c)}" for c in updates)
             changed = " OR ".join(f"t.{self.q(c)} IS DISTINCT FROM s.{self.q(c)}" for c in updates)
+            source = f"{self.stage} s"
+            if stored != table.name:  # only the file's stored lines can change
+                source = f"(SELECT s.* FROM {self.stage} s JOIN {stored} m ON {known}) s"
             self.conn.exec_driver_sql(
-                f"UPDATE {table.name} AS t SET {sets} FROM {self.stage} s "
-                f"WHERE {match} AND ({changed})"
+                f"UPDATE {table.name} AS t SET {sets} FROM {source} WHERE {match} AND ({changed})"
             )
         self._drop_indexes()
         self.conn.exec_driver_sql(
             f"INSERT INTO {table.name} ({', '.join(self.q(c) for c in cols)}) "
             f"SELECT {', '.join(f's.{e}' for e in exprs)} FROM {self.stage} s "
-            f"WHERE NOT EXISTS (SELECT 1 FROM {table.name} t WHERE {match})"
+            f"WHERE NOT EXISTS (SELECT 1 FROM {stored} m WHERE {known})"
         )
         self._build_indexes()
 
     def _collect_affected_days(self) -> None:
-        """The (sku, day) pairs the file touches, and the old days of lines it moves."""
+        """The (sku, day) pairs the file touches, and the old days of lines it moves.
+
+        The file's lines that are already stored are found by one join (``_matched_lines``: key,
+        old sku and day); the update and the append of new lines then work from that small
+        table instead of joining the file with every stored line again.
+        """
         if self.pg:
-            create = "CREATE TEMPORARY TABLE _affected_days ON COMMIT DROP AS"
+            create = "CREATE TEMPORARY TABLE {} ON COMMIT DROP AS"
         else:
-            self.conn.exec_driver_sql("DROP TABLE IF EXISTS temp._affected_days")
-            create = "CREATE TEMPORARY TABLE _affected_days AS"
-        self.conn.exec_driver_sql(f"{create} SELECT DISTINCT sku, sale_date FROM {self.stage}")
+            for table in ("_affected_days", "_matched_lines"):
+                self.conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{table}")
+            create = "CREATE TEMPORARY TABLE {} AS"
         self.conn.exec_driver_sql(
-            "INSERT INTO _affected_days SELECT DISTINCT o.sku, o.sale_date FROM order_lines o "
-            f"JOIN {self.stage} s ON o.order_id = s.order_id AND o.line = s.line "
-            "WHERE (o.sku <> s.sku OR o.sale_date <> s.sale_date) AND NOT EXISTS "
-            "(SELECT 1 FROM _affected_days a WHERE a.sku = o.sku AND a.sale_date = o.sale_date)"
+            f"{create.format('_matched_lines')} SELECT s.order_id, s.line, o.sku AS old_sku, "
+            "o.sale_date AS old_date, (o.sku <> s.sku OR o.sale_date <> s.sale_date) AS moved "
+            f"FROM {self.stage} s JOIN order_lines o ON o.order_id = s.order_id AND o.line = s.line"
+        )
+        self.conn.exec_driver_sql(
+            f"{create.format('_affected_days')} SELECT DISTINCT sku, sale_date FROM {self.stage}"
+        )
+        self.conn.exec_driver_sql(
+            "INSERT INTO _affected_days SELECT DISTINCT m.old_sku, m.old_date "
+            "FROM _matched_lines m "
+            "WHERE m.moved AND NOT EXISTS (SELECT 1 FROM _affected_days a "
+            "WHERE a.sku = m.old_sku AND a.sale_date = m.old_date)"
         )
         if self.pg:
+            self.conn.exec_driver_sql("ANALYZE _matched_lines")
             self.conn.exec_driver_sql("ANALYZE _affected_days")
 
     def _derive_daily_sales(self, *, fresh: bool = False) -> None:

@@ -675,8 +675,12 @@ def iter_order_lines(
     start: dt.date,
     end: dt.date,
     chunk_rows: int = 500_000,
+    first_order: int = 1,
 ) -> Iterator[pd.DataFrame]:
     """Synthetic order lines ("orders" entity columns) in chronological chunks.
+
+    Orders are numbered from ``first_order``: files generated for consecutive periods with
+    disjoint numbers hold distinct order lines (a store that appends them keeps every line).
 
     About 93% of orders are completed, 4% cancelled and 1% are return orders whose lines carry
     negative quantities; 3% of completed lines are returned (status "returned", quantity > 0).
@@ -692,7 +696,7 @@ def iter_order_lines(
     t0 = pd.Timestamp(start, tz="UTC").value // 1000  # microseconds
     t1 = (pd.Timestamp(end, tz="UTC") + pd.Timedelta(days=1)).value // 1000
     n_chunks = max(math.ceil(n_lines / chunk_rows), 1)
-    next_order = 1
+    next_order = first_order
     for c in range(n_chunks):
         m = min(chunk_rows, n_lines - c * chunk_rows)
         if m <= 0:

@@ -218,6 +218,28 @@ def test_order_lines() -> None:
     assert (frame.groupby("order_id")["line"].min() == 1).all()
 
 
+def test_order_lines_of_another_period_have_their_own_order_numbers() -> None:
+    skus = [f"SKU{i}" for i in range(20)]
+    first = pd.concat(
+        iter_order_lines(
+            5_000, seed=5, skus=skus, start=dt.date(2024, 1, 1), end=dt.date(2024, 12, 31)
+        )
+    )
+    later = pd.concat(
+        iter_order_lines(
+            5_000,
+            seed=6,
+            skus=skus,
+            start=dt.date(2025, 1, 1),
+            end=dt.date(2025, 12, 31),
+            first_order=1_000_001,
+        )
+    )
+    assert set(first["order_id"]).isdisjoint(later["order_id"])
+    assert later["order_id"].str[2:].astype(int).min() >= 1_000_001
+    assert first["order_id"].str[2:].astype(int).min() == 1
+
+
 def test_write_catalogue_loads_through_ingestion(engine: Engine) -> None:
     small = generate(SynthConfig(n_skus=15, n_days=120, end=END, seed=11))
     seen: list[str] = []
