@@ -325,7 +325,7 @@ def render(results: list[dict[str, Any]], args: argparse.Namespace, code: str) -
         + ".",
         "Each case runs in a fresh process on a fresh, migrated database (SQLite: a temp file; "
         "PostgreSQL: a temp database on 127.0.0.1, dropped afterwards). Peak RSS is the "
-        "process's own maximum resident set, Python, pandas and the driver included; the "
+        "process's own maximum resident set (VmHWM), Python, pandas and the driver included; the "
         "PostgreSQL server's memory is not counted.",
         "",
         "| case | backend | rows | wall s | rows/s | client CPU s | peak RSS MiB | target |",
