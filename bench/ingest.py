@@ -30,6 +30,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from peers import peak_rss_mb  # noqa: E402
 
 M5_TINY = ROOT.parent / "shared" / "data" / "m5_tiny" / "tiny_m5.parquet"
 PG_ADMIN_URL = os.environ.get(
@@ -53,7 +56,7 @@ def run_case(case: str, url: str, path: Path, profile: Path | None) -> dict[str,
     from featurestore.ingest import import_m5, ingest_file
 
     engine = make_engine(url)
-    baseline_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    baseline_mib = peak_rss_mb()
     profiler = None
     statements: list[tuple[float, str]] = []
     _time_statements(engine, statements)  # a few dozen statements: no measurable cost
@@ -88,8 +91,8 @@ def run_case(case: str, url: str, path: Path, profile: Path | None) -> dict[str,
         "seconds": seconds,
         "cpu_seconds": cpu,
         "statement_seconds": sum(took for took, _ in statements),
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "baseline_rss_mib": baseline_kib / 1024,
+        "peak_rss_mib": peak_rss_mb(),
+        "baseline_rss_mib": baseline_mib,
         "slowest_statements": sorted(statements, reverse=True)[:8],
         "timeline": statements,
     }

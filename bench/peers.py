@@ -44,7 +44,20 @@ ROLLING = "7:28,28:28"
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident set size so far, in MiB (Linux reports KiB)."""
+    """This process's peak resident set size so far, in MiB: its own, not its parent's.
+
+    Linux's ``ru_maxrss`` is no use in a benchmark child: it carries the high-water mark of the
+    memory the process had before ``exec`` - the spawning parent's whole resident set (measured
+    here: a child of a 1.5 GiB parent reported 1,513 MiB with a 13 MiB VmHWM). VmHWM in
+    /proc/self/status is the high-water mark of this program's own address space.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
