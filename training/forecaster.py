@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
@@ -29,6 +30,7 @@ import pandas as pd
 
 from training.estimators import (
     Estimator,
+    _threads,
     FeatureBlocks,
     make_estimator,
     moving_average,
@@ -176,8 +178,9 @@ class Forecaster:
         drop_groups: Sequence[str] = (),
         drop_features: Sequence[str] | None = None,
         tree_budget: Literal["total", "per_stage"] = "total",
-        block_rows: int = 1_000_000,
+        block_rows: int = 500_000,
         bin_sample_rows: int = 200_000,
+        parallel_stages: bool = True,
     ) -> None:
         self.model = model
         self.strategy = strategy
@@ -198,6 +201,8 @@ class Forecaster:
         # LightGBM block by block (bin boundaries from a sample of bin_sample_rows rows).
         self.block_rows = block_rows
         self.bin_sample_rows = bin_sample_rows
+        # LightGBM stages train side by side, the threads shared between them (see fit).
+        self.parallel_stages = parallel_stages
 
     @property
     def name(self) -> str:
@@ -225,45 +230,104 @@ class Forecaster:
         n_rows = int(mask.sum())
         known_units = history["units"].notna().to_numpy()
         known = history if known_units.all() else history.loc[known_units]
-        # Wall seconds spent building features and in the rest of the estimators' fit.
-        self.fit_seconds_ = {"features": 0.0, "estimator": 0.0}
-        for min_lag, first_h, last_h in _buckets(self.strategy, self.horizon, self.bucket):
-            t_stage, f_stage = time.perf_counter(), self.fit_seconds_["features"]
-            if progress:
-                progress(f"{self.name}: features for lag floor {min_lag}")
-            builder = FeatureBuilder(min_lag=min_lag, **(self.builder_params or {}))
-            builder.fit(known, products)
-            self.fit_seconds_["features"] += time.perf_counter() - t_stage
-            names = list(builder.features_order_)
-            keep = np.array([self._keeps(n) for n in names])
-            kept = [n for n, k in zip(names, keep, strict=True) if k]
-            cols = np.flatnonzero(keep)
-
-            X: np.ndarray | FeatureBlocks
-            if n_rows > self.block_rows and bounds is not None:
-                cols_or_all = None if keep.all() else cols
-                build = partial(_select, builder, products, cols_or_all, self.fit_seconds_)
-                X, y = self._feature_blocks(history, mask, bounds, build, len(kept))
-            else:
-                t0 = time.perf_counter()
-                fm = builder.transform(history, products, rows=mask)
-                X, y = (fm.X if keep.all() else fm.X[:, cols]), fm.y
-                del fm
-                self.fit_seconds_["features"] += time.perf_counter() - t0
-            if progress:
-                progress(f"{self.name}: fitting {n_rows:,} rows x {len(kept)} features")
-            estimator = make_estimator(self.model, **self._stage_params())
-            estimator.fit(
-                X,
-                y,
-                feature_names=kept,
-                categorical=[c for c in builder.categorical_features_ if c in kept],
-            )
-            del X, y
-            stage_features = self.fit_seconds_["features"] - f_stage
-            self.fit_seconds_["estimator"] += time.perf_counter() - t_stage - stage_features
-            self.stages_.append(_Stage(min_lag, first_h, last_h, builder, estimator, cols, kept))
+        buckets = _buckets(self.strategy, self.horizon, self.bucket)
+        # Above block_rows the stages run in turn: side by side, both stages' LightGBM datasets
+        # and training state would be held at once.
+        in_memory = n_rows <= self.block_rows or bounds is None
+        workers, stage_threads = self._stage_workers(len(buckets)) if in_memory else (1, None)
+        fit_stage = partial(
+            self._fit_stage,
+            history,
+            known,
+            products,
+            mask,
+            bounds,
+            n_rows,
+            stage_threads=stage_threads,
+            progress=progress,
+        )
+        if workers > 1:
+            # LightGBM releases the GIL while it trains: stages on one thread each side by side
+            # beat each stage on every thread in turn (its OpenMP regions synchronise per leaf).
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                fitted = list(pool.map(lambda b: fit_stage(*b), buckets))
+        else:
+            fitted = [fit_stage(*b) for b in buckets]
+        # Seconds building features and in the rest of the estimators' fit, summed over stages
+        # (stages fitted side by side overlap in wall time).
+        self.fit_seconds_ = {
+            "features": sum(f for _, f, _ in fitted),
+            "estimator": sum(e for _, _, e in fitted),
+        }
+        self.stages_ = [stage for stage, _, _ in fitted]
         return self
+
+    def _stage_workers(self, n_stages: int) -> tuple[int, int | None]:
+        """Stages fitted at once and the training threads of each (None: the model's own)."""
+        if not self.parallel_stages or n_stages < 2 or not self.model.startswith("lgbm"):
+            return 1, None
+        threads = (self.model_params or {}).get("num_threads")
+        total = _threads(threads if threads is not None else None)
+        workers = min(n_stages, total)
+        if workers < 2:
+            return 1, None
+        return workers, max(1, total // workers)
+
+    def _fit_stage(
+        self,
+        history: pd.DataFrame,
+        known: pd.DataFrame,
+        products: pd.DataFrame,
+        mask: np.ndarray,
+        bounds: np.ndarray | None,
+        n_rows: int,
+        min_lag: int,
+        first_h: int,
+        last_h: int,
+        *,
+        stage_threads: int | None,
+        progress: ProgressFn | None,
+    ) -> tuple[_Stage, float, float]:
+        """One stage's builder and estimator, with its feature and estimator seconds."""
+        clock = {"features": 0.0}
+        t_stage = time.perf_counter()
+        if progress:
+            progress(f"{self.name}: features for lag floor {min_lag}")
+        builder = FeatureBuilder(min_lag=min_lag, **(self.builder_params or {}))
+        builder.fit(known, products)
+        clock["features"] += time.perf_counter() - t_stage
+        names = list(builder.features_order_)
+        keep = np.array([self._keeps(n) for n in names])
+        kept = [n for n, k in zip(names, keep, strict=True) if k]
+        cols = np.flatnonzero(keep)
+
+        X: np.ndarray | FeatureBlocks
+        if n_rows > self.block_rows and bounds is not None:
+            cols_or_all = None if keep.all() else cols
+            build = partial(_select, builder, products, cols_or_all, clock)
+            X, y = self._feature_blocks(history, mask, bounds, build, len(kept))
+        else:
+            t0 = time.perf_counter()
+            fm = builder.transform(history, products, rows=mask)
+            X, y = (fm.X if keep.all() else fm.X[:, cols]), fm.y
+            del fm
+            clock["features"] += time.perf_counter() - t0
+        if progress:
+            progress(f"{self.name}: fitting {n_rows:,} rows x {len(kept)} features")
+        params = self._stage_params()
+        if stage_threads is not None:
+            params["train_threads"] = stage_threads
+        estimator = make_estimator(self.model, **params)
+        estimator.fit(
+            X,
+            y,
+            feature_names=kept,
+            categorical=[c for c in builder.categorical_features_ if c in kept],
+        )
+        del X, y
+        spent = time.perf_counter() - t_stage
+        stage = _Stage(min_lag, first_h, last_h, builder, estimator, cols, kept)
+        return stage, clock["features"], spent - clock["features"]
 
     def _stage_params(self) -> dict[str, Any]:
         """The estimator parameters of one stage (the tree budget shared when asked)."""
