@@ -42,13 +42,14 @@ __all__ = [
     "LinearEstimator",
     "MLPEstimator",
     "TreeEstimator",
+    "cpu_threads",
     "make_estimator",
     "moving_average",
     "seasonal_naive",
 ]
 
 
-def _threads(n: int | None) -> int:
+def cpu_threads(n: int | None) -> int:
     """``n``, or the CPUs this process may run on (not the host's count, in a container)."""
     if n is not None:
         return n
@@ -127,6 +128,23 @@ class Estimator(ABC):
 
         X may be FeatureBlocks: LightGBM then bins each block as it is built.
         """
+        data, target, weight = self._validated(X, y, feature_names, categorical, sample_weight)
+        if eval_set is not None:
+            eval_set = (self._check_X(eval_set[0], len(feature_names)), np.asarray(eval_set[1]))
+        self._fit(data, target, list(feature_names), list(categorical), weight, eval_set)  # type: ignore[arg-type]
+        self.feature_names_ = list(feature_names)
+        self.categorical_ = list(categorical)
+        return self
+
+    def _validated(
+        self,
+        X: np.ndarray | FeatureBlocks,
+        y: np.ndarray,
+        feature_names: list[str],
+        categorical: list[str],
+        sample_weight: np.ndarray | None,
+    ) -> tuple[np.ndarray | FeatureBlocks, FloatArray, FloatArray | None]:
+        """X (stacked unless the estimator streams blocks), y as float64 and the weights."""
         data: np.ndarray | FeatureBlocks
         if isinstance(X, FeatureBlocks):
             if X.n_features != len(feature_names):
@@ -144,12 +162,7 @@ class Estimator(ABC):
         if unknown:
             raise ValueError(f"categorical features not among feature_names: {sorted(unknown)}")
         weight = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-        if eval_set is not None:
-            eval_set = (self._check_X(eval_set[0], len(feature_names)), np.asarray(eval_set[1]))
-        self._fit(data, target, list(feature_names), list(categorical), weight, eval_set)  # type: ignore[arg-type]
-        self.feature_names_ = list(feature_names)
-        self.categorical_ = list(categorical)
-        return self
+        return data, target, weight
 
     def predict(self, X: np.ndarray) -> FloatArray:
         """Predicted units, float64 and clipped at zero."""
@@ -294,7 +307,7 @@ class LGBMEstimator(Estimator):
             "data_sample_strategy": self.data_sample_strategy,
             "lambda_l2": self.lambda_l2,
             "max_bin": self.max_bin,
-            "num_threads": _threads(self.num_threads),
+            "num_threads": cpu_threads(self.num_threads),
             "seed": self.seed,
             # Column-wise histograms touch only the features drawn for the tree (a quarter);
             # row-wise ones walk every feature of a row (measured 15-25% slower on m5_tiny).
@@ -315,9 +328,44 @@ class LGBMEstimator(Estimator):
         sample_weight: FloatArray | None,
         eval_set: tuple[np.ndarray, np.ndarray] | None,
     ) -> None:
+        train = self._dataset(X, y, feature_names, categorical, sample_weight)
+        self._train(train, eval_set)
+
+    def fit_later(
+        self,
+        X: np.ndarray | FeatureBlocks,
+        y: np.ndarray,
+        *,
+        feature_names: list[str],
+        categorical: list[str],
+    ) -> Callable[[], LGBMEstimator]:
+        """Bin X into LightGBM's dataset now; the call returned trains on it (as fit would).
+
+        X is not needed after this returns: a caller can let it go before the (long) training,
+        e.g. to build the next model's features while this one trains on another thread.
+        """
+        data, target, _ = self._validated(X, y, feature_names, categorical, None)
+        train = self._dataset(data, target, list(feature_names), list(categorical), None)
+        del data, target
+
+        def fit() -> LGBMEstimator:
+            self._train(train, None)
+            self.feature_names_ = list(feature_names)
+            self.categorical_ = list(categorical)
+            return self
+
+        return fit
+
+    def _dataset(
+        self,
+        X: np.ndarray | FeatureBlocks,
+        y: FloatArray,
+        feature_names: list[str],
+        categorical: list[str],
+        sample_weight: FloatArray | None,
+    ) -> lgb.Dataset:
+        """The constructed (binned) training dataset; it keeps no reference to X."""
         params = self.lgb_params()
-        if self.train_threads is not None:
-            params["num_threads"] = self.train_threads
         dataset = partial(
             lgb.Dataset,
             feature_name=feature_names,
@@ -330,9 +378,13 @@ class LGBMEstimator(Estimator):
             # dropped, so only LightGBM's binned copy (1 byte per value) outlives it.
             reference = dataset(X.sample).construct()
             blocks = [_BlockSequence(X, i) for i in range(len(X.blocks))]
-            train = dataset(blocks, label=y, weight=sample_weight, reference=reference)
-        else:
-            train = dataset(X, label=y, weight=sample_weight)
+            return dataset(blocks, label=y, weight=sample_weight, reference=reference).construct()
+        return dataset(X, label=y, weight=sample_weight).construct()
+
+    def _train(self, train: lgb.Dataset, eval_set: tuple[np.ndarray, np.ndarray] | None) -> None:
+        params = self.lgb_params()
+        if self.train_threads is not None:
+            params["num_threads"] = self.train_threads
         valid_sets: list[lgb.Dataset] = []
         callbacks: list[Callable[..., Any]] = []
         if eval_set is not None:
@@ -357,7 +409,7 @@ class LGBMEstimator(Estimator):
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
         out = self.booster_.predict(
-            X, num_iteration=self.best_iteration_, num_threads=_threads(self.num_threads)
+            X, num_iteration=self.best_iteration_, num_threads=cpu_threads(self.num_threads)
         )
         return np.asarray(out, dtype=np.float64)
 
@@ -369,7 +421,7 @@ class LGBMEstimator(Estimator):
             X,
             num_iteration=self.best_iteration_,
             raw_score=True,
-            num_threads=_threads(self.num_threads),
+            num_threads=cpu_threads(self.num_threads),
         )
         return np.asarray(raw, dtype=np.float64)
 
@@ -389,7 +441,7 @@ class LGBMEstimator(Estimator):
             X,
             num_iteration=self.best_iteration_,
             pred_contrib=True,
-            num_threads=_threads(self.num_threads),
+            num_threads=cpu_threads(self.num_threads),
         )
         return np.asarray(contrib, dtype=np.float64)
 
@@ -555,7 +607,7 @@ class ForestEstimator(TreeEstimator):
             max_features=self.max_features,
             max_depth=self.max_depth,
             min_samples_leaf=self.min_samples_leaf,
-            n_jobs=_threads(self.n_jobs),
+            n_jobs=cpu_threads(self.n_jobs),
             random_state=self.seed,
         )
 

@@ -30,8 +30,9 @@ import pandas as pd
 
 from training.estimators import (
     Estimator,
-    _threads,
     FeatureBlocks,
+    LGBMEstimator,
+    cpu_threads,
     make_estimator,
     moving_average,
     seasonal_naive,
@@ -79,6 +80,19 @@ class _Stage:
     def features(self, frame: pd.DataFrame, products: pd.DataFrame, rows: Any) -> np.ndarray:
         """The estimator's input for the chosen rows."""
         return self.builder.transform(frame, products, rows=rows).X[:, self.keep]
+
+
+@dataclass
+class _Design:
+    """One stage's fitted builder, the columns kept and its training data, before the fit."""
+
+    bucket: tuple[int, int, int]  # (min_lag, first horizon, last horizon)
+    builder: FeatureBuilder
+    cols: np.ndarray
+    kept: list[str]
+    X: np.ndarray | FeatureBlocks | None
+    y: np.ndarray | None
+    clock: dict[str, float]  # seconds building features
 
 
 def _buckets(strategy: Strategy, horizon: int, bucket: int) -> list[tuple[int, int, int]]:
@@ -235,24 +249,18 @@ class Forecaster:
         # and training state would be held at once.
         in_memory = n_rows <= self.block_rows or bounds is None
         workers, stage_threads = self._stage_workers(len(buckets)) if in_memory else (1, None)
-        fit_stage = partial(
-            self._fit_stage,
-            history,
-            known,
-            products,
-            mask,
-            bounds,
-            n_rows,
-            stage_threads=stage_threads,
-            progress=progress,
-        )
+        design = partial(self._design, history, known, products, mask, bounds, n_rows)
         if workers > 1:
             # LightGBM releases the GIL while it trains: stages on one thread each side by side
-            # beat each stage on every thread in turn (its OpenMP regions synchronise per leaf).
+            # beat each stage on every thread in turn (its OpenMP regions synchronise per leaf at
+            # this size). Features are built here, in turn, while the previous stage trains.
+            # Each stage's data is binned here too, so only its binned copy outlives it.
             with ThreadPoolExecutor(max_workers=workers) as pool:
-                fitted = list(pool.map(lambda b: fit_stage(*b), buckets))
+                binned = (self._binned(design(b, progress), stage_threads) for b in buckets)
+                jobs = [pool.submit(job) for job in binned]
+                fitted = [job.result() for job in jobs]
         else:
-            fitted = [fit_stage(*b) for b in buckets]
+            fitted = [self._train(design(b, progress), None) for b in buckets]
         # Seconds building features and in the rest of the estimators' fit, summed over stages
         # (stages fitted side by side overlap in wall time).
         self.fit_seconds_ = {
@@ -267,13 +275,13 @@ class Forecaster:
         if not self.parallel_stages or n_stages < 2 or not self.model.startswith("lgbm"):
             return 1, None
         threads = (self.model_params or {}).get("num_threads")
-        total = _threads(threads if threads is not None else None)
+        total = cpu_threads(threads)
         workers = min(n_stages, total)
         if workers < 2:
             return 1, None
         return workers, max(1, total // workers)
 
-    def _fit_stage(
+    def _design(
         self,
         history: pd.DataFrame,
         known: pd.DataFrame,
@@ -281,53 +289,90 @@ class Forecaster:
         mask: np.ndarray,
         bounds: np.ndarray | None,
         n_rows: int,
-        min_lag: int,
-        first_h: int,
-        last_h: int,
-        *,
-        stage_threads: int | None,
+        bucket: tuple[int, int, int],
         progress: ProgressFn | None,
-    ) -> tuple[_Stage, float, float]:
-        """One stage's builder and estimator, with its feature and estimator seconds."""
+    ) -> _Design:
+        """One stage's fitted builder and training matrix (or its blocks) and targets."""
+        min_lag = bucket[0]
         clock = {"features": 0.0}
-        t_stage = time.perf_counter()
+        t0 = time.perf_counter()
         if progress:
             progress(f"{self.name}: features for lag floor {min_lag}")
         builder = FeatureBuilder(min_lag=min_lag, **(self.builder_params or {}))
         builder.fit(known, products)
-        clock["features"] += time.perf_counter() - t_stage
         names = list(builder.features_order_)
         keep = np.array([self._keeps(n) for n in names])
         kept = [n for n, k in zip(names, keep, strict=True) if k]
         cols = np.flatnonzero(keep)
-
         X: np.ndarray | FeatureBlocks
         if n_rows > self.block_rows and bounds is not None:
+            # Built block by block while LightGBM bins them: their seconds land in the clock.
+            clock["features"] += time.perf_counter() - t0
             cols_or_all = None if keep.all() else cols
             build = partial(_select, builder, products, cols_or_all, clock)
             X, y = self._feature_blocks(history, mask, bounds, build, len(kept))
         else:
-            t0 = time.perf_counter()
             fm = builder.transform(history, products, rows=mask)
             X, y = (fm.X if keep.all() else fm.X[:, cols]), fm.y
             del fm
             clock["features"] += time.perf_counter() - t0
         if progress:
             progress(f"{self.name}: fitting {n_rows:,} rows x {len(kept)} features")
+        return _Design(bucket, builder, cols, kept, X, y, clock)
+
+    def _binned(
+        self, design: _Design, stage_threads: int | None
+    ) -> Callable[[], tuple[_Stage, float, float]]:
+        """Bin a LightGBM stage's design now; the call returned trains it (see _train)."""
+        t0 = time.perf_counter()
         params = self._stage_params()
         if stage_threads is not None:
             params["train_threads"] = stage_threads
         estimator = make_estimator(self.model, **params)
-        estimator.fit(
-            X,
-            y,
-            feature_names=kept,
-            categorical=[c for c in builder.categorical_features_ if c in kept],
+        if not isinstance(estimator, LGBMEstimator):
+            raise TypeError(f"{self.model} does not train from a binned dataset")
+        assert design.X is not None and design.y is not None
+        categorical = [c for c in design.builder.categorical_features_ if c in design.kept]
+        f0 = design.clock["features"]
+        train = estimator.fit_later(
+            design.X, design.y, feature_names=design.kept, categorical=categorical
         )
+        design.X = design.y = None  # LightGBM's binned copy is the only one left
+        binning = time.perf_counter() - t0 - (design.clock["features"] - f0)
+
+        def fit() -> tuple[_Stage, float, float]:
+            t1 = time.perf_counter()
+            train()
+            min_lag, first_h, last_h = design.bucket
+            stage = _Stage(
+                min_lag, first_h, last_h, design.builder, estimator, design.cols, design.kept
+            )
+            return stage, design.clock["features"], binning + time.perf_counter() - t1
+
+        return fit
+
+    def _train(self, design: _Design, stage_threads: int | None) -> tuple[_Stage, float, float]:
+        """One stage's estimator fitted on its design, with its feature and estimator seconds."""
+        t0 = time.perf_counter()
+        f0 = design.clock["features"]
+        params = self._stage_params()
+        if stage_threads is not None:
+            params["train_threads"] = stage_threads
+        estimator = make_estimator(self.model, **params)
+        X, y = design.X, design.y
+        design.X = design.y = None  # the estimator's dataset is the only copy left
+        categorical = [c for c in design.builder.categorical_features_ if c in design.kept]
+        assert X is not None and y is not None
+        estimator.fit(X, y, feature_names=design.kept, categorical=categorical)
         del X, y
-        spent = time.perf_counter() - t_stage
-        stage = _Stage(min_lag, first_h, last_h, builder, estimator, cols, kept)
-        return stage, clock["features"], spent - clock["features"]
+        # Blocks' features are built during the fit: they count as features, not estimator.
+        built = design.clock["features"] - f0
+        spent = time.perf_counter() - t0 - built
+        min_lag, first_h, last_h = design.bucket
+        stage = _Stage(
+            min_lag, first_h, last_h, design.builder, estimator, design.cols, design.kept
+        )
+        return stage, design.clock["features"], spent
 
     def _stage_params(self) -> dict[str, Any]:
         """The estimator parameters of one stage (the tree budget shared when asked)."""

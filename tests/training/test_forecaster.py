@@ -159,7 +159,12 @@ def test_blockwise_training_matches_the_whole_matrix(
     history, products = data
     origin = history["date"].max() - pd.Timedelta(days=H)
     train, frame = _split(history, origin)
-    params = {**SMALL, "data_sample_strategy": "bagging", "bagging_fraction": 0.5, "feature_fraction": 0.5}
+    params = {
+        **SMALL,
+        "data_sample_strategy": "bagging",
+        "bagging_fraction": 0.5,
+        "feature_fraction": 0.5,
+    }
     kw = {"model": "lgbm_tweedie", "strategy": strategy, "horizon": H, "model_params": params}
     whole = Forecaster(**kw).fit(train, products)  # type: ignore[arg-type]
     built: list[int] = []
