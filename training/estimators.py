@@ -42,13 +42,14 @@ __all__ = [
     "LinearEstimator",
     "MLPEstimator",
     "TreeEstimator",
+    "cpu_threads",
     "make_estimator",
     "moving_average",
     "seasonal_naive",
 ]
 
 
-def _threads(n: int | None) -> int:
+def cpu_threads(n: int | None) -> int:
     """``n``, or the CPUs this process may run on (not the host's count, in a container)."""
     if n is not None:
         return n
@@ -127,6 +128,23 @@ class Estimator(ABC):
 
         X may be FeatureBlocks: LightGBM then bins each block as it is built.
         """
+        data, target, weight = self._validated(X, y, feature_names, categorical, sample_weight)
+        if eval_set is not None:
+            eval_set = (self._check_X(eval_set[0], len(feature_names)), np.asarray(eval_set[1]))
+        self._fit(data, target, list(feature_names), list(categorical), weight, eval_set)  # type: ignore[arg-type]
+        self.feature_names_ = list(feature_names)
+        self.categorical_ = list(categorical)
+        return self
+
+    def _validated(
+        self,
+        X: np.ndarray | FeatureBlocks,
+        y: np.ndarray,
+        feature_names: list[str],
+        categorical: list[str],
+        sample_weight: np.ndarray | None,
+    ) -> tuple[np.ndarray | FeatureBlocks, FloatArray, FloatArray | None]:
+        """X (stacked unless the estimator streams blocks), y as float64 and the weights."""
         data: np.ndarray | FeatureBlocks
         if isinstance(X, FeatureBlocks):
             if X.n_features != len(feature_names):
@@ -144,12 +162,7 @@ class Estimator(ABC):
         if unknown:
             raise ValueError(f"categorical features not among feature_names: {sorted(unknown)}")
         weight = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-        if eval_set is not None:
-            eval_set = (self._check_X(eval_set[0], len(feature_names)), np.asarray(eval_set[1]))
-        self._fit(data, target, list(feature_names), list(categorical), weight, eval_set)  # type: ignore[arg-type]
-        self.feature_names_ = list(feature_names)
-        self.categorical_ = list(categorical)
-        return self
+        return data, target, weight
 
     def predict(self, X: np.ndarray) -> FloatArray:
         """Predicted units, float64 and clipped at zero."""
@@ -229,20 +242,25 @@ class LGBMEstimator(Estimator):
         n_estimators: int = 500,
         learning_rate: float = 0.05,
         # Measured on m5_tiny (bench/train.py): 31 leaves / 20 per leaf beat 127 / 100 on RMSSE
-        # and WAPE for every strategy (multi: 0.734 vs 0.739 RMSSE) and fit 2-3x faster. Half the
-        # features per tree and 100 bins scored as well as 0.8 and 255; row bagging (0.5 or 0.8)
-        # saved no time here (out-of-bag rows still need their scores) and scored worse than
-        # none (docs/benchmarks.md).
+        # and WAPE for every strategy (multi: 0.734 vs 0.739 RMSSE) and fit 2-3x faster. A
+        # quarter of the features per tree, GOSS row sampling and column-wise histograms cut the
+        # histogram work (rows x features per tree, most of the fit) and scored as well as half
+        # the features, all rows and LightGBM's own choice; 100 bins scored as well as 255; row
+        # bagging (0.5 or 0.8) saved no time (out-of-bag rows still need their scores) and scored
+        # worse than none (docs/benchmarks.md).
         num_leaves: int = 31,
         min_data_in_leaf: int = 20,
-        feature_fraction: float = 0.5,
+        feature_fraction: float = 0.25,
         bagging_fraction: float = 1.0,
         bagging_freq: int = 0,
+        data_sample_strategy: Literal["bagging", "goss"] = "goss",
+        force_col_wise: bool = True,
         lambda_l2: float = 0.1,
         tweedie_variance_power: float = 1.1,
         max_bin: int = 100,
         early_stopping_rounds: int | None = 50,
         num_threads: int | None = None,
+        train_threads: int | None = None,
         seed: int = 0,
         extra_params: dict[str, Any] | None = None,
     ) -> None:
@@ -254,11 +272,16 @@ class LGBMEstimator(Estimator):
         self.feature_fraction = feature_fraction
         self.bagging_fraction = bagging_fraction
         self.bagging_freq = bagging_freq
+        self.data_sample_strategy = data_sample_strategy
+        self.force_col_wise = force_col_wise
         self.lambda_l2 = lambda_l2
         self.tweedie_variance_power = tweedie_variance_power
         self.max_bin = max_bin
         self.early_stopping_rounds = early_stopping_rounds
         self.num_threads = num_threads
+        # Threads for training only (None: num_threads); predictions use num_threads. The
+        # multi-horizon Forecaster trains its stages side by side with one thread each.
+        self.train_threads = train_threads
         self.seed = seed
         self.extra_params = extra_params
 
@@ -279,12 +302,16 @@ class LGBMEstimator(Estimator):
             "feature_fraction": self.feature_fraction,
             "bagging_fraction": self.bagging_fraction,
             "bagging_freq": self.bagging_freq,
+            # GOSS: each tree's histograms from the 20% rows of largest gradient and a 10%
+            # sample of the rest (up-weighted), after 1 / learning_rate trees on every row.
+            "data_sample_strategy": self.data_sample_strategy,
             "lambda_l2": self.lambda_l2,
             "max_bin": self.max_bin,
-            "num_threads": _threads(self.num_threads),
+            "num_threads": cpu_threads(self.num_threads),
             "seed": self.seed,
-            # LightGBM picks row- or column-wise histograms itself: at 1,000 x 1,000 synthetic
-            # SKU-days forced column-wise + deterministic mode (with bagging) took 96 s, this 69 s.
+            # Column-wise histograms touch only the features drawn for the tree (a quarter);
+            # row-wise ones walk every feature of a row (8-45% slower on m5_tiny, as measured).
+            "force_col_wise": self.force_col_wise,
             "verbosity": -1,
         }
         if self.objective == "tweedie":
@@ -301,6 +328,43 @@ class LGBMEstimator(Estimator):
         sample_weight: FloatArray | None,
         eval_set: tuple[np.ndarray, np.ndarray] | None,
     ) -> None:
+        train = self._dataset(X, y, feature_names, categorical, sample_weight)
+        self._train(train, eval_set)
+
+    def fit_later(
+        self,
+        X: np.ndarray | FeatureBlocks,
+        y: np.ndarray,
+        *,
+        feature_names: list[str],
+        categorical: list[str],
+    ) -> Callable[[], LGBMEstimator]:
+        """Bin X into LightGBM's dataset now; the call returned trains on it (as fit would).
+
+        X is not needed after this returns: a caller can let it go before the (long) training,
+        e.g. to build the next model's features while this one trains on another thread.
+        """
+        data, target, _ = self._validated(X, y, feature_names, categorical, None)
+        train = self._dataset(data, target, list(feature_names), list(categorical), None)
+        del data, target
+
+        def fit() -> LGBMEstimator:
+            self._train(train, None)
+            self.feature_names_ = list(feature_names)
+            self.categorical_ = list(categorical)
+            return self
+
+        return fit
+
+    def _dataset(
+        self,
+        X: np.ndarray | FeatureBlocks,
+        y: FloatArray,
+        feature_names: list[str],
+        categorical: list[str],
+        sample_weight: FloatArray | None,
+    ) -> lgb.Dataset:
+        """The constructed (binned) training dataset; it keeps no reference to X."""
         params = self.lgb_params()
         dataset = partial(
             lgb.Dataset,
@@ -314,9 +378,13 @@ class LGBMEstimator(Estimator):
             # dropped, so only LightGBM's binned copy (1 byte per value) outlives it.
             reference = dataset(X.sample).construct()
             blocks = [_BlockSequence(X, i) for i in range(len(X.blocks))]
-            train = dataset(blocks, label=y, weight=sample_weight, reference=reference)
-        else:
-            train = dataset(X, label=y, weight=sample_weight)
+            return dataset(blocks, label=y, weight=sample_weight, reference=reference).construct()
+        return dataset(X, label=y, weight=sample_weight).construct()
+
+    def _train(self, train: lgb.Dataset, eval_set: tuple[np.ndarray, np.ndarray] | None) -> None:
+        params = self.lgb_params()
+        if self.train_threads is not None:
+            params["num_threads"] = self.train_threads
         valid_sets: list[lgb.Dataset] = []
         callbacks: list[Callable[..., Any]] = []
         if eval_set is not None:
@@ -341,7 +409,7 @@ class LGBMEstimator(Estimator):
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
         out = self.booster_.predict(
-            X, num_iteration=self.best_iteration_, num_threads=_threads(self.num_threads)
+            X, num_iteration=self.best_iteration_, num_threads=cpu_threads(self.num_threads)
         )
         return np.asarray(out, dtype=np.float64)
 
@@ -353,7 +421,7 @@ class LGBMEstimator(Estimator):
             X,
             num_iteration=self.best_iteration_,
             raw_score=True,
-            num_threads=_threads(self.num_threads),
+            num_threads=cpu_threads(self.num_threads),
         )
         return np.asarray(raw, dtype=np.float64)
 
@@ -373,7 +441,7 @@ class LGBMEstimator(Estimator):
             X,
             num_iteration=self.best_iteration_,
             pred_contrib=True,
-            num_threads=_threads(self.num_threads),
+            num_threads=cpu_threads(self.num_threads),
         )
         return np.asarray(contrib, dtype=np.float64)
 
@@ -539,7 +607,7 @@ class ForestEstimator(TreeEstimator):
             max_features=self.max_features,
             max_depth=self.max_depth,
             min_samples_leaf=self.min_samples_leaf,
-            n_jobs=_threads(self.n_jobs),
+            n_jobs=cpu_threads(self.n_jobs),
             random_state=self.seed,
         )
 

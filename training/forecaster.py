@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
@@ -30,6 +31,8 @@ import pandas as pd
 from training.estimators import (
     Estimator,
     FeatureBlocks,
+    LGBMEstimator,
+    cpu_threads,
     make_estimator,
     moving_average,
     seasonal_naive,
@@ -77,6 +80,19 @@ class _Stage:
     def features(self, frame: pd.DataFrame, products: pd.DataFrame, rows: Any) -> np.ndarray:
         """The estimator's input for the chosen rows."""
         return self.builder.transform(frame, products, rows=rows).X[:, self.keep]
+
+
+@dataclass
+class _Design:
+    """One stage's fitted builder, the columns kept and its training data, before the fit."""
+
+    bucket: tuple[int, int, int]  # (min_lag, first horizon, last horizon)
+    builder: FeatureBuilder
+    cols: np.ndarray
+    kept: list[str]
+    X: np.ndarray | FeatureBlocks | None
+    y: np.ndarray | None
+    clock: dict[str, float]  # seconds building features
 
 
 def _buckets(strategy: Strategy, horizon: int, bucket: int) -> list[tuple[int, int, int]]:
@@ -176,8 +192,9 @@ class Forecaster:
         drop_groups: Sequence[str] = (),
         drop_features: Sequence[str] | None = None,
         tree_budget: Literal["total", "per_stage"] = "total",
-        block_rows: int = 1_000_000,
+        block_rows: int = 500_000,
         bin_sample_rows: int = 200_000,
+        parallel_stages: bool = True,
     ) -> None:
         self.model = model
         self.strategy = strategy
@@ -198,6 +215,8 @@ class Forecaster:
         # LightGBM block by block (bin boundaries from a sample of bin_sample_rows rows).
         self.block_rows = block_rows
         self.bin_sample_rows = bin_sample_rows
+        # LightGBM stages train side by side, the threads shared between them (see fit).
+        self.parallel_stages = parallel_stages
 
     @property
     def name(self) -> str:
@@ -225,45 +244,135 @@ class Forecaster:
         n_rows = int(mask.sum())
         known_units = history["units"].notna().to_numpy()
         known = history if known_units.all() else history.loc[known_units]
-        # Wall seconds spent building features and in the rest of the estimators' fit.
-        self.fit_seconds_ = {"features": 0.0, "estimator": 0.0}
-        for min_lag, first_h, last_h in _buckets(self.strategy, self.horizon, self.bucket):
-            t_stage, f_stage = time.perf_counter(), self.fit_seconds_["features"]
-            if progress:
-                progress(f"{self.name}: features for lag floor {min_lag}")
-            builder = FeatureBuilder(min_lag=min_lag, **(self.builder_params or {}))
-            builder.fit(known, products)
-            self.fit_seconds_["features"] += time.perf_counter() - t_stage
-            names = list(builder.features_order_)
-            keep = np.array([self._keeps(n) for n in names])
-            kept = [n for n, k in zip(names, keep, strict=True) if k]
-            cols = np.flatnonzero(keep)
-
-            X: np.ndarray | FeatureBlocks
-            if n_rows > self.block_rows and bounds is not None:
-                cols_or_all = None if keep.all() else cols
-                build = partial(_select, builder, products, cols_or_all, self.fit_seconds_)
-                X, y = self._feature_blocks(history, mask, bounds, build, len(kept))
-            else:
-                t0 = time.perf_counter()
-                fm = builder.transform(history, products, rows=mask)
-                X, y = (fm.X if keep.all() else fm.X[:, cols]), fm.y
-                del fm
-                self.fit_seconds_["features"] += time.perf_counter() - t0
-            if progress:
-                progress(f"{self.name}: fitting {n_rows:,} rows x {len(kept)} features")
-            estimator = make_estimator(self.model, **self._stage_params())
-            estimator.fit(
-                X,
-                y,
-                feature_names=kept,
-                categorical=[c for c in builder.categorical_features_ if c in kept],
-            )
-            del X, y
-            stage_features = self.fit_seconds_["features"] - f_stage
-            self.fit_seconds_["estimator"] += time.perf_counter() - t_stage - stage_features
-            self.stages_.append(_Stage(min_lag, first_h, last_h, builder, estimator, cols, kept))
+        buckets = _buckets(self.strategy, self.horizon, self.bucket)
+        # Above block_rows the stages run in turn: side by side, both stages' LightGBM datasets
+        # and training state would be held at once.
+        in_memory = n_rows <= self.block_rows or bounds is None
+        workers, stage_threads = self._stage_workers(len(buckets)) if in_memory else (1, None)
+        design = partial(self._design, history, known, products, mask, bounds, n_rows)
+        if workers > 1:
+            # LightGBM releases the GIL while it trains: stages on one thread each side by side
+            # beat each stage on every thread in turn (its OpenMP regions synchronise per leaf at
+            # this size). Features are built here, in turn, while the previous stage trains.
+            # Each stage's data is binned here too, so only its binned copy outlives it.
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                binned = (self._binned(design(b, progress), stage_threads) for b in buckets)
+                jobs = [pool.submit(job) for job in binned]
+                fitted = [job.result() for job in jobs]
+        else:
+            fitted = [self._train(design(b, progress), None) for b in buckets]
+        # Seconds building features and in the rest of the estimators' fit, summed over stages
+        # (stages fitted side by side overlap in wall time).
+        self.fit_seconds_ = {
+            "features": sum(f for _, f, _ in fitted),
+            "estimator": sum(e for _, _, e in fitted),
+        }
+        self.stages_ = [stage for stage, _, _ in fitted]
         return self
+
+    def _stage_workers(self, n_stages: int) -> tuple[int, int | None]:
+        """Stages fitted at once and the training threads of each (None: the model's own)."""
+        if not self.parallel_stages or n_stages < 2 or not self.model.startswith("lgbm"):
+            return 1, None
+        threads = (self.model_params or {}).get("num_threads")
+        total = cpu_threads(threads)
+        workers = min(n_stages, total)
+        if workers < 2:
+            return 1, None
+        return workers, max(1, total // workers)
+
+    def _design(
+        self,
+        history: pd.DataFrame,
+        known: pd.DataFrame,
+        products: pd.DataFrame,
+        mask: np.ndarray,
+        bounds: np.ndarray | None,
+        n_rows: int,
+        bucket: tuple[int, int, int],
+        progress: ProgressFn | None,
+    ) -> _Design:
+        """One stage's fitted builder and training matrix (or its blocks) and targets."""
+        min_lag = bucket[0]
+        clock = {"features": 0.0}
+        t0 = time.perf_counter()
+        if progress:
+            progress(f"{self.name}: features for lag floor {min_lag}")
+        builder = FeatureBuilder(min_lag=min_lag, **(self.builder_params or {}))
+        builder.fit(known, products)
+        names = list(builder.features_order_)
+        keep = np.array([self._keeps(n) for n in names])
+        kept = [n for n, k in zip(names, keep, strict=True) if k]
+        cols = np.flatnonzero(keep)
+        X: np.ndarray | FeatureBlocks
+        if n_rows > self.block_rows and bounds is not None:
+            # Built block by block while LightGBM bins them: their seconds land in the clock.
+            clock["features"] += time.perf_counter() - t0
+            cols_or_all = None if keep.all() else cols
+            build = partial(_select, builder, products, cols_or_all, clock)
+            X, y = self._feature_blocks(history, mask, bounds, build, len(kept))
+        else:
+            fm = builder.transform(history, products, rows=mask)
+            X, y = (fm.X if keep.all() else fm.X[:, cols]), fm.y
+            del fm
+            clock["features"] += time.perf_counter() - t0
+        if progress:
+            progress(f"{self.name}: fitting {n_rows:,} rows x {len(kept)} features")
+        return _Design(bucket, builder, cols, kept, X, y, clock)
+
+    def _binned(
+        self, design: _Design, stage_threads: int | None
+    ) -> Callable[[], tuple[_Stage, float, float]]:
+        """Bin a LightGBM stage's design now; the call returned trains it (see _train)."""
+        t0 = time.perf_counter()
+        params = self._stage_params()
+        if stage_threads is not None:
+            params["train_threads"] = stage_threads
+        estimator = make_estimator(self.model, **params)
+        if not isinstance(estimator, LGBMEstimator):
+            raise TypeError(f"{self.model} does not train from a binned dataset")
+        assert design.X is not None and design.y is not None
+        categorical = [c for c in design.builder.categorical_features_ if c in design.kept]
+        f0 = design.clock["features"]
+        train = estimator.fit_later(
+            design.X, design.y, feature_names=design.kept, categorical=categorical
+        )
+        design.X = design.y = None  # LightGBM's binned copy is the only one left
+        binning = time.perf_counter() - t0 - (design.clock["features"] - f0)
+
+        def fit() -> tuple[_Stage, float, float]:
+            t1 = time.perf_counter()
+            train()
+            min_lag, first_h, last_h = design.bucket
+            stage = _Stage(
+                min_lag, first_h, last_h, design.builder, estimator, design.cols, design.kept
+            )
+            return stage, design.clock["features"], binning + time.perf_counter() - t1
+
+        return fit
+
+    def _train(self, design: _Design, stage_threads: int | None) -> tuple[_Stage, float, float]:
+        """One stage's estimator fitted on its design, with its feature and estimator seconds."""
+        t0 = time.perf_counter()
+        f0 = design.clock["features"]
+        params = self._stage_params()
+        if stage_threads is not None:
+            params["train_threads"] = stage_threads
+        estimator = make_estimator(self.model, **params)
+        X, y = design.X, design.y
+        design.X = design.y = None  # the estimator's dataset is the only copy left
+        categorical = [c for c in design.builder.categorical_features_ if c in design.kept]
+        assert X is not None and y is not None
+        estimator.fit(X, y, feature_names=design.kept, categorical=categorical)
+        del X, y
+        # Blocks' features are built during the fit: they count as features, not estimator.
+        built = design.clock["features"] - f0
+        spent = time.perf_counter() - t0 - built
+        min_lag, first_h, last_h = design.bucket
+        stage = _Stage(
+            min_lag, first_h, last_h, design.builder, estimator, design.cols, design.kept
+        )
+        return stage, design.clock["features"], spent
 
     def _stage_params(self) -> dict[str, Any]:
         """The estimator parameters of one stage (the tree budget shared when asked)."""

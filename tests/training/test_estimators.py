@@ -251,3 +251,24 @@ def test_lgbm_keeps_trees_only_after_fit(data: dict[str, np.ndarray]) -> None:
     again = fit("lgbm_tweedie", data)
     np.testing.assert_array_equal(est.predict(data["X_test"]), again.predict(data["X_test"]))
     assert est.feature_importance() and est.contributions(data["X_test"][:5]).shape[0] == 5
+
+
+def test_lgbm_fit_later_trains_the_model_fit_would() -> None:
+    """fit_later bins now and trains on the call: the same booster as fit."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(600, 4)).astype(np.float32)
+    y = np.exp(0.5 * X[:, 0]) + rng.poisson(1.0, size=600)
+    params = {"n_estimators": 15, "num_leaves": 7, "min_data_in_leaf": 10, "num_threads": 1}
+    names = ["a", "b", "c", "d"]
+    fitted = E.make_estimator("lgbm_tweedie", **params).fit(
+        X, y, feature_names=names, categorical=[]
+    )
+    later = E.make_estimator("lgbm_tweedie", **params)
+    assert isinstance(later, E.LGBMEstimator)
+    train = later.fit_later(X, y, feature_names=names, categorical=[])
+    with pytest.raises(NotFittedError):
+        later.predict(X)
+    assert train() is later
+    np.testing.assert_array_equal(fitted.predict(X), later.predict(X))
+    with pytest.raises(ValueError, match="non-negative"):
+        later.fit_later(X, -y, feature_names=names, categorical=[])

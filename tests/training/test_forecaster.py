@@ -159,7 +159,12 @@ def test_blockwise_training_matches_the_whole_matrix(
     history, products = data
     origin = history["date"].max() - pd.Timedelta(days=H)
     train, frame = _split(history, origin)
-    params = {**SMALL, "bagging_fraction": 0.5, "feature_fraction": 0.5}
+    params = {
+        **SMALL,
+        "data_sample_strategy": "bagging",
+        "bagging_fraction": 0.5,
+        "feature_fraction": 0.5,
+    }
     kw = {"model": "lgbm_tweedie", "strategy": strategy, "horizon": H, "model_params": params}
     whole = Forecaster(**kw).fit(train, products)  # type: ignore[arg-type]
     built: list[int] = []
@@ -250,3 +255,24 @@ def test_default_forecaster_is_the_benchmarked_one(data: tuple[pd.DataFrame, pd.
         assert not set(F.DEFAULT_DROP_FEATURES) & set(names)
         assert "roll_mean_91" in names and "roll_mean_180" not in names
     assert model.max_train_days == F.DEFAULT_MAX_TRAIN_DAYS
+
+
+def test_stages_side_by_side_match_stages_in_turn(data: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    """Stages trained side by side (one thread each) give the model trained in turn on one."""
+    history, products = data
+    origin = history["date"].max() - pd.Timedelta(days=H)
+    train, frame = _split(history, origin)
+    kw = {"model": "lgbm_tweedie", "strategy": "multi", "horizon": H, "bucket": 7}
+    side = Forecaster(**kw, model_params={**SMALL, "num_threads": 2})  # type: ignore[arg-type]
+    turn = Forecaster(**kw, model_params={**SMALL, "num_threads": 1}, parallel_stages=False)  # type: ignore[arg-type]
+    assert side._stage_workers(2) == (2, 1) and turn._stage_workers(2) == (1, None)
+    side.fit(train, products)
+    turn.fit(train, products)
+    assert [s.min_lag for s in side.stages_] == [7, 14]
+    # Each stage trained on one thread; predictions still use the model's own thread count.
+    assert side.stages_[0].estimator.get_params()["train_threads"] == 1
+    assert side.stages_[0].estimator.get_params()["num_threads"] == 2
+    a = side.predict(frame, products, origin)["mean"].to_numpy()
+    b = turn.predict(frame, products, origin)["mean"].to_numpy()
+    np.testing.assert_array_equal(a, b)
+    assert side.fit_seconds_["estimator"] > 0 and side.fit_seconds_["features"] > 0
