@@ -98,4 +98,6 @@ def test_new_sales_change_the_computed_forecast_after_the_token_check(served: Se
         assert after == _service(served, window_bytes=0).forecast_json([sku])
     finally:
         with served.engine.begin() as conn:
-            conn.execute(update(DailySales).where(key).values(dict(zip(columns, original))))
+            conn.execute(
+                update(DailySales).where(key).values(dict(zip(columns, original, strict=True)))
+            )
