@@ -64,7 +64,7 @@ class CatalogueWindow:
     bounds: npt.NDArray[np.int64]  # rows of SKU i are bounds[i]:bounds[i + 1]
     first: npt.NDArray[np.int64]  # first day number of each SKU's rows
     day: npt.NDArray[np.int32]  # day number (since 1970-01-01) per row
-    columns: dict[str, np.ndarray]
+    columns_: dict[str, np.ndarray]  # per row, in the frame's dtypes
 
     @classmethod
     def read(
@@ -105,13 +105,13 @@ class CatalogueWindow:
             bounds=bounds,
             first=first,
             day=day.astype(_DAY),
-            columns={c: frame[c].to_numpy(dtype=t) for c, t in _COLUMNS.items()},
+            columns_={c: frame[c].to_numpy(dtype=t) for c, t in _COLUMNS.items()},
         )
 
     @property
     def nbytes(self) -> int:
         """Bytes of the arrays (the SKU strings and the dict come on top)."""
-        arrays = [self.names, self.bounds, self.first, self.day, *self.columns.values()]
+        arrays = [self.names, self.bounds, self.first, self.day, *self.columns_.values()]
         return sum(a.nbytes for a in arrays)
 
     def frame(self, skus: list[str], horizon: int) -> pd.DataFrame:
@@ -120,6 +120,13 @@ class CatalogueWindow:
         SKUs without rows (no sales or launch date up to ``as_of``, or not in the catalogue when
         read) are absent, as from the reader.
         """
+        data: dict[str, Any] = self.columns(skus, horizon)
+        data["sku"] = pd.Series(data["sku"], dtype=object)
+        return pd.DataFrame(data)
+
+    def columns(self, skus: list[str], horizon: int) -> dict[str, np.ndarray]:
+        """The columns of ``frame(skus, horizon)`` as numpy arrays, without building the frame:
+        ``sku`` (object), ``date`` (datetime64[ns]) and the rest in the frame's dtypes."""
         if horizon > self.horizon or horizon < 0:
             raise ValueError(f"horizon {horizon} is outside the window's 0..{self.horizon}")
         found = sorted({self.position[s] for s in skus if s in self.position})
@@ -129,13 +136,13 @@ class CatalogueWindow:
         b = np.minimum(self.bounds[idx + 1], a + np.maximum(last - self.first[idx] + 1, 0))
         length = b - a
         rows = np.repeat(a - np.cumsum(length) + length, length) + np.arange(int(length.sum()))
-        data: dict[str, Any] = {
-            "sku": pd.Series(np.repeat(self.names[idx], length), dtype=object),
+        data = {
+            "sku": np.repeat(self.names[idx], length),
             "date": self.day[rows].astype("datetime64[D]").astype("datetime64[ns]"),
         }
-        for c, values in self.columns.items():
+        for c, values in self.columns_.items():
             data[c] = values[rows]
-        return pd.DataFrame(data)
+        return data
 
 
 def _offsets(bounds: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:

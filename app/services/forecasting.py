@@ -367,6 +367,13 @@ class ForecastService:
         products = snap.select(skus)
         forecaster = loaded.forecaster
         window = self._window(snap, loaded)
+        origin = pd.Timestamp(as_of)
+        if window is not None and scenario is None:
+            # The window's column arrays: no frame is built (nor read back by the builders).
+            columns = window.columns(skus, horizon)
+            _check_covered(products, columns["sku"], columns["date"], as_of)
+            base = forecaster.forecast_arrays(columns, products, origin, horizon, levels)
+            return as_of, _to_json(base, None)
         if window is not None:
             frame = window.frame(skus, horizon)
         else:
@@ -378,8 +385,9 @@ class ForecastService:
                 as_of=as_of,
                 events=snap.events,
             )
-        origin = pd.Timestamp(as_of)
-        _check_covered(products, frame, as_of)
+        _check_covered(
+            products, frame["sku"].to_numpy(dtype=object), frame["date"].to_numpy(), as_of
+        )
         base = forecaster.forecast_arrays(frame, products, origin, horizon, levels)
         if scenario is None:
             return as_of, _to_json(base, None)
@@ -417,10 +425,11 @@ class ForecastService:
             snap.window_lock.release()
 
 
-def _check_covered(products: pd.DataFrame, frame: pd.DataFrame, as_of: dt.date) -> None:
-    """Every requested SKU has days to forecast, or a clear reason why not."""
-    future = frame["date"].to_numpy() > np.datetime64(as_of)
-    ahead = set(frame["sku"].to_numpy(dtype=object)[future])
+def _check_covered(
+    products: pd.DataFrame, sku: np.ndarray, date: np.ndarray, as_of: dt.date
+) -> None:
+    """Every requested SKU has days to forecast (rows after as_of), or a clear reason why not."""
+    ahead = set(sku[date > np.datetime64(as_of)].tolist())
     skus = products["sku"].to_numpy(dtype=object)
     absent = [i for i, s in enumerate(skus) if s not in ahead]
     if not absent:

@@ -101,3 +101,31 @@ def test_new_sales_change_the_computed_forecast_after_the_token_check(served: Se
             conn.execute(
                 update(DailySales).where(key).values(dict(zip(columns, original, strict=True)))
             )
+
+
+@pytest.mark.parametrize("model", ["champion", "seasonal_naive"])
+def test_column_arrays_forecast_as_the_frame_does(served: Served, model: str) -> None:
+    """forecast_arrays on the window's column arrays equals it on the frame (staged models use
+    the arrays directly, the others a frame made from them)."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from training.forecaster import Forecaster
+    from training.pipeline import BundleForecaster, load_history
+
+    champion = served.registry.load_champion()
+    artifacts = dict(champion.artifacts)
+    if model != "champion":
+        history, products = load_history(served.engine)
+        artifacts["model"] = Forecaster(model=model, horizon=14).fit(history, products)
+    fc = BundleForecaster(SimpleNamespace(artifacts=artifacts))  # type: ignore[arg-type]
+    as_of = last_sales_date(served.engine)
+    assert as_of is not None
+    window = CatalogueWindow.read(served.engine, fc.history_days, 14, as_of)
+    skus = [s for s in _skus(served) if _forecastable(served, s)]
+    products = read_products(served.engine, skus)
+    got = fc.forecast_arrays(window.columns(skus, 14), products, as_of, 14, [0.1, 0.9])
+    ref = fc.forecast_arrays(window.frame(skus, 14), products, as_of, 14, [0.1, 0.9])
+    for name in ("sku", "day", "horizon", "mean", "quantiles", "cold_start"):
+        assert np.array_equal(getattr(got, name), getattr(ref, name)), name
