@@ -34,7 +34,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.registry = registry
         app.state.champion = holder
         app.state.forecasts = ForecastService(
-            engine, holder, cfg.quantiles, use_cache=cfg.forecast_cache
+            engine,
+            holder,
+            cfg.quantiles,
+            use_cache=cfg.forecast_cache,
+            window_bytes=cfg.serve_window_mb << 20,
         )
         try:
             yield

@@ -299,6 +299,7 @@ def _steps(
 
     from app.services.forecasting import _check_covered, _envelope, _to_json
     from featurestore.readers import latest_window
+    from training.features import prepare_arrays
     from training.pipeline import _predict
 
     loaded = service.holder.current()
@@ -320,17 +321,33 @@ def _steps(
         snap = add("store snapshot (token checked at most every 1 s)", service.snapshot)
         products = add("products of the SKUs (from the snapshot)", snap.select, want)
         as_of = snap.as_of
-        frame = add(
-            f"db: latest_window ({fc.history_days}+{HORIZON} days, events cached)",
-            latest_window,
-            engine,
-            want,
-            n_days=fc.history_days,
-            horizon=HORIZON,
-            as_of=as_of,
-            events=snap.events,
+        window = add(
+            "catalogue window (read once per data token; a lookup after)",
+            service._window,
+            snap,
+            loaded,
         )
-        add("check covered", _check_covered, products, frame, as_of)
+        if window is not None:
+            frame = add(
+                f"window: latest_window ({fc.history_days}+{HORIZON} days) sliced from memory",
+                window.columns,
+                want,
+                HORIZON,
+            )
+        else:
+            frame = add(
+                f"db: latest_window ({fc.history_days}+{HORIZON} days, events cached)",
+                latest_window,
+                engine,
+                want,
+                n_days=fc.history_days,
+                horizon=HORIZON,
+                as_of=as_of,
+                events=snap.events,
+            )
+        sku = np.asarray(frame["sku"], dtype=object)
+        date = np.asarray(frame["date"])
+        add("check covered", _check_covered, products, sku, date, as_of)
         origin = pd.Timestamp(as_of)
         out = add(
             "BundleForecaster.forecast_arrays (all of it)",
@@ -342,16 +359,28 @@ def _steps(
             levels,
         )
         # The same stages again, piece by piece: features and the trees as served.
-        day = (frame["date"].to_numpy() - origin.to_datetime64()) // np.timedelta64(1, "D")
+        days = date.astype("datetime64[D]").astype(np.int64)
+        prepared = add(
+            "  history arrays for the builders",
+            prepare_arrays,
+            sku=sku,
+            dates=date,
+            days=days,
+            columns={c: np.asarray(frame[c]) for c in frame if c not in ("sku", "date")},
+            products=products,
+        )
+        day = days - np.datetime64(as_of).astype("datetime64[D]").astype(np.int64)
         for k, stage in enumerate(model.stages_):
             rows = (day >= stage.first_h) & (day <= min(stage.last_h, HORIZON))
-            X = add(
+            fm = add(
                 f"  stage {k + 1} features (lag floor {stage.min_lag})",
-                stage.features,
-                frame,
+                stage.builder.transform,
+                None,
                 products,
-                rows,
+                rows=rows,
+                prepared=prepared,
             )
+            X = fm.X[:, stage.keep]
             add(f"  stage {k + 1} trees ({int(rows.sum())} rows)", _predict, stage.estimator, X)
         add("  calibrator (3 quantiles)", fc.calibration.predict, out.mean, out.horizon, levels)
         parts = add("JSON per SKU from the arrays (orjson)", _to_json, out, None)
@@ -1279,25 +1308,24 @@ def recommend(runs: list[Run], prof: dict[str, Any] | None) -> list[str]:
     hit = extra["ForecastService.forecast, cache hit (case stored)"]["median_ms"]
     c8 = {r.workers: r for r in runs if r.case == "computed" and r.connections == 8 and r.p99_ms}
     out = [
-        f"- `computed` costs {total:.1f} ms in-process (median): the window read "
-        f"{window:.1f} ms (statements for the SKU's first/last sale, sales, prices, promotions; "
-        f"products, events, the data token and the last sales date come from the per-token "
-        f"snapshot: {local:.2f} ms), features {features:.1f} ms for {stages} stage(s), trees "
-        f"{trees:.1f} ms, the calibrator {calib:.2f} ms, the rest of the numpy path "
-        f"{max(glue, 0.0):.2f} ms and the JSON {out_json:.2f} ms. At 8 connections a worker "
-        "serves one request after another (a CapacityLimiter of 1 queues them), so the p99 is "
-        "about 8 / W times the per-request time plus what wrk and PostgreSQL take from the 2 "
-        "cores: p99 <= 15 ms needs about 15 x W / 8 ms per request, server and database "
-        "included"
+        f"- `computed` costs {total:.1f} ms in-process (median): the window "
+        f"{window:.2f} ms (sliced from the worker's in-memory catalogue window, read once per "
+        f"data token; products, events, the data token and the last sales date come from the "
+        f"per-token snapshot: {local:.2f} ms), features {features:.1f} ms for {stages} "
+        f"stage(s), trees {trees:.1f} ms, the calibrator {calib:.2f} ms, the rest of the "
+        f"numpy path {max(glue, 0.0):.2f} ms and the JSON {out_json:.2f} ms. At 8 connections "
+        "a worker serves one request after another (a CapacityLimiter of 1 queues them), so "
+        "the p99 is about 8 / W times the per-request time plus what wrk and PostgreSQL take "
+        "from the 2 cores: p99 <= 15 ms needs about 15 x W / 8 ms per request, server and "
+        "database included"
         + (
             "; measured p99 "
             + ", ".join(f"{r.p99_ms:.1f} ms with {w} worker(s)" for w, r in sorted(c8.items()))
             if c8
             else ""
         )
-        + ". What is left to cut: the read (one statement joining sales, prices and promotions, "
-        "and the yearly lags read as a few points instead of a dense year), features shared "
-        "across stages (or one stage), and computing when the data lands (the ingestion knows "
+        + ". What is left to cut: features shared across stages (or one stage), the trees "
+        "(fewer or shallower), and computing when the data lands (the ingestion knows "
         "the SKUs it changed: forecasting those right after the load turns `computed` into "
         "`stored`).",
     ]

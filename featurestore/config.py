@@ -33,6 +33,15 @@ class Settings(BaseSettings):
         default=True,
         description="Answer unchanged SKUs from cache and stored runs (false: always compute)",
     )
+    serve_window_mb: int = Field(
+        default=256,
+        ge=0,
+        description=(
+            "Per worker: MB of the in-memory history window of the whole catalogue that computed "
+            "forecasts slice instead of reading SQL (~11 KB per SKU); a larger catalogue, or 0, "
+            "reads the window from the database per request"
+        ),
+    )
     selection_metric: str = "rmsse"
     host: str = "127.0.0.1"
     port: int = 8000

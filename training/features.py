@@ -225,7 +225,7 @@ class FeatureBuilder:
 
     def transform(
         self,
-        history: pd.DataFrame,
+        history: pd.DataFrame | None,
         products: pd.DataFrame,
         *,
         rows: np.ndarray | Sequence[int] | Sequence[bool] | None = None,
@@ -234,13 +234,16 @@ class FeatureBuilder:
         """Features of the target rows (all rows, or a boolean mask / integer positions).
 
         ``prepared`` (``prepare(history, products)`` of these very frames) saves re-reading the
-        frames' columns when several builders (the stages of a model) transform the same frames.
+        frames' columns when several builders (the stages of a model) transform the same frames;
+        with it, ``history`` may be None (``prepare_arrays`` made it from column arrays).
         """
         self._check_fitted()
         plan = self.plan_
         if prepared is None:
+            if history is None:
+                raise ValueError("transform needs a history frame or prepared inputs")
             prepared = prepare(history, products)
-        elif prepared.n != len(history):
+        elif history is not None and prepared.n != len(history):
             raise ValueError("prepared inputs are of another history frame")
         n = prepared.n
         sel = _selection(rows, n)
@@ -331,22 +334,50 @@ class Prepared:
 def prepare(history: pd.DataFrame, products: pd.DataFrame) -> Prepared:
     """Read the frames once for any number of ``FeatureBuilder.transform`` calls on them."""
     _check_columns(history, tuple(HISTORY_COLUMNS), "history")
+    return prepare_arrays(
+        sku=history["sku"].to_numpy(dtype=object),
+        dates=history["date"].to_numpy(),
+        days=_day_numbers(history["date"]),
+        columns={c: _numeric(history[c]) for c in _ARRAY_COLUMNS},
+        products=products,
+    )
+
+
+# The numeric history columns the builders read.
+_ARRAY_COLUMNS = ("units", "price", *PROMO_COLUMNS, *CALENDAR_COLUMNS)
+
+
+def prepare_arrays(
+    *,
+    sku: np.ndarray,
+    dates: np.ndarray,
+    days: IntArray,
+    columns: dict[str, np.ndarray],
+    products: pd.DataFrame,
+) -> Prepared:
+    """``prepare`` from a history frame's columns as numpy arrays (no frame to build or read).
+
+    ``sku`` (object), ``dates`` (the date column as datetime64), ``days`` (the same as integer
+    days since 1970-01-01) and ``columns`` (units, price, promotion and calendar columns with
+    the frame's dtypes, NaN for unknown units) give exactly what ``prepare`` of the frame gives.
+    """
     _check_products(products)
-    n = len(history)
-    sku = history["sku"].to_numpy(dtype=object)
-    units_all = _numeric(history["units"])
+    n = len(sku)
+    missing = [c for c in _ARRAY_COLUMNS if c not in columns]
+    if missing:
+        raise ValueError(f"history columns lack {missing}")
+    units_all = columns["units"]
     codes, uniques = _factorize(sku)
-    days = _day_numbers(history["date"])
     # Rows grouped by SKU (readers give them so; otherwise sort once) so a chunk is a slice.
     grouped = bool((codes[1:] >= codes[:-1]).all())
     by_sku = np.arange(n) if grouped else np.argsort(codes, kind="stable")
     bounds = np.searchsorted(codes[by_sku], np.arange(len(uniques) + 1))
     data = _Frame(
         codes=codes,
-        days=days,
+        days=np.asarray(days, dtype=np.int64),
         units=units_all,
-        price=_numeric(history["price"]),
-        promo=_numeric(history["on_promotion"]) > 0,
+        price=columns["price"],
+        promo=columns["on_promotion"] > 0,
         by_sku=by_sku,
         bounds=bounds,
     )
@@ -354,9 +385,9 @@ def prepare(history: pd.DataFrame, products: pd.DataFrame) -> Prepared:
         n=n,
         sku=sku,
         units=units_all,
-        dates=history["date"].to_numpy(),
+        dates=dates,
         data=data,
-        covariates={c: _numeric(history[c]) for c in (*PROMO_COLUMNS, *CALENDAR_COLUMNS)},
+        covariates={c: columns[c] for c in (*PROMO_COLUMNS, *CALENDAR_COLUMNS)},
         attrs=_attributes(products, uniques),
     )
 

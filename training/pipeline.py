@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from training.backtest import (
 )
 from training.bundle import Bundle, save_bundle
 from training.coldstart import backtest_cold_start, fit_cold_start
-from training.features import prepare
+from training.features import Prepared, prepare, prepare_arrays
 from training.forecaster import (
     BASELINES,
     DEFAULT_STRATEGY,
@@ -331,7 +331,7 @@ class BundleForecaster:
 
     def forecast_arrays(
         self,
-        frame: pd.DataFrame,
+        frame: pd.DataFrame | Mapping[str, np.ndarray],
         products: pd.DataFrame,
         origin: dt.date | pd.Timestamp,
         horizon: int,
@@ -339,20 +339,30 @@ class BundleForecaster:
     ) -> Forecasts:
         """The forecast rows as arrays, grouped by SKU as the frame is (readers sort by SKU).
 
+        ``frame`` is the history frame or its columns as numpy arrays (``date`` as datetime64,
+        each column with the frame's dtype, as ``featurestore.window_cache`` slices them): the
+        arrays skip building and re-reading a frame, the answers are the same.
+
         SKUs with fewer known days than the model's ``min_rows_per_sku`` are answered by the
         cold-start model. Direct and multi-stage models run on numpy from the frame's columns
         (the stages' builders pick their target rows); recursive and baseline models go through
         ``Forecaster.predict``.
         """
         levels = [float(q) for q in quantiles]
-        frame = frame.reset_index(drop=True)
         o = int(pd.Timestamp(origin).to_datetime64().astype("datetime64[D]").astype(np.int64))
-        days = frame["date"].to_numpy().astype("datetime64[D]").astype(np.int64)
+        if isinstance(frame, pd.DataFrame):
+            frame = frame.reset_index(drop=True)
+            sku = frame["sku"].to_numpy(dtype=object)
+            dates = frame["date"].to_numpy()
+            units = frame["units"].to_numpy(dtype=np.float64, na_value=np.nan)
+        else:
+            sku = np.asarray(frame["sku"], dtype=object)
+            dates = np.asarray(frame["date"])
+            units = np.asarray(frame["units"], dtype=np.float64)
+        days = dates.astype("datetime64[D]").astype(np.int64)
         day = days - o
-        sku = frame["sku"].to_numpy(dtype=object)
         if len(sku) == 0:
             raise ValueError("nothing to forecast: the frame is empty")
-        units = frame["units"].to_numpy(dtype=np.float64, na_value=np.nan)
         change = np.empty(len(sku), dtype=bool)
         change[:1] = True
         np.not_equal(sku[1:], sku[:-1], out=change[1:])
@@ -360,13 +370,12 @@ class BundleForecaster:
         known = np.bincount(codes, weights=(day <= 0) & ~np.isnan(units), minlength=codes[-1] + 1)
         target = (day >= 1) & (day <= horizon)
         cold = (known < self.model.min_rows_per_sku)[codes]
-        out = np.full(len(frame), np.nan)
+        out = np.full(len(sku), np.nan)
+        inputs = _Inputs(frame, products, sku, dates, days)
         for model, part in ((self.model, ~cold), (self.cold_model, cold)):
             rows = target & part
             if rows.any():
-                out[rows] = self._predict(
-                    model, frame, products, pd.Timestamp(origin), horizon, day, rows
-                )
+                out[rows] = self._predict(model, inputs, pd.Timestamp(origin), horizon, day, rows)
         mean = out[target]
         h = day[target].astype(np.int16)
         q = self.calibration.predict(mean, h, levels)
@@ -383,23 +392,24 @@ class BundleForecaster:
     @staticmethod
     def _predict(
         model: Forecaster,
-        frame: pd.DataFrame,
-        products: pd.DataFrame,
+        inputs: _Inputs,
         origin: pd.Timestamp,
         horizon: int,
         day: np.ndarray,
         rows: np.ndarray,
     ) -> np.ndarray:
         """The model's means for the chosen horizon rows (in frame order)."""
+        products = inputs.products
         if _staged(model):
-            out = np.full(len(frame), np.nan)
-            prepared = prepare(frame, products)  # the frames read once for every stage
+            out = np.full(len(day), np.nan)
+            prepared = inputs.prepared()  # the frames read once for every stage
             for stage in model.stages_:
                 mine = rows & (day >= stage.first_h) & (day <= stage.last_h)
                 if mine.any():
-                    X = stage.builder.transform(frame, products, rows=mine, prepared=prepared).X
+                    X = stage.builder.transform(None, products, rows=mine, prepared=prepared).X
                     out[mine] = _predict(stage.estimator, X[:, stage.keep])
             return out[rows]
+        frame = inputs.frame()
         mine = frame["sku"].isin(frame.loc[rows, "sku"].unique()).to_numpy()
         part = frame[mine]
         pred = model.predict(part, products, origin, horizon)
@@ -413,6 +423,43 @@ class BundleForecaster:
         full = np.full(len(frame), np.nan)
         full[mine] = out
         return full[rows]
+
+
+@dataclass
+class _Inputs:
+    """A forecast's history (a frame or its column arrays) and products, each form made once."""
+
+    source: pd.DataFrame | Mapping[str, np.ndarray]
+    products: pd.DataFrame
+    sku: np.ndarray
+    dates: np.ndarray
+    days: np.ndarray
+    _frame: pd.DataFrame | None = None
+    _prepared: Prepared | None = None
+
+    def frame(self) -> pd.DataFrame:
+        if self._frame is None:
+            if isinstance(self.source, pd.DataFrame):
+                self._frame = self.source
+            else:
+                data: dict[str, Any] = dict(self.source)
+                data["sku"] = pd.Series(self.sku, dtype=object)
+                self._frame = pd.DataFrame(data)
+        return self._frame
+
+    def prepared(self) -> Prepared:
+        if self._prepared is None:
+            if isinstance(self.source, pd.DataFrame):
+                self._prepared = prepare(self.source, self.products)
+            else:
+                self._prepared = prepare_arrays(
+                    sku=self.sku,
+                    dates=self.dates,
+                    days=self.days,
+                    columns={c: np.asarray(v) for c, v in self.source.items()},
+                    products=self.products,
+                )
+        return self._prepared
 
 
 def quantile_column(level: float) -> str:

@@ -20,6 +20,9 @@ from collections.abc import Sequence
 import numpy as np
 
 MAX_PER_BIN = 4000
+# Residual quantiles remembered per (bin, requested levels) at predict time: serving asks for the
+# same few level sets again and again, and np.quantile per bin costs more than the rest.
+MEMO_LEVEL_SETS = 32
 
 
 class NotCalibrated(RuntimeError):
@@ -91,12 +94,25 @@ class QuantileCalibrator:
     def _level(self, q: float) -> float:
         return float(np.interp(q, self.q_grid_, self.q_levels_))
 
-    def _raw(self, yhat: np.ndarray, horizon: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    def _raw(
+        self,
+        yhat: np.ndarray,
+        horizon: np.ndarray,
+        levels: np.ndarray,
+        memo: dict[tuple[int, int], np.ndarray] | None = None,
+    ) -> np.ndarray:
         hb, lb = self._hbin(horizon), self._lbin(yhat)
         out = np.empty((len(yhat), len(levels)))
-        for key in {(int(a), int(b)) for a, b in zip(hb, lb, strict=True)}:
-            rows = (hb == key[0]) & (lb == key[1])
-            offsets = np.quantile(self.residuals_[key], levels)
+        stride = len(self.level_edges_) + 1
+        cell = np.asarray(hb, dtype=np.int64) * stride + lb
+        for c in np.unique(cell).tolist():
+            key = (c // stride, c % stride)
+            rows = cell == c
+            offsets = None if memo is None else memo.get(key)
+            if offsets is None:
+                offsets = np.quantile(self.residuals_[key], levels)
+                if memo is not None:
+                    memo[key] = offsets
             out[rows] = yhat[rows, None] + offsets[None, :] * np.sqrt(yhat[rows, None] + 1.0)
         return np.clip(out, 0.0, None)
 
@@ -111,4 +127,15 @@ class QuantileCalibrator:
             raise ValueError("quantiles must lie strictly between 0 and 1")
         yhat = np.clip(np.asarray(yhat, dtype=np.float64), 0.0, None)
         levels = np.array([self._level(float(q)) for q in qs])
-        return self._raw(yhat, np.asarray(horizon), levels)
+        memo: dict[bytes, dict[tuple[int, int], np.ndarray]] = self.__dict__.setdefault("_memo", {})
+        key = levels.tobytes()
+        offsets = memo.get(key)
+        if offsets is None:
+            if len(memo) >= MEMO_LEVEL_SETS:
+                memo.clear()
+            offsets = memo[key] = {}
+        return self._raw(yhat, np.asarray(horizon), levels, offsets)
+
+    def __getstate__(self) -> dict[str, object]:
+        """Pickled without the predict-time memo (a cache, not learned state)."""
+        return {k: v for k, v in self.__dict__.items() if k != "_memo"}

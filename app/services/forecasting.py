@@ -9,6 +9,18 @@ What does not change between ingestions (the data token, the last sales date, th
 the calendar events) is kept per process in a ``StoreSnapshot`` and the token is checked at most
 every ``token_ttl`` seconds (one small query); any ingestion changes the token, which drops the
 snapshot and every cached forecast computed under it.
+
+Computed forecasts slice the snapshot's ``CatalogueWindow`` (featurestore.window_cache: every
+SKU's window read once through the same point-in-time reader, as compact arrays) instead of
+reading their window with SQL per request. Freshness rule: the window belongs to the snapshot,
+so it is read at the snapshot's token and ``as_of`` and dropped with it; a forecast therefore
+never uses data older than the token check allows (at most ``token_ttl`` seconds behind an
+ingestion, as cached forecasts). The first request that computes under a new token reads the
+window (for the whole catalogue, ~1-2 s at 1,000 SKUs on PostgreSQL) and waits for it; requests
+arriving while it is being read take the per-request SQL read of the same data instead of
+waiting. The window is per worker and bounded by ``serve_window_mb`` (settings): ``ROW_BYTES``
+(26) bytes per SKU-day, ~11 KB per SKU for a window of ~400 days + 28; a catalogue whose window
+would exceed it (or a setting of 0) reads each request's window with SQL, as before.
 """
 
 from __future__ import annotations
@@ -40,6 +52,7 @@ from featurestore import forecast_runs
 from featurestore.config import get_settings
 from featurestore.readers import EventRows, latest_window, read_events, read_products
 from featurestore.stats import store_state
+from featurestore.window_cache import ROW_BYTES, CatalogueWindow
 from training.explain import explain
 from training.pipeline import Forecasts, quantile_column
 
@@ -70,6 +83,9 @@ class StoreSnapshot:
     position: dict[str, int]  # sku -> row of products
     events: EventRows
     checked: float  # time.monotonic() of the last token check
+    # The catalogue's history window under this token (read on first need, see the docstring).
+    window: CatalogueWindow | None = field(default=None, repr=False)
+    window_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def select(self, skus: Sequence[str]) -> pd.DataFrame:
         """The products of these SKUs, sorted by sku (every one must be known)."""
@@ -94,6 +110,8 @@ class ForecastService:
     # False (SALESFC_FORECAST_CACHE=false) computes every forecast: benchmarks, debugging.
     use_cache: bool = field(default_factory=lambda: get_settings().forecast_cache)
     token_ttl: float = TOKEN_TTL
+    # Bytes the in-memory catalogue window may take (0: read every window with SQL).
+    window_bytes: int = field(default_factory=lambda: get_settings().serve_window_mb << 20)
     _snapshot: StoreSnapshot | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
@@ -348,16 +366,28 @@ class ForecastService:
             raise ModelNotReady("the feature store holds no sales yet")
         products = snap.select(skus)
         forecaster = loaded.forecaster
-        frame = latest_window(
-            self.engine,
-            skus,
-            n_days=forecaster.history_days,
-            horizon=horizon,
-            as_of=as_of,
-            events=snap.events,
-        )
+        window = self._window(snap, loaded)
         origin = pd.Timestamp(as_of)
-        _check_covered(products, frame, as_of)
+        if window is not None and scenario is None:
+            # The window's column arrays: no frame is built (nor read back by the builders).
+            columns = window.columns(skus, horizon)
+            _check_covered(products, columns["sku"], columns["date"], as_of)
+            base = forecaster.forecast_arrays(columns, products, origin, horizon, levels)
+            return as_of, _to_json(base, None)
+        if window is not None:
+            frame = window.frame(skus, horizon)
+        else:
+            frame = latest_window(
+                self.engine,
+                skus,
+                n_days=forecaster.history_days,
+                horizon=horizon,
+                as_of=as_of,
+                events=snap.events,
+            )
+        _check_covered(
+            products, frame["sku"].to_numpy(dtype=object), frame["date"].to_numpy(), as_of
+        )
         base = forecaster.forecast_arrays(frame, products, origin, horizon, levels)
         if scenario is None:
             return as_of, _to_json(base, None)
@@ -365,11 +395,41 @@ class ForecastService:
         scen = forecaster.forecast_arrays(changed, products, origin, horizon, levels)
         return as_of, _to_json(scen, base)
 
+    def _window(self, snap: StoreSnapshot, loaded: Loaded) -> CatalogueWindow | None:
+        """The snapshot's catalogue window for this champion, read now if missing; or None.
 
-def _check_covered(products: pd.DataFrame, frame: pd.DataFrame, as_of: dt.date) -> None:
-    """Every requested SKU has days to forecast, or a clear reason why not."""
-    future = frame["date"].to_numpy() > np.datetime64(as_of)
-    ahead = set(frame["sku"].to_numpy(dtype=object)[future])
+        None (read with SQL instead) when the window would exceed ``window_bytes`` or another
+        request is reading it right now.
+        """
+        as_of = snap.as_of
+        if as_of is None or self.window_bytes <= 0:
+            return None
+        n_days = loaded.forecaster.history_days
+        horizon = loaded.forecaster.model.horizon
+        window = snap.window
+        if window is not None and window.n_days == n_days and window.horizon == horizon:
+            return window
+        if len(snap.products) * (n_days + horizon) * ROW_BYTES > self.window_bytes:
+            return None
+        if not snap.window_lock.acquire(blocking=False):
+            return None
+        try:
+            window = snap.window
+            if window is None or window.n_days != n_days or window.horizon != horizon:
+                window = CatalogueWindow.read(self.engine, n_days, horizon, as_of, snap.events)
+                if window.nbytes > self.window_bytes:
+                    return None
+                snap.window = window
+            return window
+        finally:
+            snap.window_lock.release()
+
+
+def _check_covered(
+    products: pd.DataFrame, sku: np.ndarray, date: np.ndarray, as_of: dt.date
+) -> None:
+    """Every requested SKU has days to forecast (rows after as_of), or a clear reason why not."""
+    ahead = set(sku[date > np.datetime64(as_of)].tolist())
     skus = products["sku"].to_numpy(dtype=object)
     absent = [i for i, s in enumerate(skus) if s not in ahead]
     if not absent:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -19,6 +20,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
 from app.main import create_app
+from app.services.forecasting import TOKEN_TTL
 from featurestore import migrations
 from featurestore.readers import read_products
 from tests.app.conftest import READ_KEY, Served, build_served
@@ -132,9 +134,10 @@ def test_database_outage_is_503_then_recovers(served: Served, relayed: tuple[Rel
         relay.stop()
         ready = client.get("/readyz")
         assert ready.status_code == 503 and ready.json()["database"] is False
-        # SKUs not answered before: a worker may serve forecasts it already computed for a
-        # moment, but anything it must read gets a 503 (pooled connections are dead, new ones
-        # are refused).
+        # Within the token's TTL a worker trusts its data token, so it may still answer from
+        # memory (forecasts it computed, its catalogue window); once the token is due, anything
+        # that must read gets a 503 (pooled connections are dead, new ones are refused).
+        time.sleep(TOKEN_TTL + 0.05)
         for other in others:
             down = client.get(f"/v1/forecast/{other}")
             assert down.status_code == 503, down.text
