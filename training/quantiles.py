@@ -36,6 +36,9 @@ class QuantileCalibrator:
         self.level_bins = level_bins
         self.horizon_bucket = horizon_bucket
         self.seed = seed
+        # Residual quantiles per requested level set, then per bin (a predict-time cache of the
+        # fitted residuals: emptied by fit, never pickled).
+        self._memo: dict[bytes, dict[tuple[int, int], np.ndarray]] = {}
 
     def _hbin(self, horizon: np.ndarray) -> np.ndarray:
         return np.clip((np.asarray(horizon) - 1) // self.horizon_bucket, 0, self.n_hbins_ - 1)
@@ -52,6 +55,7 @@ class QuantileCalibrator:
         y, yhat, horizon = y[ok], yhat[ok], horizon[ok]
         if len(y) == 0:
             raise ValueError("no finite backtest residuals to calibrate on")
+        self._memo = {}
         self.n_hbins_ = int((horizon.max() - 1) // self.horizon_bucket + 1)
         inner = np.linspace(0, 1, self.level_bins + 1)[1:-1]
         self.level_edges_ = np.unique(np.quantile(yhat, inner))
@@ -127,7 +131,7 @@ class QuantileCalibrator:
             raise ValueError("quantiles must lie strictly between 0 and 1")
         yhat = np.clip(np.asarray(yhat, dtype=np.float64), 0.0, None)
         levels = np.array([self._level(float(q)) for q in qs])
-        memo: dict[bytes, dict[tuple[int, int], np.ndarray]] = self.__dict__.setdefault("_memo", {})
+        memo = self._memo
         key = levels.tobytes()
         offsets = memo.get(key)
         if offsets is None:
@@ -139,3 +143,7 @@ class QuantileCalibrator:
     def __getstate__(self) -> dict[str, object]:
         """Pickled without the predict-time memo (a cache, not learned state)."""
         return {k: v for k, v in self.__dict__.items() if k != "_memo"}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._memo = {}

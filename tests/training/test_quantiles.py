@@ -77,3 +77,22 @@ def test_a_level_does_not_depend_on_the_others_requested() -> None:
     alone = cal.predict(yhat, h, [0.5])[:, 0]
     among = cal.predict(yhat, h, [0.1, 0.4, 0.45, 0.5, 0.9])[:, 3]
     np.testing.assert_array_equal(alone, among)
+
+
+def test_remembered_quantiles_follow_a_refit_and_are_not_pickled() -> None:
+    import pickle
+
+    levels = [0.1, 0.5, 0.9]
+    _, yhat, h = _counts(2_000, 9)
+    cal = QuantileCalibrator().fit(*_counts(20_000, 1))
+    first = cal.predict(yhat, h, levels)
+    np.testing.assert_array_equal(cal.predict(yhat, h, levels), first)  # from the memo
+    # Refit on errors twice as wide: the remembered quantiles of the first fit must not survive.
+    y2, yhat2, h2 = _counts(20_000, 3)
+    cal.fit(yhat2 + 2.0 * (y2 - yhat2), yhat2, h2)
+    fresh = QuantileCalibrator().fit(yhat2 + 2.0 * (y2 - yhat2), yhat2, h2)
+    np.testing.assert_array_equal(cal.predict(yhat, h, levels), fresh.predict(yhat, h, levels))
+    assert not np.array_equal(cal.predict(yhat, h, levels), first)
+    loaded = pickle.loads(pickle.dumps(cal))
+    assert loaded._memo == {}
+    np.testing.assert_array_equal(loaded.predict(yhat, h, levels), fresh.predict(yhat, h, levels))
