@@ -94,6 +94,14 @@ class _Design:
     y: np.ndarray | None
     clock: dict[str, float]  # seconds building features
 
+    @property
+    def categorical(self) -> list[str]:
+        return [c for c in self.builder.categorical_features_ if c in self.kept]
+
+    def stage(self, estimator: Estimator) -> _Stage:
+        min_lag, first_h, last_h = self.bucket
+        return _Stage(min_lag, first_h, last_h, self.builder, estimator, self.cols, self.kept)
+
 
 def _buckets(strategy: Strategy, horizon: int, bucket: int) -> list[tuple[int, int, int]]:
     """(min_lag, first horizon, last horizon) per stage."""
@@ -260,7 +268,7 @@ class Forecaster:
                 jobs = [pool.submit(job) for job in binned]
                 fitted = [job.result() for job in jobs]
         else:
-            fitted = [self._train(design(b, progress), None) for b in buckets]
+            fitted = [self._train(design(b, progress)) for b in buckets]
         # Seconds building features and in the rest of the estimators' fit, summed over stages
         # (stages fitted side by side overlap in wall time).
         self.fit_seconds_ = {
@@ -332,10 +340,9 @@ class Forecaster:
         if not isinstance(estimator, LGBMEstimator):
             raise TypeError(f"{self.model} does not train from a binned dataset")
         assert design.X is not None and design.y is not None
-        categorical = [c for c in design.builder.categorical_features_ if c in design.kept]
         f0 = design.clock["features"]
         train = estimator.fit_later(
-            design.X, design.y, feature_names=design.kept, categorical=categorical
+            design.X, design.y, feature_names=design.kept, categorical=design.categorical
         )
         design.X = design.y = None  # LightGBM's binned copy is the only one left
         binning = time.perf_counter() - t0 - (design.clock["features"] - f0)
@@ -343,36 +350,25 @@ class Forecaster:
         def fit() -> tuple[_Stage, float, float]:
             t1 = time.perf_counter()
             train()
-            min_lag, first_h, last_h = design.bucket
-            stage = _Stage(
-                min_lag, first_h, last_h, design.builder, estimator, design.cols, design.kept
-            )
-            return stage, design.clock["features"], binning + time.perf_counter() - t1
+            spent = binning + time.perf_counter() - t1
+            return design.stage(estimator), design.clock["features"], spent
 
         return fit
 
-    def _train(self, design: _Design, stage_threads: int | None) -> tuple[_Stage, float, float]:
+    def _train(self, design: _Design) -> tuple[_Stage, float, float]:
         """One stage's estimator fitted on its design, with its feature and estimator seconds."""
         t0 = time.perf_counter()
         f0 = design.clock["features"]
-        params = self._stage_params()
-        if stage_threads is not None:
-            params["train_threads"] = stage_threads
-        estimator = make_estimator(self.model, **params)
+        estimator = make_estimator(self.model, **self._stage_params())
         X, y = design.X, design.y
         design.X = design.y = None  # the estimator's dataset is the only copy left
-        categorical = [c for c in design.builder.categorical_features_ if c in design.kept]
         assert X is not None and y is not None
-        estimator.fit(X, y, feature_names=design.kept, categorical=categorical)
+        estimator.fit(X, y, feature_names=design.kept, categorical=design.categorical)
         del X, y
         # Blocks' features are built during the fit: they count as features, not estimator.
         built = design.clock["features"] - f0
         spent = time.perf_counter() - t0 - built
-        min_lag, first_h, last_h = design.bucket
-        stage = _Stage(
-            min_lag, first_h, last_h, design.builder, estimator, design.cols, design.kept
-        )
-        return stage, design.clock["features"], spent
+        return design.stage(estimator), design.clock["features"], spent
 
     def _stage_params(self) -> dict[str, Any]:
         """The estimator parameters of one stage (the tree budget shared when asked)."""
