@@ -23,6 +23,11 @@ LATENCY = Histogram(
 )
 FORECASTS = Counter("salesfc_forecasts_served_total", "SKU forecasts answered", ["source"])
 MODEL = Gauge("salesfc_model_info", "The champion this worker serves", ["version"])
+COALESCED = Histogram(
+    "salesfc_coalesced_batch_skus",
+    "SKUs per coalesced compute of single-SKU forecasts",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
 JOBS = Counter("salesfc_job_outcomes_total", "Background job outcomes", ["kind", "status"])
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
@@ -24,6 +25,7 @@ from app.errors import (
     responses,
 )
 from app.schemas import ExplainResponse, ForecastRequest, ForecastResponse
+from app.services.coalesce import Coalescer
 from app.services.forecasting import ForecastService
 
 router = APIRouter(prefix="/v1", tags=["forecasts"], dependencies=[ReadKey])
@@ -60,6 +62,17 @@ def compute_limiter(request: Request) -> anyio.CapacityLimiter:
     if limiter is None:
         limiter = state.compute_limiter = anyio.CapacityLimiter(COMPUTE_SLOTS)
     return limiter
+
+
+def coalescer(request: Request, service: ForecastService) -> Coalescer:
+    """The worker's coalescer of single-SKU computes, bound to the running event loop."""
+    state = request.app.state
+    found: Coalescer | None = getattr(state, "coalescer", None)
+    loop = asyncio.get_running_loop()
+    if found is None or found.service is not service or state.coalescer_loop is not loop:
+        found = state.coalescer = Coalescer(service, compute_limiter(request))
+        state.coalescer_loop = loop
+    return found
 
 
 class _RouteLabel:
@@ -164,9 +177,8 @@ async def forecast_one(
     levels = _levels(quantiles)
     body = service.cached_json([sku], horizon, levels)
     if body is None:
-        body = await anyio.to_thread.run_sync(
-            service.forecast_json, [sku], horizon, levels, limiter=compute_limiter(request)
-        )
+        # Computed together with the other single-SKU requests waiting (app.services.coalesce).
+        body = await coalescer(request, service).forecast_json(sku, horizon, levels)
     return JsonBytes(body)
 
 

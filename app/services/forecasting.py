@@ -73,6 +73,22 @@ class CachedForecast:
     body: bytes
 
 
+@dataclass(frozen=True)
+class Answers:
+    """SKU forecasts from one champion and one data date, each already serialised."""
+
+    version: str
+    as_of: dt.date
+    horizon: int
+    scenario: bool
+    bodies: dict[str, bytes]  # sku -> its ``SkuForecast`` JSON
+
+    def json(self, skus: Sequence[str]) -> bytes:
+        """The ``ForecastResponse`` for these SKUs (each must be among the answers)."""
+        parts = [self.bodies[s] for s in dict.fromkeys(skus)]
+        return _envelope(self.version, self.as_of, self.horizon, self.scenario, parts)
+
+
 @dataclass
 class StoreSnapshot:
     """What serving reads from the store that only an ingestion changes."""
@@ -212,6 +228,16 @@ class ForecastService:
         scenario: Scenario | None = None,
     ) -> bytes:
         """Forecast the SKUs as ``ForecastResponse`` JSON; with a scenario, also the baseline."""
+        return self.answers(skus, horizon, quantiles, scenario).json(skus)
+
+    def answers(
+        self,
+        skus: Sequence[str],
+        horizon: int | None = None,
+        quantiles: Sequence[float] | None = None,
+        scenario: Scenario | None = None,
+    ) -> Answers:
+        """Each SKU's forecast (cached, stored or computed in one prediction), not yet wrapped."""
         loaded = self._champion()
         horizon = self._horizon(loaded, horizon)
         levels = self._levels(quantiles)
@@ -247,7 +273,7 @@ class ForecastService:
                     self._remember(keys[sku], CachedForecast(as_of, body))
         if as_of is None:
             raise ModelNotReady("the feature store holds no sales yet")
-        return _envelope(loaded.version, as_of, horizon, what_if, [answers[s] for s in wanted])
+        return Answers(loaded.version, as_of, horizon, what_if, answers)
 
     def forecast(
         self,

@@ -1,0 +1,112 @@
+"""Concurrent single-SKU computes coalesced into one prediction: same answers, own errors."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import anyio
+import pytest
+from fastapi.testclient import TestClient
+
+from app.errors import SkuDiscontinued, UnknownSku
+from app.main import create_app
+from app.services.champion import ChampionHolder
+from app.services.coalesce import Coalescer
+from app.services.forecasting import ForecastService
+from featurestore.readers import read_products
+from tests.app.conftest import READ_KEY, Served
+
+
+class _Spy(ForecastService):
+    """A ForecastService that records the SKU lists it was asked to compute together."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls: list[list[str]] = []
+
+    def answers(self, skus: Any, *args: Any, **kwargs: Any) -> Any:
+        self.calls.append(list(skus))
+        return super().answers(skus, *args, **kwargs)
+
+
+def _service(served: Served) -> _Spy:
+    holder = ChampionHolder(served.registry)
+    return _Spy(served.engine, holder, [0.1, 0.5, 0.9], use_cache=False)
+
+
+def test_concurrent_requests_share_one_prediction_and_keep_their_answers(
+    served: Served,
+) -> None:
+    products = read_products(served.engine)
+    active = sorted(products.loc[products["status"] == "active", "sku"])[:6]
+    gone = products.loc[products["status"] == "discontinued", "sku"].iloc[0]
+    service = _service(served)
+    alone = {s: service.forecast_json([s], 7, [0.1, 0.9]) for s in active}
+    service.calls.clear()
+
+    async def run() -> list[Any]:
+        coalescer = Coalescer(service, anyio.CapacityLimiter(1))
+        asked = [*active, "NO_SUCH_SKU", gone, active[0]]
+        return await asyncio.gather(
+            *(coalescer.forecast_json(s, 7, [0.1, 0.9]) for s in asked), return_exceptions=True
+        )
+
+    results = asyncio.run(run())
+    # One prediction for all of them; it failed (unknown and discontinued SKUs), so each SKU
+    # was then computed alone and every request got its own answer or its own error.
+    assert service.calls[0] == [*active, "NO_SUCH_SKU", gone]
+    assert sorted(map(tuple, service.calls[1:])) == sorted((s,) for s in service.calls[0])
+    for sku, got in zip(active, results, strict=False):
+        assert got == alone[sku]
+    assert results[-1] == alone[active[0]]
+    assert isinstance(results[len(active)], UnknownSku)
+    assert isinstance(results[len(active) + 1], SkuDiscontinued)
+
+
+def test_a_batch_without_errors_is_one_prediction(served: Served) -> None:
+    products = read_products(served.engine)
+    active = sorted(products.loc[products["status"] == "active", "sku"])[:8]
+    service = _service(served)
+    alone = {s: service.forecast_json([s]) for s in active}
+    service.calls.clear()
+
+    async def run() -> list[bytes]:
+        coalescer = Coalescer(service, anyio.CapacityLimiter(1), max_batch=5)
+        return await asyncio.gather(*(coalescer.forecast_json(s, None, None) for s in active))
+
+    results = asyncio.run(run())
+    assert results == [alone[s] for s in active]
+    assert service.calls == [active[:5], active[5:]]  # max_batch caps a prediction
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_concurrent_gets_over_the_api(served: Served, cache: bool) -> None:
+    """Threads hitting the route at once all get the answer of a request made alone."""
+    products = read_products(served.engine)
+    active = sorted(products.loc[products["status"] == "active", "sku"])[:8]
+    settings = served.settings.model_copy(update={"forecast_cache": cache})
+    with TestClient(create_app(settings)) as client:
+        client.headers["X-API-Key"] = READ_KEY
+        alone = {s: client.get(f"/v1/forecast/{s}", params={"horizon": 5}).json() for s in active}
+        got: dict[str, list[Any]] = {s: [] for s in active}
+        statuses: list[int] = []
+
+        def hammer(sku: str) -> None:
+            for _ in range(5):
+                r = client.get(f"/v1/forecast/{sku}", params={"horizon": 5})
+                statuses.append(r.status_code)
+                got[sku].append(r.json())
+
+        threads = [threading.Thread(target=hammer, args=(s,)) for s in active]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        missing = client.get("/v1/forecast/NO_SUCH_SKU")
+    assert statuses == [200] * 40
+    for sku in active:
+        assert got[sku] == [alone[sku]] * 5
+    assert missing.status_code == 404
+    assert missing.json()["error"] == "unknown_sku"
