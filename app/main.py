@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -40,6 +41,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             use_cache=cfg.forecast_cache,
             window_bytes=cfg.serve_window_mb << 20,
         )
+        # What is loaded now lives as long as the worker: frozen out of the collector's sight, a
+        # full collection no longer walks it (~70 ms over ~200k objects, a stall in the p99).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

@@ -28,6 +28,9 @@ from app.observability import COALESCED
 from app.services.forecasting import Answers, ForecastService
 
 MAX_BATCH = 256
+# After a batch of several, how long the next waits for the clients just answered to ask again.
+GATHER_SECONDS = 0.002
+RECENT_SECONDS = 0.05
 
 GroupKey = tuple[int | None, tuple[float, ...] | None]
 
@@ -45,8 +48,14 @@ class Coalescer:
     service: ForecastService
     limiter: anyio.CapacityLimiter
     max_batch: int = MAX_BATCH
+    gather_seconds: float = GATHER_SECONDS
     _queues: dict[GroupKey, list[_Waiting]] = field(default_factory=dict, init=False)
     _task: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
+    _queued: int = field(default=0, init=False)
+    # Clients likely to come back soon: those the last batch answered plus those still queued.
+    _expect: int = field(default=1, init=False)
+    _done_at: float = field(default=0.0, init=False)
+    _arrived: asyncio.Event | None = field(default=None, init=False, repr=False)
 
     async def forecast_json(
         self, sku: str, horizon: int | None, quantiles: Sequence[float] | None
@@ -56,6 +65,9 @@ class Coalescer:
         future: asyncio.Future[bytes] = loop.create_future()
         key = (horizon, None if quantiles is None else tuple(float(q) for q in quantiles))
         self._queues.setdefault(key, []).append(_Waiting(sku, future))
+        self._queued += 1
+        if self._arrived is not None and self._queued >= self._expect:
+            self._arrived.set()
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._drain())
         return await future
@@ -68,18 +80,42 @@ class Coalescer:
                 for w in queue:
                     w.future.cancel()
             self._queues.clear()
+            self._queued = 0
+
+    async def _gather(self) -> None:
+        """Wait (at most ``gather_seconds``) for the clients the last batch answered to ask again.
+
+        Without it, the first request back from a batch of n starts a batch of its own and the
+        other n - 1 arrive while it computes: batches of 1 and n - 1 alternate, and every other
+        compute pays a prediction's fixed cost for one SKU. Only right after a batch of several
+        (a client answered less than ``RECENT_SECONDS`` ago); an idle worker never waits.
+        """
+        loop = asyncio.get_running_loop()
+        if self._queued >= self._expect or loop.time() - self._done_at > RECENT_SECONDS:
+            return
+        self._arrived = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._arrived.wait(), self.gather_seconds)
+        except TimeoutError:
+            pass
+        finally:
+            self._arrived = None
 
     async def _drain_queues(self) -> None:
         while self._queues:
+            await self._gather()
             key = next(iter(self._queues))
             queue = self._queues.pop(key)
             if len(queue) > self.max_batch:
                 # The rest go to the back, behind other groups already waiting.
                 self._queues[key] = queue[self.max_batch :]
                 queue = queue[: self.max_batch]
+            self._queued -= len(queue)
             waiting = [w for w in queue if not w.future.done()]  # a client may have left
             if waiting:
                 await self._run(key, waiting)
+                self._expect = len(waiting) + self._queued
+                self._done_at = asyncio.get_running_loop().time()
 
     async def _run(self, key: GroupKey, waiting: list[_Waiting]) -> None:
         horizon, levels = key

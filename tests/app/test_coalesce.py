@@ -110,3 +110,43 @@ def test_concurrent_gets_over_the_api(served: Served, cache: bool) -> None:
         assert got[sku] == [alone[sku]] * 5
     assert missing.status_code == 404
     assert missing.json()["error"] == "unknown_sku"
+
+
+def test_clients_answered_together_are_waited_for_together(served: Served) -> None:
+    """Clients that were answered by one batch and ask again a few ms apart (network jitter)
+    are gathered into one batch instead of a batch of the first and one of the rest."""
+    products = read_products(served.engine)
+    active = sorted(products.loc[products["status"] == "active", "sku"])[:4]
+    service = _service(served)
+    service.forecast_json(active[:1])  # the store's snapshot and window, read once
+    service.calls.clear()
+
+    async def run() -> None:
+        coalescer = Coalescer(service, anyio.CapacityLimiter(1), gather_seconds=0.2)
+
+        async def client(i: int) -> None:
+            for _ in range(3):
+                await coalescer.forecast_json(active[i], None, None)
+                await asyncio.sleep(0.003 * i)
+
+        await asyncio.gather(*(client(i) for i in range(4)))
+
+    asyncio.run(run())
+    assert [sorted(c) for c in service.calls] == [active] * 3
+
+
+def test_an_idle_worker_does_not_wait(served: Served) -> None:
+    products = read_products(served.engine)
+    sku = sorted(products.loc[products["status"] == "active", "sku"])[0]
+    service = _service(served)
+
+    async def run() -> float:
+        coalescer = Coalescer(service, anyio.CapacityLimiter(1), gather_seconds=5.0)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for _ in range(3):  # one client, one request at a time: never gathered
+            await coalescer.forecast_json(sku, None, None)
+        return loop.time() - start
+
+    assert asyncio.run(run()) < 5.0
+    assert service.calls == [[sku]] * 3
