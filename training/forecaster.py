@@ -116,14 +116,28 @@ def _buckets(strategy: Strategy, horizon: int, bucket: int) -> list[tuple[int, i
     return stages
 
 
-def _training_rows(history: pd.DataFrame, min_rows_per_sku: int, max_train_days: int | None) -> Any:
-    """Boolean mask of rows worth training on: known units, past each SKU's first days."""
+def _training_rows(
+    history: pd.DataFrame,
+    min_rows_per_sku: int,
+    max_train_days: int | None,
+    max_train_rows: int | None = None,
+) -> Any:
+    """Boolean mask of rows worth training on: known units, past each SKU's first days, within
+    the last ``max_train_days``; above ``max_train_rows`` such rows, a uniform sample of them
+    (seeded by the history's size, so the same history trains on the same rows)."""
     known = history["units"].notna().to_numpy()
     age = history.groupby("sku", sort=False).cumcount().to_numpy()
     mask = known & (age >= min_rows_per_sku)
     if max_train_days is not None:
         last = history.loc[known, "date"].max()
         mask &= (history["date"] > last - pd.Timedelta(days=max_train_days)).to_numpy()
+    if max_train_rows is not None:
+        rows = np.flatnonzero(mask)
+        if len(rows) > max_train_rows:
+            rng = np.random.default_rng(len(history))
+            keep = rng.choice(rows, size=max_train_rows, replace=False)
+            mask = np.zeros(len(mask), dtype=bool)
+            mask[keep] = True
     return mask
 
 
@@ -170,6 +184,10 @@ DEFAULT_BUILDER_PARAMS: dict[str, Any] = {
 # on m5_tiny (docs/benchmarks.md), so every feature of the trimmed windows is kept.
 DEFAULT_DROP_FEATURES: tuple[str, ...] = ()
 DEFAULT_MAX_TRAIN_DAYS: int | None = 1095
+# Above this many training rows a global model learns little more from each extra row while
+# every boosting round costs in proportion to the rows: a uniform sample of this size is
+# trained on instead (docs/benchmarks.md, Training at scale). m5_tiny (~307k rows) is far below.
+DEFAULT_MAX_TRAIN_ROWS: int | None = 2_000_000
 STRATEGY_NOTE = (
     "multi-horizon strategy chosen by backtest on m5_tiny (docs/benchmarks.md, Training): "
     "direct (1 stage), multi with lag floors 14/28 (2 stages) and 7/14/21/28 (4 stages), "
@@ -197,6 +215,7 @@ class Forecaster:
         model_params: dict[str, Any] | None = None,
         min_rows_per_sku: int = 28,
         max_train_days: int | None = DEFAULT_MAX_TRAIN_DAYS,
+        max_train_rows: int | None = DEFAULT_MAX_TRAIN_ROWS,
         drop_groups: Sequence[str] = (),
         drop_features: Sequence[str] | None = None,
         tree_budget: Literal["total", "per_stage"] = "total",
@@ -214,6 +233,7 @@ class Forecaster:
         self.model_params = model_params
         self.min_rows_per_sku = min_rows_per_sku
         self.max_train_days = max_train_days
+        self.max_train_rows = max_train_rows
         self.drop_groups = tuple(drop_groups)
         self.drop_features = tuple(
             DEFAULT_DROP_FEATURES if drop_features is None else drop_features
@@ -248,8 +268,11 @@ class Forecaster:
         if bounds is None:  # the builder wants each SKU's rows together; readers give them so
             history = history.sort_values(["sku", "date"], kind="stable", ignore_index=True)
             bounds = _sku_starts(history)
-        mask = _training_rows(history, self.min_rows_per_sku, self.max_train_days)
+        mask = _training_rows(
+            history, self.min_rows_per_sku, self.max_train_days, self.max_train_rows
+        )
         n_rows = int(mask.sum())
+        self.n_train_rows_ = n_rows
         known_units = history["units"].notna().to_numpy()
         known = history if known_units.all() else history.loc[known_units]
         buckets = _buckets(self.strategy, self.horizon, self.bucket)

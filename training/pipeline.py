@@ -220,6 +220,7 @@ def train(
             "builder_params": final.builder_params,
             "drop_features": list(final.drop_features),
             "max_train_days": final.max_train_days,
+            "max_train_rows": final.max_train_rows,
             "tree_budget": final.tree_budget,
             "folds": options.folds,
             "candidates": list(options.models),

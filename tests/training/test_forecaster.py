@@ -276,3 +276,27 @@ def test_stages_side_by_side_match_stages_in_turn(data: tuple[pd.DataFrame, pd.D
     b = turn.predict(frame, products, origin)["mean"].to_numpy()
     np.testing.assert_array_equal(a, b)
     assert side.fit_seconds_["estimator"] > 0 and side.fit_seconds_["features"] > 0
+
+
+def test_training_rows_above_the_cap_are_a_seeded_uniform_sample(
+    data: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    """Above max_train_rows the forecaster trains on that many eligible rows, the same ones for
+    the same history, spread over every SKU and weekday; at or below the cap, on all of them."""
+    from training.forecaster import _training_rows
+
+    history, products = data
+    every = _training_rows(history, 28, None, None)
+    eligible = int(every.sum())
+    assert _training_rows(history, 28, None, eligible).sum() == eligible
+    cap = eligible // 3
+    sample = _training_rows(history, 28, None, cap)
+    assert sample.sum() == cap
+    assert not (sample & ~every).any()  # only rows that were eligible
+    assert np.array_equal(sample, _training_rows(history, 28, None, cap))
+    kept = history[sample]
+    assert set(kept["sku"]) == set(history.loc[every, "sku"])
+    assert kept["date"].dt.day_of_week.nunique() == 7
+    model = Forecaster(max_train_rows=cap, model_params=SMALL, horizon=H, bucket=7)
+    model.fit(history, products)
+    assert model.n_train_rows_ == cap
