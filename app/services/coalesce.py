@@ -12,8 +12,9 @@ it (as they would have waited for the compute slot anyway) and then go together 
 up to ``max_batch`` SKUs. This is the dynamic batching of inference servers (Triton, TorchServe)
 without their delay window. Requests are grouped by horizon and quantiles; each still gets its
 own answer (the same bytes as computed alone, see tests) with the model version and data date of
-the batch. If a batch fails (an unknown SKU, a discontinued one), each of its SKUs is computed
-alone so that one request's error is never another's.
+the batch. If a batch fails because of one of its SKUs (unknown, discontinued, without history),
+each of its SKUs is computed alone so that one request's error is never another's; any other
+failure (database down, no model) is every request's answer.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 
 import anyio
 
+from app.errors import InsufficientHistory, SkuDiscontinued, UnknownSku
 from app.observability import COALESCED
 from app.services.forecasting import Answers, ForecastService
 
@@ -31,6 +33,9 @@ MAX_BATCH = 256
 # After a batch of several, how long the next waits for the clients just answered to ask again.
 GATHER_SECONDS = 0.002
 RECENT_SECONDS = 0.05
+
+# Errors about one SKU of a batch: its other SKUs are then computed one by one.
+PER_SKU_ERRORS = (UnknownSku, SkuDiscontinued, InsufficientHistory)
 
 GroupKey = tuple[int | None, tuple[float, ...] | None]
 
@@ -128,8 +133,8 @@ class Coalescer:
                 w.future.cancel()
             raise
         except Exception as exc:
-            if len(skus) == 1:
-                _fail(waiting, exc)
+            if len(skus) == 1 or not isinstance(exc, PER_SKU_ERRORS):
+                _fail(waiting, exc)  # the database, the model: the same answer for every one
                 return
             for sku in skus:  # one SKU's error must not be the others'
                 mine = [w for w in waiting if w.sku == sku]

@@ -150,3 +150,24 @@ def test_an_idle_worker_does_not_wait(served: Served) -> None:
 
     assert asyncio.run(run()) < 5.0
     assert service.calls == [[sku]] * 3
+
+
+def test_a_failure_of_the_whole_batch_is_every_requests_answer() -> None:
+    """The database or the model failing is not retried SKU by SKU: one call, one error each."""
+    from app.errors import ModelNotReady
+
+    calls: list[list[str]] = []
+
+    class Down:
+        def answers(self, skus: list[str], *args: Any) -> Any:
+            calls.append(list(skus))
+            raise ModelNotReady("no champion model is loaded yet")
+
+    async def run() -> list[Any]:
+        coalescer = Coalescer(Down(), anyio.CapacityLimiter(1))  # type: ignore[arg-type]
+        asked = (coalescer.forecast_json(s, None, None) for s in ("A", "B", "C"))
+        return await asyncio.gather(*asked, return_exceptions=True)
+
+    results = asyncio.run(run())
+    assert calls == [["A", "B", "C"]]
+    assert all(isinstance(r, ModelNotReady) for r in results)
