@@ -221,9 +221,16 @@ def mlforecast_model(trees: int, threads: int, rolling: str = ROLLING) -> Any:
 
 
 def mlforecast_run(
-    train: pd.DataFrame, test: pd.DataFrame, trees: int, threads: int, rolling: str = ROLLING
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    trees: int,
+    threads: int,
+    rolling: str = ROLLING,
+    backtest_folds: int = 0,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Fit on train (price dynamic; category and store static), forecast the test days."""
+    """Fit on train (price dynamic; category and store static), forecast the test days; with
+    ``backtest_folds``, then cross-validate on train as salesfc backtests (that many windows of
+    the horizon, one horizon apart, ending at train's last day; refitted per window)."""
     fcst = mlforecast_model(trees, threads, rolling)
 
     def prepare(f: pd.DataFrame) -> pd.DataFrame:
@@ -251,7 +258,24 @@ def mlforecast_run(
     t_pred = time.perf_counter() - t0
     fc = fc.rename(columns={"unique_id": "sku", "ds": "date", "lgbm": "yhat"})
     fc["sku"] = fc["sku"].astype(object)
-    stats = {
+    stats: dict[str, Any] = {}
+    if backtest_folds > 0:
+        peak_to_predict = peak_rss_mb()
+        t0 = time.perf_counter()
+        fcst.cross_validation(
+            df,
+            n_windows=backtest_folds,
+            h=horizon,
+            step_size=horizon,
+            static_features=["category", "store"],
+        )
+        stats["backtest_folds"] = backtest_folds
+        stats["phase_seconds"] = {"backtest": round(time.perf_counter() - t0, 2)}
+        stats["phase_peak_rss_mb"] = {
+            "predict": round(peak_to_predict, 1),
+            "backtest": round(peak_rss_mb(), 1),
+        }
+    stats |= {
         "train_rows": n_rows,
         "n_features": n_features,
         "features_seconds": round(t_prep, 2),
@@ -265,7 +289,9 @@ def mlforecast_run(
 # ---------------------------------------------------------------- cases
 
 
-def case_m5(method: str, trees: int, threads: int, rolling: str = ROLLING) -> dict[str, Any]:
+def case_m5(
+    method: str, trees: int, threads: int, rolling: str = ROLLING, backtest_folds: int = 0
+) -> dict[str, Any]:
     """One peer on m5_tiny: last 28 days held out, trained on everything before."""
     t_start = time.perf_counter()
     frame = load_m5()
@@ -285,7 +311,7 @@ def case_m5(method: str, trees: int, threads: int, rolling: str = ROLLING) -> di
         out["fit_seconds"] = round(time.perf_counter() - t0, 2)
         out["coverage_p10_p90"] = interval_coverage(test[["sku", "date", "y"]], band)
     elif method == "mlforecast":
-        pred, stats = mlforecast_run(train, test, trees, threads, rolling)
+        pred, stats = mlforecast_run(train, test, trees, threads, rolling, backtest_folds)
         out.update(stats, trees=trees, rolling=rolling)
     else:
         raise SystemExit(f"unknown method {method!r}")
@@ -341,9 +367,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--trees", type=int, default=500)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rolling", default=ROLLING, help="rolling means as lag:window,...")
+    parser.add_argument(
+        "--backtest-folds", type=int, default=0, help="m5 mlforecast: also cross-validate"
+    )
     args = parser.parse_args(argv)
     if args.case == "m5":
-        emit(case_m5(args.method, args.trees, args.threads, args.rolling))
+        emit(case_m5(args.method, args.trees, args.threads, args.rolling, args.backtest_folds))
     else:
         if args.data is None:
             parser.error("frame needs --data")

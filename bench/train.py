@@ -155,8 +155,10 @@ def _held_out(
     fit, so the training's peak memory does not hold it.
     """
     from training.backtest import calibrate, hide_after, run_backtest
+    from training.memory import release_large_blocks
     from training.metrics import coverage
 
+    release_large_blocks()  # as salesfc train and backtest do (training.pipeline)
     last = cutoff + pd.Timedelta(days=HORIZON)
     model = _forecaster(args, strategy)
     prof = cProfile.Profile() if args.profile_file else None
@@ -193,7 +195,8 @@ def _held_out(
     out["fit_rows"] = getattr(model, "n_train_rows_", None)
     out["lag_floors"] = [st.min_lag for st in model.stages_]
     out["default"] = _is_default(model)
-    del model
+    # What the backtest does not need goes before it: the scoring frames are the bench's own.
+    del model, full, frame, train_y, scored_train
     if args.folds > 0:
         result = run_backtest(
             history, products, [_forecaster(args, strategy)], folds=args.folds, horizon=HORIZON
@@ -239,6 +242,9 @@ def case_m5_salesfc(args: argparse.Namespace) -> dict[str, Any]:
     are separate commands), so this case's peak RSS is the read and the training alone; the
     frame to forecast from is read after the fit, as serving reads it (required history).
     """
+    from training.memory import release_large_blocks
+
+    release_large_blocks()  # first, as salesfc train and backtest do (training.pipeline)
     from featurestore.db import make_engine
     from featurestore.readers import last_sales_date, read_frame
     from training.pipeline import load_history
@@ -459,6 +465,9 @@ def case_prepare(args: argparse.Namespace) -> dict[str, Any]:
 
 def case_scale_salesfc(args: argparse.Namespace) -> dict[str, Any]:
     """salesfc Forecaster on the prepared synthetic frame: fit to the cut-off, forecast 28 days."""
+    from training.memory import release_large_blocks
+
+    release_large_blocks()  # first, as salesfc train and backtest do (training.pipeline)
     from featurestore.schema import HISTORY_COLUMNS
 
     work = Path(args.child_arg)
@@ -593,7 +602,9 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         cases = [c for c in cases if not c.startswith("m5")]
     if "m5-peers" in cases:
         for method in args.peer_methods.split(","):
-            results.append(spawn([*peer, "m5", method, *peer_common], args.threads, f"m5 {method}"))
+            extra = ["--backtest-folds", str(args.folds)] if method == "mlforecast" else []
+            cmd = [*peer, "m5", method, *peer_common, *extra]
+            results.append(spawn(cmd, args.threads, f"m5 {method}"))
     if "m5-salesfc" in cases:
         with tempfile.TemporaryDirectory(prefix="salesfc-benchtrain-") as tmp:
             store = str(Path(tmp) / "m5.db")

@@ -136,12 +136,12 @@ def run_backtest(
     segments = products.set_index("sku")[["category", "store"]]
     parts: list[pd.DataFrame] = []
     fit_seconds: dict[str, float] = {}
-    train_histories: list[pd.DataFrame] = []
+    scale_history: pd.DataFrame | None = None
     for fold, cut in enumerate(cuts):
         end = cut + pd.Timedelta(days=horizon)
         train = history[history["date"] <= cut].reset_index(drop=True)
-        train_histories.append(train[["sku", "date", "units"]].assign(fold=fold))
-        frame = hide_after(history, cut, end)
+        if scale_history is None:
+            scale_history = train[["sku", "date", "units"]]
         actual = history.loc[
             (history["date"] > cut) & (history["date"] <= end), ["sku", "date", "units"]
         ]
@@ -151,19 +151,26 @@ def run_backtest(
                 progress(f"fold {fold + 1}/{len(cuts)} (cut-off {cut.date()}): {model.name}")
             t0 = time.perf_counter()
             model.fit(train, products)
+            # The frame to forecast from is made after the fit and let go after the predict: a
+            # copy of the history, it would otherwise add to the fit's peak memory.
+            frame = hide_after(history, cut, end)
             pred = model.predict(frame, products, cut, horizon)
-            fit_seconds[model.name] = fit_seconds.get(model.name, 0.0) + time.perf_counter() - t0
+            del frame, model
+            fit_seconds[candidate.name] = (
+                fit_seconds.get(candidate.name, 0.0) + time.perf_counter() - t0
+            )
             merged = pred.merge(actual, on=["sku", "date"], how="inner")
             parts.append(
                 merged.rename(columns={"units": "y", "mean": "yhat"}).assign(
-                    model=model.name, fold=fold, cutoff=cut
+                    model=candidate.name, fold=fold, cutoff=cut
                 )
             )
+        del train  # before the next fold's copy is made
     predictions = pd.concat(parts, ignore_index=True)
     predictions = predictions.join(segments, on="sku")
     names = list(dict.fromkeys(predictions["model"]))
     # Scaled metrics use the earliest fold's training history, as known before every forecast.
-    scale_history = train_histories[0].drop(columns="fold")
+    assert scale_history is not None
     classes = series_stats(scale_history)["demand_class"]
     predictions["demand_class"] = (
         predictions["sku"].map(classes).fillna("no_demand").astype(str).to_numpy()

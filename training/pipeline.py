@@ -38,6 +38,7 @@ from training.forecaster import (
     Forecaster,
     Strategy,
 )
+from training.memory import release_large_blocks
 from training.metrics import value_added
 from training.quantiles import QuantileCalibrator
 
@@ -126,6 +127,7 @@ def backtest(
     progress: ProgressFn | None = None,
 ) -> BacktestResult:
     """Rolling-origin backtest of the candidate models."""
+    release_large_blocks()
     return run_backtest(
         history,
         products,
@@ -165,6 +167,7 @@ def train(
     progress: ProgressFn | None = None,
 ) -> TrainOutcome:
     """Backtest, pick, calibrate, refit and save a bundle; returns where and what."""
+    release_large_blocks()
     t0 = time.perf_counter()
     history, products = load_history(engine, options.cutoff)
     result = backtest(history, products, options, progress)
