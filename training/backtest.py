@@ -136,12 +136,12 @@ def run_backtest(
     segments = products.set_index("sku")[["category", "store"]]
     parts: list[pd.DataFrame] = []
     fit_seconds: dict[str, float] = {}
-    scale_history: pd.DataFrame | None = None
+    # Scaled metrics use the earliest fold's training history, as known before every forecast.
+    scale_history = history.loc[history["date"] <= cuts[0], ["sku", "date", "units"]]
+    scale_history = scale_history.reset_index(drop=True)
     for fold, cut in enumerate(cuts):
         end = cut + pd.Timedelta(days=horizon)
         train = history[history["date"] <= cut].reset_index(drop=True)
-        if scale_history is None:
-            scale_history = train[["sku", "date", "units"]]
         actual = history.loc[
             (history["date"] > cut) & (history["date"] <= end), ["sku", "date", "units"]
         ]
@@ -169,8 +169,6 @@ def run_backtest(
     predictions = pd.concat(parts, ignore_index=True)
     predictions = predictions.join(segments, on="sku")
     names = list(dict.fromkeys(predictions["model"]))
-    # Scaled metrics use the earliest fold's training history, as known before every forecast.
-    assert scale_history is not None
     classes = series_stats(scale_history)["demand_class"]
     predictions["demand_class"] = (
         predictions["sku"].map(classes).fillna("no_demand").astype(str).to_numpy()

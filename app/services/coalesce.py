@@ -56,7 +56,6 @@ class Coalescer:
     gather_seconds: float = GATHER_SECONDS
     _queues: dict[GroupKey, list[_Waiting]] = field(default_factory=dict, init=False)
     _task: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
-    _queued: int = field(default=0, init=False)
     # Clients likely to come back soon: those the last batch answered plus those still queued.
     _expect: int = field(default=1, init=False)
     _done_at: float = field(default=0.0, init=False)
@@ -70,12 +69,16 @@ class Coalescer:
         future: asyncio.Future[bytes] = loop.create_future()
         key = (horizon, None if quantiles is None else tuple(float(q) for q in quantiles))
         self._queues.setdefault(key, []).append(_Waiting(sku, future))
-        self._queued += 1
         if self._arrived is not None and self._queued >= self._expect:
             self._arrived.set()
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._drain())
         return await future
+
+    @property
+    def _queued(self) -> int:
+        """Requests waiting for a batch (cancelled ones included until their batch)."""
+        return sum(len(queue) for queue in self._queues.values())
 
     async def _drain(self) -> None:
         try:
@@ -85,7 +88,6 @@ class Coalescer:
                 for w in queue:
                     w.future.cancel()
             self._queues.clear()
-            self._queued = 0
 
     async def _gather(self) -> None:
         """Wait (at most ``gather_seconds``) for the clients the last batch answered to ask again.
@@ -115,7 +117,6 @@ class Coalescer:
                 # The rest go to the back, behind other groups already waiting.
                 self._queues[key] = queue[self.max_batch :]
                 queue = queue[: self.max_batch]
-            self._queued -= len(queue)
             waiting = [w for w in queue if not w.future.done()]  # a client may have left
             if waiting:
                 await self._run(key, waiting)
