@@ -171,3 +171,13 @@ def test_a_failure_of_the_whole_batch_is_every_requests_answer() -> None:
     results = asyncio.run(run())
     assert calls == [["A", "B", "C"]]
     assert all(isinstance(r, ModelNotReady) for r in results)
+
+
+def test_start_up_objects_are_frozen_out_of_the_collector(served: Served) -> None:
+    """A worker's lifespan freezes what it loaded: full collections no longer walk it."""
+    import gc
+
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    with TestClient(create_app(served.settings)):
+        assert gc.get_freeze_count() > 100_000
