@@ -24,6 +24,7 @@ from training.metrics import (
     value_added,
     value_added_report,
 )
+from training.predict import hide_after
 from training.quantiles import QuantileCalibrator
 
 ProgressFn = Callable[[str], None]
@@ -35,13 +36,6 @@ def cutoffs(last_date: pd.Timestamp, *, folds: int, horizon: int, step: int) -> 
     """Fold cut-offs, oldest first; the last fold's horizon ends on ``last_date``."""
     last = pd.Timestamp(last_date)
     return [last - pd.Timedelta(days=horizon + step * k) for k in reversed(range(folds))]
-
-
-def hide_after(history: pd.DataFrame, cutoff: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
-    """The frame as known at ``cutoff``: rows up to ``end``, units after the cut-off unknown."""
-    frame = history[history["date"] <= end].copy()
-    frame.loc[frame["date"] > cutoff, "units"] = np.nan
-    return frame.reset_index(drop=True)
 
 
 @dataclass

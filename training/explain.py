@@ -1,11 +1,9 @@
-"""Per-day explanations: LightGBM contributions summed by feature group, in units.
+"""Per-day explanations: a model's feature contributions summed by feature group, in units.
 
-LightGBM's ``pred_contrib`` gives, per row, one additive term per feature plus a bias, in the
-model's raw score space. For the log-link objectives (tweedie, poisson) the forecast is
-``exp(bias + sum(terms))``; the terms are mapped to units by sharing the distance between the
-baseline ``exp(bias)`` and the forecast in proportion to each group's raw share, so the baseline
-plus the groups' contributions equals the forecast exactly. For the identity link (l2) the terms
-are already in units.
+Contributions are additive in the raw score space. Under a log link the distance between the
+baseline ``exp(bias)`` and the forecast is shared in proportion to each group's raw terms, so the
+baseline plus the groups' contributions equals the forecast exactly; under the identity link the
+terms are already units.
 """
 
 from __future__ import annotations
@@ -32,6 +30,16 @@ class DayExplanation:
     raw: dict[str, float]
 
 
+def method(model: Forecaster) -> str:
+    """How ``explain`` turns the model's contributions into units, as answers state it."""
+    link = (
+        "log link: raw contributions shared in proportion"
+        if model.link == "log"
+        else "identity link"
+    )
+    return f"LightGBM pred_contrib by feature group ({link})"
+
+
 def explain(
     model: Forecaster,
     frame: pd.DataFrame,
@@ -41,7 +49,7 @@ def explain(
 ) -> list[DayExplanation]:
     """Group contributions for each SKU-day of the horizon (LightGBM champions only)."""
     out: list[DayExplanation] = []
-    log_link = model.model in ("lgbm_tweedie", "lgbm_poisson")
+    log_link = model.link == "log"
     for rows, contrib, names in model.contributions(frame, products, origin):
         groups = np.array([feature_group(n) for n in names])
         bias = contrib[:, -1]

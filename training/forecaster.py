@@ -1,18 +1,9 @@
 """Multi-horizon forecasters: a fitted feature builder and estimator per lag floor, or a baseline.
 
-Strategies (chosen by backtest, see docs/benchmarks.md):
-
-* ``direct``: one model whose features use data up to ``horizon`` days before the target, so a
-  single pass over the horizon rows forecasts every day from the origin's data.
-* ``recursive``: a one-step model (``min_lag=1``); day ``t+h`` is predicted from the forecasts of
-  the days before it.
-* ``multi``: M5-style buckets of ``bucket`` days; with 14 (the default) the model with lag floor
-  14 answers days 1-14 and floor 28 days 15-28. Near days use fresher lags than the direct model
-  can, without the recursive error feedback.
-
-The default (multi, lag floors 14 and 28, the tree budget shared by the stages) was as accurate
-as four stages and beat direct on WAPE in the m5_tiny backtests; each stage is one feature build
-and one predict per serving request, so fewer stages serve faster.
+Strategies: ``direct`` (one model, lag floor = horizon), ``recursive`` (a one-step model fed its
+own forecasts) and ``multi`` (M5-style buckets: with 14, floor 14 answers days 1-14 and floor 28
+days 15-28). The default was picked by backtest (docs/benchmarks.md, Training). Forecasts are
+made by ``training.predict``.
 """
 
 from __future__ import annotations
@@ -29,19 +20,20 @@ import numpy as np
 import pandas as pd
 
 from training.estimators import (
+    BASELINES,
     Estimator,
     FeatureBlocks,
     LGBMEstimator,
+    Link,
     cpu_threads,
+    family,
     make_estimator,
-    moving_average,
-    seasonal_naive,
 )
 from training.feature_groups import feature_group
 from training.features import FeatureBuilder
+from training.predict import predict_frame
 
 Strategy = Literal["direct", "recursive", "multi"]
-BASELINES = ("seasonal_naive", "moving_average")
 ProgressFn = Callable[[str], None]
 
 
@@ -171,22 +163,18 @@ def _blocks(
     return ranges, positions
 
 
-# The default forecaster, chosen by the m5_tiny backtests in docs/benchmarks.md ("## Training").
+# The default forecaster, chosen by the m5_tiny backtests (docs/benchmarks.md, Training).
 DEFAULT_STRATEGY: Strategy = "multi"
-DEFAULT_BUCKET = 14  # multi: lag floors 14 and 28, two stages (each costs a feature build and a
-# predict per serving request; floors 7/14/21/28 scored the same for twice the stages)
+DEFAULT_BUCKET = 14  # multi: lag floors 14 and 28 (each stage is a feature build per request)
 DEFAULT_BUILDER_PARAMS: dict[str, Any] = {
     "windows": (7, 28, 91),
     "zero_windows": (28,),
     "price_windows": (28,),
 }
-# Dropping the low-gain min/max windows and coarse encodings saved little time and lost accuracy
-# on m5_tiny (docs/benchmarks.md), so every feature of the trimmed windows is kept.
 DEFAULT_DROP_FEATURES: tuple[str, ...] = ()
 DEFAULT_MAX_TRAIN_DAYS: int | None = 1095
-# Above this many training rows a global model learns little more from each extra row while
-# every boosting round costs in proportion to the rows: a uniform sample of this size is
-# trained on instead (docs/benchmarks.md, Training at scale). m5_tiny (~307k rows) is far below.
+# Above this many training rows a uniform sample of this size is trained on: each boosting round
+# costs in proportion to the rows and a global model learns little more from each extra one.
 DEFAULT_MAX_TRAIN_ROWS: int | None = 2_000_000
 STRATEGY_NOTE = (
     "multi-horizon strategy chosen by backtest on m5_tiny (docs/benchmarks.md, Training): "
@@ -249,9 +237,31 @@ class Forecaster:
     @property
     def name(self) -> str:
         """Model and strategy, as reports and manifests show it."""
-        if self.model in BASELINES:
+        if self.is_baseline:
             return self.model
         return f"{self.model}/{self.strategy}"
+
+    @property
+    def is_baseline(self) -> bool:
+        """A feature-free baseline (no stages, no estimator)."""
+        return self.model in BASELINES
+
+    @property
+    def family(self) -> Estimator | None:
+        """An unfitted estimator of the model's family (what describes it); None: a baseline."""
+        return family(self.model)
+
+    @property
+    def link(self) -> Link:
+        """The estimator's link (identity for baselines)."""
+        est = self.family
+        return "identity" if est is None else est.link
+
+    @property
+    def gives_contributions(self) -> bool:
+        """Whether its forecasts can be explained by per-feature contributions."""
+        est = self.family
+        return est is not None and est.gives_contributions
 
     def fit(
         self,
@@ -262,7 +272,7 @@ class Forecaster:
         """Fit one builder and estimator per stage on the history's known units."""
         self.stages_: list[_Stage] = []
         self.trained_until_ = pd.Timestamp(history.loc[history["units"].notna(), "date"].max())
-        if self.model in BASELINES:
+        if self.is_baseline:
             return self
         bounds = _sku_starts(history)
         if bounds is None:  # the builder wants each SKU's rows together; readers give them so
@@ -303,7 +313,8 @@ class Forecaster:
 
     def _stage_workers(self, n_stages: int) -> tuple[int, int | None]:
         """Stages fitted at once and the training threads of each (None: the model's own)."""
-        if not self.parallel_stages or n_stages < 2 or not self.model.startswith("lgbm"):
+        est = self.family
+        if not self.parallel_stages or n_stages < 2 or est is None or not est.trains_side_by_side:
             return 1, None
         threads = (self.model_params or {}).get("num_threads")
         total = cpu_threads(threads)
@@ -397,12 +408,10 @@ class Forecaster:
         """The estimator parameters of one stage (the tree budget shared when asked)."""
         params = dict(self.model_params or {})
         stages = len(_buckets(self.strategy, self.horizon, self.bucket))
-        if self.tree_budget == "total" and stages > 1 and self.model.startswith("lgbm"):
-            defaults = make_estimator(self.model).get_params()
-            total = int(params.get("n_estimators", defaults["n_estimators"]))
-            rate = float(params.get("learning_rate", defaults["learning_rate"]))
-            params["n_estimators"] = max(1, round(total / stages))
-            params["learning_rate"] = min(rate * stages, 1.0)
+        if self.tree_budget == "total" and stages > 1:
+            est = make_estimator(self.model, **params)
+            if est.shares_tree_budget:
+                params.update(est.budget_params(stages))
         return params
 
     def _keeps(self, name: str) -> bool:
@@ -471,63 +480,8 @@ class Forecaster:
         horizon = self.horizon if horizon is None else horizon
         if horizon > self.horizon:
             raise ValueError(f"horizon {horizon} exceeds the model's {self.horizon}")
-        origin = pd.Timestamp(origin)
-        frame = frame.reset_index(drop=True)
-        day = ((frame["date"] - origin).dt.days).to_numpy()
-        if self.model in BASELINES:
-            return self._predict_baseline(frame, origin, horizon)
-        out = np.full(len(frame), np.nan)
-        stage_of = np.zeros(len(frame), dtype=np.int16)
-        if self.strategy == "recursive":
-            stage = self.stages_[0]
-            units = frame["units"].to_numpy(dtype=np.float32, copy=True)
-            units[day > 0] = np.nan
-            work = frame.assign(units=units)
-            for h in range(1, horizon + 1):
-                rows = day == h
-                pred = stage.estimator.predict(stage.features(work, products, rows))
-                out[rows] = pred
-                units[rows] = pred
-                work = work.assign(units=units)
-        else:
-            for idx, stage in enumerate(self.stages_):
-                rows = (day >= stage.first_h) & (day <= min(stage.last_h, horizon))
-                if not rows.any():
-                    continue
-                out[rows] = stage.estimator.predict(stage.features(frame, products, rows))
-                stage_of[rows] = idx
-        keep = (day >= 1) & (day <= horizon)
-        result = pd.DataFrame(
-            {
-                "sku": frame.loc[keep, "sku"].to_numpy(),
-                "date": frame.loc[keep, "date"].to_numpy(),
-                "horizon": day[keep].astype(np.int16),
-                "mean": np.clip(out[keep], 0.0, None),
-            }
-        )
-        if with_features:
-            result["stage"] = stage_of[keep]
-        return result
-
-    def _predict_baseline(
-        self, frame: pd.DataFrame, origin: pd.Timestamp, horizon: int
-    ) -> pd.DataFrame:
-        past = frame[frame["date"] <= origin]
-        wide = past.pivot(index="sku", columns="date", values="units")
-        skus = wide.index.to_numpy()
-        matrix = wide.to_numpy(dtype=np.float64)
-        if self.model == "seasonal_naive":
-            values = seasonal_naive(matrix, horizon)
-        else:
-            values = moving_average(matrix, horizon)
-        dates = pd.date_range(origin + pd.Timedelta(days=1), periods=horizon, freq="D")
-        return pd.DataFrame(
-            {
-                "sku": np.repeat(skus, horizon),
-                "date": np.tile(dates.to_numpy(), len(skus)),
-                "horizon": np.tile(np.arange(1, horizon + 1, dtype=np.int16), len(skus)),
-                "mean": np.clip(np.nan_to_num(values.reshape(-1), nan=0.0), 0.0, None),
-            }
+        return predict_frame(
+            self, frame, products, pd.Timestamp(origin), horizon, with_stage=with_features
         )
 
     def contributions(

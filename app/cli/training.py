@@ -24,10 +24,10 @@ from training.pipeline import (
     DEFAULT_MODELS,
     TrainOptions,
     load_history,
-    write_forecasts,
 )
 from training.pipeline import backtest as run_backtest
 from training.pipeline import train as run_train
+from training.predict import write_forecasts
 from training.registry import Registry, RegistryError
 from training.report import ReportError, write_report
 

@@ -15,7 +15,7 @@ from fastapi.responses import StreamingResponse
 from app.deps import EngineDep, ReadKey
 from app.errors import ForbiddenApiKey, MissingApiKey, NotFound, responses
 from featurestore import forecast_runs
-from training.pipeline import quantile_column
+from training.predict import quantile_column
 
 router = APIRouter(prefix="/v1", tags=["forecasts"], dependencies=[ReadKey])
 

@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from featurestore.forecast_runs import save_run
 from featurestore.readers import last_sales_date
 from featurestore.stats import data_token
-from training.pipeline import forecast_all, quantile_column
+from training.predict import forecast_all, quantile_column
 from training.registry import Registry
 
 

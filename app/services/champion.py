@@ -15,7 +15,7 @@ import structlog
 
 from app.observability import MODEL
 from training.bundle import Bundle, BundleError
-from training.pipeline import BundleForecaster
+from training.predict import BundleForecaster
 from training.registry import Registry, RegistryError
 
 log = structlog.get_logger(__name__)

@@ -54,7 +54,7 @@ from featurestore.readers import EventRows, latest_window, read_events, read_pro
 from featurestore.stats import store_state
 from featurestore.window_cache import ROW_BYTES, CatalogueWindow
 from training.explain import explain
-from training.pipeline import Forecasts, quantile_column
+from training.predict import Forecasts, quantile_column
 
 CACHE_SIZE = 50_000
 # How long a worker trusts its data token before asking the database again (seconds). Forecasts

@@ -362,7 +362,8 @@ def test_serving_path_equals_the_forecasters_predict(served: Served, strategy: s
 
     from tests.app.conftest import SMALL_TREES
     from training.forecaster import Forecaster
-    from training.pipeline import BundleForecaster, load_history
+    from training.pipeline import load_history
+    from training.predict import BundleForecaster
 
     champion = served.registry.load_champion()
     history, products = load_history(served.engine)

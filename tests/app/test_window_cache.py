@@ -112,7 +112,8 @@ def test_column_arrays_forecast_as_the_frame_does(served: Served, model: str) ->
     import numpy as np
 
     from training.forecaster import Forecaster
-    from training.pipeline import BundleForecaster, load_history
+    from training.pipeline import load_history
+    from training.predict import BundleForecaster
 
     champion = served.registry.load_champion()
     artifacts = dict(champion.artifacts)

@@ -272,3 +272,61 @@ def test_lgbm_fit_later_trains_the_model_fit_would() -> None:
     np.testing.assert_array_equal(fitted.predict(X), later.predict(X))
     with pytest.raises(ValueError, match="non-negative"):
         later.fit_later(X, -y, feature_names=names, categorical=[])
+
+
+# --- families describe themselves ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(E.REGISTRY))
+def test_a_family_says_what_it_offers(name: str, fitted_by_name: Any) -> None:
+    """Its class attributes match what it does: contributions, link, tree budget, defaults."""
+    est = fitted_by_name(name)
+    X = make_problem(50, seed=5)[0]
+    contrib = est.contributions(X)
+    assert (contrib is not None) == est.gives_contributions
+    if contrib is not None:
+        raw = contrib.sum(axis=1)
+        units = np.exp(raw) if est.link == "log" else np.clip(raw, 0.0, None)
+        np.testing.assert_allclose(units, est.predict(X), rtol=1e-5, atol=1e-6)
+    fresh = E.make_estimator(name)
+    defaults = type(fresh).default_params()
+    assert defaults and set(defaults) <= set(fresh.get_params())
+    # A registry entry may pin some (the LightGBM objective); every other default is the class's.
+    pinned = set(getattr(E.REGISTRY[name], "keywords", {}))
+    assert {k: v for k, v in fresh.get_params().items() if k not in pinned} == {
+        k: v for k, v in defaults.items() if k not in pinned
+    }
+    budget = fresh.budget_params(2)
+    if fresh.shares_tree_budget:
+        assert budget["n_estimators"] == round(fresh.get_params()["n_estimators"] / 2)
+    else:
+        assert budget == {}
+
+
+@pytest.fixture(scope="module")
+def fitted_by_name(data: dict[str, np.ndarray]) -> Any:
+    cache: dict[str, E.Estimator] = {}
+
+    def get(name: str) -> E.Estimator:
+        if name not in cache:
+            cache[name] = fit(name, data)
+        return cache[name]
+
+    return get
+
+
+def test_model_names_come_from_the_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert E.model_names() == ("seasonal_naive", "moving_average", *E.REGISTRY)
+    monkeypatch.setitem(E.REGISTRY, "extra", E.LinearEstimator)
+    assert "extra" in E.model_names()
+    assert E.family("seasonal_naive") is None
+    assert E.family("lgbm_l2").link == "identity"  # type: ignore[union-attr]
+    assert E.family("lgbm_poisson").link == "log"  # type: ignore[union-attr]
+
+
+def test_lgbm_small_inputs_predict_the_same_on_one_thread(data: dict[str, np.ndarray]) -> None:
+    est = fit("lgbm_tweedie", data, num_threads=2)
+    X = data["X_test"]
+    small = np.concatenate([est.predict(X[i : i + 10]) for i in range(0, len(X), 10)])
+    assert len(X) >= est.small_predict_rows // 2
+    np.testing.assert_array_equal(small, est.predict(X))

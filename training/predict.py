@@ -1,0 +1,383 @@
+"""The one predict path: every forecast (backtest, forecast-all, the service) is made here.
+
+``predict_frame`` forecasts a fitted ``Forecaster`` from a history frame (what the backtest and
+the cold-start backtest call, through ``Forecaster.predict``). ``BundleForecaster`` is a loaded
+bundle's view for serving and the nightly run: the champion for SKUs with history, the cold-start
+model for the others, calibrated quantiles, from a frame or from the serving window's column
+arrays. Both reach the estimators through ``Estimator.predict`` only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Engine
+
+from featurestore.readers import last_sales_date, read_frame, read_products
+from training.errors import TrainingError
+from training.estimators import BASELINES
+from training.features import Prepared, prepare, prepare_arrays
+
+if TYPE_CHECKING:
+    from training.bundle import Bundle
+    from training.forecaster import Forecaster
+    from training.quantiles import QuantileCalibrator
+
+
+def quantile_column(level: float) -> str:
+    """Column name of a quantile: 0.1 -> p10, 0.975 -> p97.5."""
+    return f"p{level * 100:g}"
+
+
+def hide_after(history: pd.DataFrame, cutoff: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    """The frame as known at ``cutoff``: rows up to ``end``, units after the cut-off unknown."""
+    frame = history[history["date"] <= end].copy()
+    frame.loc[frame["date"] > cutoff, "units"] = np.nan
+    return frame.reset_index(drop=True)
+
+
+@dataclass
+class History:
+    """A forecast's history (a frame or its column arrays) and products, each form made once.
+
+    The column arrays are what ``featurestore.window_cache`` slices (``date`` as datetime64, each
+    column with the frame's dtype); they skip building a frame, with the same answers.
+    """
+
+    source: pd.DataFrame | Mapping[str, np.ndarray]
+    products: pd.DataFrame
+    sku: np.ndarray
+    dates: np.ndarray
+    days: np.ndarray  # int64 days since 1970-01-01
+    units: np.ndarray  # float64, NaN where unknown
+    _frame: pd.DataFrame | None = None
+    _prepared: Prepared | None = None
+
+    @classmethod
+    def of(cls, source: pd.DataFrame | Mapping[str, np.ndarray], products: pd.DataFrame) -> History:
+        """The history of a frame (reindexed from 0) or of column arrays."""
+        if isinstance(source, pd.DataFrame):
+            source = source.reset_index(drop=True)
+            sku = source["sku"].to_numpy(dtype=object)
+            dates = source["date"].to_numpy()
+            units = source["units"].to_numpy(dtype=np.float64, na_value=np.nan)
+        else:
+            sku = np.asarray(source["sku"], dtype=object)
+            dates = np.asarray(source["date"])
+            units = np.asarray(source["units"], dtype=np.float64)
+        days = dates.astype("datetime64[D]").astype(np.int64)
+        return cls(source, products, sku, dates, days, units)
+
+    def day(self, origin: pd.Timestamp) -> np.ndarray:
+        """Each row's day relative to the origin (1 = the first forecast day)."""
+        return self.days - int(origin.to_datetime64().astype("datetime64[D]").astype(np.int64))
+
+    def frame(self) -> pd.DataFrame:
+        if self._frame is None:
+            if isinstance(self.source, pd.DataFrame):
+                self._frame = self.source
+            else:
+                data: dict[str, Any] = dict(self.source)
+                data["sku"] = pd.Series(self.sku, dtype=object)
+                self._frame = pd.DataFrame(data)
+        return self._frame
+
+    def prepared(self) -> Prepared:
+        if self._prepared is None:
+            if isinstance(self.source, pd.DataFrame):
+                self._prepared = prepare(self.source, self.products)
+            else:
+                self._prepared = prepare_arrays(
+                    sku=self.sku,
+                    dates=self.dates,
+                    days=self.days,
+                    columns={c: np.asarray(v) for c, v in self.source.items()},
+                    products=self.products,
+                )
+        return self._prepared
+
+
+def _staged(model: Forecaster) -> bool:
+    """Whether one pass of its stages over the horizon rows forecasts (direct, multi)."""
+    return not model.is_baseline and model.strategy != "recursive" and bool(model.stages_)
+
+
+def _stage_means(
+    model: Forecaster, history: History, day: np.ndarray, rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Means (NaN outside ``rows``) and the stage of each row, the features prepared once."""
+    out = np.full(len(day), np.nan)
+    stage_of = np.zeros(len(day), dtype=np.int16)
+    prepared = history.prepared()
+    for idx, stage in enumerate(model.stages_):
+        mine = rows & (day >= stage.first_h) & (day <= stage.last_h)
+        if mine.any():
+            X = stage.builder.transform(None, history.products, rows=mine, prepared=prepared).X
+            out[mine] = stage.estimator.predict(X[:, stage.keep])
+            stage_of[mine] = idx
+    return out, stage_of
+
+
+def _recursive_means(
+    model: Forecaster, frame: pd.DataFrame, products: pd.DataFrame, day: np.ndarray, horizon: int
+) -> np.ndarray:
+    """Day t+h predicted from the forecasts of the days before it (one-step model)."""
+    stage = model.stages_[0]
+    out = np.full(len(frame), np.nan)
+    units = frame["units"].to_numpy(dtype=np.float32, copy=True)
+    units[day > 0] = np.nan
+    work = frame.assign(units=units)
+    for h in range(1, horizon + 1):
+        rows = day == h
+        pred = stage.estimator.predict(stage.features(work, products, rows))
+        out[rows] = pred
+        units[rows] = pred
+        work = work.assign(units=units)
+    return out
+
+
+def _baseline_frame(
+    name: str, frame: pd.DataFrame, origin: pd.Timestamp, horizon: int
+) -> pd.DataFrame:
+    past = frame[frame["date"] <= origin]
+    wide = past.pivot(index="sku", columns="date", values="units")
+    skus = wide.index.to_numpy()
+    values = BASELINES[name](wide.to_numpy(dtype=np.float64), horizon)
+    dates = pd.date_range(origin + pd.Timedelta(days=1), periods=horizon, freq="D")
+    return pd.DataFrame(
+        {
+            "sku": np.repeat(skus, horizon),
+            "date": np.tile(dates.to_numpy(), len(skus)),
+            "horizon": np.tile(np.arange(1, horizon + 1, dtype=np.int16), len(skus)),
+            "mean": np.clip(np.nan_to_num(values.reshape(-1), nan=0.0), 0.0, None),
+        }
+    )
+
+
+def predict_frame(
+    model: Forecaster,
+    frame: pd.DataFrame,
+    products: pd.DataFrame,
+    origin: pd.Timestamp,
+    horizon: int,
+    *,
+    with_stage: bool = False,
+) -> pd.DataFrame:
+    """sku, date, horizon, mean (and stage) for days origin+1 .. origin+horizon of each SKU."""
+    frame = frame.reset_index(drop=True)
+    if model.is_baseline:
+        return _baseline_frame(model.model, frame, origin, horizon)
+    history = History.of(frame, products)
+    day = history.day(origin)
+    keep = (day >= 1) & (day <= horizon)
+    if model.strategy == "recursive":
+        out = _recursive_means(model, frame, products, day, horizon)
+        stage_of = np.zeros(len(frame), dtype=np.int16)
+    else:
+        out, stage_of = _stage_means(model, history, day, keep)
+    result = pd.DataFrame(
+        {
+            "sku": history.sku[keep],
+            "date": history.dates[keep],
+            "horizon": day[keep].astype(np.int16),
+            "mean": np.clip(out[keep], 0.0, None),
+        }
+    )
+    if with_stage:
+        result["stage"] = stage_of[keep]
+    return result
+
+
+def _means(
+    model: Forecaster,
+    history: History,
+    origin: pd.Timestamp,
+    horizon: int,
+    day: np.ndarray,
+    rows: np.ndarray,
+) -> np.ndarray:
+    """The model's means for the chosen horizon rows (in the history's row order)."""
+    if _staged(model):
+        return _stage_means(model, history, day, rows)[0][rows]
+    frame = history.frame()
+    mine = frame["sku"].isin(frame.loc[rows, "sku"].unique()).to_numpy()
+    part = frame[mine]
+    pred = predict_frame(model, part, history.products, origin, horizon)
+    # The predictions in the frame's row order (they may come in another).
+    at = pd.MultiIndex.from_frame(part[["sku", "date"]]).get_indexer(
+        pd.MultiIndex.from_frame(pred[["sku", "date"]])
+    )
+    out = np.full(len(part), np.nan)
+    ok = at >= 0
+    out[at[ok]] = pred["mean"].to_numpy(dtype=np.float64)[ok]
+    full = np.full(len(frame), np.nan)
+    full[mine] = out
+    return full[rows]
+
+
+@dataclass
+class Forecasts:
+    """Forecast rows (grouped by SKU, by date within one) as arrays: what serving serialises."""
+
+    sku: np.ndarray  # object, per row
+    day: np.ndarray  # int64 days since 1970-01-01, per row
+    horizon: np.ndarray  # int16, per row
+    mean: np.ndarray  # float64, per row
+    quantiles: np.ndarray  # float64, (rows, levels)
+    cold_start: np.ndarray  # bool, per row
+    levels: list[float]
+
+    def frame(self) -> pd.DataFrame:
+        """sku, date, horizon, mean, one column per quantile (p10...), cold_start flag."""
+        out = pd.DataFrame(
+            {
+                "sku": pd.Series(self.sku, dtype=object),
+                "date": self.day.astype("datetime64[D]").astype("datetime64[ns]"),
+                "horizon": self.horizon,
+                "mean": self.mean,
+            }
+        )
+        for i, level in enumerate(self.levels):
+            out[quantile_column(level)] = self.quantiles[:, i]
+        out["cold_start"] = self.cold_start
+        return out
+
+
+@dataclass
+class BundleForecaster:
+    """The serving-side view of a loaded bundle: point forecasts plus calibrated quantiles."""
+
+    bundle: Bundle
+
+    @property
+    def model(self) -> Forecaster:
+        model: Forecaster = self.bundle.artifacts["model"]
+        return model
+
+    @property
+    def cold_model(self) -> Forecaster:
+        model: Forecaster = self.bundle.artifacts["cold_start"]
+        return model
+
+    @property
+    def calibration(self) -> QuantileCalibrator:
+        cal: QuantileCalibrator = self.bundle.artifacts["calibration"]
+        return cal
+
+    @property
+    def history_days(self) -> int:
+        """Days of history up to the origin that a forecast reads (both models' builders)."""
+        days = 1
+        for model in (self.model, self.cold_model):
+            if not model.is_baseline and model.stages_:
+                # Before its first target a builder needs required_history days; later targets
+                # need fewer (recursive ones read forecasts), so not the horizon on top.
+                days = max(days, *(s.builder.required_history for s in model.stages_))
+            else:
+                days = max(days, model.required_history)
+        return days
+
+    def forecast(
+        self,
+        frame: pd.DataFrame,
+        products: pd.DataFrame,
+        origin: dt.date | pd.Timestamp,
+        horizon: int,
+        quantiles: Sequence[float],
+    ) -> pd.DataFrame:
+        """sku, date, horizon, mean, one column per quantile (p10...), cold_start flag."""
+        return self.forecast_arrays(frame, products, origin, horizon, quantiles).frame()
+
+    def forecast_arrays(
+        self,
+        frame: pd.DataFrame | Mapping[str, np.ndarray],
+        products: pd.DataFrame,
+        origin: dt.date | pd.Timestamp,
+        horizon: int,
+        quantiles: Sequence[float],
+    ) -> Forecasts:
+        """The forecast rows as arrays, grouped by SKU as the frame is (readers sort by SKU).
+
+        ``frame`` is the history frame or its column arrays (see ``History``). SKUs with fewer
+        known days than the model's ``min_rows_per_sku`` are answered by the cold-start model.
+        """
+        levels = [float(q) for q in quantiles]
+        origin = pd.Timestamp(origin)
+        history = History.of(frame, products)
+        sku = history.sku
+        if len(sku) == 0:
+            raise ValueError("nothing to forecast: the frame is empty")
+        day = history.day(origin)
+        change = np.empty(len(sku), dtype=bool)
+        change[:1] = True
+        np.not_equal(sku[1:], sku[:-1], out=change[1:])
+        codes = np.cumsum(change) - 1
+        seen = (day <= 0) & ~np.isnan(history.units)
+        known = np.bincount(codes, weights=seen, minlength=codes[-1] + 1)
+        target = (day >= 1) & (day <= horizon)
+        cold = (known < self.model.min_rows_per_sku)[codes]
+        out = np.full(len(sku), np.nan)
+        for model, part in ((self.model, ~cold), (self.cold_model, cold)):
+            rows = target & part
+            if rows.any():
+                out[rows] = _means(model, history, origin, horizon, day, rows)
+        mean = out[target]
+        h = day[target].astype(np.int16)
+        q = self.calibration.predict(mean, h, levels)
+        return Forecasts(
+            sku=sku[target],
+            day=history.days[target],
+            horizon=h,
+            mean=mean,
+            quantiles=np.asarray(q, dtype=np.float64).reshape(len(mean), len(levels)),
+            cold_start=cold[target],
+            levels=levels,
+        )
+
+
+def forecast_all(
+    engine: Engine,
+    bundle: Bundle,
+    *,
+    as_of: dt.date | None = None,
+    horizon: int | None = None,
+    quantiles: Sequence[float] = (0.1, 0.5, 0.9),
+    skus: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Forecast every active SKU (or the given ones) from the bundle: one row per SKU and day."""
+    fc = BundleForecaster(bundle)
+    horizon = horizon or fc.model.horizon
+    products = read_products(engine, skus)
+    active = products[products["status"] != "discontinued"]
+    if active.empty:
+        raise TrainingError("no active SKUs to forecast")
+    last = as_of or last_sales_date(engine)
+    if last is None:
+        raise TrainingError("the feature store has no sales history: ingest data first")
+    origin = pd.Timestamp(last)
+    start = (origin - pd.Timedelta(days=fc.model.required_history)).date()
+    end = (origin + pd.Timedelta(days=horizon)).date()
+    frame = read_frame(engine, skus=list(active["sku"]), start=start, end=end, as_of=origin.date())
+    frame = hide_after(frame, origin, pd.Timestamp(end))
+    out = fc.forecast(frame, products, origin, horizon, quantiles)
+    out = out.sort_values(["sku", "date"], kind="stable").reset_index(drop=True)
+    out["date"] = pd.to_datetime(out["date"]).dt.date
+    columns = ["sku", "date", "mean", *[quantile_column(q) for q in quantiles], "cold_start"]
+    return out[columns]
+
+
+def write_forecasts(frame: pd.DataFrame, out: Path) -> None:
+    """Write forecasts as Parquet or CSV by the file's suffix."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".parquet":
+        frame.to_parquet(out, index=False)
+    elif out.suffix == ".csv":
+        frame.to_csv(out, index=False)
+    else:
+        raise TrainingError(f"unsupported output {out.name}: use .parquet or .csv")
