@@ -52,7 +52,7 @@ QUANTILES = (0.1, 0.5, 0.9)
 TREES = 500
 BATCH = 1000
 CASES = ("bare", "computed", "stored", "batch", "batch-stored")
-MLFORECAST_MS = 155.0  # mlforecast's single-SKU predict on this machine (DESIGN.md), not re-run
+MLFORECAST_MS = 155.0  # mlforecast's single-SKU predict, measured once on this machine, not re-run
 TARGETS = {
     "computed": "p99 <= 15 ms at 8 connections (> 10x faster than mlforecast's ~155 ms)",
     "stored": ">= 50% of the bare endpoint's requests/s",
@@ -933,9 +933,8 @@ def measure(
     """Idle latency, then a bounded wrk run sized so every connection gets answers."""
     is_batch = case.startswith("batch")
     if is_batch:
-        # Each worker's first batch fills its process caches - the stored run (batch-stored), the
-        # catalogue's window (batch: about 1 s per worker, once per data token) - so it is not
-        # idle latency; that one-off cost is reported with the window (see the Serving section).
+        # Each worker's first batch fills its process caches (the stored run; the catalogue's
+        # window, read once per data token): a one-off cost, not idle latency.
         check_response(base, case, setup, n=2 * workers)
     size, idle = check_response(base, case, setup, n=3 if is_batch else 6)
     script = scripts["batch"] if is_batch else scripts["rotate"]

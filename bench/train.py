@@ -517,8 +517,8 @@ def spawn(cmd: list[str], threads: int, label: str) -> dict[str, Any]:
     for var in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(threads)
     env["PYTHONHASHSEED"] = "0"
-    # On a shared 2-core machine spinning OpenMP workers lose their core to other processes:
-    # measured 10-20x slower LightGBM fits with the default (active) policy under load.
+    # Spinning OpenMP workers lose their core to other processes on a shared machine
+    # (docs/benchmarks.md, Training).
     env.setdefault("OMP_WAIT_POLICY", "passive")
     print(f"[bench/train] {label}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
@@ -755,6 +755,7 @@ CARRIED_ETS = {
     "peak_rss_mb": 447.0,
     "carried_over": "2026-11-28 02:43 UTC",
 }
+
 
 def _strategy_decision(m5: list[dict[str, Any]]) -> str:
     """The strategy line, from this run's salesfc rows on m5_tiny."""
