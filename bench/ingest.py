@@ -1,15 +1,8 @@
 """Ingestion benchmark: rows/s and peak memory on SQLite and PostgreSQL -> docs/benchmarks.md.
 
-Cases, each timed in a fresh subprocess so its peak RSS is that case alone:
-  m5      featurestore.ingest.import_m5 on ../shared/data/m5_tiny/tiny_m5.parquet
-  orders  featurestore.ingest.ingest_file("orders", ...) on N synthetic order lines (default 5M),
-          written to a Parquet file first (not timed) by training.synth.iter_order_lines, into
-          a store holding no order lines yet (the first load: bulk path, indexes built after)
-  append  the same file loaded into a store that already holds the previous year's N order
-          lines (loaded first, not timed): the nightly case, merged through the upsert path
-
-Usage: python bench/ingest.py [--quick] [--backend sqlite|postgresql|both] [--orders N]
-                              [--cases m5,orders,append] [--profile DIR] [--no-write]
+Cases m5 (m5_tiny import), orders (N synthetic order lines, first load) and append (the same file
+onto a year of lines), each in a fresh process on a fresh database; the figures and the command
+line are in docs/benchmarks.md, Ingestion, and bench/README.md.
 """
 
 from __future__ import annotations
@@ -46,8 +39,8 @@ ORDER_SKUS = 1_000
 ORDER_DAYS = 365
 TARGETS = {
     "m5": "< 15 s",
-    "orders": ">= 200,000 rows/s and < 1 GiB peak (PostgreSQL)",
-    "append": "- (no target: the nightly append)",
+    "orders": ">= 200,000 rows/s, < 1 GiB (PostgreSQL)",
+    "append": "none",
 }
 
 
@@ -314,81 +307,146 @@ def versions() -> dict[str, str]:
     return out
 
 
-def render(results: list[dict[str, Any]], args: argparse.Namespace, code: str) -> str:
-    """The Ingestion section of docs/benchmarks.md."""
+def render(
+    results: list[dict[str, Any]],
+    args: argparse.Namespace,
+    code: str,
+    measured: dt.datetime | None = None,
+) -> str:
+    """The Ingestion section of docs/benchmarks.md: figures, how to reproduce, decisions."""
+    when = measured or dt.datetime.now(dt.UTC)
+    command = " ".join([".venv/bin/python", "bench/ingest.py", *args.argv])
     lines = [
         "## Ingestion",
         "",
-        f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC with "
-        f"`{' '.join(['python', 'bench/ingest.py', *args.argv])}`"
+        f"Measured {when:%Y-%m-%d %H:%M} UTC at salesfc {code}"
         + (" (quick sizes: not the targets' sizes)" if args.quick else "")
-        + ".",
+        + f". Reproduce: `{command}` (or `make bench`, all three areas).",
         "Each case runs in a fresh process on a fresh, migrated database (SQLite: a temp file; "
-        "PostgreSQL: a temp database on 127.0.0.1, dropped afterwards). Peak RSS is the "
-        "process's own maximum resident set (VmHWM), Python, pandas and the driver included; the "
-        "PostgreSQL server's memory is not counted.",
+        f"PostgreSQL: a temp database on 127.0.0.1). Order lines: {ORDER_SKUS:,} SKUs over "
+        f"{ORDER_DAYS} days; a first load goes into empty order-line tables, an append merges "
+        "the same file into a store already holding the previous year's lines (the nightly "
+        "path). Peak RSS is the process's own (VmHWM), the server's memory not counted; client "
+        "CPU is the benchmark process's user + system time.",
         "",
         "| case | backend | rows | wall s | rows/s | client CPU s | peak RSS MiB | target |",
         "|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
-        label = {
-            "m5": "m5_tiny import",
-            "orders": f"{r['main_rows']:,} order lines, first load",
-            "append": f"{r['main_rows']:,} order lines appended to a year of lines",
-        }[r["case"]]
         rate = r["rows"] / r["seconds"] if r["seconds"] else float("nan")
         lines.append(
-            f"| {label} | {r['backend']} | {r['rows']:,} | {r['seconds']:.1f} | {rate:,.0f} | "
-            f"{r.get('cpu_seconds', float('nan')):.1f} | {r['peak_rss_mib']:,.0f} | "
-            f"{TARGETS[r['case']]} |"
+            f"| {_case_label(r)} | {r['backend']} | {r['rows']:,} | {r['seconds']:.1f} | "
+            f"{rate:,.0f} | {r.get('cpu_seconds', float('nan')):.1f} | "
+            f"{r['peak_rss_mib']:,.0f} | {TARGETS[r['case']]} |"
         )
+    lines += ["", *breakdown(results)]
+    lines += ["### Decisions", "", *decisions(results), ""]
     lines += [
-        "",
-        "m5_tiny rows are all accepted rows of every entity (products, daily sales, prices, "
-        "events); order-line rows are the lines merged (daily sales are then derived from them "
-        f"inside the same transaction). Order lines cover {ORDER_SKUS:,} SKUs over "
-        f"{ORDER_DAYS} days. A first load goes into empty order-line tables (bulk COPY, indexes "
-        "built afterwards); an append merges the same file into a store already holding the "
-        "previous year's lines (as many, loaded untimed), through the upsert path a nightly load "
-        "takes. Client CPU is the benchmark process's user + system time (steadier "
-        "than wall time on a shared machine); the database server's CPU is not in it.",
-        "",
-        *breakdown(results),
         "Machine: " + ", ".join(f"{k} {v}" for k, v in machine().items()) + ".",
-        "",
-        "Versions: salesfc "
-        + code
-        + ", "
-        + ", ".join(f"{k} {v}" for k, v in versions().items())
-        + ".",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()) + ".",
         "",
     ]
     return "\n".join(lines)
 
 
+def _case_label(r: dict[str, Any]) -> str:
+    return {
+        "m5": "m5_tiny import",
+        "orders": f"{r['main_rows']:,} order lines, first load",
+        "append": f"{r['main_rows']:,} order lines appended to a year of lines",
+    }[r["case"]]
+
+
+def _is_index_build(statement: str) -> bool:
+    return bool(re.match(r"(CREATE (UNIQUE )?INDEX|ALTER TABLE \S+ ADD CONSTRAINT)", statement))
+
+
+def _short(statement: str) -> str:
+    """A statement as a few words: its verb and table."""
+    words = statement.replace("(", " ").split()
+    upper = [w.upper() for w in words]
+    for verb, at in (("INSERT", 2), ("UPDATE", 1), ("ANALYZE", 1)):
+        if upper[:1] == [verb] and len(words) > at:
+            return f"{verb.lower()} {words[at]}"
+    if upper[:3] == ["CREATE", "TEMPORARY", "TABLE"] and len(words) > 3:
+        return f"temp table {words[3]}"
+    if upper[:2] == ["DROP", "TABLE"]:
+        return f"drop {words[-1]}"
+    return " ".join(words[:3])
+
+
+def _index_seconds(r: dict[str, Any]) -> float:
+    return sum(took for took, s in r.get("timeline", []) if _is_index_build(s))
+
+
 def breakdown(results: list[dict[str, Any]]) -> list[str]:
-    """Where the time of each order-line case goes: its SQL statements and the streaming."""
-    lines: list[str] = []
-    for r in results:
-        if r["case"] not in ("orders", "append") or "statement_seconds" not in r:
-            continue
-        streamed = r["seconds"] - r["statement_seconds"]
+    """Where each order-line case's time goes: streaming, index builds, slowest statements."""
+    rows = [r for r in results if r["case"] in ("orders", "append") and "statement_seconds" in r]
+    if not rows:
+        return []
+    lines = [
+        "Where the order-line cases' time goes (streaming: checksum, read, validate and COPY, "
+        "client and server overlapping; then the SQL statements):",
+        "",
+        "| case | backend | wall s | streaming s | index builds s | slowest other statements s |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        others = sorted(
+            ((took, s) for took, s in r["timeline"] if not _is_index_build(s) and took >= 0.1),
+            reverse=True,
+        )[:3]
+        slowest = ", ".join(f"{_short(s)} {took:.1f}" for took, s in others) or "-"
         kind = "first load" if r["case"] == "orders" else "append"
-        lines += [
-            f"Where the {r['main_rows']:,} order lines' {r['seconds']:.1f} s go on "
-            f"{r['backend']}, {kind} (statements of 0.1 s or more, in the order they ran):",
-            "",
-            "| step | s |",
-            "|---|---:|",
-            f"| checksum, read, validate and stream the lines (COPY; client and server overlap) | "
-            f"{streamed:.1f} |",
-        ]
-        for took, statement in r["timeline"]:
-            if took >= 0.1:
-                lines.append(f"| `{statement[:90]}` | {took:.1f} |")
-        lines.append("")
-    return lines
+        lines.append(
+            f"| {kind} | {r['backend']} | {r['seconds']:.1f} | "
+            f"{r['seconds'] - r['statement_seconds']:.1f} | {_index_seconds(r):.1f} | {slowest} |"
+        )
+    return [*lines, ""]
+
+
+def decisions(results: list[dict[str, Any]]) -> list[str]:
+    """What the ingestion's design rests on, with this run's figures where it measured them."""
+    by = {(r["case"], r["backend"]): r for r in results}
+    first = by.get(("orders", "postgresql"))
+    append = by.get(("append", "postgresql"))
+    out = []
+    if first:
+        rate = first["rows"] / first["seconds"]
+        out.append(
+            "- **First order file on PostgreSQL: binary COPY straight into `order_lines`, indexes "
+            f"dropped and built once at the end.** {first['rows']:,} lines in "
+            f"{first['seconds']:.1f} s = {rate:,.0f} rows/s (target >= 200,000), index builds "
+            f"{_index_seconds(first):.1f} s of it."
+        )
+    if append:
+        out.append(
+            "- **A file with at least half the table's rows is appended with the indexes rebuilt; "
+            f"smaller files are upserted.** The append above: {append['seconds']:.1f} s, "
+            f"{_index_seconds(append):.1f} s of it rebuilding the indexes."
+        )
+    orders = [r for r in results if r["case"] != "m5"]
+    if orders:
+        worst = max(orders, key=lambda r: r["peak_rss_mib"])
+        out.append(
+            "- **Files are streamed in chunks through one COPY per file (a writer thread feeds "
+            "the server while the next chunk is parsed and validated).** Peak RSS "
+            f"{worst['peak_rss_mib']:,.0f} MiB at most for {worst['main_rows']:,} lines "
+            "(target < 1 GiB)."
+        )
+    out += [
+        "- **`order_lines` is laid out for bulk loads (migrations 0003, 0004):** no per-row "
+        "foreign key (each file's SKUs are checked once, inside its transaction), and indexed "
+        "by (sale_date, sku) instead of (sku, sale_date), the same lookups 2.3x faster to build "
+        "from time-ordered lines.",
+    ]
+    lite = by.get(("orders", "sqlite"))
+    if lite:
+        out.append(
+            "- **The throughput target is PostgreSQL's:** SQLite, the embedded store, loads the "
+            f"same file at {lite['rows'] / lite['seconds']:,.0f} rows/s and has none."
+        )
+    return out
 
 
 def write_section(section: str, doc: Path = DOC) -> None:

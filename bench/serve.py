@@ -1,27 +1,9 @@
 """Serving benchmark: requests/s and p50/p99 of the API under wrk, and where the time goes.
 
-One command sets everything up on a temporary PostgreSQL database, then loads `salesfc serve`
-(uvicorn, uvloop + httptools) with 1 and 2 workers, 8 and 64 connections, from one generator
-(wrk, one thread, loopback):
-
-  bare      bench/bare_app.py: a trivial FastAPI endpoint, the ceiling
-  computed  GET /v1/forecast/{sku}?horizon=28&quantiles=0.1,0.5,0.9 computed on every request
-            (SALESFC_FORECAST_CACHE=false: what a SKU with new data costs), SKUs rotating
-  stored    the same call for unchanged data and model: in-process cache / forecast-all run
-  batch     POST /v1/forecast with 1,000 SKUs, computed (cache off)
-  batch-stored  the same batch answered from stored forecasts (cache on)
-
-Set-up: a temp database (admin URL SALESFC_BENCH_PG_ADMIN_URL, default
-postgresql+psycopg://postgres@127.0.0.1:5432/postgres), migrations, m5_tiny
-(../shared/data/m5_tiny, or the synthetic generator when absent), a lgbm_tweedie bundle with 500
-trees (folds=1) promoted to champion, synthetic SKUs added so a 1,000-SKU batch exists, then
-`salesfc forecast-all` (run_forecast_all) so `stored` has forecasts. Then case `computed` is
-profiled in-process (cProfile + timing of each step) and the Serving section of
-docs/benchmarks.md is rewritten (other sections are left alone).
-
-Usage: python bench/serve.py [--quick] [--duration S] [--connections 8,64] [--workers 1,2]
-                             [--cases bare,computed,stored,batch,batch-stored]
-                             [--bundle-cache DIR] [--profile-dir DIR] [--json OUT] [--no-write]
+Sets up a temporary PostgreSQL database, a champion and a forecast-all run, profiles a computed
+forecast in-process, then loads `salesfc serve` (cases bare, computed, stored, batch,
+batch-stored) with wrk; the figures, the command line and the decisions they support are in
+docs/benchmarks.md, Serving.
 """
 
 from __future__ import annotations
@@ -70,7 +52,7 @@ QUANTILES = (0.1, 0.5, 0.9)
 TREES = 500
 BATCH = 1000
 CASES = ("bare", "computed", "stored", "batch", "batch-stored")
-MLFORECAST_MS = 155.0  # mlforecast's single-SKU predict on this machine (DESIGN.md), not re-run
+MLFORECAST_MS = 155.0  # mlforecast's single-SKU predict, measured once on this machine, not re-run
 TARGETS = {
     "computed": "p99 <= 15 ms at 8 connections (> 10x faster than mlforecast's ~155 ms)",
     "stored": ">= 50% of the bare endpoint's requests/s",
@@ -951,9 +933,8 @@ def measure(
     """Idle latency, then a bounded wrk run sized so every connection gets answers."""
     is_batch = case.startswith("batch")
     if is_batch:
-        # Each worker's first batch fills its process caches - the stored run (batch-stored), the
-        # catalogue's window (batch: about 1 s per worker, once per data token) - so it is not
-        # idle latency; that one-off cost is reported with the window (see the Serving section).
+        # Each worker's first batch fills its process caches (the stored run; the catalogue's
+        # window, read once per data token): a one-off cost, not idle latency.
         check_response(base, case, setup, n=2 * workers)
     size, idle = check_response(base, case, setup, n=3 if is_batch else 6)
     script = scripts["batch"] if is_batch else scripts["rotate"]
@@ -1161,44 +1142,41 @@ def render(
     runs: list[Run],
     prof: dict[str, Any] | None,
     args: argparse.Namespace,
-    recommendations: list[str],
+    reasons: list[str],
+    measured: dt.datetime | None = None,
 ) -> str:
-    """The Serving section of docs/benchmarks.md."""
-    cmd = " ".join(["python", "bench/serve.py", *args.argv])
+    """The Serving section of docs/benchmarks.md: figures, how to reproduce, decisions."""
+    when = measured or dt.datetime.now(dt.UTC)
+    cmd = " ".join([".venv/bin/python", "bench/serve.py", *args.argv])
+    stages = setup.model["stages"]
     lines = [
         "## Serving",
         "",
-        f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC with `{cmd}`"
+        f"Measured {when:%Y-%m-%d %H:%M} UTC"
         + (" (quick: short runs, figures noisier)" if args.quick else "")
-        + ".",
+        + f". Reproduce: `{cmd}` (needs wrk and PostgreSQL on 127.0.0.1, or "
+        "`SALESFC_BENCH_PG_ADMIN_URL`; `make bench` runs all three areas).",
         "",
-        f"Set-up: a temp PostgreSQL database (dropped afterwards) with {setup.data['source']} "
+        f"Set-up: a temp PostgreSQL database with {setup.data['source']} "
         f"({setup.data['base_skus']} SKUs) plus synthetic SKUs up to {setup.data['skus']:,} "
-        f"SKUs / {setup.data['sales_rows']:,} daily rows, so a {BATCH:,}-SKU batch exists; "
-        f"champion `{setup.model['model']}` trained on the m5 part with {TREES} trees "
-        f"(folds=1), {len(setup.model['stages'])} stages (lag floors "
-        + ", ".join(str(s["min_lag"]) for s in setup.model["stages"])
-        + "), mean leaves per tree "
-        + ", ".join(f"{s['mean_leaves']:g}" for s in setup.model["stages"])
-        + f", {setup.model['stages'][0]['features'] if setup.model['stages'] else 0} features; "
-        f"the manifest's required history is {setup.model['required_history']} days (a request "
-        f"reads its builders' own window, see the steps below, + {HORIZON} future days per SKU). "
-        f"`salesfc forecast-all` stored {setup.data['forecast_all_skus']:,} SKUs' forecasts "
-        f"for `stored`. Servers: `salesfc serve --workers N` (uvicorn, uvloop + httptools, "
-        f"log level INFO as shipped: one JSON access line per request to a file), and "
-        f"`bench/bare_app.py` under the same uvicorn flags. Load: wrk, 1 thread, loopback, "
-        f"at least {args.duration:g} s per run (see below), after a {args.warmup:g} s wrk "
-        f"warm-up for the fast cases; single-SKU cases rotate over {len(setup.single_skus)} SKUs. "
-        f"`computed` runs the server with `SALESFC_FORECAST_CACHE=false` (every request computes, "
-        f"as for a SKU whose data changed); `stored` with the cache on, after forecast-all.",
-        "",
-        "The machine has 2 cores, shared by the server, wrk, PostgreSQL and other engineers' "
-        "jobs: the load average (1 min) is recorded before and after each run. Percentiles are "
-        "wrk's (completed requests only; coordinated omission not corrected).",
+        f"({setup.data['sales_rows']:,} daily rows); champion `{setup.model['model']}`, "
+        f"{TREES} trees, {len(stages)} stages (lag floors "
+        + ", ".join(str(st["min_lag"]) for st in stages)
+        + f"), {stages[0]['features'] if stages else 0} features. Cases: `bare` "
+        "(bench/bare_app.py, the ceiling); `computed`, one SKU with "
+        "`SALESFC_FORECAST_CACHE=false` (every request computes, as for a SKU whose data "
+        "changed); `stored`, the same with the cache on after `salesfc forecast-all`; `batch` / "
+        f"`batch-stored`, {BATCH:,} SKUs in one POST, computed / stored. Servers: `salesfc serve "
+        "--workers N` (uvicorn, uvloop + httptools, JSON access log). Load: wrk, 1 thread, "
+        f"loopback, a fresh server per run, at least {args.duration:g} s after a "
+        f"{args.warmup:g} s warm-up (slow cases longer, up to {args.max_duration:g} s), single "
+        f"SKUs rotating over {len(setup.single_skus)}; idle ms is the median of sequential "
+        "requests just before the run. The 2 cores are shared by the server, wrk and "
+        "PostgreSQL; percentiles are wrk's (coordinated omission not corrected).",
         "",
         "| case | workers | connections | req/s | p50 ms | p99 ms | max ms | idle ms | run s "
-        "| answers | errors | load before / after | note |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        "| errors | load before / after | note |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in runs:
         ran = bool(r.seconds)
@@ -1206,117 +1184,30 @@ def render(
             f"| {r.case} | {r.workers} | {r.connections} | "
             + (f"{r.rps:,.1f}" if ran else "-")
             + f" | {_fmt(r.p50_ms)} | {_fmt(r.p99_ms)} | {_fmt(r.max_ms, digits=1)} | "
-            f"{r.idle_ms:,.2f} | {r.seconds:g} | {r.requests:,} | {r.errors} | "
+            f"{r.idle_ms:,.2f} | {r.seconds:g} | {r.errors} | "
             + (f"{r.load_before:.2f} / {r.load_after:.2f}" if ran else "-")
             + f" | {r.note} |"
         )
-    lines += [
-        "",
-        "idle ms: median of sequential requests to the idle server just before the run (HTTP "
-        "included). Each run has its own freshly started server, so requests left in flight by "
-        "one run never load the next. Run length: the duration above, or three times "
-        "connections x idle latency / workers when longer (capped at "
-        f"{args.max_duration:g} s); a run whose first answers would need more than half the cap "
-        "is not run.",
-    ]
     lines += ["", "Targets:", "", *verdicts(runs), ""]
     if prof:
+        step = dict(prof["steps"])
         lines += [
-            "### Where the time goes (case `computed`, in-process)",
+            f"In-process (`ForecastService.forecast_json`, cache off, {prof['reps']} calls) a "
+            f"computed forecast takes {prof['computed']['median_ms']:.2f} ms (median; p99 "
+            f"{prof['computed']['p99_ms']:.2f}): window slice {_sum(step, 'latest_window'):.2f} "
+            f"ms, features {_sum(step, 'features'):.2f} ms for {len(stages)} stages, trees "
+            f"{_sum(step, ' trees ('):.2f} ms, calibrator {_sum(step, 'calibrator'):.2f} ms, "
+            f"JSON {_sum(step, 'JSON per SKU', 'envelope'):.2f} ms. The {BATCH:,}-SKU batch: "
+            f"{prof['batch']['median_ms']:,.0f} ms computed, {prof['batch_run']['median_ms']:,.0f}"
+            f" ms from the stored run, {prof['batch_hit']['median_ms']:.1f} ms from the process "
+            "cache. Every step's timing is in the `--json` output.",
             "",
-            "`ForecastService.forecast_json` for one SKU with the cache off, called "
-            f"{prof['reps']} times in one process (rotating SKUs), outside the server: median "
-            f"{prof['computed']['median_ms']:.2f} ms, p99 {prof['computed']['p99_ms']:.2f} ms. "
-            "Then each step on its own, in request order (indented rows are parts of "
-            "`BundleForecaster.forecast_arrays`, timed again on their own):",
-            "",
-            "| step | median ms | p99 ms |",
-            "|---|---:|---:|",
         ]
-        lines += [f"| {name} | {_ms(s)} |" for name, s in prof["steps"]]
-        lines += [
-            "",
-            "What the other paths add or cost (same process):",
-            "",
-            "| step | median ms | p99 ms |",
-            "|---|---:|---:|",
-        ]
-        lines += [f"| {name} | {_ms(s)} |" for name, s in prof["extras"]]
-        lines += [
-            "",
-            f"cProfile of the same {prof['reps']} calls, own time per request by library "
-            f"(profiling inflates Python-heavy code; `{Path(prof['profile_file']).name}` in the "
-            "profile directory):",
-            "",
-            "| library | ms per request |",
-            "|---|---:|",
-        ]
-        lines += [f"| {name} | {ms:.2f} |" for name, ms in prof["by_library"] if ms >= 0.05]
-        lines += ["", "Top functions by own time:", "", "| function | ms per request | calls |"]
-        lines += ["|---|---:|---:|"]
-        lines += [f"| `{n}` | {ms:.3f} | {c:g} |" for n, ms, c in prof["top"]]
-        lines += [
-            "",
-            f"The {BATCH:,}-SKU batch in-process (cache off, {prof['batch_reps']} calls): "
-            f"median {prof['batch']['median_ms']:.0f} ms; from the stored forecast-all run "
-            f"(a fresh process cache: one query for the run, one for all the SKUs' rows) "
-            f"{prof['batch_run']['median_ms']:.0f} ms; from the in-process cache "
-            f"{prof['batch_hit']['median_ms']:.1f} ms. Its steps (cache off):",
-            "",
-            "| step | median ms | max ms |",
-            "|---|---:|---:|",
-        ]
-        lines += [f"| {name} | {_ms(s)} |" for name, s in prof["batch_steps"]]
-        lines.append("")
-        if prof.get("threaded"):
-            lines += [
-                "`computed` from a pool of threads in one process, as uvicorn's thread pool runs "
-                "it (requests/s; rotating SKUs, cache off):",
-                "",
-                "| threads, LightGBM threads | req/s |",
-                "|---|---:|",
-            ]
-            lines += [f"| {k} | {v:,.1f} |" for k, v in prof["threaded"].items()]
-            lines.append("")
-        asgi = prof.get("asgi")
-        if asgi:
-            lines += [
-                "The whole app in-process, called as an ASGI app (no sockets, no HTTP parsing; "
-                "middleware, access log, routing, service and JSON included; a computed request "
-                "also hops to a worker thread), one request at a time:",
-                "",
-                "| app, case | median ms | p99 ms |",
-                "|---|---:|---:|",
-                f"| bare_app | {_ms(asgi['bare'])} |",
-                f"| salesfc, stored | {_ms(asgi['stored'])} |",
-                *[
-                    f"| salesfc, {k} | {_ms(v)} |"
-                    for k, v in asgi.items()
-                    if k.startswith("stored,")
-                ],
-                f"| salesfc, computed | {_ms(asgi['computed'])} |",
-                "",
-                "cProfile of the app on `stored`, own time per request by library (a stored "
-                "answer is found on the event loop: no thread, no query while the data token "
-                "is less than a second old):",
-                "",
-                "| library | ms per request |",
-                "|---|---:|",
-            ]
-            lines += [
-                f"| {name} | {ms:.3f} |" for name, ms in asgi["stored_by_library"] if ms >= 0.005
-            ]
-            lines += ["", "| function | ms per request | calls |", "|---|---:|---:|"]
-            lines += [f"| `{n}` | {ms:.3f} | {c:g} |" for n, ms, c in asgi["stored_top"]]
-            lines.append("")
-    if recommendations:
-        lines += ["### Where the remaining time goes", "", *recommendations, ""]
+    if reasons:
+        lines += ["### Decisions", "", *reasons, ""]
     lines += [
         "Machine: " + ", ".join(f"{k} {v}" for k, v in machine().items()) + ".",
-        "",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()) + ".",
-        "",
-        "Set-up times (s): " + ", ".join(f"{k} {v}" for k, v in setup.seconds.items()) + ".",
         "",
     ]
     return "\n".join(lines)
@@ -1327,82 +1218,74 @@ def _sum(table: dict[str, dict[str, float]], *marks: str) -> float:
     return sum(v["median_ms"] for k, v in table.items() if any(m in k for m in marks))
 
 
-def recommend(runs: list[Run], prof: dict[str, Any] | None) -> list[str]:
-    """Where the remaining time goes, and what would cut it; every figure is from this run."""
+# Figures of code paths the service no longer has (measured with this script on 2026-11-28,
+# before the in-memory window, coalescing and gc.freeze); git holds those runs' sections.
+SQL_WINDOW_MS = (8.6, 1319.0)  # a request's window read with SQL: one SKU, the 1,000-SKU batch
+UNCOALESCED_P99_MS = 74.5  # computed, 1 worker, 8 connections, computes one after another
+
+
+def decisions(runs: list[Run], prof: dict[str, Any] | None) -> list[str]:
+    """What the service's design rests on, with this run's figures where it measured them."""
     if not prof:
         return []
     step = dict(prof["steps"])
     batch = dict(prof["batch_steps"])
     extra = dict(prof["extras"])
     total = prof["computed"]["median_ms"]
-    window = _sum(step, "latest_window")
-    features = _sum(step, "features")
-    trees = _sum(step, " trees (")
-    stages = len([k for k in step if " trees (" in k])
-    forecast = _sum(step, "forecast_arrays")
-    calib = _sum(step, "calibrator")
-    glue = forecast - features - trees - calib
-    out_json = _sum(step, "JSON per SKU", "envelope")
-    local = _sum(step, "champion lookup", "store snapshot", "products of", "check covered")
+    token = extra["db: data token + last sales date (once a second)"]["median_ms"]
     hit = extra["ForecastService.forecast, cache hit (case stored)"]["median_ms"]
-    c8 = {r.workers: r for r in runs if r.case == "computed" and r.connections == 8 and r.p99_ms}
     out = [
-        f"- `computed` costs {total:.1f} ms in-process (median): the window "
-        f"{window:.2f} ms (sliced from the worker's in-memory catalogue window, read once per "
-        f"data token; products, events, the data token and the last sales date come from the "
-        f"per-token snapshot: {local:.2f} ms), features {features:.1f} ms for {stages} "
-        f"stage(s), trees {trees:.1f} ms, the calibrator {calib:.2f} ms, the rest of the "
-        f"numpy path {max(glue, 0.0):.2f} ms and the JSON {out_json:.2f} ms. At 8 connections "
-        "the requests that wait while a worker computes are "
-        "computed together in its next compute (app.services.coalesce: one vectorised "
-        "prediction for all of them, ~0.5 ms a SKU beyond the first, see the note column for "
-        "the SKUs per compute), so a request waits for at most the compute in progress and its "
-        "own batch; before coalescing each waited for up to 8 / W single computes (p99 74.5 ms "
-        "with 1 worker on the previous machine), and a full garbage collection over the "
-        "start-up objects (~70-120 ms, now frozen out by gc.freeze) made the tail"
-        + (
-            "; measured p99 "
-            + ", ".join(f"{r.p99_ms:.1f} ms with {w} worker(s)" for w, r in sorted(c8.items()))
-            if c8
+        "- **A per-worker in-memory catalogue window** (`SALESFC_SERVE_WINDOW_MB`, ~11 KB a "
+        f"SKU): a computed request slices its window in {_sum(step, 'latest_window'):.2f} ms, "
+        f"the {BATCH:,}-SKU batch in {_sum(batch, 'latest_window'):.0f} ms; read with SQL per "
+        f"request they took {SQL_WINDOW_MS[0]:g} ms and {SQL_WINDOW_MS[1]:,.0f} ms "
+        "(2026-11-28). Read once per data token and dropped with it; a catalogue over the "
+        "bound reads with SQL.",
+        "- **The data token is checked at most once a second** (`TOKEN_TTL`): the check costs "
+        f"{token:.2f} ms, against {total:.2f} ms for a whole computed forecast and "
+        f"{hit:.3f} ms for a cached one; data ingested meanwhile is served at most 1 s later.",
+    ]
+    c8 = _get_run(runs, "computed", 1, 8)
+    if c8 and c8.p99_ms is not None:
+        per = re.search(r"([\d.]+) SKUs per compute", c8.note)
+        out.append(
+            "- **Concurrent single-SKU computes are coalesced** (`app.services.coalesce`: those "
+            "that arrive while a worker computes go together into its next prediction): 1 "
+            f"worker, 8 connections, p99 {c8.p99_ms:.1f} ms"
+            + (f" at {per.group(1)} SKUs per compute" if per else "")
+            + f"; computed one after another it was {UNCOALESCED_P99_MS:g} ms (2026-11-28)."
+        )
+    out.append(
+        "- **Each worker freezes its start-up objects out of the garbage collector "
+        "(`gc.freeze`):** a full collection over them (~200k objects) took ~70-120 ms, a stall "
+        "in the p99 of whatever was in flight."
+    )
+    threads = prof.get("threaded") or {}
+    width = max((int(k.split()[0]) for k in threads), default=1)
+    one = threads.get("1 thread(s), lightgbm on every core")
+    many = threads.get(f"{width} thread(s), lightgbm on every core")
+    if one and many and width > 1:
+        out.append(
+            "- **One compute at a time per worker** (`COMPUTE_SLOTS`): computes from "
+            f"{width} threads of one process reach {many:,.0f} req/s against {one:,.0f} from "
+            "one (the GIL); queued, each finishes as soon as it can while the event loop keeps "
+            "answering stored forecasts."
+        )
+    asgi = prof.get("asgi") or {}
+    s8 = _get_run(runs, "stored", 1, 8)
+    b8 = _get_run(runs, "bare", 1, 8)
+    if asgi:
+        share = (
+            f"; over HTTP {s8.rps / b8.rps:.0%} of the bare app's req/s (1 worker, 8 connections)"
+            if s8 and b8 and b8.rps
             else ""
         )
-        + ". What is left to cut: features shared across stages (each stage builds its grid "
-        "of rolling windows again), the trees (fewer or shallower), and computing when the "
-        "data lands (the ingestion knows the SKUs it changed: forecasting those right after "
-        "the load turns `computed` into `stored`).",
-    ]
-    asgi = prof.get("asgi") or {}
-    if asgi:
         out.append(
-            f"- `stored`: the app answers a hit in {asgi['stored']['median_ms']:.3f} ms "
-            f"in-process against {asgi['bare']['median_ms']:.3f} ms for the bare app (the "
-            f"service's own lookup {hit:.3f} ms): the cache is read on the event loop (no "
-            "thread hop, no query while the data token is under a second old) and serialized "
-            "bytes are returned; what remains is FastAPI's routing and dependencies (API key, "
-            "service), the pure-ASGI access-log/metrics middleware and the JSON access log line."
+            "- **Stored forecasts are answered on the event loop, as serialised bytes** (no "
+            f"thread hop, no query): {asgi['stored']['median_ms']:.3f} ms in-process against "
+            f"{asgi['bare']['median_ms']:.3f} ms for a bare FastAPI app{share}."
         )
-    bs = [r for r in runs if r.case == "batch-stored" and r.workers == 1]
-    out.append(
-        f"- Batch of {BATCH:,} (cache off): {prof['batch']['median_ms']:,.0f} ms in-process: "
-        f"window read {_sum(batch, 'latest_window'):.0f} ms, features "
-        f"{_sum(batch, 'features'):.0f} ms, trees {_sum(batch, ' trees ('):.0f} ms (LightGBM "
-        f"on every core above 1,000 rows), calibrator {_sum(batch, 'calibrator'):.0f} ms, JSON "
-        f"{_sum(batch, 'JSON per SKU', 'envelope'):.0f} ms. From the stored forecast-all run "
-        f"in a process with a cold cache {prof['batch_run']['median_ms']:,.0f} ms (two "
-        f"queries), from the process cache {prof['batch_hit']['median_ms']:.1f} ms"
-        + (f" ({bs[0].idle_ms:.0f} ms over HTTP)" if bs else "")
-        + "."
-    )
     return out
-
-
-def prof_days(step: dict[str, Any]) -> str:
-    """The window length from the step name (the setup knows it; keeps recommend() local)."""
-    for name in step:
-        found = re.search(r"latest_window \((\d+)\+(\d+)", name)
-        if found:
-            return str(int(found.group(1)) + int(found.group(2)))
-    return "?"
 
 
 def write_section(section: str, doc: Path = DOC) -> None:
@@ -1492,8 +1375,7 @@ def main(argv: list[str]) -> int:
                 indent=1,
             )
         )
-    recommendations = recommend(runs, prof)
-    section = render(setup, runs, prof, args, recommendations)
+    section = render(setup, runs, prof, args, decisions(runs, prof))
     if args.no_write:
         print(section)
     else:

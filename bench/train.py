@@ -1,18 +1,8 @@
 """Training benchmark: accuracy, speed and memory of salesfc against peers -> docs/benchmarks.md.
 
-Every case runs in a fresh subprocess (its peak RSS is that case alone) and prints one JSON line:
-  m5 peers        bench/peers.py: seasonal naive, statsforecast AutoETS, mlforecast + LightGBM on
-                  m5_tiny (last 28 days held out), under --peer-python (pandas < 3, see peers.py)
-  m5 salesfc      m5_tiny ingested into a temp SQLite store (by its own process, as `salesfc
-                  ingest` is its own command), read point-in-time, Forecaster (lgbm_tweedie) per
-                  strategy; P10-P90 calibrated on a backtest of earlier folds
-  scale           training.synth at N SKUs x D days (default 10,000 x 1,000; --quick 1,000 SKUs),
-                  the canonical history built with pandas (not via a store), salesfc's default vs
-                  mlforecast + LightGBM on the same rows, same tree count; last 28 days held out
-
-Usage: python bench/train.py [--quick] [--cases m5-peers,m5-salesfc,scale] [--peer-python PY]
-                             [--strategies multi:14,direct,multi:7] [--trees 500] [--threads 2]
-                             [--builder-params JSON] [--model-params JSON] [--json OUT] [--no-write]
+Cases m5-peers, m5-salesfc (m5_tiny, last 28 days held out) and scale (training.synth, 10,000
+SKUs by default), each in a fresh subprocess; the figures, the command line and the decisions
+they support are in docs/benchmarks.md, Training. Peers run under --peer-python (pandas < 3).
 """
 
 from __future__ import annotations
@@ -527,8 +517,8 @@ def spawn(cmd: list[str], threads: int, label: str) -> dict[str, Any]:
     for var in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(threads)
     env["PYTHONHASHSEED"] = "0"
-    # On a shared 2-core machine spinning OpenMP workers lose their core to other processes:
-    # measured 10-20x slower LightGBM fits with the default (active) policy under load.
+    # Spinning OpenMP workers lose their core to other processes on a shared machine
+    # (docs/benchmarks.md, Training).
     env.setdefault("OMP_WAIT_POLICY", "passive")
     print(f"[bench/train] {label}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
@@ -734,14 +724,7 @@ def _scale_verdict(scale: list[dict[str, Any]]) -> list[str]:
         f"({wall:.2f}x), {ours['fit_cpu_seconds']:.1f} vs {peer['fit_cpu_seconds']:.1f} CPU s "
         f"({cpu:.2f}x), peak {ours['peak_rss_mb']:,.0f} vs {peer['peak_rss_mb']:,.0f} MiB "
         f"({mem:.2f}x) - **{'met' if met else 'missed'}**; RMSSE {ours['rmsse']:.3f} vs "
-        f"{peer['rmsse']:.3f}, WAPE {ours['wape']:.3f} vs {peer['wape']:.3f}. Above 2,000,000 "
-        "training rows salesfc fits on a uniform sample of that many "
-        "(`Forecaster.max_train_rows`): every boosting round costs in proportion to the rows "
-        "(~0.09 ms of CPU per 1,000 rows per round here: 0.25 CPU s a round at 2.6M rows, 2 "
-        "threads), and a global model gains little from "
-        "the rest (measured on these rows: all 8,991,439 rows RMSSE 0.561 / WAPE 0.485 in "
-        "553.8 CPU s on the previous machine; 3,000,000 rows 0.562 / 0.487 in 171.1 CPU s; "
-        "2,000,000 rows 0.562 / 0.488 in 116.8 CPU s on this one).",
+        f"{peer['rmsse']:.3f}, WAPE {ours['wape']:.3f} vs {peer['wape']:.3f}.",
     ]
 
 
@@ -773,126 +756,73 @@ CARRIED_ETS = {
     "carried_over": "2026-11-28 02:43 UTC",
 }
 
-# Measured on m5_tiny (same split, 2 threads, OMP_WAIT_POLICY=passive) with /tmp-side sweeps of
-# training.forecaster.Forecaster variants; the machine was shared, so CPU seconds are +-30%.
-FINDINGS = """\
-### Choosing the default: strategy, features, LightGBM settings
 
-The multi-horizon strategy and the parameters were chosen on m5_tiny's held-out 28 days (the
-table above has the final figures, with backtest coverage); variants measured on the way (RMSSE /
-RMSSE* / WAPE / fit CPU s; feat. = features, ff = feature fraction, bag = row bagging):
+def _strategy_decision(m5: list[dict[str, Any]]) -> str:
+    """The strategy line, from this run's salesfc rows on m5_tiny."""
+    ours = [r for r in m5 if r["method"].startswith("salesfc")]
+    default = next((r for r in ours if r.get("default")), None)
+    if default is None:
+        return ""
+    others = "; ".join(
+        f"{_label(r).removeprefix('salesfc lgbm_tweedie, ')} {r['rmsse']:.3f} / {r['wape']:.3f} "
+        f"in {r['fit_seconds']:.1f} s"
+        for r in ours
+        if r is not default
+    )
+    return (
+        "- **Strategy: multi-horizon, lag floors 14 and 28 (two stages sharing the tree "
+        f"budget).** m5_tiny RMSSE / WAPE {default['rmsse']:.3f} / {default['wape']:.3f}, fit "
+        f"{default['fit_seconds']:.1f} s" + (f", against {others}" if others else "") + ". "
+        "Every stage costs a feature build and a predict per serving request, so two stages "
+        "serve at about twice a direct model's latency and half of four stages'; `--strategy "
+        "direct` remains for when latency matters more (the choice is in each bundle's "
+        "manifest, `strategy.why`)."
+    )
 
-| variant | RMSSE | RMSSE* | WAPE | fit CPU s |
-|---|---:|---:|---:|---:|
-| old default: direct, 69 feat., all days, bag 0.8, ff 0.8, 255 bins | 0.747 | 0.834 | 0.447 | 64 |
-| same, bag 0.5, ff 0.5, 100 bins (M5 winners') | 0.748 | 0.835 | 0.447 | 68 |
-| + windows (7, 28, 91) (55 feat.), last 1095 days | 0.742 | 0.828 | 0.448 | 40 |
-| same, learning rate 0.08 | 0.744 | 0.831 | 0.447 | 31 |
-| multi 14/28 (55 feat., 1095 days), 500 trees per stage | 0.735 | 0.820 | 0.434 | 62 |
-| multi 14/28, 250 trees per stage (500 in all), learning rate 0.1 | 0.736 | 0.822 | 0.433 | 49 |
-| multi 14/28, 250 trees in all, 43 feat. (min/max, te_ dropped) | 0.746 | 0.833 | 0.441 | 15 |
-| same, 55 feat. (nothing dropped) | 0.739 | 0.824 | 0.438 | 16 |
-| same 43 feat., all 1913 days | 0.743 | 0.828 | 0.438 | 23 |
-| same 43 feat., last 730 days | 0.751 | 0.836 | 0.449 | 11 |
-| same 43 feat., last 365 days | 0.765 | 0.853 | 0.453 | 7 |
-| same 43 feat., no bagging, LightGBM choosing row/col-wise | 0.740 | 0.826 | 0.440 | 16 |
-| direct, 43 feat., 1095 days, 500 trees | 0.751 | 0.838 | 0.451 | 24 |
-| recursive (earlier run, 69 features, 31 leaves) | 0.769 | - | 0.442 | 46 (+25 s predict) |
-| multi 7/14/21/28, 500 trees per stage (earlier run, 69 feat.) | 0.734 | - | 0.427 | 192 |
 
-- **Strategy: multi with lag floors 14 and 28 (two stages), the 500-tree budget shared (250 trees
-  per stage at learning rate 0.1).** In the final run above (same 500 trees in all, same
-  features): two stages 0.741 / 0.437 (RMSSE / WAPE), four stages (7/14/21/28, 125 trees each)
-  0.739 / 0.437 for 36% more fit time, direct 0.742 / 0.451, losing to mlforecast's 0.447 on
-  WAPE (as in every direct variant); recursive scored worse in the earlier runs and predicts in 28
-  passes. Coverage of the calibrated P10-P90 band was 78.6-79.0% for all three.
-  For the service: every stage is one feature build and one predict per request, so two stages
-  cost about twice a direct model's latency and half of four stages'; `--strategy direct` remains
-  available when latency matters more than 3% of WAPE. The choice is in each bundle's manifest
-  (`strategy.why`, `strategy.lag_floors`).
-- **Features:** windows (7, 28, 91) for mean/std/min/max, zero share and price ratio over 28 days:
-  55 features, against 69. Dropping the low-gain min/max windows and coarse encodings as well (43
-  features) saved ~10% of fit time and cost ~0.007 RMSSE and 0.003 WAPE, so they stay.
-- **Rows:** the last 1095 days per SKU (M5 practice: recent years only). 730 or 365 days fit
-  1.4-2x faster but lose to mlforecast on WAPE on m5_tiny; the synthetic 1,000-day case is not
-  cut.
-- **LightGBM:** 31 leaves, 20 rows per leaf, 100 bins, a quarter of the features per tree
-  (feature fraction 0.25), GOSS row sampling (`data_sample_strategy="goss"`: each tree's
-  histograms from the 20% rows of largest gradient and a 10% sample of the rest) and forced
-  column-wise histograms; below `Forecaster.block_rows` (500k training rows) the two stages
-  train side by side, one thread each. Tweedie variance power 1.3 and a learning rate of 0.08
-  for one stage scored no better.
-- **Where the time goes** (issue #3 item 10; m5_tiny, one stage of the old default: 306,600
-  rows x 55 features, 250 trees): the dataset is binned in 0.6 s, the features built in 0.5 s;
-  the 250 trees take 11.7 CPU s column-wise, 13.7 with LightGBM's own choice (2 threads). The
-  cost per tree is histogram building, rows x features drawn for the tree: 15 leaves instead of
-  31 saved nothing, a quarter of the features 28%; GOSS 11% at half the features and nothing
-  measurable at a quarter at this size (9.1 against 8.4 CPU s, within the noise), but 23% at
-  2,000 synthetic SKUs (below) and a better WAPE on m5_tiny (0.430 against 0.434), so it stays.
-  Variants on m5_tiny's held-out days, fit CPU s in the same process (the machine was shared:
-  +-15%):
-
-  | variant (multi 14/28, 55 feat., 1095 days, 500 trees) | RMSSE | RMSSE* | WAPE | fit CPU s |
-  |---|---:|---:|---:|---:|
-  | old default: ff 0.5, LightGBM's row/col-wise choice | 0.741 | 0.827 | 0.437 | 26.4 |
-  | forced column-wise | 0.741 | 0.827 | 0.437 | 21.4 |
-  | forced row-wise | 0.741 | 0.827 | 0.437 | 23.1 |
-  | column-wise, bagging 0.5 every tree | 0.736 | 0.822 | 0.433 | 25.0 |
-  | column-wise, GOSS | 0.736 | 0.822 | 0.432 | 18.1 |
-  | column-wise, 63 bins | 0.740 | 0.827 | 0.435 | 23.8 |
-  | column-wise, ff 0.25 | 0.741 | 0.827 | 0.434 | 20.4 |
-  | column-wise, GOSS, ff 0.3 | 0.739 | 0.826 | 0.435 | 19.7 |
-  | column-wise, GOSS, ff 0.25, stages in turn (2 threads each) | 0.740 | 0.826 | 0.430 | 17.8 |
-  | same, 100 rows per leaf | 0.741 | 0.827 | 0.431 | 21.6 |
-  | same, GOSS top/other 0.1/0.1, 63 bins | 0.747 | 0.834 | 0.438 | 19.5 |
-  | **new default**: same, stages side by side (one thread each) | 0.743 | 0.831 | 0.431 | 16.0 |
-
-  Two threads in one LightGBM fit of this size gain little (6.8 s wall, 9.1 CPU s for a stage
-  against 6.0 / 6.0 on one thread): with OMP_WAIT_POLICY=passive every OpenMP region of a
-  leaf's histogram and split search pays a wake-up. Two stages on one thread each use both
-  cores without it: 10.5 s wall against 16.5 s in turn, the same CPU seconds; each thread's
-  fit is deterministic, so results do not depend on scheduling. The stages' features are built
-  and binned in turn on the calling thread (`LGBMEstimator.fit_later`), the float matrix let
-  go before its training, so side by side costs little memory (558 MiB peak against 481 in
-  turn, in the same harness; 692 when each worker built its own). Above 500k training rows the
-  stages still run in turn: at 2,000 synthetic SKUs (1.8M rows) side by side (each worker
-  building its features) peaked at 1,961 MiB against 1,290 in turn, both stages' datasets and
-  training state at once.
-  On the synthetic rows GOSS scores a little worse (2,000 SKUs: RMSSE 0.563 / WAPE 0.522
-  against 0.562 / 0.519 without it) and fits 23% faster (129 against 169 CPU s).
-- **Memory:** above 500k training rows (1M before) the LightGBM dataset is built from blocks of
-  whole SKUs (`lightgbm.Sequence`, bin boundaries from a 200k-row sample of SKUs): each block's
-  float32 features are binned and dropped, so the full float matrix (9M rows x 55 features x
-  4 B = 2 GB at 10,000 SKUs) never exists; only the 1-byte bins do. The result is bit-identical
-  to building the whole matrix when the sample covers every row
-  (tests/training/test_forecaster.py). The fitted estimator keeps a trees-only booster (the
-  training booster holds its dataset, scores and histograms). m5_tiny's benchmark process no
-  longer ingests: the store is filled by its own process first, as `salesfc ingest` and
-  `salesfc train` are separate commands, and it reads the history to the cut-off once; the
-  frame to forecast from (the model's required history and the held-out days, what serving
-  reads) is read after the fit. Its peak (546 MiB) is that read: SQLite rows through
-  SQLAlchemy into pandas (250 MiB of imports, 370 after the read); the fit stays below it.
-  Reading the whole history a second time for the actuals, as before, peaked at 572.
-- **Rows at scale:** above 2,000,000 eligible training rows the forecaster fits on a seeded
-  uniform sample of that many (`Forecaster.max_train_rows`, recorded in the manifest). Every
-  boosting round costs in proportion to the rows whatever the features (at 2.6M rows and 2
-  threads: 0.25 CPU s a round for the default, 0.18 for mlforecast's 11 features without
-  sampling), so rows, not features, set the time at scale; a global model learns little more
-  from the rest. 10,000 SKUs x 1,000 days, same run and machine: every row (8,991,439) RMSSE
-  0.561 / WAPE 0.485 at 553.8 CPU s (previous machine), 3M rows 0.562 / 0.487 at 171.1 CPU s,
-  2M rows 0.562 / 0.488 at 116.8 CPU s, against mlforecast's 0.625 / 0.572 at 179.1 CPU s.
-  m5_tiny (~307k rows) is far below the cap and unchanged. Earlier sessions' 554 CPU s at scale
-  were the full rows; the verdict lines under the tables above are computed from this run.
-- **Memory, glibc:** `salesfc train` and `salesfc backtest` (and the retrain worker) fix
-  glibc's mmap threshold at 128 KiB first (`training.memory`): with glibc's default,
-  transient arrays freed by one training thread stayed resident where the other could not
-  reuse them, and a backtest fold peaked ~90 MiB above the final fit (m5_tiny process: 578 ->
-  514 MiB to the end of predict, 634 -> 527 MiB after the 2-fold backtest), for ~10% more fit
-  time.
-- OpenMP: `salesfc` (train, backtest and the retrain worker) sets OMP_WAIT_POLICY=passive before
-  LightGBM loads unless the environment sets it, and LightGBM uses the CPUs the process may run
-  on. Under load the default active wait made 2-thread fits 10-20x slower.
-"""
+# What the defaults rest on, measured on m5_tiny (same split, 2 threads, OMP_WAIT_POLICY=passive)
+# and training.synth while choosing them (not re-run by this script); one line per decision.
+DECISIONS = (
+    "- **Features: windows (7, 28, 91) for mean/std/min/max, zero share and price ratio over 28 "
+    "days (55 features, 69 before).** Direct, with the 1,095-day cut below: RMSSE / WAPE 0.742 / "
+    "0.448 in 40 CPU s against 0.748 / 0.447 in 68 with 69 features and every day. Dropping the "
+    "low-gain min/max windows and coarse encodings too (43 features) saved ~10% of fit time for "
+    "+0.007 RMSSE and +0.003 WAPE, so they stay.",
+    "- **Rows: the last 1,095 days per SKU** (M5 practice). All 1,913 days scored 0.003 better "
+    "on RMSSE and WAPE for 1.5x the fit time; 730 or 365 days fit 1.4-2x faster but fell behind "
+    "mlforecast on WAPE (0.449, 0.453 against 0.447).",
+    "- **Trees: 31 leaves, 20 rows per leaf, 100 bins.** 31 / 20 beat 127 / 100 on RMSSE and "
+    "WAPE for every strategy (multi 0.734 against 0.739) and fit 2-3x faster; 15 leaves saved "
+    "nothing; 100 bins scored as well as 255.",
+    "- **GOSS, a quarter of the features per tree, column-wise histograms:** a fit is mostly "
+    "histogram building, rows x features per tree. Two stages, 500 trees: 26.4 CPU s (half the "
+    "features, LightGBM's own histogram choice), 21.4 column-wise, 18.1 with GOSS, 17.8 with a "
+    "quarter of the features, RMSSE 0.741 -> 0.740, WAPE 0.437 -> 0.430; row bagging saved no "
+    "time. At 2,000 synthetic SKUs GOSS fit 23% faster (129 against 169 CPU s), RMSSE 0.563 "
+    "against 0.562.",
+    "- **Stages side by side, one thread each, below 500,000 training rows** "
+    "(`Forecaster.block_rows`): 10.5 s wall against 16.5 s in turn, same CPU seconds (a 2-thread "
+    "fit of this size gains little), peak 558 against 481 MiB. Above it they run in turn: side "
+    "by side peaked at 1,961 MiB against 1,290 at 1.8M rows.",
+    "- **At most 2,000,000 training rows (`Forecaster.max_train_rows`, a seeded uniform "
+    "sample):** a boosting round costs in proportion to the rows (~0.09 ms of CPU per 1,000) and "
+    "a global model learns little from the rest. 10,000 synthetic SKUs: all 8,991,439 rows RMSSE "
+    "/ WAPE 0.561 / 0.485 in 553.8 CPU s (earlier machine), 3M 0.562 / 0.487 in 171.1, 2M "
+    "0.562 / 0.488 in 116.8.",
+    "- **Above 500,000 training rows the LightGBM dataset is binned from blocks of whole SKUs** "
+    "(`lightgbm.Sequence`): the float matrix (9M rows x 55 features x 4 B = 2 GB at 10,000 "
+    "SKUs) never exists, only the 1-byte bins.",
+    "- **glibc's mmap threshold fixed at 128 KiB by `salesfc train` and `backtest`** "
+    "(`training.memory`), so freed transient arrays leave the resident set: m5_tiny peak 578 -> "
+    "514 MiB to the end of predict, 634 -> 527 MiB after the 2-fold backtest, for ~10% more fit "
+    "time.",
+    "- **OMP_WAIT_POLICY=passive** (set by the `salesfc` CLI unless the environment sets it): "
+    "under load OpenMP's default active wait made 2-thread fits 10-20x slower.",
+    "",
+    "The variant sweeps behind these lines (2026-11-28 to 2026-12-03): `git show "
+    "31f3f73:docs/benchmarks.md`.",
+    "",
+)
 
 
 def _peak(r: dict[str, Any]) -> str:
@@ -904,20 +834,28 @@ def _peak(r: dict[str, Any]) -> str:
     return f"{upto:,.0f}"
 
 
-def render(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
-    """The Training section of docs/benchmarks.md."""
+def render(
+    results: list[dict[str, Any]], args: argparse.Namespace, measured: dt.datetime | None = None
+) -> str:
+    """The Training section of docs/benchmarks.md: figures, how to reproduce, decisions."""
+    when = measured or dt.datetime.now(dt.UTC)
     commands = list(dict.fromkeys(r.get("command", "python bench/train.py") for r in results))
     trees = sorted({r["trees"] for r in results if "trees" in r})
     lines = [
         "## Training",
         "",
-        f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {args.threads} threads per case "
+        f"Measured {when:%Y-%m-%d %H:%M} UTC, {args.threads} threads per case "
         f"(OMP_WAIT_POLICY=passive), {'/'.join(map(str, trees))} trees for every LightGBM "
-        "model; the machine was shared with other work (load average per case in the JSON "
-        "results), so wall times are noisy: fit CPU seconds are steadier.",
-        "Each case runs in a fresh process; peak RSS is that process's own maximum resident set "
-        "(Python, pandas and the data included). Peers run under a separate interpreter with "
-        "the bench extras, because mlforecast and statsforecast require pandas < 3.",
+        "model, each case in a fresh process (peak RSS is its own). The machine was shared: fit "
+        "CPU seconds are steadier than wall times. Reproduce (peers need their own interpreter: "
+        "mlforecast 1.1 and statsforecast 2.1 pin pandas < 3; `make bench` sets up "
+        "`.venv-peers`):",
+        "",
+        "```",
+        "python3.11 -m venv /tmp/peers && /tmp/peers/bin/pip install 'mlforecast==1.1.0' "
+        "'statsforecast==2.1.1' 'lightgbm==4.7.0' psutil pyarrow",
+        *(f"SALESFC_PEER_PYTHON=/tmp/peers/bin/python .venv/bin/{c}" for c in commands),
+        "```",
         "",
     ]
     m5 = [r for r in results if r["case"].startswith("m5/")]
@@ -927,17 +865,12 @@ def render(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         lines += [
             "### Accuracy on m5_tiny (last 28 days held out)",
             "",
-            "280 series, trained on every day before the last 28 (salesfc's default: the last "
-            "1,095 "
-            "of them), scored on those 28 days with "
-            "training.metrics: RMSSE with M5 scaling (one-step naive MSE from each series' first "
-            "sale in the training history), WAPE. `RMSSE*` scales by every training day, leading "
-            "zeros included: the convention of the issue's quoted figures. Coverage is the share "
-            "of held-out days inside P10-P90 (salesfc: conformal calibration on a backtest of "
-            f"{args.folds} earlier folds; AutoETS: its own 80% interval). salesfc's peak RSS "
-            "includes its point-in-time read of the SQLite store, not the ingest, which runs in "
-            "its own process first (as `salesfc ingest` and `salesfc train` are separate "
-            "commands); in brackets, after the backtest.",
+            "280 series; salesfc reads its SQLite store point-in-time and trains on the last "
+            "1,095 days before the held-out 28. RMSSE scales by the one-step naive error from "
+            "each series' first sale; `RMSSE*` by every training day (the issue's convention). "
+            "Coverage: held-out days inside P10-P90 (salesfc: conformal, calibrated on a "
+            f"{args.folds}-fold backtest; AutoETS: its own 80% interval). Peak RSS to the end of "
+            "predict, in brackets after the backtest.",
             "",
             "| method | RMSSE | RMSSE* | WAPE | bias | P10-P90 coverage | fit s | fit CPU s "
             "| predict s | backtest s | peak RSS MiB |",
@@ -960,13 +893,10 @@ def render(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         lines += [
             f"### Speed and memory at scale ({info['series']:,} synthetic SKUs)",
             "",
-            f"training.synth ({info['series']:,} SKUs x {info.get('days', args.days):,} days "
-            f"ending {SYNTH_END}, "
-            f"{info['rows']:,} dense rows from {info['first_day']} to {info['last_day']}); the "
-            "canonical history frame is built directly with pandas (bench/train.py "
-            "`synth_frames`, not through a store) and written to Parquet once; both libraries "
-            "read the same rows from it (reading is not timed) and hold out the last 28 days. "
-            "Fit includes feature building.",
+            f"training.synth, {info['series']:,} SKUs x {info.get('days', args.days):,} days "
+            f"ending {SYNTH_END} ({info['rows']:,} rows), built with pandas and written to "
+            "Parquet once; both libraries read the same rows (not timed) and hold out the last 28 "
+            "days. Fit includes feature building.",
             "",
             "| method | training rows | features | fit s (features + LightGBM) | fit CPU s "
             "| predict s | peak RSS MiB | RMSSE | WAPE |",
@@ -991,32 +921,19 @@ def render(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
             )
         lines += _scale_verdict(scale)
         if not any(r["method"] == "mlforecast" for r in scale):
-            lines += [
-                "",
-                "mlforecast did not finish within this session's measurement; the issue's figure "
-                "on this machine for the same size and tree count: about 306 s and 2.9 GB peak.",
-            ]
+            lines += ["", "mlforecast was not measured at scale in this run."]
         lines.append("")
-    lines += [FINDINGS]
+    strategy = _strategy_decision(m5)
+    lines += ["### Decisions", "", *([strategy] if strategy else []), *DECISIONS]
     peer_v: dict[str, str] = next((r["versions"] for r in results if r["method"] in LABELS), {})
     own_v: dict[str, str] = next((r["versions"] for r in results if r["method"] not in LABELS), {})
     lines += [
         "Machine: " + ", ".join(f"{k} {v}" for k, v in machine().items()) + ".",
-        "",
         "Versions: salesfc side "
         + ", ".join(f"{k} {v}" for k, v in own_v.items())
         + "; peers side "
         + ", ".join(f"{k} {v}" for k, v in peer_v.items())
         + ".",
-        "",
-        "Reproduce (peers need their own interpreter: mlforecast 1.1 and statsforecast 2.1 pin "
-        "pandas < 3):",
-        "",
-        "```",
-        "python3.11 -m venv /tmp/peers && /tmp/peers/bin/pip install 'mlforecast==1.1.0' "
-        "'statsforecast==2.1.1' 'lightgbm==4.7.0' psutil pyarrow",
-        *(f"SALESFC_PEER_PYTHON=/tmp/peers/bin/python .venv/bin/{c}" for c in commands),
-        "```",
         "",
     ]
     return "\n".join(lines)
@@ -1071,8 +988,12 @@ def main(argv: list[str]) -> int:
     if args.child:
         emit(CHILDREN[args.child](args))
         return 0
+    measured = None
     if args.from_json:
         results = [r for path in args.from_json for r in json.loads(path.read_text())]
+        # When the results were saved, not when they are rendered.
+        mtime = max(path.stat().st_mtime for path in args.from_json)
+        measured = dt.datetime.fromtimestamp(mtime, dt.UTC)
     else:
         results = run(args)
         command = " ".join(["python", "bench/train.py", *argv])
@@ -1081,7 +1002,7 @@ def main(argv: list[str]) -> int:
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     if not args.no_write:
-        write_section(render(results, args))
+        write_section(render(results, args, measured))
         print(f"[bench/train] wrote the Training section of {DOC}", file=sys.stderr)
     for r in results:
         print(json.dumps(r))
