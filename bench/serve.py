@@ -132,9 +132,7 @@ def _model_info(models_dir: Path, version_id: str) -> dict[str, Any]:
     model = bundle.artifacts["model"]
     stages = []
     for stage in model.stages_:
-        booster = stage.estimator.booster_
-        dump = booster.dump_model(num_iteration=stage.estimator.best_iteration_)
-        leaves = [t["num_leaves"] for t in dump["tree_info"]]
+        leaves = stage.estimator.tree_leaves()
         stages.append(
             {
                 "min_lag": stage.min_lag,
@@ -294,7 +292,6 @@ def _steps(
     from app.services.forecasting import _check_covered, _envelope, _to_json
     from featurestore.readers import latest_window
     from training.features import prepare_arrays
-    from training.pipeline import _predict
 
     loaded = service.holder.current()
     fc = loaded.forecaster
@@ -375,7 +372,7 @@ def _steps(
                 prepared=prepared,
             )
             X = fm.X[:, stage.keep]
-            add(f"  stage {k + 1} trees ({int(rows.sum())} rows)", _predict, stage.estimator, X)
+            add(f"  stage {k + 1} trees ({int(rows.sum())} rows)", stage.estimator.predict, X)
         add("  calibrator (3 quantiles)", fc.calibration.predict, out.mean, out.horizon, levels)
         parts = add("JSON per SKU from the arrays (orjson)", _to_json, out, None)
         add(

@@ -254,6 +254,12 @@ class LGBMEstimator(Estimator):
         )
         return np.asarray(raw, dtype=np.float64)
 
+    def tree_leaves(self) -> list[int]:
+        """The number of leaves of each tree used in predictions."""
+        self._check_fitted()
+        dump = self.booster_.dump_model(num_iteration=self.best_iteration_)
+        return [int(t["num_leaves"]) for t in dump["tree_info"]]
+
     def feature_importance(self) -> dict[str, float]:
         """Total split gain per feature, as a share of the total."""
         self._check_fitted()
