@@ -1,13 +1,8 @@
 """Process memory during training: large freed blocks go back to the operating system.
 
-glibc serves a large allocation with its own mmap (returned to the OS when freed) only above its
-mmap threshold, and raises that threshold, up to 32 MiB, each time such a block is freed. After
-the first few, training's transient arrays (feature grids, training matrices, LightGBM's buffers)
-come from the heap arena of whichever thread made them and stay resident once freed, where the
-next allocation of another thread cannot reuse them. Measured on m5_tiny (bench/train.py, one
-process: read, fit, predict, 2-fold backtest): peak RSS 578 MiB to the end of predict and 634
-MiB after the backtest with glibc's default; with a fixed 128 KiB threshold 514 and 527 MiB, for
-about 10% more fit time (the page faults of fresh mappings).
+glibc raises its mmap threshold each time a large block is freed, after which training's transient
+arrays come from per-thread heap arenas and stay resident once freed. A fixed threshold returns
+them (figures: docs/benchmarks.md, Training: decisions).
 """
 
 from __future__ import annotations
