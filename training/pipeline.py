@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,17 +33,18 @@ from training.coldstart import backtest_cold_start, fit_cold_start
 from training.features import Prepared, prepare, prepare_arrays
 from training.forecaster import (
     BASELINES,
-    DEFAULT_STRATEGY,
     STRATEGY_NOTE,
     Forecaster,
-    Strategy,
 )
 from training.memory import release_large_blocks
 from training.metrics import value_added
+
+# Re-exported: the options were defined here before training.options.
+from training.options import DEFAULT_MODELS as DEFAULT_MODELS
+from training.options import TrainOptions as TrainOptions
 from training.quantiles import QuantileCalibrator
 
 ProgressFn = Callable[[str], None]
-DEFAULT_MODELS = ("seasonal_naive", "moving_average", "lgbm_tweedie")
 ALL_MODELS = (
     "seasonal_naive",
     "moving_average",
@@ -59,23 +60,6 @@ ALL_MODELS = (
 
 class TrainingError(RuntimeError):
     """Training cannot run on the data at hand (too little history, no SKUs...)."""
-
-
-@dataclass
-class TrainOptions:
-    """What `salesfc train` / `salesfc backtest` and POST /v1/retrain accept."""
-
-    cutoff: dt.date | None = None
-    models: Sequence[str] = DEFAULT_MODELS
-    strategy: Strategy = DEFAULT_STRATEGY
-    horizon: int = 28
-    folds: int = 2
-    step: int | None = None
-    metric: str = "rmsse"
-    ensemble_top: int = 0
-    n_estimators: int | None = None
-    cold_start_share: float = 0.1
-    model_params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
