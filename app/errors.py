@@ -11,6 +11,8 @@ from pydantic import BaseModel, Field
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from training.registry import UnknownVersion
+
 
 class ErrorBody(BaseModel):
     """What every failed request answers."""
@@ -38,11 +40,6 @@ class UnknownSku(SalesfcError):
 class NotFound(SalesfcError):
     status_code = 404
     code = "not_found"
-
-
-class UnknownVersion(SalesfcError):
-    status_code = 404
-    code = "unknown_model_version"
 
 
 class InvalidRequest(SalesfcError):
@@ -90,17 +87,30 @@ class DatabaseUnavailable(SalesfcError):
     code = "database_unavailable"
 
 
+# Errors the lower layers raise, answered with this status and code: they know nothing of HTTP.
+LOWER_ERRORS: dict[type[Exception], tuple[int, str]] = {
+    UnknownVersion: (404, "unknown_model_version"),
+}
+
+
+def _status(err: type[Exception]) -> tuple[int, str]:
+    if issubclass(err, SalesfcError):
+        return err.status_code, err.code
+    return LOWER_ERRORS[err]
+
+
 def error_body(code: str, detail: Any) -> dict[str, Any]:
     """The JSON body of every error answer."""
     return {"error": code, "detail": detail}
 
 
-def responses(*errors: type[SalesfcError]) -> dict[int | str, dict[str, Any]]:
+def responses(*errors: type[Exception]) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses=` entries for the errors a route may answer."""
     out: dict[int | str, dict[str, Any]] = {}
     for err in errors:
-        entry = out.setdefault(err.status_code, {"description": "", "model": ErrorBody})
-        entry["description"] = ", ".join(filter(None, [entry["description"], err.code]))
+        status, code = _status(err)
+        entry = out.setdefault(status, {"description": "", "model": ErrorBody})
+        entry["description"] = ", ".join(filter(None, [entry["description"], code]))
     return out
 
 
@@ -110,6 +120,13 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(SalesfcError)
     async def _salesfc(_: Request, exc: SalesfcError) -> JSONResponse:
         return JSONResponse(error_body(exc.code, exc.detail), status_code=exc.status_code)
+
+    async def _lower(_: Request, exc: Exception) -> JSONResponse:
+        status, code = next(LOWER_ERRORS[t] for t in type(exc).__mro__ if t in LOWER_ERRORS)
+        return JSONResponse(error_body(code, str(exc)), status_code=status)
+
+    for err in LOWER_ERRORS:
+        app.add_exception_handler(err, _lower)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

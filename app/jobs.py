@@ -3,13 +3,12 @@
 ``POST /v1/retrain`` queues a job and starts ``salesfc worker JOB_ID`` as a separate process, so
 training never blocks or crashes the API and a restart of the API does not lose the job. The
 worker sends a heartbeat every few seconds; a worker that dies leaves a job the next request
-finds stale and marks failed. The challenger becomes champion only if its backtest score beats
-the champion's on the selection metric, unless the job was forced.
+finds stale and marks failed. Whether the challenger becomes champion is training.promotion's
+call (the job's ``force`` overrides it).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import subprocess
 import sys
@@ -22,7 +21,9 @@ from sqlalchemy import Engine
 
 from featurestore.config import Settings
 from featurestore.jobs import finish_job, report_progress, start_job
-from training.pipeline import DEFAULT_MODELS, TrainOptions, train
+from training.options import train_options
+from training.pipeline import train
+from training.promotion import gate
 from training.registry import Registry
 
 log = structlog.get_logger(__name__)
@@ -48,45 +49,6 @@ def spawn_worker(job_id: str, settings: Settings) -> subprocess.Popen[bytes]:
     return proc
 
 
-def _options(params: dict[str, Any]) -> TrainOptions:
-    cutoff = params.get("cutoff")
-    return TrainOptions(
-        cutoff=dt.date.fromisoformat(cutoff) if cutoff else None,
-        models=params.get("models") or list(DEFAULT_MODELS),
-        strategy=params.get("strategy", TrainOptions.strategy),
-        horizon=int(params.get("horizon", 28)),
-        folds=int(params.get("folds", 2)),
-        metric=params.get("metric", "rmsse"),
-        n_estimators=params.get("n_estimators"),
-    )
-
-
-def gate(
-    registry: Registry, version: str, score: float, metric: str, force: bool
-) -> dict[str, Any]:
-    """Promote the challenger if it beats the champion (lower is better) or if forced."""
-    current = registry.champion()
-    old_score = None
-    if current is not None:
-        old = registry.get(current).metrics
-        old_score = old.get("selection_score") if old.get("selection_metric") == metric else None
-    better = current is None or old_score is None or score < float(old_score)
-    promote = force or better
-    if promote:
-        why = "forced" if force and not better else f"{metric} {score:.4f} vs {old_score}"
-        registry.promote(version, reason=why)
-    return {
-        "challenger": version,
-        "challenger_score": score,
-        "champion_before": current,
-        "champion_score": old_score,
-        "metric": metric,
-        "promoted": promote,
-        "forced": force,
-        "champion_after": registry.champion(),
-    }
-
-
 def run_job(engine: Engine, settings: Settings, job_id: str, params: dict[str, Any]) -> None:
     """Run a retrain job to its end, recording progress and the outcome in the database."""
     start_job(engine, job_id, os.getpid())
@@ -108,14 +70,16 @@ def run_job(engine: Engine, settings: Settings, job_id: str, params: dict[str, A
         report_progress(engine, job_id, float(state["progress"]), message)
 
     try:
-        options = _options(params)
+        choices = dict(params)
+        force = bool(choices.pop("force", False))
+        options = train_options(choices)
         outcome = train(engine, Path(settings.models_dir), options, progress)
         result = gate(
             Registry(settings.models_dir),
             outcome.version,
             outcome.score,
             options.metric,
-            bool(params.get("force", False)),
+            force,
         )
         stop.set()
         verdict = "promoted" if result["promoted"] else "kept the champion"

@@ -6,6 +6,8 @@ import datetime as dt
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from training.options import TrainOptions
+
 MAX_BATCH = 1000
 
 
@@ -150,16 +152,19 @@ class PromoteRequest(BaseModel):
     reason: str = Field(default="", max_length=500)
 
 
+_TRAIN = TrainOptions()  # the defaults, written in training.options
+
+
 class RetrainRequest(BaseModel):
     """What to retrain: by default every candidate of the default list on all data."""
 
     force: bool = Field(default=False, description="promote even if the backtest is worse")
     models: list[str] | None = None
     cutoff: dt.date | None = None
-    folds: int = Field(default=2, ge=1, le=10)
-    horizon: int = Field(default=28, ge=1, le=366)
+    folds: int = Field(default=_TRAIN.folds, ge=1, le=10)
+    horizon: int = Field(default=_TRAIN.horizon, ge=1, le=366)
     n_estimators: int | None = Field(default=None, ge=1, le=5000)
-    metric: str = "rmsse"
+    metric: str = _TRAIN.metric
 
 
 class JobInfo(BaseModel):

@@ -153,7 +153,8 @@ def _model_info(models_dir: Path, version_id: str) -> dict[str, Any]:
 def _train_bundle(url: str, models_dir: Path) -> str:
     """The champion's training (run in a child process by prepare); its version."""
     from featurestore.db import make_engine
-    from training.pipeline import TrainOptions, train
+    from training.options import TrainOptions
+    from training.pipeline import train
 
     engine = make_engine(url)
     try:

@@ -99,7 +99,7 @@ def _forecaster(args: argparse.Namespace, strategy: str) -> Any:
 def _is_default(model: Any) -> bool:
     """Whether the fitted forecaster is what `salesfc train` fits (trees and threads aside)."""
     from training.forecaster import Forecaster
-    from training.pipeline import TrainOptions
+    from training.options import TrainOptions
 
     default = Forecaster(model="lgbm_tweedie", strategy=TrainOptions.strategy, horizon=HORIZON)
     ignore = {"n_estimators", "num_threads"}

@@ -23,11 +23,8 @@ class Settings(BaseSettings):
     timezone: str = Field(default="UTC", description="Zone in which order timestamps become days")
     ingest_chunk_rows: int = Field(default=50_000, ge=1_000)
     max_reject_share: float = Field(default=0.05, ge=0.0, le=1.0)
-    max_string_length: int = Field(default=255, ge=8)
     read_api_keys: list[SecretStr] = Field(default_factory=list)
     ops_api_keys: list[SecretStr] = Field(default_factory=list)
-    default_horizon: int = Field(default=28, ge=1)
-    max_horizon: int = Field(default=28, ge=1)
     quantiles: list[float] = Field(default_factory=lambda: [0.1, 0.5, 0.9])
     forecast_cache: bool = Field(
         default=True,

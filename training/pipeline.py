@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,30 +23,13 @@ from training.bundle import save_bundle
 from training.coldstart import backtest_cold_start, fit_cold_start
 from training.errors import TrainingError
 from training.estimators import BASELINES, family, model_names
-from training.forecaster import DEFAULT_STRATEGY, STRATEGY_NOTE, Forecaster, Strategy
+from training.forecaster import STRATEGY_NOTE, Forecaster
 from training.memory import release_large_blocks
 from training.metrics import value_added
+from training.options import TrainOptions
 
 ProgressFn = Callable[[str], None]
-DEFAULT_MODELS = ("seasonal_naive", "moving_average", "lgbm_tweedie")
 ALL_MODELS = model_names()  # for help texts; _candidates asks the registry at call time
-
-
-@dataclass
-class TrainOptions:
-    """What `salesfc train` / `salesfc backtest` and POST /v1/retrain accept."""
-
-    cutoff: dt.date | None = None
-    models: Sequence[str] = DEFAULT_MODELS
-    strategy: Strategy = DEFAULT_STRATEGY
-    horizon: int = 28
-    folds: int = 2
-    step: int | None = None
-    metric: str = "rmsse"
-    ensemble_top: int = 0
-    n_estimators: int | None = None
-    cold_start_share: float = 0.1
-    model_params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 
 # Set before anything imports LightGBM (the training modules below do): OpenMP's default active
-# wait keeps idle threads spinning, which made 2-thread fits 10-20x slower on a busy machine
-# (docs/benchmarks.md). The CLI trains, backtests and runs the retrain worker; an explicit
-# setting in the environment wins.
+# wait keeps idle threads spinning, which slows fits on a busy machine (docs/benchmarks.md).
+# An explicit setting in the environment wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 import typer

@@ -13,30 +13,23 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from app.jobs import gate
 from app.services.batch import run_forecast_all
 from featurestore.config import get_settings
 from featurestore.db import get_engine
 from training.bundle import BundleError
-from training.forecaster import Strategy
-from training.pipeline import (
-    ALL_MODELS,
-    DEFAULT_MODELS,
-    TrainOptions,
-    load_history,
-)
+from training.options import InvalidOptions, TrainOptions, train_options
+from training.pipeline import ALL_MODELS, load_history
 from training.pipeline import backtest as run_backtest
 from training.pipeline import train as run_train
 from training.predict import write_forecasts
+from training.promotion import gate
 from training.registry import Registry, RegistryError
 from training.report import ReportError, write_report
 
 console = Console(stderr=True)
 MODELS_HELP = f"Comma-separated candidates among: {', '.join(ALL_MODELS)}"
-
-
-def _parse_models(value: str) -> list[str]:
-    return [m.strip() for m in value.split(",") if m.strip()]
+# The options' defaults, shown by --help; training.options is where they are written.
+DEFAULTS = TrainOptions()
 
 
 def _parse_date(value: str | None) -> dt.date | None:
@@ -60,43 +53,27 @@ def _progress(title: str) -> Iterator[Progress]:
         yield progress
 
 
-def _options(
-    cutoff: str | None,
-    models: str,
-    strategy: str,
-    horizon: int,
-    folds: int,
-    step: int | None,
-    metric: str,
-    ensemble_top: int,
-    n_estimators: int | None,
-) -> TrainOptions:
-    if strategy not in ("direct", "recursive", "multi"):
-        raise typer.BadParameter("strategy must be direct, recursive or multi")
-    strat: Strategy = strategy  # type: ignore[assignment]
-    return TrainOptions(
-        cutoff=_parse_date(cutoff),
-        models=_parse_models(models),
-        strategy=strat,
-        horizon=horizon,
-        folds=folds,
-        step=step,
-        metric=metric,
-        ensemble_top=ensemble_top,
-        n_estimators=n_estimators,
-    )
+def _options(**choices: object) -> TrainOptions:
+    try:
+        return train_options(choices)
+    except InvalidOptions as exc:
+        raise typer.BadParameter(str(exc)) from exc
 
 
 CUTOFF = typer.Option(None, "--cutoff", help="Train on data up to this date only (YYYY-MM-DD)")
-MODELS = typer.Option(",".join(DEFAULT_MODELS), "--models", help=MODELS_HELP)
+MODELS = typer.Option(",".join(DEFAULTS.models), "--models", help=MODELS_HELP)
 STRATEGY = typer.Option(
-    TrainOptions.strategy, "--strategy", help="direct, recursive or multi (M5-style)"
+    DEFAULTS.strategy, "--strategy", help="direct, recursive or multi (M5-style)"
 )
-HORIZON = typer.Option(28, "--horizon", min=1, help="Days ahead")
-FOLDS = typer.Option(2, "--folds", min=1, help="Rolling-origin folds")
+HORIZON = typer.Option(DEFAULTS.horizon, "--horizon", min=1, help="Days ahead")
+FOLDS = typer.Option(DEFAULTS.folds, "--folds", min=1, help="Rolling-origin folds")
 STEP = typer.Option(None, "--step", min=1, help="Days between fold cut-offs (default: horizon)")
-METRIC = typer.Option("rmsse", "--metric", help="Selection metric: rmsse, wape, mase, rmse, mae")
-ENSEMBLE = typer.Option(0, "--ensemble-top", min=0, help="Also try the mean of the best N models")
+METRIC = typer.Option(
+    DEFAULTS.metric, "--metric", help="Selection metric: rmsse, wape, mase, rmse, mae"
+)
+ENSEMBLE = typer.Option(
+    DEFAULTS.ensemble_top, "--ensemble-top", min=0, help="Also try the mean of the best N models"
+)
 TREES = typer.Option(None, "--n-estimators", min=1, help="Trees for the LightGBM models")
 
 
@@ -125,7 +102,15 @@ def train(
             console.print(f"champion {champion} exists: not training")
             return
     options = _options(
-        cutoff, models, strategy, horizon, folds, step, metric, ensemble_top, n_estimators
+        cutoff=cutoff,
+        models=models,
+        strategy=strategy,
+        horizon=horizon,
+        folds=folds,
+        step=step,
+        metric=metric,
+        ensemble_top=ensemble_top,
+        n_estimators=n_estimators,
     )
     with _progress("train") as progress:
         task = progress.add_task("reading history", total=None)
@@ -164,6 +149,7 @@ def backtest(
     models: str = MODELS,
     strategy: str = STRATEGY,
     horizon: int = HORIZON,
+    # More folds than train's default: a backtest alone is run to compare, not to ship.
     folds: int = typer.Option(3, "--folds", min=1, help="Rolling-origin folds"),
     step: int | None = STEP,
     metric: str = METRIC,
@@ -172,7 +158,15 @@ def backtest(
 ) -> None:
     """Rolling-origin evaluation of the candidates: metrics overall, by segment and by horizon."""
     options = _options(
-        cutoff, models, strategy, horizon, folds, step, metric, ensemble_top, n_estimators
+        cutoff=cutoff,
+        models=models,
+        strategy=strategy,
+        horizon=horizon,
+        folds=folds,
+        step=step,
+        metric=metric,
+        ensemble_top=ensemble_top,
+        n_estimators=n_estimators,
     )
     with _progress("backtest") as progress:
         task = progress.add_task("reading history", total=None)

@@ -8,9 +8,10 @@ from fastapi import APIRouter, Body, Path
 from fastapi.concurrency import run_in_threadpool
 
 from app.deps import OpsKey, ReadKey, RegistryDep
-from app.errors import Conflict, ForbiddenApiKey, MissingApiKey, UnknownVersion, responses
+from app.errors import Conflict, ForbiddenApiKey, MissingApiKey, responses
 from app.schemas import ModelInfo, ModelList, PromoteRequest
 from training import registry as reg
+from training.registry import UnknownVersion
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 VERSION = Path(max_length=128, examples=["20261128T101500Z-3f9a"])
@@ -55,10 +56,7 @@ def list_models(registry: RegistryDep) -> ModelList:
 )
 def show_model(registry: RegistryDep, version: Annotated[str, VERSION]) -> dict[str, Any]:
     """A bundle's whole manifest."""
-    try:
-        return registry.get(version).to_dict()
-    except reg.UnknownVersion as exc:
-        raise UnknownVersion(str(exc)) from exc
+    return registry.get(version).to_dict()  # UnknownVersion: 404 through app.errors' handler
 
 
 @router.post(
@@ -76,8 +74,8 @@ async def promote(
     reason = body.reason if body else "promoted through the API"
     try:
         await run_in_threadpool(registry.promote, version, reason=reason)
-    except reg.UnknownVersion as exc:
-        raise UnknownVersion(str(exc)) from exc
+    except UnknownVersion:
+        raise  # 404, not the 409 of the other registry errors
     except reg.RegistryError as exc:
         raise Conflict(str(exc)) from exc
     return list_models(registry)

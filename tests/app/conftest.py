@@ -19,7 +19,8 @@ from app.main import create_app
 from featurestore.config import Settings
 from featurestore.db import make_engine
 from tests.conftest import create_pg_database, drop_pg_database
-from training.pipeline import TrainOptions, train
+from training.options import TrainOptions
+from training.pipeline import train
 from training.registry import Registry
 from training.synth import SynthConfig, generate, write_catalogue
 

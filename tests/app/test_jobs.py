@@ -195,9 +195,12 @@ def test_worker_gets_passive_openmp_unless_set(monkeypatch: Any) -> None:
     assert [env.get("OMP_WAIT_POLICY") for env in seen] == ["passive", "active"]
 
 
-def test_worker_options_follow_the_training_default_strategy() -> None:
-    from app import jobs as app_jobs
-    from training.pipeline import TrainOptions
+def test_retrain_request_defaults_are_the_training_defaults() -> None:
+    """The API's defaults come from TrainOptions; the worker builds its options like the CLI."""
+    from app.schemas import RetrainRequest
+    from training.options import TrainOptions, train_options
 
-    assert app_jobs._options({}).strategy == TrainOptions().strategy
-    assert app_jobs._options({"strategy": "recursive"}).strategy == "recursive"
+    params = RetrainRequest().model_dump(mode="json")
+    params.pop("force")
+    assert train_options(params) == TrainOptions()
+    assert train_options({"strategy": "recursive"}).strategy == "recursive"

@@ -14,7 +14,8 @@ import pytest
 from tests.training.frames import make_history, make_products
 from training import estimators as E
 from training.forecaster import Forecaster
-from training.pipeline import TrainOptions, _candidates
+from training.options import TrainOptions
+from training.pipeline import _candidates
 from training.predict import BundleForecaster, hide_after
 from training.quantiles import QuantileCalibrator
 

@@ -1,0 +1,75 @@
+"""What a training run accepts, written once: the CLI, the retrain API and its worker build it here.
+
+``TrainOptions`` holds the defaults; ``train_options`` turns the user's choices (a plain mapping,
+``None`` meaning "the default") into one, so no caller repeats a default or a validation.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, get_args
+
+from training.forecaster import DEFAULT_STRATEGY, Strategy
+
+DEFAULT_MODELS = ("seasonal_naive", "moving_average", "lgbm_tweedie")
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
+
+
+@dataclass
+class TrainOptions:
+    """What `salesfc train` / `salesfc backtest` and POST /v1/retrain accept."""
+
+    cutoff: dt.date | None = None
+    models: Sequence[str] = DEFAULT_MODELS
+    strategy: Strategy = DEFAULT_STRATEGY
+    horizon: int = 28
+    folds: int = 2
+    step: int | None = None
+    metric: str = "rmsse"
+    ensemble_top: int = 0
+    n_estimators: int | None = None
+    cold_start_share: float = 0.1
+    model_params: dict[str, Any] = field(default_factory=dict)
+
+
+class InvalidOptions(ValueError):
+    """A choice cannot make training options; the message names it and what is accepted."""
+
+
+def train_options(choices: Mapping[str, Any]) -> TrainOptions:
+    """The options for these choices; a missing or None choice takes TrainOptions' default.
+
+    ``cutoff`` may be a date or an ISO string (JSON job parameters), ``models`` a sequence or a
+    comma-separated string (the CLI); no models named means the default list.
+    """
+    names = {f.name for f in fields(TrainOptions)}
+    unknown = sorted(set(choices) - names)
+    if unknown:
+        raise InvalidOptions(f"unknown training option(s): {', '.join(unknown)}")
+    given = {k: v for k, v in choices.items() if v is not None}
+    if "cutoff" in given:
+        given["cutoff"] = _date(given["cutoff"])
+    if "models" in given:
+        given["models"] = _models(given["models"])
+    if given.get("strategy", DEFAULT_STRATEGY) not in STRATEGIES:
+        raise InvalidOptions(f"strategy must be {', '.join(STRATEGIES[:-1])} or {STRATEGIES[-1]}")
+    for name in ("horizon", "folds", "step", "ensemble_top", "n_estimators"):
+        if name in given:
+            given[name] = int(given[name])
+    return TrainOptions(**given)
+
+
+def _date(value: dt.date | str) -> dt.date:
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError as exc:
+        raise InvalidOptions(f"{value!r} is not an ISO date (YYYY-MM-DD)") from exc
+
+
+def _models(value: str | Sequence[str]) -> list[str]:
+    items = value.split(",") if isinstance(value, str) else value
+    return [m.strip() for m in items if m.strip()] or list(DEFAULT_MODELS)
