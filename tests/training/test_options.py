@@ -43,9 +43,3 @@ def test_cli_and_json_spellings_make_the_same_options() -> None:
 def test_invalid_choices_are_named(choices: dict[str, object], message: str) -> None:
     with pytest.raises(InvalidOptions, match=message.replace("(", r"\(").replace(")", r"\)")):
         train_options(choices)
-
-
-def test_the_pipeline_still_exports_the_options() -> None:
-    from training import pipeline
-
-    assert pipeline.TrainOptions is TrainOptions and pipeline.DEFAULT_MODELS is DEFAULT_MODELS
