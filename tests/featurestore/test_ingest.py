@@ -20,15 +20,17 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import IntegrityError
 
-from featurestore import ingest as ingest_module
 from featurestore.config import Settings, get_settings
 from featurestore.ingest import (
     IngestError,
     IngestReport,
     TooManyRejects,
+    bulk,
+    csvfile,
     estimate_rows,
     ingest_file,
     ingest_frames,
+    reading,
 )
 
 DATA_TABLES = (
@@ -275,7 +277,7 @@ def test_big_order_loads_rebuild_indexes_with_the_same_result(
     engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rebuild: bool
 ) -> None:
     # PostgreSQL appends a file as big as the table with its indexes dropped and built again.
-    monkeypatch.setattr(ingest_module, "_REBUILD_MIN_ROWS", 0 if rebuild else 10**12)
+    monkeypatch.setattr(bulk, "REBUILD_MIN_ROWS", 0 if rebuild else 10**12)
     load_products(engine, tmp_path)
     head = "order_id,line,sku,ordered_at,quantity\n"
     first = write(
@@ -495,7 +497,7 @@ def test_duplicate_keys_in_a_file_reject_every_copy(engine: Engine, tmp_path: Pa
 def test_rejects_keep_row_order_across_chunks_and_quoted_newlines(
     engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ingest_module, "_MIN_BLOCK", 64)  # a block is a few records
+    monkeypatch.setattr(csvfile, "MIN_BLOCK", 64)  # a block is a few records
     lines = ["sku,name,category"]
     expected = []
     for i in range(1, 301):
@@ -588,15 +590,16 @@ import sys, time
 from pathlib import Path
 from featurestore import ingest
 from featurestore.db import get_engine
+from featurestore.ingest.store import Store
 
 mode, path = sys.argv[1], Path(sys.argv[2])
 if mode == "commit":
-    original = ingest._Store.log
+    original = Store.log
     def log_then_hang(self, report, started_at):
         original(self, report, started_at)
         print("merged", flush=True)
         time.sleep(120)
-    ingest._Store.log = log_then_hang
+    Store.log = log_then_hang
 def progress(rows):
     if mode == "read":  # the first chunk is staged: hang there until killed
         print("chunk", rows, flush=True)
@@ -689,7 +692,7 @@ def test_a_first_order_file_loads_straight_into_the_tables(
 ) -> None:
     # The first order file goes straight into order_lines on PostgreSQL (no stage), and a big
     # one appends its daily sales with daily_sales' indexes built again; the result is the same.
-    monkeypatch.setattr(ingest_module, "_REBUILD_MIN_ROWS", 0 if rebuild else 10**12)
+    monkeypatch.setattr(bulk, "REBUILD_MIN_ROWS", 0 if rebuild else 10**12)
     load_products(engine, tmp_path)
     direct = write(tmp_path / "s.csv", "sku,date,units\nA,2024-01-01,9\nA,2024-01-05,7\n")
     assert ingest_file(engine, "sales", direct).rows_accepted == 2
@@ -794,7 +797,7 @@ def test_a_direct_load_sums_days_like_the_sql_derivation(engine: Engine, tmp_pat
 
 def test_prefetched_batches_keep_order_and_raise_the_readers_error() -> None:
     # Parquet batches are decoded by a reader thread a few batches ahead of validation.
-    assert list(ingest_module._prefetched(iter(range(50)), depth=2)) == list(range(50))
+    assert list(reading.prefetched(iter(range(50)), depth=2)) == list(range(50))
 
     def broken() -> Any:
         yield 1
@@ -802,10 +805,10 @@ def test_prefetched_batches_keep_order_and_raise_the_readers_error() -> None:
 
     got = []
     with pytest.raises(OSError, match="disk gone"):
-        for item in ingest_module._prefetched(broken()):
+        for item in reading.prefetched(broken()):
             got.append(item)
     assert got == [1]
-    early = ingest_module._prefetched(iter(range(1000)), depth=1)
+    early = reading.prefetched(iter(range(1000)), depth=1)
     assert next(early) == 0
     early.close()  # a consumer that stops early ends the reader thread too
 
