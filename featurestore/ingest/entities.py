@@ -38,7 +38,7 @@ class IngestEntity:
     # Every sku must be a known product (products are that list themselves).
     check_skus: bool = True
     # Columns validation derives and the stage carries besides the entity's own.
-    derived: tuple[tuple[str, Kind], ...] = ()
+    computed: tuple[tuple[str, Kind], ...] = ()
     # Values the upsert writes into every row (SQL expressions), overwriting stored ones.
     constants: Mapping[str, str] = field(default_factory=dict)
     # Columns set to CURRENT_TIMESTAMP when the upsert changes a stored row.
@@ -67,8 +67,9 @@ class IngestEntity:
 INGEST_ENTITIES: dict[str, IngestEntity] = {
     "products": IngestEntity(keep_extras=True, check_skus=False, stamped=("updated_at",)),
     "orders": IngestEntity(
-        derived=(("sale_date", "date"),),
-        merge_order=("sale_date", "sku", "order_id", "line"),  # by day, then the SKU index
+        computed=(("sale_date", "date"),),
+        # by day: one spot per SKU in the sku index and one time-ordered run of order ids
+        merge_order=("sale_date", "sku", "order_id", "line"),
         analyze_after=True,
         bulk_append=True,
         stored_keys=derived.MATCHED_LINES,

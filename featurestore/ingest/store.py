@@ -60,7 +60,7 @@ class Store:
         self.staged = 0
         self.table = Base.metadata.tables[ent.table]
         self.columns: list[tuple[str, str]] = [(c.name, c.kind) for c in ent.columns]
-        self.columns += list(spec.derived)
+        self.columns += list(spec.computed)
         self.stage = f"_stage_{ent.name}"
         self._copy: CopyStream | None = None
         # PostgreSQL: the first file of a direct_first_load entity goes straight into its table.
@@ -69,7 +69,7 @@ class Store:
         present = set(plan.present) | ({"attributes"} if extras else set())
         defaults = set(DEFAULTS.get(ent.name, {}))
         key = list(ent.key)
-        computed = [name for name, _ in spec.derived]
+        computed = [name for name, _ in spec.computed]
         self.insert_cols = [c for c, _ in self.columns if c in key or c in present or c in defaults]
         self.insert_cols += [c for c in computed if c not in self.insert_cols]
         self.update_cols = [
