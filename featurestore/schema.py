@@ -1,8 +1,8 @@
 """The contract of the data: the columns of each ingested entity and the frames readers return.
 
-Ingestion validates incoming files against ``ENTITIES``; a platform's own column names are
-mapped onto these with ``--map target=source``. Readers return frames with exactly the columns
-and dtypes of ``HISTORY_COLUMNS`` and ``PRODUCT_COLUMNS``; training and serving rely on them.
+Ingestion validates files against ``ENTITIES``. ``HISTORY_COLUMNS`` and ``PRODUCT_COLUMNS`` are
+the only definitions of the frames' columns and dtypes: readers, the serving window cache and
+the feature builder all derive theirs from them.
 """
 
 from __future__ import annotations
@@ -154,6 +154,9 @@ HISTORY_COLUMNS: dict[str, str] = {
     "days_to_event": "int16",  # days until the next non-SNAP event, capped at 365
     "days_since_event": "int16",  # days since the last non-SNAP event, capped at 365
 }
+# The key of a history row; every other column is a numeric value (what array readers carry).
+HISTORY_KEY = ("sku", "date")
+HISTORY_VALUES: dict[str, str] = {c: t for c, t in HISTORY_COLUMNS.items() if c not in HISTORY_KEY}
 
 # Static attributes per SKU (featurestore.readers.read_products), one row per SKU, sorted by sku.
 PRODUCT_COLUMNS: dict[str, str] = {

@@ -1,21 +1,10 @@
 """The whole catalogue's latest window in memory: what serving slices instead of a SQL read.
 
-``CatalogueWindow.read`` is ``readers.latest_window`` for every SKU at once (same point-in-time
-reader, same ``as_of``), kept as compact numpy columns grouped by SKU. ``frame(skus, horizon)``
-gives exactly the frame ``latest_window(engine, skus, n_days, horizon, as_of, events)`` returns
+``CatalogueWindow.frame(skus, horizon)`` gives exactly what ``readers.latest_window`` returns
 for those SKUs (a test holds the two equal), for any horizon up to the one it was read with:
-
-* each SKU's rows are the same consecutive days (its grid starts at the same day whatever the
-  other SKUs; a shorter horizon only cuts the future rows off its end);
-* prices are as-of joins of rows dated on or before each row's day, promotions are clipped to
-  each SKU's rows and events come from the same cached ``EventRows``, so no value of a kept row
-  depends on which other SKUs or how many future days were read.
-
-The window is only as fresh as the ``as_of`` (and the data) it was read at: the owner must drop
-it when the store's data token changes (``app.services.forecasting`` keeps it beside the token).
-
-Memory: ``ROW_BYTES`` (26) bytes per SKU-day, i.e. ``(n_days + horizon) * 26`` bytes per SKU
-(about 11 KB for the default champion's ~400 days + 28), plus one Python string per SKU.
+each SKU's rows are its own consecutive days and no kept value depends on the other SKUs or on
+how many future days were read. The owner drops it when the store's data token changes.
+It holds ``ROW_BYTES`` per SKU-day (the history dtypes plus a day number) and a string per SKU.
 """
 
 from __future__ import annotations
@@ -30,23 +19,12 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from featurestore.readers import EventRows, latest_window
+from featurestore.schema import HISTORY_VALUES
 
 __all__ = ["ROW_BYTES", "CatalogueWindow"]
 
-# Compact dtypes per column (the frame's own dtypes: a slice is a copy, never a conversion).
-_COLUMNS: dict[str, Any] = {
-    "units": np.float32,
-    "price": np.float32,
-    "on_promotion": np.int8,
-    "promo_depth": np.float32,
-    "promo_display": np.int8,
-    "promo_mailer": np.int8,
-    "is_holiday": np.int8,
-    "is_event": np.int8,
-    "is_snap": np.int8,
-    "days_to_event": np.int16,
-    "days_since_event": np.int16,
-}
+# The frame's own dtypes per value column: a slice is a copy, never a conversion.
+_COLUMNS: dict[str, np.dtype[Any]] = {c: np.dtype(t) for c, t in HISTORY_VALUES.items()}
 _DAY = np.int32
 ROW_BYTES = sum(np.dtype(t).itemsize for t in _COLUMNS.values()) + np.dtype(_DAY).itemsize
 _EPOCH = date(1970, 1, 1)

@@ -1,50 +1,65 @@
 """FeatureBuilder: the only feature code, shared by training and serving.
 
-``fit`` learns what needs the training window (hierarchy vocabularies, mean encodings, category
-reference prices) and freezes the feature list; ``transform`` turns the canonical history frame
-(``featurestore.schema.HISTORY_COLUMNS``) into a float32 matrix for chosen target rows.
-
-Time discipline. A builder has a lag floor ``min_lag``: every feature of target day ``d`` uses
-units only up to ``e = d - min_lag``. Prices, promotions and the calendar are known in advance,
-so their values on ``d`` itself (and before) may be used, never after ``d`` (except the optional
-``promo_lookahead``, see ``required_future``). ``min_lag=1`` gives a one-step model for
-recursive forecasting; ``min_lag=H`` a direct model whose every feature for the H days after an
-origin uses data up to the origin only. The multi-horizon strategy (direct, recursive, or M5's
-buckets of lag floors) lives in ``training.forecaster`` and is picked by backtest.
-
-Parity. Every feature of ``d`` depends only on the ``required_history`` days before ``d`` (and
-``d`` itself), so a serving frame holding that window gives the training frame's features, and
-bit for bit: rolling sums run over blocks aligned to absolute day numbers (van Herk / Gil-Werman),
-so each window is summed from its own elements in the same order whatever the frame's first day;
-open-ended features (days since a sale, runs of zeros, EWMs, age) are capped at a fixed lookback.
-The work runs on a (SKU x day) grid per chunk of SKUs, which bounds memory at 10k x 1,000 scale.
+``fit`` learns what needs the training window (vocabularies, mean encodings, category prices)
+and freezes the feature list; ``transform`` turns the history frame (``HISTORY_COLUMNS``) into a
+float32 matrix for chosen target rows. Every feature of day ``d`` uses units only up to
+``d - min_lag`` and known-in-advance covariates up to ``d`` (plus ``promo_lookahead``), and only
+the ``required_history`` days before ``d``: a serving window gives the training features exactly.
+The computations are in ``training.feature_grid``; bundles pickle this module's classes.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.exceptions import NotFittedError
 
 from featurestore.schema import HISTORY_COLUMNS
+from training.feature_grid import (
+    CALENDAR_COLUMNS,
+    CATEGORICAL,
+    ENCODED,
+    PROMO_COLUMNS,
+    FloatArray,
+    HistoryArrays,
+    IntArray,
+    chunk_features,
+)
+from training.feature_inputs import (
+    PRODUCT_REQUIRED,
+    Prepared,
+    check_columns,
+    check_products,
+    prepare,
+    prepare_arrays,
+    present,
+    sku_attributes,
+)
 
-PRODUCT_REQUIRED = ("sku", "item_id", "department", "category", "store", "launch_date")
-CATEGORICAL = ("department", "category", "store")
-ENCODED = ("department", "category", "store", "store_category", "item_id")
-CALENDAR_COLUMNS = ("is_holiday", "is_event", "is_snap", "days_to_event", "days_since_event")
-PROMO_COLUMNS = ("on_promotion", "promo_depth", "promo_display", "promo_mailer")
+__all__ = [
+    "CALENDAR_COLUMNS",
+    "CATEGORICAL",
+    "CHUNK_CELLS",
+    "ENCODED",
+    "EWM_TOLERANCE",
+    "PRODUCT_REQUIRED",
+    "PROMO_COLUMNS",
+    "FeatureBuilder",
+    "FeatureMatrix",
+    "Prepared",
+    "default_lags",
+    "prepare",
+    "prepare_arrays",
+]
+
 # EWM weights below this share of the newest day's weight are dropped (bounds the lookback).
 EWM_TOLERANCE = 1e-4
-# Grid cells (SKUs x days) per chunk: each working array (~1 MB) stays in cache.
+# Grid cells (SKUs x days) per chunk: small enough for each working array to stay in cache.
 CHUNK_CELLS = 131_072
-
-FloatArray = np.ndarray[Any, np.dtype[np.float64]]
-IntArray = np.ndarray[Any, np.dtype[np.int64]]
 
 
 @dataclass
@@ -189,13 +204,13 @@ class FeatureBuilder:
     def fit(self, history: pd.DataFrame, products: pd.DataFrame) -> FeatureBuilder:
         """Learn vocabularies, mean encodings and category prices from rows with known units."""
         plan = self._make_plan()
-        _check_columns(history, tuple(HISTORY_COLUMNS), "history")
-        _check_products(products)
+        check_columns(history, tuple(HISTORY_COLUMNS), "history")
+        check_products(products)
         known = history.loc[history["units"].notna(), ["sku", "units", "price"]]
         per_sku = known.groupby("sku", sort=False).agg(
             s=("units", "sum"), n=("units", "size"), ps=("price", "sum"), pn=("price", "count")
         )
-        attrs = _attributes(products, per_sku.index.to_numpy(dtype=object))
+        attrs = sku_attributes(products, per_sku.index.to_numpy(dtype=object))
         sums, counts = per_sku["s"].to_numpy(np.float64), per_sku["n"].to_numpy(np.float64)
         encodings: dict[str, dict[str, float]] = {}
         for key in ENCODED:
@@ -280,7 +295,7 @@ class FeatureBuilder:
             a = int(np.searchsorted(sorted_codes, chunk[0], "left"))
             b = int(np.searchsorted(sorted_codes, chunk[-1], "right"))
             pick: slice | IntArray = slice(a, b) if in_order else order[a:b]
-            made = _chunk_features(plan, data, chunk, lo, width, sel[pick], statics, covariates)
+            made = chunk_features(plan, data, chunk, lo, width, sel[pick], statics, covariates)
             for position, (name, values) in enumerate(made):
                 if name != names[position]:
                     raise RuntimeError(
@@ -289,23 +304,23 @@ class FeatureBuilder:
                 X[pick, position] = values
         return out
 
-    def _statics(self, attrs: dict[str, np.ndarray], data: _Frame) -> dict[str, FloatArray]:
+    def _statics(self, attrs: dict[str, np.ndarray], data: HistoryArrays) -> dict[str, FloatArray]:
         """Per-SKU values (indexed by SKU code): hierarchy codes, encodings, start day, prices."""
         out: dict[str, FloatArray] = {}
         for key in CATEGORICAL:
             vocab = self.vocabularies_[key]
             out[key] = np.array(
-                [vocab.get(str(v), -1) if _present(v) else -1 for v in attrs[key]], dtype=np.float64
+                [vocab.get(str(v), -1) if present(v) else -1 for v in attrs[key]], dtype=np.float64
             )
         for key in ENCODED:
             enc = self.encodings_[key]
             out[f"te_{key}"] = np.array(
-                [enc.get(str(v), np.nan) if _present(v) else np.nan for v in attrs[key]],
+                [enc.get(str(v), np.nan) if present(v) else np.nan for v in attrs[key]],
                 dtype=np.float64,
             )
         out["category_price"] = np.array(
             [
-                self.category_price_.get(str(v), np.nan) if _present(v) else np.nan
+                self.category_price_.get(str(v), np.nan) if present(v) else np.nan
                 for v in attrs["category"]
             ],
             dtype=np.float64,
@@ -317,426 +332,15 @@ class FeatureBuilder:
         return out
 
 
-@dataclass
-class Prepared:
-    """A history frame's columns as arrays and its SKUs' attributes: what every builder reads
-    from the frames before computing, shared by the builders of a multi-stage model."""
-
-    n: int
-    sku: np.ndarray
-    units: np.ndarray
-    dates: np.ndarray
-    data: _Frame
-    covariates: dict[str, np.ndarray]
-    attrs: dict[str, np.ndarray]
-
-
-def prepare(history: pd.DataFrame, products: pd.DataFrame) -> Prepared:
-    """Read the frames once for any number of ``FeatureBuilder.transform`` calls on them."""
-    _check_columns(history, tuple(HISTORY_COLUMNS), "history")
-    return prepare_arrays(
-        sku=history["sku"].to_numpy(dtype=object),
-        dates=history["date"].to_numpy(),
-        days=_day_numbers(history["date"]),
-        columns={c: _numeric(history[c]) for c in _ARRAY_COLUMNS},
-        products=products,
-    )
-
-
-# The numeric history columns the builders read.
-_ARRAY_COLUMNS = ("units", "price", *PROMO_COLUMNS, *CALENDAR_COLUMNS)
-
-
-def prepare_arrays(
-    *,
-    sku: np.ndarray,
-    dates: np.ndarray,
-    days: IntArray,
-    columns: dict[str, np.ndarray],
-    products: pd.DataFrame,
-) -> Prepared:
-    """``prepare`` from a history frame's columns as numpy arrays (no frame to build or read).
-
-    ``sku`` (object), ``dates`` (the date column as datetime64), ``days`` (the same as integer
-    days since 1970-01-01) and ``columns`` (units, price, promotion and calendar columns with
-    the frame's dtypes, NaN for unknown units) give exactly what ``prepare`` of the frame gives.
-    """
-    _check_products(products)
-    n = len(sku)
-    missing = [c for c in _ARRAY_COLUMNS if c not in columns]
-    if missing:
-        raise ValueError(f"history columns lack {missing}")
-    units_all = columns["units"]
-    codes, uniques = _factorize(sku)
-    # Rows grouped by SKU (readers give them so; otherwise sort once) so a chunk is a slice.
-    grouped = bool((codes[1:] >= codes[:-1]).all())
-    by_sku = np.arange(n) if grouped else np.argsort(codes, kind="stable")
-    bounds = np.searchsorted(codes[by_sku], np.arange(len(uniques) + 1))
-    data = _Frame(
-        codes=codes,
-        days=np.asarray(days, dtype=np.int64),
-        units=units_all,
-        price=columns["price"],
-        promo=columns["on_promotion"] > 0,
-        by_sku=by_sku,
-        bounds=bounds,
-    )
-    return Prepared(
-        n=n,
-        sku=sku,
-        units=units_all,
-        dates=dates,
-        data=data,
-        covariates={c: columns[c] for c in (*PROMO_COLUMNS, *CALENDAR_COLUMNS)},
-        attrs=_attributes(products, uniques),
-    )
-
-
-@dataclass
-class _Frame:
-    """The history's columns as arrays, with SKU codes and absolute day numbers."""
-
-    codes: IntArray
-    days: IntArray
-    units: np.ndarray
-    price: np.ndarray
-    promo: np.ndarray
-    by_sku: IntArray  # row positions grouped by SKU code
-    bounds: IntArray  # by_sku[bounds[c]:bounds[c + 1]] are the rows of SKU code c
-
-
-def _chunk_features(
-    plan: _Plan,
-    data: _Frame,
-    chunk: IntArray,
-    lo: int,
-    width: int,
-    targets: IntArray,
-    statics: dict[str, FloatArray],
-    covariates: dict[str, np.ndarray],
-) -> Iterator[tuple[str, FloatArray]]:
-    """Yield (name, values) for the targets of one chunk of SKUs, in the plan's order."""
-    m = len(chunk)
-    slot = np.full(len(data.bounds) - 1, -1, dtype=np.int64)
-    slot[chunk] = np.arange(m)
-    rows = data.by_sku[data.bounds[chunk[0]] : data.bounds[chunk[-1] + 1]]
-    row_slot = slot[data.codes[rows]]
-    row_day = data.days[rows] - lo
-    keep = (row_slot >= 0) & (row_day >= 0) & (row_day < width)
-    rows, flat = rows[keep], row_slot[keep] * width + row_day[keep]
-    if np.bincount(flat, minlength=m * width).max(initial=0) > 1:
-        raise ValueError("history has duplicate (sku, date) rows")
-    units = np.full((m, width), np.nan)
-    units.reshape(-1)[flat] = data.units[rows]
-    price = np.full((m, width), np.nan)
-    price.reshape(-1)[flat] = data.price[rows]
-    promo = np.zeros((m, width), dtype=bool)
-    promo.reshape(-1)[flat] = data.promo[rows]
-
-    tg = slot[data.codes[targets]]
-    tc = data.days[targets] - lo
-    e = tc - plan.min_lag  # the last day whose units a target may see
-
-    def at(grid: np.ndarray, cols: IntArray) -> FloatArray:
-        return _pick(grid[np.newaxis], 0, tg, cols)[0]
-
-    def window(res: tuple[np.ndarray, int], cols: IntArray) -> FloatArray:
-        return _pick(res[0], res[1], tg, cols)
-
-    for k in plan.lags:
-        yield f"lag_{k}", at(units, tc - k)
-
-    valid = ~np.isnan(units)
-    x0 = np.where(valid, units, 0.0)
-    stack = np.stack([x0, x0 * x0, valid.astype(np.float64), (units == 0).astype(np.float64)])
-    sums: dict[int, FloatArray] = {}
-    if _exact_integers(stack):
-        # Integer sums below 2**53 are exact in float64 whatever the order: one running sum
-        # serves every window, and equals what the blocked path gives.
-        running = np.zeros((*stack.shape[:-1], width + 1))
-        np.cumsum(stack, axis=-1, out=running[..., 1:])
-        end = window((running, 1), e)
-        for w in plan.unit_windows:
-            sums[w] = end - window((running, 0), np.maximum(e + 1 - w, 0))
-        del running
-    else:
-        for w in plan.unit_windows:
-            sums[w] = window(_window_sum(stack, w, lo), e)
-    del stack
-    low = np.float32(-np.inf)
-    extremes = np.stack([np.where(valid, units, low), np.where(valid, -units, low)])
-    extremes = extremes.astype(np.float32)  # units are float32: their max is exact
-    ext: dict[int, FloatArray] = {w: window(_window_max(extremes, w, lo), e) for w in plan.windows}
-    del extremes
-    with np.errstate(invalid="ignore", divide="ignore"):
-        for w in plan.windows:
-            s, _, cnt, _ = sums[w]
-            yield f"roll_mean_{w}", np.where(cnt > 0, s / cnt, np.nan)
-        for w in plan.windows:
-            s, ss, cnt, _ = sums[w]
-            var = np.maximum((ss - s * s / cnt) / (cnt - 1), 0.0)
-            yield f"roll_std_{w}", np.where(cnt > 1, np.sqrt(var), np.nan)
-        for w in plan.windows:
-            low = -ext[w][1]
-            yield f"roll_min_{w}", np.where(np.isfinite(low), low, np.nan)
-        for w in plan.windows:
-            high = ext[w][0]
-            yield f"roll_max_{w}", np.where(np.isfinite(high), high, np.nan)
-        pair = np.stack([x0, valid.astype(np.float64)])
-        for alpha, span in plan.ewm:
-            num, den = window(_window_sum(pair, span, lo, decay=1.0 - alpha), e)
-            yield f"ewm_{alpha:g}", np.where(den > 0, num / den, np.nan)
-        del pair, x0
-
-        idx = np.arange(width)
-        last_sale = at(np.maximum.accumulate(np.where(units > 0, idx, -1), axis=1), e)
-        since = e - last_sale
-        yield "days_since_sale", np.where((last_sale >= 0) & (since < plan.lookback), since, np.nan)
-        last_break = np.maximum.accumulate(np.where(units == 0, -1, idx), axis=1)
-        run = e - at(last_break, e)
-        # An unknown last day (before the SKU's first row, or past as_of) has no known run.
-        yield "zero_run", np.where(np.isnan(at(units, e)), np.nan, np.minimum(run, plan.lookback))
-        for w in plan.zero_windows:
-            _, _, cnt, zeros = sums[w]
-            yield f"zero_share_{w}", np.where(cnt > 0, zeros / cnt, np.nan)
-        del units, valid, last_sale, last_break
-
-        p = at(price, tc)
-        yield "price", p
-        pstack = np.stack(
-            [np.where(np.isnan(price), 0.0, price), (~np.isnan(price)).astype(np.float64)]
-        )
-        for w in plan.price_windows:
-            ps, pn = window(_window_sum(pstack, w, lo), e)
-            mean = np.where(pn > 0, ps / pn, np.nan)
-            yield f"price_ratio_{w}", np.where(mean > 0, p / mean, np.nan)
-        del pstack
-        before = at(price, tc - 7)
-        yield "price_change_7", np.where(before > 0, p / before - 1.0, np.nan)
-        ref = statics["category_price"][data.codes[targets]]
-        yield "price_ratio_category", np.where(ref > 0, p / ref, np.nan)
-
-        for c in PROMO_COLUMNS:
-            yield c, covariates[c][targets].astype(np.float64)
-        last_promo = at(np.maximum.accumulate(np.where(promo, idx, -1), axis=1), tc)
-        since = tc - last_promo
-        yield (
-            "days_since_promo",
-            np.where((last_promo >= 0) & (since < plan.lookback), since, np.nan),
-        )
-        if plan.promo_lookahead:
-            nxt = np.minimum.accumulate(np.where(promo, idx, width)[:, ::-1], axis=1)[:, ::-1]
-            found = at(nxt, tc)
-            until = found - tc
-            soon = (found < width) & (until <= plan.promo_lookahead)
-            yield "days_to_promo", np.where(soon, until, np.nan)
-
-    day = data.days[targets]
-    for name, values in _calendar(lo + np.arange(width)):
-        yield name, values[tc]
-    for c in CALENDAR_COLUMNS:
-        yield c, covariates[c][targets].astype(np.float64)
-    sku_code = data.codes[targets]
-    for key in CATEGORICAL:
-        yield key, statics[key][sku_code]
-    yield "age", np.minimum(day - statics["start"][sku_code], plan.required_history)
-    for key in ENCODED:
-        yield f"te_{key}", statics[f"te_{key}"][sku_code]
-
-
-def _calendar(day: IntArray) -> Iterator[tuple[str, FloatArray]]:
-    """Day of week (Monday 0), day of month, ISO week and month of absolute day numbers."""
-    dates = day.astype("datetime64[D]")
-    months = dates.astype("datetime64[M]")
-    dow = (day + 3) % 7  # 1970-01-01 was a Thursday
-    thursday = dates - dow + 3  # ISO weeks belong to the year of their Thursday
-    jan1 = thursday.astype("datetime64[Y]").astype("datetime64[D]")
-    week = (thursday - jan1).astype(np.int64) // 7 + 1
-    yield "dow", dow.astype(np.float64)
-    yield "dom", ((dates - months.astype("datetime64[D]")).astype(np.int64) + 1).astype(np.float64)
-    yield "week", week.astype(np.float64)
-    yield "month", (months.astype(np.int64) % 12 + 1).astype(np.float64)
-
-
-def _exact_integers(x: np.ndarray) -> bool:
-    """Whether x holds integers whose running sums along the day axis stay below 2**53."""
-    if not np.array_equal(x, np.floor(x)):
-        return False
-    return bool(np.abs(x).sum(axis=-1).max(initial=0.0) < 2.0**52)
-
-
-def _pick(res: np.ndarray, lead: int, tg: IntArray, cols: IntArray) -> FloatArray:
-    """Values of a (k, sku, padded day) result at the targets' cells; NaN before the grid."""
-    k, m, padded = res.shape
-    flat = tg * padded + lead + cols
-    if cols.min() >= 0:
-        return np.asarray(res.reshape(k, m * padded)[:, flat], dtype=np.float64)
-    ok = cols >= 0
-    vals = np.asarray(res.reshape(k, m * padded)[:, np.where(ok, flat, 0)], dtype=np.float64)
-    return np.where(ok, vals, np.nan)
-
-
-# Windows up to this length are summed by shifted adds (faster than short blocks; same order).
-SHORT_WINDOW = 8
-
-
-def _blocks(x: np.ndarray, w: int, lo: int, fill: float) -> tuple[np.ndarray, int]:
-    """Pad the day axis so that blocks of ``w`` days start on absolute days divisible by ``w``."""
-    lead = lo % w
-    width = x.shape[-1]
-    nb = -(-(lead + width) // w)
-    padded = np.empty((*x.shape[:-1], nb * w), dtype=x.dtype)
-    padded[..., :lead] = fill
-    padded[..., lead : lead + width] = x
-    padded[..., lead + width :] = fill
-    return padded.reshape(*x.shape[:-1], nb, w), lead
-
-
-def _window_sum(
-    x: np.ndarray, w: int, lo: int, decay: float | None = None
-) -> tuple[np.ndarray, int]:
-    """Sums over the ``w`` days ending at each day (weighted by decay**age if given).
-
-    Returns the result on a padded day axis and the offset of the grid's first day in it. Van
-    Herk / Gil-Werman on day-aligned blocks: a window is the tail of one block plus the head of
-    the next, each a cumulative sum over window elements only, in an order fixed by absolute
-    day numbers, so a day's result does not depend on where the frame starts (bit-identical at
-    serving and training). Short windows add shifted copies, newest first, for the same reason.
-    """
-    if w <= SHORT_WINDOW:
-        out = np.array(x, dtype=np.float64)
-        for j in range(1, w):
-            shifted = x[..., :-j] if decay is None else x[..., :-j] * decay**j
-            out[..., j:] += shifted
-        return out, 0
-    blocks, lead = _blocks(x, w, lo, 0.0)
-    pos = np.arange(w, dtype=np.float64)
-    head = np.cumsum(blocks if decay is None else blocks * decay**-pos, axis=-1)
-    tail = np.empty_like(blocks)
-    into = blocks if decay is None else blocks * decay ** (w - pos)
-    np.cumsum(into[..., ::-1], axis=-1, out=tail[..., ::-1])
-    tail[..., 0] = 0.0  # a window starting on a block's first day is that block: head has it
-    shape = (*x.shape[:-1], -1)
-    out = head.reshape(shape)
-    flat_tail = tail.reshape(shape)
-    out[..., w - 1 :] += flat_tail[..., : out.shape[-1] - w + 1]
-    if decay is not None:
-        out.reshape(blocks.shape)[...] *= decay**pos
-    return out, lead
-
-
-def _window_max(x: np.ndarray, w: int, lo: int) -> tuple[np.ndarray, int]:
-    """Maxima over the ``w`` days ending at each day (van Herk / Gil-Werman), as _window_sum."""
-    if w <= SHORT_WINDOW:
-        out = np.array(x)
-        for j in range(1, w):
-            np.maximum(out[..., j:], x[..., :-j], out=out[..., j:])
-        return out, 0
-    blocks, lead = _blocks(x, w, lo, -np.inf)
-    head = np.maximum.accumulate(blocks, axis=-1)
-    tail = np.empty_like(blocks)
-    np.maximum.accumulate(blocks[..., ::-1], axis=-1, out=tail[..., ::-1])
-    shape = (*x.shape[:-1], -1)
-    out = head.reshape(shape)
-    flat_tail = tail.reshape(shape)
-    np.maximum(out[..., w - 1 :], flat_tail[..., : out.shape[-1] - w + 1], out=out[..., w - 1 :])
-    return out, lead
-
-
-def _check_columns(frame: pd.DataFrame, required: Sequence[str], label: str) -> None:
-    """Refuse a frame that lacks columns of the contract (extra columns and order do not matter)."""
-    present = set(frame.columns)
-    missing = [c for c in required if c not in present]
-    if missing:
-        raise ValueError(f"{label} frame lacks columns {missing}")
-
-
-def _check_products(products: pd.DataFrame) -> None:
-    _check_columns(products, PRODUCT_REQUIRED, "products")
-
-
-def _attributes(products: pd.DataFrame, skus: np.ndarray) -> dict[str, np.ndarray]:
-    """Product attributes for ``skus`` in that order (None / NaT for SKUs without a product)."""
-    known = products["sku"].to_numpy(dtype=object)
-    where = {s: i for i, s in enumerate(known)}
-    if len(where) != len(known):
-        raise ValueError("products frame has duplicate skus")
-    pos = np.array([where.get(s, -1) for s in skus], dtype=np.int64)
-    hit = pos >= 0
-    attrs: dict[str, np.ndarray] = {}
-    for key in ("item_id", *CATEGORICAL):
-        values = np.full(len(skus), None, dtype=object)
-        values[hit] = products[key].to_numpy(dtype=object)[pos[hit]]
-        attrs[key] = values
-    attrs["store_category"] = np.array(
-        [
-            f"{s}|{c}" if _present(s) and _present(c) else None
-            for s, c in zip(attrs["store"], attrs["category"], strict=True)
-        ],
-        dtype=object,
-    )
-    launch = np.full(len(skus), np.datetime64("NaT"), dtype="datetime64[D]")
-    launch[hit] = _dates(products["launch_date"])[pos[hit]]
-    attrs["launch_date"] = launch
-    return attrs
-
-
 def _group_means(keys: np.ndarray, sums: np.ndarray, counts: np.ndarray) -> dict[str, float]:
     """sum(sums) / sum(counts) per non-missing key."""
     totals: dict[str, list[float]] = {}
     for k, s, n in zip(keys, sums, counts, strict=True):
-        if _present(k):
+        if present(k):
             acc = totals.setdefault(str(k), [0.0, 0.0])
             acc[0] += float(s)
             acc[1] += float(n)
     return {k: s / n for k, (s, n) in sorted(totals.items()) if n > 0}
-
-
-def _present(value: object) -> bool:
-    return (
-        value is not None
-        and not (isinstance(value, float) and math.isnan(value))
-        and value is not pd.NA
-    )
-
-
-def _dates(column: pd.Series) -> np.ndarray:
-    """A date column as datetime64[D] (NaT kept)."""
-    values = column.to_numpy()
-    if values.dtype.kind != "M":
-        values = pd.to_datetime(column).to_numpy()
-    return values.astype("datetime64[D]")
-
-
-def _day_numbers(dates: pd.Series) -> IntArray:
-    """Absolute day numbers (days since 1970-01-01) of a datetime column."""
-    values = _dates(dates)
-    if np.isnat(values).any():
-        raise ValueError("history has rows without a date")
-    return values.astype(np.int64)
-
-
-def _numeric(column: pd.Series) -> np.ndarray:
-    """A numeric column as a numpy array: its own dtype (no copy), float64 with NaN if nullable."""
-    if isinstance(column.dtype, np.dtype) and column.dtype.kind in "fiub":
-        return column.to_numpy()
-    return column.to_numpy(dtype=np.float64, na_value=np.nan)
-
-
-def _factorize(sku: np.ndarray) -> tuple[IntArray, np.ndarray]:
-    """Integer codes and unique values of the SKU column (fast when grouped, as readers give it)."""
-    if len(sku) == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=object)
-    change = np.empty(len(sku), dtype=bool)
-    change[0] = True
-    np.not_equal(sku[1:], sku[:-1], out=change[1:])
-    firsts = sku[change]
-    if len(set(firsts)) == len(firsts) and not any(not _present(s) for s in firsts):
-        return np.cumsum(change, dtype=np.int64) - 1, firsts
-    codes, uniques = pd.factorize(sku, use_na_sentinel=True)
-    if (codes < 0).any():
-        raise ValueError("history has rows without a sku")
-    return codes.astype(np.int64), np.asarray(uniques, dtype=object)
 
 
 def _selection(rows: np.ndarray | Sequence[int] | Sequence[bool] | None, n: int) -> IntArray:

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import Engine, insert, update
 
-from featurestore import readers
+from featurestore import read_statements
 from featurestore.readers import (
     last_sales_date,
     latest_window,
@@ -179,7 +179,7 @@ def test_chunked_sku_lists_read_every_row_once(
           "discount_depth": 0.4}],
     )  # fmt: skip
     whole = read_frame(engine, skus=skus)
-    monkeypatch.setattr(readers, "_IN_CHUNK", 2)
+    monkeypatch.setattr(read_statements, "IN_CHUNK", 2)
 
     chunked = read_frame(engine, skus=skus)
 
