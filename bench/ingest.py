@@ -286,7 +286,7 @@ def code_version() -> str:
         return done.stdout.rstrip("\n")
 
     sha = git("rev-parse", "--short", "HEAD") or "unknown"
-    dirty = git("status", "--porcelain", "--", "featurestore", "training/synth.py").splitlines()
+    dirty = git("status", "--porcelain", "--", "featurestore", "training/synth").splitlines()
     if dirty:
         sha += " with uncommitted changes to " + ", ".join(line[3:] for line in dirty)
     return sha

@@ -22,7 +22,7 @@ from sqlalchemy import Engine
 from featurestore.readers import last_sales_date, read_frame, read_products
 from training.errors import TrainingError
 from training.estimators import BASELINES
-from training.features import Prepared, prepare, prepare_arrays
+from training.feature_inputs import Prepared, prepare, prepare_arrays
 
 if TYPE_CHECKING:
     from training.bundle import Bundle

@@ -1,8 +1,8 @@
 """A realistic synthetic retail catalogue (demo data, tests, benchmarks), deterministic by seed.
 
-The pieces: ``synth_catalogue`` (products, SKU parameters), ``synth_calendar`` (day effects,
-events), ``synth_pricing`` (prices, promotions), ``synth_demand`` (daily units) and
-``synth_orders`` (order lines). Each block of SKUs has its own random stream, so a block's data
+The pieces: ``catalogue`` (products, SKU parameters), ``calendar`` (day effects,
+events), ``pricing`` (prices, promotions), ``demand`` (daily units) and
+``orders`` (order lines). Each block of SKUs has its own random stream, so a block's data
 does not depend on how the output is consumed.
 """
 
@@ -16,8 +16,8 @@ from sqlalchemy import Engine
 
 from featurestore.calendar import sync_holidays
 from featurestore.ingest import IngestReport, ingest_frames
-from training.synth_calendar import all_days, calendar_effects, custom_events, weekly_profiles
-from training.synth_catalogue import (
+from training.synth.calendar import all_days, calendar_effects, custom_events, weekly_profiles
+from training.synth.catalogue import (
     BRANDS,
     CATALOGUE,
     CATEGORY_PRICE,
@@ -28,9 +28,9 @@ from training.synth_catalogue import (
     SynthConfig,
     sku_params,
 )
-from training.synth_demand import BLOCK_SKUS, Block, simulate_block
-from training.synth_orders import iter_order_lines
-from training.synth_pricing import (
+from training.synth.demand import BLOCK_SKUS, Block, simulate_block
+from training.synth.orders import iter_order_lines
+from training.synth.pricing import (
     PROMO_COLUMNS,
     PROMO_DEPTH_P,
     PROMO_DEPTHS,

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from training.synth_catalogue import Array, SynthConfig, rng_stream
+from training.synth.catalogue import Array, SynthConfig, rng_stream
 
 PROMO_DEPTHS = np.array([0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5])
 PROMO_DEPTH_P = np.array([0.18, 0.2, 0.22, 0.15, 0.13, 0.08, 0.04])

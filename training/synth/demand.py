@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from training.synth_catalogue import Array, SkuParams, SynthConfig, rng_stream
-from training.synth_pricing import (
+from training.synth.catalogue import Array, SkuParams, SynthConfig, rng_stream
+from training.synth.pricing import (
     events_per_row,
     price_rows,
     promotion_rows,

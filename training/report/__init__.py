@@ -2,7 +2,7 @@
 
 Everything comes from the bundle (manifest metrics, backtest rows, the model's feature importance
 and the quantile calibrator); plots are inline PNGs and the CSS is inline, so the file opens
-offline. Numbers in ``training.report_numbers``, figures in ``training.report_plots``.
+offline. Numbers in ``training.report.scores``, figures in ``training.report.figures``.
 """
 
 from __future__ import annotations
@@ -16,21 +16,7 @@ import pandas as pd
 
 from training.bundle import Bundle
 from training.quantiles import QuantileCalibrator
-from training.report_format import CSS, card, esc, fmt, html_table, missing, num
-from training.report_numbers import (
-    BAND,
-    BASELINE,
-    CALIBRATION_LEVELS,
-    MAX_CALIBRATION_FIT_ROWS,
-    MAX_CALIBRATION_TEST_ROWS,
-    calibration_curve,
-    feature_importance,
-    held_out_calibration,
-    pick_skus,
-    sample_rows,
-    sku_errors,
-)
-from training.report_plots import (
+from training.report.figures import (
     ACTUAL_COLOR,
     BASELINE_COLOR,
     CHAMPION_COLOR,
@@ -42,6 +28,20 @@ from training.report_plots import (
     plot_importance,
     plot_segments,
     plot_skus,
+)
+from training.report.markup import CSS, card, esc, fmt, html_table, missing, num
+from training.report.scores import (
+    BAND,
+    BASELINE,
+    CALIBRATION_LEVELS,
+    MAX_CALIBRATION_FIT_ROWS,
+    MAX_CALIBRATION_TEST_ROWS,
+    calibration_curve,
+    feature_importance,
+    held_out_calibration,
+    pick_skus,
+    sample_rows,
+    sku_errors,
 )
 
 __all__ = [

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from training.synth_catalogue import rng_stream
+from training.synth.catalogue import rng_stream
 
 
 def iter_order_lines(

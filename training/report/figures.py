@@ -19,8 +19,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from training.quantiles import QuantileCalibrator
-from training.report_format import fmt, num
-from training.report_numbers import BAND, BASELINE, grouped_errors
+from training.report.markup import fmt, num
+from training.report.scores import BAND, BASELINE, grouped_errors
 
 TOP_FEATURES = 25
 MAX_SEGMENT_BARS = 20

@@ -10,7 +10,7 @@ import holidays
 import numpy as np
 import pandas as pd
 
-from training.synth_catalogue import CATEGORY_WEEK, Array, SynthConfig
+from training.synth.catalogue import CATEGORY_WEEK, Array, SynthConfig
 
 
 def all_days(cfg: SynthConfig) -> pd.DatetimeIndex:
