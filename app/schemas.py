@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import NamedTuple
+from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from app.errors import InvalidRequest
+
 MAX_BATCH = 1000
+QUANTILES_RANGE = "quantiles must lie strictly between 0 and 1"
 
 
 class PriceChange(BaseModel):
@@ -47,6 +52,65 @@ class Scenario(BaseModel):
     prices: list[PriceChange] = Field(default_factory=list)
     promotions: list[PromotionPlan] = Field(default_factory=list)
 
+    @property
+    def changes(self) -> bool:
+        """Whether it changes anything (an empty scenario is a plain forecast)."""
+        return bool(self.prices or self.promotions)
+
+
+class ForecastParams(NamedTuple):
+    """A forecast's horizon (None: the champion's) and quantile levels (None: the defaults).
+
+    Checked here once for every way in (query, body, the stored-forecast lane); the horizon
+    against the champion's range is the service's check (``ForecastService.horizon``).
+    """
+
+    horizon: int | None = None
+    quantiles: list[float] | None = None
+
+    @classmethod
+    def from_query(cls, horizon: int | None, quantiles: str | None) -> ForecastParams:
+        """From the query's values (horizon already >= 1); InvalidRequest for bad quantiles."""
+        return cls(horizon, parse_quantiles(quantiles))
+
+    @classmethod
+    def from_query_string(cls, raw: bytes) -> ForecastParams | None:
+        """From a raw query string, or None unless plainly valid (the route then answers)."""
+        horizon = None
+        quantiles = None
+        seen = set()
+        for name, value in parse_qsl(raw.decode("latin-1"), True):
+            if name in seen:
+                return None
+            seen.add(name)
+            if name == "horizon":
+                if not value.isdigit() or int(value) < 1:
+                    return None
+                horizon = int(value)
+            elif name == "quantiles":
+                quantiles = value
+        try:
+            return cls(horizon, parse_quantiles(quantiles))
+        except InvalidRequest:
+            return None
+
+
+def parse_quantiles(raw: str | None) -> list[float] | None:
+    """Levels from "0.1,0.5,0.9" (None if absent); InvalidRequest if not numbers in (0, 1)."""
+    if raw is None:
+        return None
+    try:
+        levels = [float(q) for q in raw.split(",") if q.strip()]
+    except ValueError as exc:
+        raise InvalidRequest(f"quantiles must be numbers, got {raw!r}") from exc
+    if not levels or not _in_range(levels):
+        raise InvalidRequest(QUANTILES_RANGE)
+    return levels
+
+
+def _in_range(levels: list[float]) -> bool:
+    return all(0 < q < 1 for q in levels)
+
 
 class ForecastRequest(BaseModel):
     """Several SKUs in one vectorised prediction, optionally under a what-if scenario."""
@@ -81,9 +145,18 @@ class ForecastRequest(BaseModel):
     @field_validator("quantiles")
     @classmethod
     def _levels(cls, value: list[float] | None) -> list[float] | None:
-        if value is not None and any(not 0 < q < 1 for q in value):
-            raise ValueError("quantiles must lie strictly between 0 and 1")
+        if value is not None and not _in_range(value):
+            raise ValueError(QUANTILES_RANGE)
         return value
+
+    @property
+    def params(self) -> ForecastParams:
+        return ForecastParams(self.horizon, self.quantiles)
+
+    @property
+    def what_if(self) -> bool:
+        """Whether a scenario changes anything (else the forecast is a plain, cacheable one)."""
+        return self.scenario is not None and self.scenario.changes
 
 
 class ForecastDay(BaseModel):
