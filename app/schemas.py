@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import NamedTuple
 from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, Field, field_validator, model_validator
@@ -58,41 +57,38 @@ class Scenario(BaseModel):
         return bool(self.prices or self.promotions)
 
 
-class ForecastParams(NamedTuple):
-    """A forecast's horizon (None: the champion's) and quantile levels (None: the defaults).
-
-    Checked here once for every way in (query, body, the stored-forecast lane); the horizon
-    against the champion's range is the service's check (``ForecastService.horizon``).
-    """
-
-    horizon: int | None = None
-    quantiles: list[float] | None = None
-
-    @classmethod
-    def from_query(cls, horizon: int | None, quantiles: str | None) -> ForecastParams:
-        """From the query's values (horizon already >= 1); InvalidRequest for bad quantiles."""
-        return cls(horizon, parse_quantiles(quantiles))
-
-    @classmethod
-    def from_query_string(cls, raw: bytes) -> ForecastParams | None:
-        """From a raw query string, or None unless plainly valid (the route then answers)."""
-        horizon = None
-        quantiles = None
-        seen = set()
-        for name, value in parse_qsl(raw.decode("latin-1"), True):
-            if name in seen:
-                return None
-            seen.add(name)
-            if name == "horizon":
-                if not value.isdigit() or int(value) < 1:
-                    return None
-                horizon = int(value)
-            elif name == "quantiles":
-                quantiles = value
-        try:
-            return cls(horizon, parse_quantiles(quantiles))
-        except InvalidRequest:
+def parse_query(raw: bytes) -> tuple[int | None, list[float] | None] | None:
+    """A GET forecast's (horizon, quantiles) from its raw query string, or None unless plainly
+    valid (a repeated or malformed parameter: the route then validates and answers)."""
+    # Commas are all that clients usually escape ("0.1%2C0.9"); they separate neither pairs
+    # nor names from values, so they may be unescaped first.
+    text = raw.decode("latin-1").replace("%2C", ",").replace("%2c", ",")
+    pairs: list[tuple[str, str]]
+    if "%" in text or "+" in text:
+        pairs = parse_qsl(text, True)
+    else:  # what parse_qsl gives when there is nothing to unquote, at a fraction of its cost
+        pairs = []
+        for part in text.split("&"):
+            if part:
+                name, _, value = part.partition("=")
+                pairs.append((name, value))
+    horizon = None
+    quantiles = None
+    seen = set()
+    for name, value in pairs:
+        if name in seen:
             return None
+        seen.add(name)
+        if name == "horizon":
+            if not value.isdigit() or int(value) < 1:
+                return None
+            horizon = int(value)
+        elif name == "quantiles":
+            quantiles = value
+    try:
+        return horizon, parse_quantiles(quantiles)
+    except InvalidRequest:
+        return None
 
 
 def parse_quantiles(raw: str | None) -> list[float] | None:
@@ -148,10 +144,6 @@ class ForecastRequest(BaseModel):
         if value is not None and not _in_range(value):
             raise ValueError(QUANTILES_RANGE)
         return value
-
-    @property
-    def params(self) -> ForecastParams:
-        return ForecastParams(self.horizon, self.quantiles)
 
     @property
     def what_if(self) -> bool:

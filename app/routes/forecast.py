@@ -22,7 +22,7 @@ from app.errors import (
     UnknownSku,
     responses,
 )
-from app.schemas import ExplainResponse, ForecastParams, ForecastRequest, ForecastResponse
+from app.schemas import ExplainResponse, ForecastRequest, ForecastResponse, parse_quantiles
 from app.services.coalesce import Coalescer
 from app.services.forecasting import ForecastService
 
@@ -89,7 +89,7 @@ async def forecast_one(
     quantiles: Annotated[str | None, Query(examples=["0.1,0.5,0.9"])] = None,
 ) -> JsonBytes:
     """Expected units per day for one SKU, with quantiles, the model version and data date."""
-    horizon, levels = ForecastParams.from_query(horizon, quantiles)
+    levels = parse_quantiles(quantiles)
     body = service.cached_json([sku], horizon, levels)
     if body is None:
         # Computed together with the other single-SKU requests waiting (app.services.coalesce).
@@ -115,14 +115,13 @@ async def explain_one(
 )
 async def forecast_many(request: Request, service: ForecastDep, body: ForecastRequest) -> JsonBytes:
     """Forecasts for up to 1,000 SKUs at once; with a scenario, the what-if and its difference."""
-    horizon, levels = body.params
-    answer = None if body.what_if else service.cached_json(body.skus, horizon, levels)
+    answer = None if body.what_if else service.cached_json(body.skus, body.horizon, body.quantiles)
     if answer is None:
         answer = await anyio.to_thread.run_sync(
             service.forecast_json,
             body.skus,
-            horizon,
-            levels,
+            body.horizon,
+            body.quantiles,
             body.scenario,
             limiter=compute_limiter(request),
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.deps import key_allowed, read_keys
-from app.schemas import ForecastParams
+from app.schemas import parse_query
 from app.services.forecasting import ForecastService
 
 PREFIX = "/v1/forecast/"
@@ -61,7 +61,7 @@ def cached(scope: Scope) -> bytes | None:
         given = next((v for k, v in scope["headers"] if k == b"x-api-key"), None)
         if given is None or not key_allowed(given.decode("latin-1"), keys):
             return None
-    params = ForecastParams.from_query_string(scope["query_string"])
+    params = parse_query(scope["query_string"])
     if params is None:
         return None
-    return service.cached_json([sku], params.horizon, params.quantiles)
+    return service.cached_json([sku], *params)

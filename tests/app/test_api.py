@@ -113,6 +113,20 @@ def test_errors_have_one_shape(
     assert body["error"] == code and body["detail"]
 
 
+def test_quantile_errors_keep_their_words(client: TestClient, served: Served) -> None:
+    sku = _skus(served)[0]
+    for raw, detail in (
+        ("0.1,abc", "quantiles must be numbers, got '0.1,abc'"),
+        ("0,1.5", "quantiles must lie strictly between 0 and 1"),
+    ):
+        response = client.get(f"/v1/forecast/{sku}", params={"quantiles": raw})
+        assert response.status_code == 422
+        assert response.json() == {"error": "invalid_request", "detail": detail}
+    body = client.post("/v1/forecast", json={"skus": [sku], "quantiles": [0.5, 1.0]}).json()
+    assert body["error"] == "invalid_request"
+    assert "quantiles must lie strictly between 0 and 1" in body["detail"][0]["msg"]
+
+
 def test_malformed_body(client: TestClient) -> None:
     for body in ({"skus": []}, {"skus": "x"}, {"nope": 1}, {"skus": ["a"], "quantiles": [2]}):
         response = client.post("/v1/forecast", json=body)
