@@ -2,7 +2,8 @@
 
 A request's SKUs are answered from ``forecast_cache`` (memory, then the stored forecast-all run)
 or computed in one prediction on the window ``history`` gives, under an optional what-if
-``scenario``, and serialised by ``encode``. How it performs: docs/operations.md.
+``scenario``, and serialised by ``encode``; ``explaining`` answers contributions. Figures:
+docs/operations.md.
 """
 
 from __future__ import annotations
@@ -13,18 +14,17 @@ from collections.abc import Sequence
 import pandas as pd
 from sqlalchemy import Engine
 
-from app.errors import HorizonOutOfRange, InvalidRequest, ModelNotReady
+from app.errors import HorizonOutOfRange, ModelNotReady
 from app.observability import FORECASTS
-from app.schemas import ExplainDay, ExplainResponse, ForecastResponse, Scenario
+from app.schemas import ExplainResponse, ForecastResponse, Scenario
 from app.services.champion import ChampionHolder, Loaded
 from app.services.encode import Answers, envelope, to_json
+from app.services.explaining import explain_sku
 from app.services.forecast_cache import CachedForecast, ForecastCache
 from app.services.history import TOKEN_TTL, HistorySource, StoreSnapshot, check_covered
 from app.services.scenario import apply_scenario
 from featurestore.config import get_settings
 from featurestore.window_cache import CatalogueWindow
-from training.explain import explain
-from training.forecaster import Forecaster
 from training.pipeline import BundleForecaster
 
 __all__ = ["TOKEN_TTL", "Answers", "ForecastService"]
@@ -152,28 +152,7 @@ class ForecastService:
     def explain(self, sku: str, horizon: int | None = None) -> ExplainResponse:
         """Feature-group contributions per day of a SKU's forecast (LightGBM champions)."""
         loaded = self._champion()
-        horizon = self.horizon(loaded, horizon)
-        model = loaded.forecaster.model
-        if not _explains(model):
-            raise InvalidRequest(f"the champion ({model.model}) gives no contributions")
-        snap, as_of, products = self.history.products(self.snapshot(), [sku])
-        frame = self.history.sql(snap, [sku], model.required_history, horizon)
-        days = explain(model, frame, products, pd.Timestamp(as_of), horizon)
-        return ExplainResponse(
-            sku=sku,
-            model_version=loaded.version,
-            data_until=as_of,
-            method=_explain_method(model),
-            days=[
-                ExplainDay(
-                    date=d.date,
-                    baseline=d.baseline,
-                    contributions=d.contributions,
-                    forecast=d.forecast,
-                )
-                for d in days
-            ],
-        )
+        return explain_sku(loaded, self.history, sku, self.horizon(loaded, horizon))
 
     def _champion(self) -> Loaded:
         loaded = self.holder.current()
@@ -214,7 +193,7 @@ class ForecastService:
         what_if = forecaster.forecast_arrays(changed, products, origin, horizon, levels)
         return as_of, to_json(what_if, base)
 
-    # bench/serve.py times serving step by step through these names.
+    # bench/serve.py times serving step by step through these (old) names.
     def _window(self, snap: StoreSnapshot, loaded: Loaded) -> CatalogueWindow | None:
         fc = loaded.forecaster
         return self.history.window(snap, fc.history_days, fc.model.horizon)
@@ -223,18 +202,3 @@ class ForecastService:
 _check_covered = check_covered
 _envelope = envelope
 _to_json = to_json
-
-
-def _explains(model: Forecaster) -> bool:
-    """Whether the champion's model gives per-feature contributions."""
-    return model.model.startswith("lgbm")
-
-
-def _explain_method(model: Forecaster) -> str:
-    """How the contributions were made (the link decides how they are shared)."""
-    link = (
-        "log link: raw contributions shared in proportion"
-        if model.model in ("lgbm_tweedie", "lgbm_poisson")
-        else "identity link"
-    )
-    return f"LightGBM pred_contrib by feature group ({link})"
