@@ -27,7 +27,7 @@ async def _settings(request: Request) -> Settings:
     return settings
 
 
-def _matches(given: str, keys: list[str]) -> bool:
+def key_allowed(given: str, keys: list[str]) -> bool:
     """Constant-time comparison against every configured key."""
     found = False
     for key in keys:
@@ -35,30 +35,33 @@ def _matches(given: str, keys: list[str]) -> bool:
     return found
 
 
-def _keys(settings: Settings, ops: bool) -> list[str]:
-    ops_keys = [k.get_secret_value() for k in settings.ops_api_keys]
-    if ops:
-        return ops_keys
-    return [k.get_secret_value() for k in settings.read_api_keys] + ops_keys
+def ops_keys(settings: Settings) -> list[str]:
+    """The keys that may run operations."""
+    return [k.get_secret_value() for k in settings.ops_api_keys]
+
+
+def read_keys(settings: Settings) -> list[str]:
+    """The keys that may read (ops keys included); none configured: reads are open."""
+    return [k.get_secret_value() for k in settings.read_api_keys] + ops_keys(settings)
 
 
 async def require_read_key(request: Request, key: Annotated[str | None, Depends(_api_key)]) -> None:
     """Read endpoints need a read or ops key once any key is configured."""
-    keys = _keys(request.app.state.settings, ops=False)
+    keys = read_keys(request.app.state.settings)
     if not keys:
         return
     if not key:
         raise MissingApiKey("send an API key in the X-API-Key header")
-    if not _matches(key, keys):
+    if not key_allowed(key, keys):
         raise ForbiddenApiKey("this API key is not allowed here")
 
 
 async def require_ops_key(request: Request, key: Annotated[str | None, Depends(_api_key)]) -> None:
     """Operations (retrain, promote, rollback) always need an ops key."""
-    keys = _keys(request.app.state.settings, ops=True)
+    keys = ops_keys(request.app.state.settings)
     if not key:
         raise MissingApiKey("send an ops API key in the X-API-Key header")
-    if not keys or not _matches(key, keys):
+    if not keys or not key_allowed(key, keys):
         raise ForbiddenApiKey("this API key may not run operations")
 
 

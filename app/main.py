@@ -13,6 +13,7 @@ from app.observability import configure_logging, install_middleware
 from app.routes import export, forecast, health, jobs, models
 from app.services.champion import ChampionHolder
 from app.services.forecasting import ForecastService
+from app.services.lane import StoredForecastLane
 from featurestore.config import Settings, get_settings
 from featurestore.db import make_engine
 from training.registry import Registry
@@ -41,8 +42,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             use_cache=cfg.forecast_cache,
             window_bytes=cfg.serve_window_mb << 20,
         )
-        # What is loaded now lives as long as the worker: frozen out of the collector's sight, a
-        # full collection no longer walks it (~70 ms over ~200k objects, a stall in the p99).
+        # What is loaded now lives as long as the worker: frozen, full collections skip it
+        # (a stall in the p99 otherwise, see docs/operations.md).
         gc.collect()
         gc.freeze()
         try:
@@ -58,7 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_handlers(app)
     # Cached single-SKU forecasts are answered in front of the router (inside the access log).
-    app.add_middleware(forecast.StoredForecastLane)
+    app.add_middleware(StoredForecastLane)
     install_middleware(app)
     for module in (health, forecast, export, models, jobs):
         app.include_router(module.router)

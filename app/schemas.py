@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from app.errors import InvalidRequest
 from training.options import TrainOptions
 
 MAX_BATCH = 1000
+QUANTILES_RANGE = "quantiles must lie strictly between 0 and 1"
 
 
 class PriceChange(BaseModel):
@@ -49,6 +52,62 @@ class Scenario(BaseModel):
     prices: list[PriceChange] = Field(default_factory=list)
     promotions: list[PromotionPlan] = Field(default_factory=list)
 
+    @property
+    def changes(self) -> bool:
+        """Whether it changes anything (an empty scenario is a plain forecast)."""
+        return bool(self.prices or self.promotions)
+
+
+def parse_query(raw: bytes) -> tuple[int | None, list[float] | None] | None:
+    """A GET forecast's (horizon, quantiles) from its raw query string, or None unless plainly
+    valid (a repeated or malformed parameter: the route then validates and answers)."""
+    # Commas are all that clients usually escape ("0.1%2C0.9"); they separate neither pairs
+    # nor names from values, so they may be unescaped first.
+    text = raw.decode("latin-1").replace("%2C", ",").replace("%2c", ",")
+    pairs: list[tuple[str, str]]
+    if "%" in text or "+" in text:
+        pairs = parse_qsl(text, True)
+    else:  # what parse_qsl gives when there is nothing to unquote, at a fraction of its cost
+        pairs = []
+        for part in text.split("&"):
+            if part:
+                name, _, value = part.partition("=")
+                pairs.append((name, value))
+    horizon = None
+    quantiles = None
+    seen = set()
+    for name, value in pairs:
+        if name in seen:
+            return None
+        seen.add(name)
+        if name == "horizon":
+            if not value.isdigit() or int(value) < 1:
+                return None
+            horizon = int(value)
+        elif name == "quantiles":
+            quantiles = value
+    try:
+        return horizon, parse_quantiles(quantiles)
+    except InvalidRequest:
+        return None
+
+
+def parse_quantiles(raw: str | None) -> list[float] | None:
+    """Levels from "0.1,0.5,0.9" (None if absent); InvalidRequest if not numbers in (0, 1)."""
+    if raw is None:
+        return None
+    try:
+        levels = [float(q) for q in raw.split(",") if q.strip()]
+    except ValueError as exc:
+        raise InvalidRequest(f"quantiles must be numbers, got {raw!r}") from exc
+    if not levels or not _in_range(levels):
+        raise InvalidRequest(QUANTILES_RANGE)
+    return levels
+
+
+def _in_range(levels: list[float]) -> bool:
+    return all(0 < q < 1 for q in levels)
+
 
 class ForecastRequest(BaseModel):
     """Several SKUs in one vectorised prediction, optionally under a what-if scenario."""
@@ -83,9 +142,14 @@ class ForecastRequest(BaseModel):
     @field_validator("quantiles")
     @classmethod
     def _levels(cls, value: list[float] | None) -> list[float] | None:
-        if value is not None and any(not 0 < q < 1 for q in value):
-            raise ValueError("quantiles must lie strictly between 0 and 1")
+        if value is not None and not _in_range(value):
+            raise ValueError(QUANTILES_RANGE)
         return value
+
+    @property
+    def what_if(self) -> bool:
+        """Whether a scenario changes anything (else the forecast is a plain, cacheable one)."""
+        return self.scenario is not None and self.scenario.changes
 
 
 class ForecastDay(BaseModel):

@@ -290,7 +290,8 @@ def _steps(
     import numpy as np
     import pandas as pd
 
-    from app.services.forecasting import _check_covered, _envelope, _to_json
+    from app.services.encode import envelope, to_json
+    from app.services.history import check_covered
     from featurestore.readers import latest_window
     from training.features import prepare_arrays
 
@@ -315,9 +316,10 @@ def _steps(
         as_of = snap.as_of
         window = add(
             "catalogue window (read once per data token; a lookup after)",
-            service._window,
+            service.history.window,
             snap,
-            loaded,
+            fc.history_days,
+            fc.model.horizon,
         )
         if window is not None:
             frame = add(
@@ -339,7 +341,7 @@ def _steps(
             )
         sku = np.asarray(frame["sku"], dtype=object)
         date = np.asarray(frame["date"])
-        add("check covered", _check_covered, products, sku, date, as_of)
+        add("check covered", check_covered, products, sku, date, as_of)
         origin = pd.Timestamp(as_of)
         out = add(
             "BundleForecaster.forecast_arrays (all of it)",
@@ -375,10 +377,10 @@ def _steps(
             X = fm.X[:, stage.keep]
             add(f"  stage {k + 1} trees ({int(rows.sum())} rows)", stage.estimator.predict, X)
         add("  calibrator (3 quantiles)", fc.calibration.predict, out.mean, out.horizon, levels)
-        parts = add("JSON per SKU from the arrays (orjson)", _to_json, out, None)
+        parts = add("JSON per SKU from the arrays (orjson)", to_json, out, None)
         add(
             "response envelope",
-            _envelope,
+            envelope,
             loaded.version,
             as_of,
             HORIZON,

@@ -1,20 +1,9 @@
 """Concurrent single-SKU forecasts that must be computed, coalesced into one prediction.
 
-Storefront traffic is many single-SKU ``GET /v1/forecast/{sku}`` at once. Computed one by one,
-each pays the fixed cost of a prediction (window slice, feature assembly, each stage's booster
-set-up, calibration: ~2.5 ms) and, one compute at a time per worker, waits behind the others:
-at 8 connections the last of 8 waits for 8 computes. Computed together, 8 SKUs cost ~5 ms
-(~0.6 ms a SKU): one vectorised prediction over 8 x 28 rows.
-
-There is no timer and so no added latency: a request that arrives while its worker computes
-nothing starts a batch of its own at once; requests that arrive while a batch computes wait for
-it (as they would have waited for the compute slot anyway) and then go together in the next one,
-up to ``max_batch`` SKUs. This is the dynamic batching of inference servers (Triton, TorchServe)
-without their delay window. Requests are grouped by horizon and quantiles; each still gets its
-own answer (the same bytes as computed alone, see tests) with the model version and data date of
-the batch. If a batch fails because of one of its SKUs (unknown, discontinued, without history),
-each of its SKUs is computed alone so that one request's error is never another's; any other
-failure (database down, no model) is every request's answer.
+No timer: a request arriving while its worker computes nothing starts a batch at once; those
+arriving while a batch computes go together into the next (per horizon and quantiles, up to
+``max_batch`` SKUs), each with its own answer. A batch failing on one SKU is retried SKU by SKU,
+so one request's error is never another's. Why and figures: docs/operations.md.
 """
 
 from __future__ import annotations
@@ -27,7 +16,8 @@ import anyio
 
 from app.errors import InsufficientHistory, SkuDiscontinued, UnknownSku
 from app.observability import COALESCED
-from app.services.forecasting import Answers, ForecastService
+from app.services.encode import Answers
+from app.services.forecasting import ForecastService
 
 MAX_BATCH = 256
 # After a batch of several, how long the next waits for the clients just answered to ask again.

@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from app.services.forecasting import TOKEN_TTL
+from app.services.history import TOKEN_TTL
 from featurestore.readers import last_sales_date, latest_window, read_products
 from tests.app.conftest import OPS_KEY, READ_KEY, Served
 
@@ -113,6 +113,20 @@ def test_errors_have_one_shape(
     assert body["error"] == code and body["detail"]
 
 
+def test_quantile_errors_keep_their_words(client: TestClient, served: Served) -> None:
+    sku = _skus(served)[0]
+    for raw, detail in (
+        ("0.1,abc", "quantiles must be numbers, got '0.1,abc'"),
+        ("0,1.5", "quantiles must lie strictly between 0 and 1"),
+    ):
+        response = client.get(f"/v1/forecast/{sku}", params={"quantiles": raw})
+        assert response.status_code == 422
+        assert response.json() == {"error": "invalid_request", "detail": detail}
+    body = client.post("/v1/forecast", json={"skus": [sku], "quantiles": [0.5, 1.0]}).json()
+    assert body["error"] == "invalid_request"
+    assert "quantiles must lie strictly between 0 and 1" in body["detail"][0]["msg"]
+
+
 def test_malformed_body(client: TestClient) -> None:
     for body in ({"skus": []}, {"skus": "x"}, {"nope": 1}, {"skus": ["a"], "quantiles": [2]}):
         response = client.post("/v1/forecast", json=body)
@@ -149,18 +163,18 @@ def test_keys_never_logged(
 
 def test_cache_serves_repeat_and_new_data_invalidates(client: TestClient, served: Served) -> None:
     service = client.app.state.forecasts  # type: ignore[attr-defined]
-    service.token_ttl = 0.0  # check the data token on every request
+    service.history.token_ttl = 0.0  # check the data token on every request
     sku = _skus(served)[2]
     first = client.get(f"/v1/forecast/{sku}").json()
-    size = len(service.cache)
+    size = len(service.cache.entries)
     again = client.get(f"/v1/forecast/{sku}").json()
     assert again == first
-    assert len(service.cache) == size
-    key = next(k for k in service.cache if k[0] == sku)
+    assert len(service.cache.entries) == size
+    key = next(k for k in service.cache.entries if k[0] == sku)
     # a cached answer is what is served: tamper with it and see it come back
-    cached = service.cache[key]
+    cached = service.cache.entries[key]
     tampered = cached.body.replace(b'"cold_start":false', b'"cold_start":true')
-    service.cache[key] = type(cached)(cached.as_of, tampered)
+    service.cache.entries[key] = type(cached)(cached.as_of, tampered)
     assert client.get(f"/v1/forecast/{sku}").json()["forecasts"][0]["cold_start"] is True
     # new sales for the SKU change the data token: the forecast is recomputed
     import pandas as pd
@@ -184,7 +198,7 @@ def test_cache_serves_repeat_and_new_data_invalidates(client: TestClient, served
                         DailySales.sku == sku, DailySales.date == day
                     )
                 )
-    service.token_ttl = TOKEN_TTL
+    service.history.token_ttl = TOKEN_TTL
 
 
 def test_token_is_trusted_for_its_ttl_then_checked(client: TestClient, served: Served) -> None:
@@ -196,7 +210,7 @@ def test_token_is_trusted_for_its_ttl_then_checked(client: TestClient, served: S
 
     service = client.app.state.forecasts  # type: ignore[attr-defined]
     sku = _skus(served)[3]
-    service.token_ttl = 3600.0
+    service.history.token_ttl = 3600.0
     try:
         first = client.get(f"/v1/forecast/{sku}").json()
         token = service.snapshot().token
@@ -213,13 +227,13 @@ def test_token_is_trusted_for_its_ttl_then_checked(client: TestClient, served: S
         # still trusted: the same cached answer
         assert client.get(f"/v1/forecast/{sku}").json() == first
         assert service.snapshot().token == token
-        service.token_ttl = 0.0
+        service.history.token_ttl = 0.0
         assert service.cached_json([sku], None, None) is None
         client.get(f"/v1/forecast/{sku}")
         assert service.snapshot().token != token
-        assert any(k[2] == service.snapshot().token for k in service.cache if k[0] == sku)
+        assert any(k[2] == service.snapshot().token for k in service.cache.entries if k[0] == sku)
     finally:
-        service.token_ttl = TOKEN_TTL
+        service.history.token_ttl = TOKEN_TTL
         from featurestore.tables import Promotion
 
         with served.engine.begin() as conn:
@@ -324,7 +338,7 @@ def test_nightly_export_pages_by_cursor(client: TestClient, served: Served) -> N
     assert list(rows[0]) == ["sku", "date", "mean", "p10", "p50", "p90", "cold_start"]
     # the stored run also answers single-SKU requests without computing
     service = client.app.state.forecasts  # type: ignore[attr-defined]
-    service.cache.clear()
+    service.cache.entries.clear()
     sku = skus[0]
     from app.observability import FORECASTS
 

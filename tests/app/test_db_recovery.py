@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
 from app.main import create_app
-from app.services.forecasting import TOKEN_TTL
+from app.services.history import TOKEN_TTL
 from featurestore import migrations
 from featurestore.readers import read_products
 from tests.app.conftest import READ_KEY, Served, build_served

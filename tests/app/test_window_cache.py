@@ -91,7 +91,7 @@ def test_new_sales_change_the_computed_forecast_after_the_token_check(served: Se
     try:
         # Within the TTL the worker trusts its token, so its window, as for cached answers.
         assert service.forecast_json([sku]) == before
-        service.token_ttl = 0.0
+        service.history.token_ttl = 0.0
         after = service.forecast_json([sku])
         assert after != before
         assert service.snapshot().window is not window

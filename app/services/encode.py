@@ -1,0 +1,99 @@
+"""Forecasts as JSON bytes in the shape of ``ForecastResponse``, straight from the arrays.
+
+orjson per SKU and a hand-joined envelope: no per-day pydantic objects (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import orjson
+
+from featurestore.forecast_runs import CachedDay
+from training.predict import Forecasts, quantile_column
+
+_DAY0 = dt.date(1970, 1, 1).toordinal()
+
+
+@dataclass(frozen=True)
+class Answers:
+    """SKU forecasts from one champion and one data date, each already serialised."""
+
+    version: str
+    as_of: dt.date
+    horizon: int
+    scenario: bool
+    bodies: dict[str, bytes]  # sku -> its ``SkuForecast`` JSON
+
+    def json(self, skus: Sequence[str]) -> bytes:
+        """The ``ForecastResponse`` for these SKUs (each must be among the answers)."""
+        parts = [self.bodies[s] for s in dict.fromkeys(skus)]
+        return envelope(self.version, self.as_of, self.horizon, self.scenario, parts)
+
+
+def envelope(
+    version: str, as_of: dt.date, horizon: int, scenario: bool, parts: list[bytes]
+) -> bytes:
+    """A ``ForecastResponse`` around SKU objects already serialised."""
+    head = orjson.dumps(
+        {"model_version": version, "data_until": as_of, "horizon": horizon, "scenario": scenario}
+    )
+    return b"".join((head[:-1], b',"forecasts":[', b",".join(parts), b"]}"))
+
+
+def stored_json(sku: str, rows: list[CachedDay], names: list[str], horizon: int) -> bytes:
+    """A SKU's ``SkuForecast`` JSON from a stored forecast-all run's rows (quantile ``names``)."""
+    days = [
+        {
+            "date": d,
+            "mean": m,
+            "quantiles": dict(zip(names, qs, strict=True)),
+            "baseline_mean": None,
+            "delta": None,
+        }
+        for d, m, qs, _ in rows[:horizon]
+    ]
+    return orjson.dumps({"sku": sku, "cold_start": bool(rows[0][3]), "days": days})
+
+
+def to_json(fc: Forecasts, baseline: Forecasts | None) -> dict[str, bytes]:
+    """Each SKU's ``SkuForecast`` JSON, straight from the arrays (rows grouped by SKU)."""
+    names = [quantile_column(q) for q in fc.levels]
+    n = len(fc.sku)
+    if n == 0:
+        return {}
+    starts = np.flatnonzero(np.r_[True, fc.sku[1:] != fc.sku[:-1]]).tolist()
+    ends = [*starts[1:], n]
+    dates = [dt.date.fromordinal(d + _DAY0) for d in fc.day.tolist()]
+    means = fc.mean.tolist()
+    qs = fc.quantiles.tolist()
+    base = None
+    if baseline is not None:
+        lookup = {
+            (s, d): m
+            for s, d, m in zip(
+                baseline.sku.tolist(), baseline.day.tolist(), baseline.mean.tolist(), strict=True
+            )
+        }
+        base = [lookup.get(k) for k in zip(fc.sku.tolist(), fc.day.tolist(), strict=True)]
+    out = {}
+    for a, b in zip(starts, ends, strict=True):
+        days = []
+        for i in range(a, b):
+            mean = means[i]
+            bm = None if base is None else base[i]
+            days.append(
+                {
+                    "date": dates[i],
+                    "mean": mean,
+                    "quantiles": dict(zip(names, qs[i], strict=True)),
+                    "baseline_mean": bm,
+                    "delta": None if bm is None else mean - bm,
+                }
+            )
+        sku = str(fc.sku[a])
+        out[sku] = orjson.dumps({"sku": sku, "cold_start": bool(fc.cold_start[a]), "days": days})
+    return out

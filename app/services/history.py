@@ -1,0 +1,199 @@
+"""The store as serving reads it: a per-worker snapshot and each computed forecast's window.
+
+The snapshot (data token, last sales date, products, events) changes only with an ingestion; its
+token is checked at most every ``token_ttl`` seconds. The window comes from the snapshot's
+in-memory catalogue window (read once per token, so never staler than the snapshot) or, when the
+catalogue would exceed ``window_bytes`` or the window is being read, with SQL. Figures and the
+freshness rule: docs/operations.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Engine
+
+from app.errors import InsufficientHistory, ModelNotReady, SkuDiscontinued, UnknownSku
+from featurestore.config import get_settings
+from featurestore.readers import EventRows, latest_window, read_events, read_products
+from featurestore.stats import store_state
+from featurestore.window_cache import ROW_BYTES, CatalogueWindow
+
+# How long a worker trusts its data token before asking the database again (seconds). Forecasts
+# for data ingested in the meantime are served at most this much later.
+TOKEN_TTL = 1.0
+
+Columns = dict[str, np.ndarray]
+
+
+@dataclass
+class StoreSnapshot:
+    """What serving reads from the store that only an ingestion changes."""
+
+    token: str
+    as_of: dt.date | None
+    products: pd.DataFrame  # every product, sorted by sku
+    position: dict[str, int]  # sku -> row of products
+    events: EventRows
+    checked: float  # time.monotonic() of the last token check
+    # The catalogue's history window under this token (read on first need).
+    window: CatalogueWindow | None = field(default=None, repr=False)
+    window_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def select(self, skus: Sequence[str]) -> pd.DataFrame:
+        """The products of these SKUs, sorted by sku (every one must be known)."""
+        rows = sorted(self.position[s] for s in set(skus))
+        return self.products.iloc[rows].reset_index(drop=True)
+
+
+class History(NamedTuple):
+    """What a forecast is computed from: the data date, the products and their window."""
+
+    as_of: dt.date
+    products: pd.DataFrame
+    data: Columns | pd.DataFrame  # the window's column arrays, or a frame
+
+
+@dataclass
+class HistorySource:
+    """The snapshot and the windows read under it; the one place a window's source is chosen."""
+
+    engine: Engine
+    token_ttl: float = TOKEN_TTL
+    # Bytes the in-memory catalogue window may take (0: read every window with SQL).
+    window_bytes: int = field(default_factory=lambda: get_settings().serve_window_mb << 20)
+    _snapshot: StoreSnapshot | None = field(default=None, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def snapshot(self, *, force: bool = False) -> StoreSnapshot:
+        """The store's snapshot, its token checked if older than ``token_ttl`` (or forced)."""
+        snap = self._snapshot
+        if snap is not None and not force and time.monotonic() - snap.checked < self.token_ttl:
+            return snap
+        with self._lock:
+            snap = self._snapshot
+            if snap is not None and not force and time.monotonic() - snap.checked < self.token_ttl:
+                return snap
+            now = time.monotonic()
+            token, as_of = store_state(self.engine)
+            if snap is not None and snap.token == token and snap.as_of == as_of:
+                snap.checked = now
+                return snap
+            products = read_products(self.engine)
+            snap = StoreSnapshot(
+                token=token,
+                as_of=as_of,
+                products=products,
+                position={s: i for i, s in enumerate(products["sku"])},
+                events=read_events(self.engine),
+                checked=now,
+            )
+            self._snapshot = snap
+            return snap
+
+    def fresh_token(self) -> str | None:
+        """The data token if it was checked within the TTL (no I/O), else None."""
+        snap = self._snapshot
+        if snap is None or time.monotonic() - snap.checked >= self.token_ttl:
+            return None
+        return snap.token
+
+    def products(
+        self, snap: StoreSnapshot, skus: Sequence[str]
+    ) -> tuple[StoreSnapshot, dt.date, pd.DataFrame]:
+        """The snapshot (refreshed once if it lacks a SKU: 404 if still), data date, products."""
+        if not all(s in snap.position for s in skus):
+            snap = self.snapshot(force=True)
+            missing = sorted(set(skus) - set(snap.position))
+            if missing:
+                raise UnknownSku(f"unknown SKU(s): {', '.join(missing[:20])}")
+        if snap.as_of is None:
+            raise ModelNotReady("the feature store holds no sales yet")
+        return snap, snap.as_of, snap.select(skus)
+
+    def read(
+        self,
+        snap: StoreSnapshot,
+        skus: list[str],
+        *,
+        n_days: int,
+        horizon: int,
+        max_horizon: int,
+        frame: bool,
+    ) -> History:
+        """The SKUs' window up to ``horizon`` days ahead, every SKU checked to have days ahead.
+
+        From the catalogue window (its column arrays; a frame if ``frame``), else with SQL.
+        """
+        snap, as_of, products = self.products(snap, skus)
+        window = self.window(snap, n_days, max_horizon)
+        data: Columns | pd.DataFrame
+        if window is None:
+            data = self.sql(snap, skus, n_days, horizon)
+        elif frame:
+            data = window.frame(skus, horizon)
+        else:  # no frame is built (nor read back by the builders)
+            data = window.columns(skus, horizon)
+        check_covered(
+            products, np.asarray(data["sku"], dtype=object), np.asarray(data["date"]), as_of
+        )
+        return History(as_of, products, data)
+
+    def sql(self, snap: StoreSnapshot, skus: list[str], n_days: int, horizon: int) -> pd.DataFrame:
+        """The SKUs' window read with SQL (events from the snapshot)."""
+        return latest_window(
+            self.engine, skus, n_days=n_days, horizon=horizon, as_of=snap.as_of, events=snap.events
+        )
+
+    def window(self, snap: StoreSnapshot, n_days: int, horizon: int) -> CatalogueWindow | None:
+        """The snapshot's catalogue window of this shape, read now if missing; or None.
+
+        None (read with SQL instead) when the window would exceed ``window_bytes`` or another
+        request is reading it right now (it does not wait).
+        """
+        as_of = snap.as_of
+        if as_of is None or self.window_bytes <= 0:
+            return None
+        window = snap.window
+        if window is not None and window.n_days == n_days and window.horizon == horizon:
+            return window
+        if len(snap.products) * (n_days + horizon) * ROW_BYTES > self.window_bytes:
+            return None
+        if not snap.window_lock.acquire(blocking=False):
+            return None
+        try:
+            window = snap.window
+            if window is None or window.n_days != n_days or window.horizon != horizon:
+                window = CatalogueWindow.read(self.engine, n_days, horizon, as_of, snap.events)
+                if window.nbytes > self.window_bytes:
+                    return None
+                snap.window = window
+            return window
+        finally:
+            snap.window_lock.release()
+
+
+def check_covered(
+    products: pd.DataFrame, sku: np.ndarray, date: np.ndarray, as_of: dt.date
+) -> None:
+    """Every requested SKU has days to forecast (rows after as_of), or a clear reason why not."""
+    ahead = set(sku[date > np.datetime64(as_of)].tolist())
+    skus = products["sku"].to_numpy(dtype=object)
+    absent = [i for i, s in enumerate(skus) if s not in ahead]
+    if not absent:
+        return
+    status = products["status"].to_numpy(dtype=object)
+    gone = [skus[i] for i in absent if status[i] == "discontinued"]
+    if gone:
+        raise SkuDiscontinued(f"discontinued, no forecast: {', '.join(gone[:20])}")
+    raise InsufficientHistory(
+        f"no sales history or launch date up to {as_of} for: "
+        f"{', '.join(str(skus[i]) for i in absent[:20])}"
+    )
