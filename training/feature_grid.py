@@ -39,6 +39,25 @@ class HistoryArrays:
     bounds: IntArray  # by_sku[bounds[c]:bounds[c + 1]] are the rows of SKU code c
 
 
+def feature_names(plan: _Plan) -> list[str]:
+    """The plan's features in the order ``chunk_features`` yields them (add a feature to both)."""
+    names = [f"lag_{k}" for k in plan.lags]
+    for stat in ("mean", "std", "min", "max"):
+        names += [f"roll_{stat}_{w}" for w in plan.windows]
+    names += [f"ewm_{alpha:g}" for alpha, _ in plan.ewm]
+    names += ["days_since_sale", "zero_run"]
+    names += [f"zero_share_{w}" for w in plan.zero_windows]
+    names += ["price"] + [f"price_ratio_{w}" for w in plan.price_windows]
+    names += ["price_change_7", "price_ratio_category"]
+    names += [*PROMO_COLUMNS, "days_since_promo"]
+    if plan.promo_lookahead:
+        names.append("days_to_promo")
+    names += ["dow", "dom", "week", "month", *CALENDAR_COLUMNS]
+    names += [*CATEGORICAL, "age"]
+    names += [f"te_{key}" for key in ENCODED]
+    return names
+
+
 def chunk_features(
     plan: _Plan,
     data: HistoryArrays,

@@ -28,6 +28,7 @@ from training.feature_grid import (
     HistoryArrays,
     IntArray,
     chunk_features,
+    feature_names,
 )
 from training.feature_inputs import (
     PRODUCT_REQUIRED,
@@ -99,21 +100,7 @@ class _Plan:
         return max(max(self.lags), self.min_lag + longest_units - 1, self.lookback - 1, 7)
 
     def names(self) -> list[str]:
-        names = [f"lag_{k}" for k in self.lags]
-        for stat in ("mean", "std", "min", "max"):
-            names += [f"roll_{stat}_{w}" for w in self.windows]
-        names += [f"ewm_{alpha:g}" for alpha, _ in self.ewm]
-        names += ["days_since_sale", "zero_run"]
-        names += [f"zero_share_{w}" for w in self.zero_windows]
-        names += ["price"] + [f"price_ratio_{w}" for w in self.price_windows]
-        names += ["price_change_7", "price_ratio_category"]
-        names += [*PROMO_COLUMNS, "days_since_promo"]
-        if self.promo_lookahead:
-            names.append("days_to_promo")
-        names += ["dow", "dom", "week", "month", *CALENDAR_COLUMNS]
-        names += [*CATEGORICAL, "age"]
-        names += [f"te_{key}" for key in ENCODED]
-        return names
+        return feature_names(self)
 
 
 def default_lags(min_lag: int) -> tuple[int, ...]:
