@@ -41,7 +41,9 @@ class MixedDays:
             what = "keep their directly loaded daily sales (order lines stored, not summed)"
         else:
             what = "had daily sales derived from order lines, now replaced by the file's"
-        more = f", and {self.count - len(self.first):,} more" if self.count > len(self.first) else ""
+        more = (
+            f", and {self.count - len(self.first):,} more" if self.count > len(self.first) else ""
+        )
         return f"{self.count:,} SKU-day(s) {what}: {', '.join(self.first)}{more}"
 
 

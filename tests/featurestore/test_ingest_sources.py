@@ -109,8 +109,8 @@ def test_daily_sales_replace_order_derived_days_whole(
     # not the orders' returned units or price with the file's units: the file's row, whole
     assert daily(engine) == EXPECTED
     flags = rows_of(
-        engine, "SELECT on_promotion, in_stock FROM daily_sales WHERE date = '2024-01-01' "
-        "ORDER BY sku"
+        engine,
+        "SELECT on_promotion, in_stock FROM daily_sales WHERE date = '2024-01-01' ORDER BY sku",
     )
     assert [(bool(p), s if s is None else bool(s)) for p, s in flags] == [
         (False, None),
