@@ -109,7 +109,7 @@ def ingest(
         False, "--force", help="Load the file even if the same content was loaded before"
     ),
 ) -> None:
-    """Validate and load one file in one transaction; a repeat of a loaded file changes nothing."""
+    """Validate and load one file in one transaction; a repeat of a loaded file is skipped."""
     if entity != "m5" and entity not in ENTITIES:
         err_console.print(f"unknown entity {entity!r}: choose {', '.join(ENTITIES)} or m5")
         raise typer.Exit(EXIT_INVALID)
