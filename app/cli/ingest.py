@@ -76,6 +76,8 @@ def _summary(reports: list[IngestReport]) -> None:
     for r in reports:
         if r.status == "unchanged":
             console.print(f"{r.entity}: unchanged, {r.detail}")
+        if r.mixed is not None:
+            console.print(f"{r.entity}: {r.mixed.describe()}")
         if r.ignored_columns:
             console.print(f"{r.entity}: ignored columns {', '.join(r.ignored_columns)}")
         if r.reasons:
@@ -103,8 +105,11 @@ def ingest(
     rejects: Path | None = typer.Option(
         None, "--rejects", help="Where to write rejected rows (default: <file>.rejects.csv)"
     ),
+    force: bool = typer.Option(
+        False, "--force", help="Load the file even if the same content was loaded before"
+    ),
 ) -> None:
-    """Validate and load one file in one transaction; a repeat of a loaded file changes nothing."""
+    """Validate and load one file in one transaction; a repeat of a loaded file is skipped."""
     if entity != "m5" and entity not in ENTITIES:
         err_console.print(f"unknown entity {entity!r}: choose {', '.join(ENTITIES)} or m5")
         raise typer.Exit(EXIT_INVALID)
@@ -124,7 +129,7 @@ def ingest(
                 if mapping or rejects is not None or max_reject is not None:
                     err_console.print("--map, --rejects and --max-reject do not apply to m5")
                     raise typer.Exit(EXIT_INVALID)
-                reports = list(import_m5(engine, file, progress=advance).values())
+                reports = list(import_m5(engine, file, progress=advance, force=force).values())
             else:
                 bar.update(task, total=estimate_rows(file))
                 reports = [
@@ -136,6 +141,7 @@ def ingest(
                         max_reject=max_reject,
                         reject_path=rejects,
                         progress=advance,
+                        force=force,
                     )
                 ]
     except TooManyRejects as exc:

@@ -11,9 +11,13 @@ Order lines become daily_sales rows (source "orders"), recomputed from all store
 - avg_price: sum(quantity * unit_price * (1 - discount)) / sum(quantity) over priced completed
   and returned lines (revenue / units would price returned units at zero).
 
-A day whose lines were all cancelled keeps a row with 0 units; between order-derived and directly
-loaded daily sales the later load wins. first_sale_date and last_sale_date of a touched SKU are
-its first and last day with units > 0.
+A day whose lines were all cancelled keeps a row with 0 units. first_sale_date and last_sale_date
+of a touched SKU are its first and last day with units > 0.
+
+Mixed sources, one rule per SKU-day whatever the order of the loads: a day's directly loaded
+total (source "direct") is authoritative. Order lines for it are stored but not summed over it,
+and a daily sales file replaces an order-derived row whole (the columns it lacks take their
+defaults). Each load reports the days where the two met (report.MixedDays).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from featurestore.ingest.bulk import (
     worth_rebuilding,
 )
 from featurestore.ingest.keys import flat
+from featurestore.ingest.report import MixedDays
 from featurestore.tables import Base
 
 if TYPE_CHECKING:
@@ -42,6 +47,8 @@ if TYPE_CHECKING:
 # Temporary tables of an order load: the (sku, day) pairs it touches, and its stored lines.
 AFFECTED_DAYS = "_affected_days"
 MATCHED_LINES = "_matched_lines"
+# daily_sales.source of directly loaded rows, which order lines never overwrite
+DIRECT = "direct"
 
 
 class DailyTotals:
@@ -215,7 +222,8 @@ def derive_daily_sales(store: Store) -> None:
         f"SELECT a.sku, a.sale_date, {columns}, false, 'orders' "
         f"FROM {AFFECTED_DAYS} a {lines} "
         f"WHERE true {group}ORDER BY a.sku, a.sale_date "
-        f"ON CONFLICT (sku, date) DO UPDATE SET {sets} WHERE {changed}"
+        f"ON CONFLICT (sku, date) DO UPDATE SET {sets} "
+        f"WHERE t.source <> '{DIRECT}' AND ({changed})"
     )
 
 
@@ -253,7 +261,8 @@ def _bulk_daily_sales(store: Store, sums: Mapping[str, str]) -> None:
     changed = " OR ".join(f"t.{n} IS DISTINCT FROM {v}" for n, v in zip(names, values, strict=True))
     conn.exec_driver_sql(
         f"UPDATE daily_sales t SET {sets}, source = 'orders' FROM {AFFECTED_DAYS} a "
-        f"WHERE {match} AND ({changed} OR t.source IS DISTINCT FROM 'orders')"
+        f"WHERE {match} AND t.source <> '{DIRECT}' "
+        f"AND ({changed} OR t.source IS DISTINCT FROM 'orders')"
     )
     daily = Base.metadata.tables["daily_sales"]
     drop_indexes(conn, daily)
@@ -263,6 +272,38 @@ def _bulk_daily_sales(store: Store, sums: Mapping[str, str]) -> None:
         f"FROM {AFFECTED_DAYS} a WHERE NOT EXISTS (SELECT 1 FROM daily_sales t WHERE {match})"
     )
     build_indexes(conn, daily)
+
+
+def direct_days_kept(store: Store) -> None:
+    """Order loads: the touched days whose directly loaded daily sales stayed as they were."""
+    store.mixed = _mixed_days(
+        store,
+        "kept",
+        f"FROM {AFFECTED_DAYS} a JOIN daily_sales d ON d.sku = a.sku AND d.date = a.sale_date "
+        f"WHERE d.source = '{DIRECT}'",
+        "a.sku, a.sale_date",
+    )
+
+
+def order_days_replaced(store: Store) -> None:
+    """Daily sales loads (before the upsert): the file's days that held order-derived rows."""
+    store.mixed = _mixed_days(
+        store,
+        "replaced",
+        f"FROM {store.stage} s JOIN daily_sales d ON d.sku = s.sku AND d.date = s.date "
+        f"WHERE d.source <> '{DIRECT}'",
+        "s.sku, s.date",
+    )
+
+
+def _mixed_days(store: Store, outcome: str, joined: str, key: str) -> MixedDays | None:
+    """How many days ``joined`` finds, and the first MixedDays.SHOWN of them (None: none)."""
+    rows = store.conn.exec_driver_sql(
+        f"SELECT {key}, COUNT(*) OVER () {joined} ORDER BY {key} LIMIT {MixedDays.SHOWN}"
+    ).all()
+    if not rows:
+        return None
+    return MixedDays(outcome, int(rows[0][2]), [f"{sku} {day}" for sku, day, _ in rows])
 
 
 def refresh_sale_dates(store: Store, touched: str) -> None:

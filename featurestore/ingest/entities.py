@@ -43,6 +43,9 @@ class IngestEntity:
     constants: Mapping[str, str] = field(default_factory=dict)
     # Columns set to CURRENT_TIMESTAMP when the upsert changes a stored row.
     stamped: tuple[str, ...] = ()
+    # SQL on the stored row (t): when true the upsert replaces the whole row, the columns the
+    # file lacks taking their defaults, instead of only the file's columns.
+    replaces_row_when: str | None = None
     # Insert order (default: the key): rows in index order keep each index's hot pages few.
     merge_order: tuple[str, ...] = ()
     # PostgreSQL: a big load re-analyses the table, so that later steps plan with its new shape.
@@ -60,6 +63,8 @@ class IngestEntity:
     before_upsert: tuple[Step, ...] = ()
     derive: tuple[Step, ...] = ()
     after_load: tuple[Step, ...] = ()
+    # Other entities whose loads change what this one's rows made (a repeat check names them).
+    overlaps: tuple[str, ...] = ()
     # Temporary tables its steps make (dropped at the end on SQLite, whose connections are pooled).
     temp_tables: tuple[str, ...] = ()
 
@@ -77,13 +82,18 @@ INGEST_ENTITIES: dict[str, IngestEntity] = {
         totals=derived.DailyTotals,
         before_upsert=(derived.collect_affected_days,),
         derive=(derived.derive_daily_sales,),
-        after_load=(derived.sale_dates_of_touched_days,),
+        after_load=(derived.direct_days_kept, derived.sale_dates_of_touched_days),
+        overlaps=("sales",),
         temp_tables=(derived.AFFECTED_DAYS, derived.MATCHED_LINES),
     ),
     "sales": IngestEntity(
         constants={"source": "'direct'"},
+        # A day's direct total is authoritative: it replaces an order-derived row whole.
+        replaces_row_when=f"t.source <> '{derived.DIRECT}'",
         analyze_after=True,
+        before_upsert=(derived.order_days_replaced,),
         after_load=(derived.sale_dates_of_stage,),
+        overlaps=("orders",),
     ),
     "prices": IngestEntity(),
     "promotions": IngestEntity(),

@@ -1,7 +1,8 @@
 """The entry points and the transaction of one load: read, validate, stage, check, merge, log.
 
 One file is one transaction. Its sha256 (with the column mapping) is looked up first: a file
-this entity already loaded changes nothing and reports "unchanged". Otherwise chunks are read,
+this entity already loaded is skipped and reports "unchanged", saying whether later loads may
+have changed its rows since; ``force=True`` loads it again. Otherwise chunks are read,
 validated (featurestore.validate) and staged; keys found more than once are rejected, every
 copy. Within ``max_reject`` the rows are merged with the entity's steps and the ingestion_log
 row is written, then the transaction commits: a crash before that leaves the store as it was.
@@ -40,6 +41,7 @@ from featurestore.ingest.report import (
     TooManyRejects,
     Unchanged,
     fail,
+    later_loads,
     log_outside,
     previous_load,
     previous_load_in,
@@ -47,6 +49,7 @@ from featurestore.ingest.report import (
 )
 from featurestore.ingest.store import Store
 from featurestore.schema import ENTITIES, Entity
+from featurestore.tables import IngestionLog
 from featurestore.validate import (
     ColumnPlan,
     Context,
@@ -69,6 +72,7 @@ def ingest_file(
     reject_path: Path | None = None,
     chunk_rows: int | None = None,
     progress: Progress | None = None,
+    force: bool = False,
 ) -> IngestReport:
     """Load one CSV or Parquet file of ``entity`` in one transaction (see the module docstring)."""
     started, started_at = time.perf_counter(), datetime.now(UTC)
@@ -78,11 +82,9 @@ def ingest_file(
     if not path.is_file():
         raise IngestError(f"no such file: {path}")
     checksum = file_checksum(path, mapping)
-    previous = previous_load(engine, ent.name, checksum)
+    previous = None if force else previous_load(engine, ent.name, checksum)
     if previous is not None:
-        report = unchanged_report(ent.name, source, checksum, previous, started)
-        log_outside(engine, report, started_at)
-        return report
+        return _skipped(engine, ent, spec, source, checksum, previous, (started, started_at))
     rows = chunk_rows or get_settings().ingest_chunk_rows
     target = reject_path or default_reject_path(path)
     try:
@@ -103,6 +105,7 @@ def ingest_file(
         stale_rejects=reject_path is None,
         progress=progress,
         started=(started, started_at),
+        force=force,
     )
 
 
@@ -116,6 +119,7 @@ def ingest_frames(
     reject_path: Path | None = None,
     progress: Progress | None = None,
     chunk_rows: int | None = None,
+    force: bool = False,
 ) -> IngestReport:
     """Load generated frames (entity column names) through the same validation and transaction."""
     started, started_at = time.perf_counter(), datetime.now(UTC)
@@ -140,11 +144,9 @@ def ingest_frames(
         for frame in frames:
             content.update(planned(frame, plan, extras))
         checksum = content.hexdigest()
-        previous = previous_load(engine, ent.name, checksum)
+        previous = None if force else previous_load(engine, ent.name, checksum)
         if previous is not None:
-            report = unchanged_report(ent.name, source, checksum, previous, started)
-            log_outside(engine, report, started_at)
-            return report
+            return _skipped(engine, ent, spec, source, checksum, previous, (started, started_at))
 
     def chunks() -> Iterator[Chunk]:
         start = 0
@@ -167,11 +169,12 @@ def ingest_frames(
         stale_rejects=False,
         progress=progress,
         started=(started, started_at),
+        force=force,
     )
 
 
 def import_m5(
-    engine: Engine, path: Path, progress: Progress | None = None
+    engine: Engine, path: Path, progress: Progress | None = None, *, force: bool = False
 ) -> dict[str, IngestReport]:
     """Load an M5-layout Parquet file: products, events and SNAP days, prices, daily sales."""
     path = Path(path)
@@ -182,7 +185,9 @@ def import_m5(
     except (KeyError, OSError, pa.ArrowException) as exc:
         raise IngestError(f"{path.name} is not an M5-layout file: {exc}") from exc
     return {
-        entity: ingest_frames(engine, entity, [frame], source=f"{path}#{entity}", progress=progress)
+        entity: ingest_frames(
+            engine, entity, [frame], source=f"{path}#{entity}", progress=progress, force=force
+        )
         for entity, frame in frames.items()
     }
 
@@ -201,6 +206,7 @@ def _load(
     stale_rejects: bool,
     progress: Progress | None,
     started: tuple[float, datetime],
+    force: bool,
 ) -> IngestReport:
     settings = get_settings()
     limit = settings.max_reject_share if max_reject is None else max_reject
@@ -246,7 +252,7 @@ def _load(
             store.finish_staging()
             if hasher is not None:
                 report.checksum = hasher.hexdigest()
-                previous = previous_load_in(conn, ent.name, report.checksum)
+                previous = None if force else previous_load_in(conn, ent.name, report.checksum)
                 if previous is not None:
                     raise Unchanged(previous)
             duplicates = keys.duplicates()
@@ -259,14 +265,13 @@ def _load(
             if report.reject_share > limit:
                 raise TooManyRejects(report, limit)
             store.merge()
+            report.mixed = store.mixed
             report.status = "loaded"
             report.seconds = time.perf_counter() - started[0]
             store.log(report, started[1])
     except Unchanged as unchanged:
         sink.discard()
-        report = unchanged_report(ent.name, source, report.checksum, unchanged.previous, started[0])
-        log_outside(engine, report, started[1])
-        return report
+        return _skipped(engine, ent, spec, source, report.checksum, unchanged.previous, started)
     except TooManyRejects as exc:
         sink.finish(stale=stale_rejects)
         exc.report.seconds = time.perf_counter() - started[0]
@@ -280,6 +285,26 @@ def _load(
         sink.discard()
         raise
     report.reject_path = sink.finish(stale=stale_rejects)
+    return report
+
+
+def _skipped(
+    engine: Engine,
+    ent: Entity,
+    spec: IngestEntity,
+    source: str,
+    checksum: str,
+    previous: IngestionLog | None,
+    started: tuple[float, datetime],
+) -> IngestReport:
+    """A repeat of loaded content, skipped and logged; it says whether later loads may have
+    changed its rows since."""
+    overlapping = (ent.name, *spec.overlaps)
+    later = later_loads(engine, overlapping, previous)
+    report = unchanged_report(
+        ent.name, source, checksum, previous, started[0], later=later, overlapping=overlapping
+    )
+    log_outside(engine, report, started[1])
     return report
 
 

@@ -46,7 +46,7 @@ def open_file(
     plan = resolve_columns(ent, names, mapping)
     extras = plan.extras if keep_extras else ()
     block = block_bytes(sample, chunk_rows)
-    return plan, csv_chunks(path, names, delimiter, body_at, block, plan, extras)
+    return plan, csv_chunks(path, names, delimiter, body_at, block, plan, extras, chunk_rows)
 
 
 def is_parquet(path: Path) -> bool:

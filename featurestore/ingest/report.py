@@ -1,7 +1,8 @@
 """What one ingestion reports, the errors it raises, and its rows in ingestion_log.
 
 The log is also what makes a load idempotent: a checksum this entity already loaded is
-looked up here first, and the repeat reports "unchanged".
+looked up here first, and the repeat is skipped ("unchanged"), saying whether later loads may
+have changed its rows since (``force`` loads it again).
 """
 
 from __future__ import annotations
@@ -9,14 +10,41 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select
+from sqlalchemy import Connection, Engine, func, insert, select
 
 from featurestore.tables import IngestionLog
+
+
+@dataclass
+class MixedDays:
+    """SKU-days a load touched where directly loaded daily sales and order lines meet.
+
+    The rule (docs/operations.md): a day's direct total is authoritative. An order load stores
+    the day's lines but leaves its direct row alone (``kept``); a daily sales load replaces an
+    order-derived row whole (``replaced``).
+    """
+
+    SHOWN = 10  # days listed in reports; the count covers all of them
+
+    outcome: str  # "kept" | "replaced"
+    count: int
+    first: list[str]  # "SKU YYYY-MM-DD" of the first SHOWN days, by SKU and day
+
+    def describe(self) -> str:
+        if self.outcome == "kept":
+            what = "keep their directly loaded daily sales (order lines stored, not summed)"
+        else:
+            what = "had daily sales derived from order lines, now replaced by the file's"
+        more = (
+            f", and {self.count - len(self.first):,} more" if self.count > len(self.first) else ""
+        )
+        return f"{self.count:,} SKU-day(s) {what}: {', '.join(self.first)}{more}"
 
 
 @dataclass
@@ -35,6 +63,7 @@ class IngestReport:
     seconds: float
     ignored_columns: list[str] = field(default_factory=list)
     detail: str = ""
+    mixed: MixedDays | None = None  # days where direct daily sales and order lines met
 
     @property
     def reject_share(self) -> float:
@@ -73,6 +102,12 @@ def log_values(report: IngestReport, started_at: datetime) -> dict[str, Any]:
         detail["ignored_columns"] = report.ignored_columns
     if report.detail:
         detail["message"] = report.detail
+    if report.mixed is not None:
+        detail["mixed_days"] = {
+            "outcome": report.mixed.outcome,
+            "count": report.mixed.count,
+            "first": report.mixed.first,
+        }
     return {
         "file_name": report.source,
         "entity": report.entity,
@@ -111,10 +146,39 @@ def previous_load(engine: Engine, entity: str, checksum: str) -> IngestionLog | 
         return previous_load_in(conn, entity, checksum)
 
 
+def later_loads(engine: Engine, entities: Sequence[str], after: IngestionLog | None) -> int:
+    """Loads of ``entities`` logged after ``after`` (all of them when it is None)."""
+    with engine.connect() as conn:
+        query = select(func.count()).where(
+            IngestionLog.entity.in_(list(entities)), IngestionLog.status == "loaded"
+        )
+        if after is not None:
+            query = query.where(IngestionLog.id > after.id)
+        return int(conn.execute(query).scalar_one())
+
+
 def unchanged_report(
-    entity: str, source: str, checksum: str, previous: IngestionLog | None, started: float
+    entity: str,
+    source: str,
+    checksum: str,
+    previous: IngestionLog | None,
+    started: float,
+    *,
+    later: int = 0,
+    overlapping: Sequence[str] = (),
 ) -> IngestReport:
+    """A repeat skipped: when its content was loaded, and whether later loads may have changed
+    its rows since (``later`` loads of ``overlapping`` entities), which --force re-applies."""
     when = previous.finished_at or previous.started_at if previous is not None else None
+    detail = f"already loaded{f' at {when:%Y-%m-%d %H:%M:%S}' if when else ''}; skipped"
+    if later:
+        names = " or ".join(overlapping)
+        detail += (
+            f" although {later:,} later load(s) of {names} may have changed its rows since "
+            "(--force loads it again)"
+        )
+    else:
+        detail += f", nothing changed (no later load of {' or '.join(overlapping)})"
     return IngestReport(
         entity,
         source,
@@ -126,7 +190,7 @@ def unchanged_report(
         None,
         {},
         time.perf_counter() - started,
-        detail=f"already loaded{f' at {when:%Y-%m-%d %H:%M:%S}' if when else ''}; nothing changed",
+        detail=detail,
     )
 
 

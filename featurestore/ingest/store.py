@@ -19,7 +19,7 @@ from sqlalchemy import Connection
 
 from featurestore.ingest.bulk import CopyStream, build_indexes, drop_indexes, worth_rebuilding
 from featurestore.ingest.keys import flat
-from featurestore.ingest.report import IngestReport, log_in
+from featurestore.ingest.report import IngestReport, MixedDays, log_in
 from featurestore.schema import Entity
 from featurestore.tables import Base
 from featurestore.validate import DEFAULTS, ColumnPlan
@@ -66,6 +66,8 @@ class Store:
         # PostgreSQL: the first file of a direct_first_load entity goes straight into its table.
         self.direct = False
         self.totals: Totals | None = None
+        # SKU-days where directly loaded daily sales and order lines met (set by a step).
+        self.mixed: MixedDays | None = None
         present = set(plan.present) | ({"attributes"} if extras else set())
         defaults = set(DEFAULTS.get(ent.name, {}))
         key = list(ent.key)
@@ -262,6 +264,21 @@ class Store:
             updates.append(name)
         sets = [f"{self.q(c)} = excluded.{self.q(c)}" for c in updates]
         changed = " OR ".join(self.differs(c) for c in updates)
+        replaces = self.spec.replaces_row_when
+        if replaces is not None:
+            # The columns the file lacks: the insert's values (defaults) where the stored row is
+            # replaced whole, the stored ones elsewhere.
+            rest = [
+                c.name
+                for c in self.table.columns
+                if c.name not in (*updates, *self.ent.key, *self.spec.stamped)
+            ]
+            sets += [
+                f"{self.q(c)} = CASE WHEN {replaces} THEN excluded.{self.q(c)} "
+                f"ELSE t.{self.q(c)} END"
+                for c in rest
+            ]
+            changed = f"{changed} OR ({replaces})" if changed else f"({replaces})"
         if sets:
             sets += [f"{c} = CURRENT_TIMESTAMP" for c in self.spec.stamped]
         action = f"DO UPDATE SET {', '.join(sets)} WHERE {changed}" if sets else "DO NOTHING"

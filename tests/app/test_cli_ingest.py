@@ -1,4 +1,4 @@
-"""`salesfc ingest`: exit codes, the summary, --map, --max-reject and --rejects."""
+"""`salesfc ingest`: exit codes, the summary, --map, --max-reject, --rejects and --force."""
 
 from __future__ import annotations
 
@@ -61,3 +61,38 @@ def test_invalid_files_exit_2(engine: Engine, tmp_path: Path) -> None:
     bad_map = runner.invoke(cli, ["ingest", "sales", str(sales), "--map", "units"])
     assert bad_map.exit_code == 2
     assert count(engine, "daily_sales") == 0
+
+
+def test_force_reloads_a_repeat_and_mixed_days_are_listed(engine: Engine, tmp_path: Path) -> None:
+    products = tmp_path / "products.csv"
+    products.write_text("sku,name\nA,Apple\n")
+    assert runner.invoke(cli, ["ingest", "products", str(products)]).exit_code == 0
+    first, second = tmp_path / "s1.csv", tmp_path / "s2.csv"
+    first.write_text("sku,date,units\nA,2024-01-01,36\n")
+    second.write_text("sku,date,units\nA,2024-01-01,40\n")
+    for path in (first, second):
+        assert runner.invoke(cli, ["ingest", "sales", str(path)]).exit_code == 0
+    repeat = runner.invoke(cli, ["ingest", "sales", str(first)])
+    assert repeat.exit_code == 0, repeat.output
+    assert "skipped" in repeat.output and "--force" in repeat.output
+    forced = runner.invoke(cli, ["ingest", "sales", str(first), "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert "loaded" in forced.output
+    orders = tmp_path / "orders.csv"
+    orders.write_text("order_id,line,sku,ordered_at,quantity\no1,1,A,2024-01-01T10:00:00,1\n")
+    mixed = runner.invoke(cli, ["ingest", "orders", str(orders)])
+    assert mixed.exit_code == 0, mixed.output
+    assert "1 SKU-day(s) keep their directly loaded daily sales" in mixed.output
+    assert "A 2024-01-01" in mixed.output
+    with engine.connect() as conn:
+        units = conn.execute(text("SELECT units, source FROM daily_sales")).all()
+    assert [tuple(r) for r in units] == [(36.0, "direct")]
+
+
+def test_a_quote_left_open_exits_2_with_its_line(engine: Engine, tmp_path: Path) -> None:
+    products = tmp_path / "products.csv"
+    products.write_text('sku,name\nA,Apple\nB,"Banana\nC,Cherry\n')
+    result = runner.invoke(cli, ["ingest", "products", str(products)])
+    assert result.exit_code == 2
+    assert "line 3" in result.output and "quote left open" in result.output
+    assert count(engine, "products") == 0

@@ -167,7 +167,7 @@ def test_a_first_order_file_loads_straight_into_the_tables(
         "ORDER BY sku, date",
     )
     assert [(s, str(d), u, r, ru, src) for s, d, u, r, ru, src in got] == [
-        ("A", "2024-01-01", 6.0, 6.0, 4.0, "orders"),  # the later load wins over the direct row
+        ("A", "2024-01-01", 9.0, None, 0.0, "direct"),  # the direct total stays authoritative
         ("A", "2024-01-05", 7.0, None, 0.0, "direct"),
         ("B", "2024-01-01", 0.0, None, 0.0, "orders"),  # cancelled only: a day with 0 units
         ("B", "2024-01-02", 3.0, 15.0, 0.0, "orders"),
