@@ -22,7 +22,14 @@ from app.errors import (
     UnknownSku,
     responses,
 )
-from app.schemas import ExplainResponse, ForecastRequest, ForecastResponse, parse_quantiles
+from app.schemas import (
+    PRINTABLE,
+    SKU_MAX,
+    ExplainResponse,
+    ForecastRequest,
+    ForecastResponse,
+    parse_quantiles,
+)
 from app.services.coalesce import Coalescer
 from app.services.forecasting import ForecastService
 
@@ -37,7 +44,7 @@ COMMON = (
     InsufficientHistory,
 )
 ERRORS = responses(UnknownSku, HorizonOutOfRange, *COMMON)
-Sku = Annotated[str, Path(max_length=64, examples=["FOODS_3_090_CA_1"])]
+Sku = Annotated[str, Path(max_length=SKU_MAX, pattern=PRINTABLE, examples=["FOODS_3_090_CA_1"])]
 Horizon = Annotated[int | None, Query(ge=1, examples=[28])]
 
 # One compute at a time per worker: under the GIL, requests computed side by side all finish
