@@ -212,7 +212,7 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(DBAPIError)
     async def _database(_: Request, exc: Exception) -> JSONResponse:
         # The request id is bound to the log context by app.observability; the answer names it
-        # so an operator can find the line. Neither shows the statement or its parameters.
+        # so an operator can find the logged line (with the statement), the answer shows none.
         request_id = structlog.contextvars.get_contextvars().get("request_id", "")
         if database_unreachable(exc):
             log.warning("database unreachable", error=type(exc).__name__)

@@ -13,7 +13,15 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from app.deps import EngineDep, ReadKey
-from app.errors import ForbiddenApiKey, InvalidRequest, MissingApiKey, NotFound, responses
+from app.errors import (
+    DatabaseError,
+    DatabaseUnavailable,
+    ForbiddenApiKey,
+    InvalidRequest,
+    MissingApiKey,
+    NotFound,
+    responses,
+)
 from app.schemas import PRINTABLE
 from featurestore import forecast_runs
 from featurestore.readers import last_sales_date
@@ -53,7 +61,14 @@ def _lines(
             "description": "One line per SKU and day; run id, model version, as-of date and the "
             "next cursor in the X-Run-Id, X-Model-Version, X-As-Of and X-Next-Cursor headers",
         },
-        **responses(NotFound, InvalidRequest, MissingApiKey, ForbiddenApiKey),
+        **responses(
+            NotFound,
+            InvalidRequest,
+            MissingApiKey,
+            ForbiddenApiKey,
+            DatabaseError,
+            DatabaseUnavailable,
+        ),
     },
 )
 async def export(

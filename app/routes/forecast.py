@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from app.deps import ForecastDep, ReadKey
 from app.errors import (
+    DatabaseError,
     DatabaseUnavailable,
     ForbiddenApiKey,
     HorizonOutOfRange,
@@ -18,6 +19,7 @@ from app.errors import (
     InvalidRequest,
     MissingApiKey,
     ModelNotReady,
+    PayloadTooLarge,
     SkuDiscontinued,
     UnknownSku,
     responses,
@@ -39,11 +41,13 @@ COMMON = (
     ForbiddenApiKey,
     ModelNotReady,
     DatabaseUnavailable,
+    DatabaseError,
     InvalidRequest,
     SkuDiscontinued,
     InsufficientHistory,
 )
 ERRORS = responses(UnknownSku, HorizonOutOfRange, *COMMON)
+POST_ERRORS = responses(UnknownSku, HorizonOutOfRange, PayloadTooLarge, *COMMON)
 Sku = Annotated[str, Path(max_length=SKU_MAX, pattern=PRINTABLE, examples=["FOODS_3_090_CA_1"])]
 Horizon = Annotated[int | None, Query(ge=1, examples=[28])]
 
@@ -118,7 +122,7 @@ async def explain_one(
 
 
 @router.post(
-    "/forecast", response_model=ForecastResponse, response_class=JsonBytes, responses=ERRORS
+    "/forecast", response_model=ForecastResponse, response_class=JsonBytes, responses=POST_ERRORS
 )
 async def forecast_many(request: Request, service: ForecastDep, body: ForecastRequest) -> JsonBytes:
     """Forecasts for up to 1,000 SKUs at once; with a scenario, the what-if and its difference."""
