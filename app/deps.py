@@ -41,12 +41,16 @@ def ops_keys(settings: Settings) -> list[str]:
 
 
 def read_keys(settings: Settings) -> list[str]:
-    """The keys that may read (ops keys included); none configured: reads are open."""
-    return [k.get_secret_value() for k in settings.read_api_keys] + ops_keys(settings)
+    """The keys that may read (ops keys included); no read key configured: reads are open.
+
+    Ops keys alone protect operations only, so storefronts keep reading without a key.
+    """
+    keys = [k.get_secret_value() for k in settings.read_api_keys]
+    return keys + ops_keys(settings) if keys else []
 
 
 async def require_read_key(request: Request, key: Annotated[str | None, Depends(_api_key)]) -> None:
-    """Read endpoints need a read or ops key once any key is configured."""
+    """Read endpoints need a read or ops key once a read key is configured."""
     keys = read_keys(request.app.state.settings)
     if not keys:
         return

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
 from typing import Any
 
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from training.registry import UnknownVersion
@@ -47,6 +51,13 @@ class InvalidRequest(SalesfcError):
     code = "invalid_request"
 
 
+class AsOfAfterData(SalesfcError):
+    """A forecast origin after the store's last sales day (nothing known about the days between)."""
+
+    status_code = 422
+    code = "as_of_after_data"
+
+
 class SkuDiscontinued(SalesfcError):
     status_code = 422
     code = "sku_discontinued"
@@ -82,9 +93,48 @@ class ModelNotReady(SalesfcError):
     code = "model_not_ready"
 
 
+class PayloadTooLarge(SalesfcError):
+    status_code = 413
+    code = "payload_too_large"
+
+
 class DatabaseUnavailable(SalesfcError):
+    """The database cannot be reached (or gives no connection in time): transient, retry."""
+
     status_code = 503
     code = "database_unavailable"
+
+
+class DatabaseError(SalesfcError):
+    """Any other database failure: a fault of ours, logged with the request id."""
+
+    status_code = 500
+    code = "database_error"
+
+
+# SQLSTATE classes of a connection that failed or was taken away (PostgreSQL): connection
+# exception, operator intervention (shutdown, admin cancel), too many connections.
+_UNREACHABLE_STATES = ("08", "57P", "53300")
+# sqlite3 says OperationalError for every failure; these mean the file cannot be used right now.
+_SQLITE_UNREACHABLE = ("unable to open database file", "database is locked", "disk I/O error")
+
+
+def database_unreachable(exc: Exception) -> bool:
+    """Whether a database error means "cannot reach it now" (503) rather than a fault (500)."""
+    if isinstance(exc, PoolTimeout):
+        return True  # no pooled connection came free in time
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    if not isinstance(exc, OperationalError):
+        return False  # DataError, IntegrityError, ProgrammingError ...: the statement's fault
+    orig = exc.orig
+    if isinstance(orig, sqlite3.Error):
+        return any(m in str(orig) for m in _SQLITE_UNREACHABLE)
+    state = getattr(orig, "sqlstate", None)
+    # psycopg raises a bare OperationalError, without SQLSTATE, when no connection is made.
+    return state is None or str(state).startswith(_UNREACHABLE_STATES)
 
 
 # Errors the lower layers raise, answered with this status and code: they know nothing of HTTP.
@@ -114,16 +164,33 @@ def responses(*errors: type[Exception]) -> dict[int | str, dict[str, Any]]:
     return out
 
 
+def scrub_paths(detail: str, request: Request) -> str:
+    """The detail without the server's directories (the registry names its folder, say)."""
+    settings = getattr(request.app.state, "settings", None)
+    if settings is None:
+        return detail
+    for name in ("models_dir", "data_dir"):
+        folder = getattr(settings, name, None)
+        if folder is None:
+            continue
+        for form in {str(Path(folder).resolve()), str(folder)}:
+            if form and form not in {".", "/"}:
+                detail = detail.replace(form, f"<{name}>")
+    return detail
+
+
 def install_handlers(app: FastAPI) -> None:
     """Turn every failure into {error, detail} with the right status code."""
+    log = structlog.get_logger("salesfc.errors")
 
     @app.exception_handler(SalesfcError)
-    async def _salesfc(_: Request, exc: SalesfcError) -> JSONResponse:
-        return JSONResponse(error_body(exc.code, exc.detail), status_code=exc.status_code)
+    async def _salesfc(request: Request, exc: SalesfcError) -> JSONResponse:
+        detail = scrub_paths(exc.detail, request) if isinstance(exc.detail, str) else exc.detail
+        return JSONResponse(error_body(exc.code, detail), status_code=exc.status_code)
 
-    async def _lower(_: Request, exc: Exception) -> JSONResponse:
+    async def _lower(request: Request, exc: Exception) -> JSONResponse:
         status, code = next(LOWER_ERRORS[t] for t in type(exc).__mro__ if t in LOWER_ERRORS)
-        return JSONResponse(error_body(code, str(exc)), status_code=status)
+        return JSONResponse(error_body(code, scrub_paths(str(exc), request)), status_code=status)
 
     for err in LOWER_ERRORS:
         app.add_exception_handler(err, _lower)
@@ -141,10 +208,18 @@ def install_handlers(app: FastAPI) -> None:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JSONResponse(error_body(code, exc.detail), status_code=exc.status_code)
 
-    @app.exception_handler(OperationalError)
+    @app.exception_handler(PoolTimeout)
     @app.exception_handler(DBAPIError)
     async def _database(_: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse(
-            error_body("database_unavailable", "the feature store database is unreachable"),
-            status_code=503,
-        )
+        # The request id is bound to the log context by app.observability; the answer names it
+        # so an operator can find the logged line (with the statement), the answer shows none.
+        request_id = structlog.contextvars.get_contextvars().get("request_id", "")
+        if database_unreachable(exc):
+            log.warning("database unreachable", error=type(exc).__name__)
+            err: SalesfcError = DatabaseUnavailable("the feature store database is unreachable")
+        else:
+            log.error("database error", error=type(exc).__name__, exc_info=exc)
+            err = DatabaseError(
+                f"the feature store failed on this request (request id {request_id})"
+            )
+        return JSONResponse(error_body(err.code, err.detail), status_code=err.status_code)

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.errors import install_handlers
+from app.limits import BodyLimit
 from app.observability import configure_logging, install_middleware
 from app.routes import export, forecast, health, jobs, models
 from app.services.champion import ChampionHolder
@@ -56,8 +57,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Per-SKU sales forecasts with quantiles, what-if scenarios and explanations.",
         version="0.1.0",
         lifespan=lifespan,
+        # No redirect to a slash-less path: it would be built from the Host header (an open
+        # redirect) and a client's wrong path deserves a plain 404.
+        redirect_slashes=False,
     )
     install_handlers(app)
+    # Bodies are bounded before they are read (GETs pass straight through, behind the lane).
+    app.add_middleware(BodyLimit)
     # Cached single-SKU forecasts are answered in front of the router (inside the access log).
     app.add_middleware(StoredForecastLane)
     install_middleware(app)

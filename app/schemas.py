@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Annotated
 from urllib.parse import parse_qsl
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
 
 from app.errors import InvalidRequest
 from training.options import TrainOptions
 
 MAX_BATCH = 1000
+# Price changes and promotions per what-if: one of each for every SKU of a full batch.
+MAX_CHANGES = MAX_BATCH
+# No control characters (a NUL byte cannot even be sent to PostgreSQL): refused as a 422 before
+# the database is asked. Identifiers (SKUs, cursors) are otherwise free-form.
+PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+SKU_MAX = 64
+SkuId = Annotated[str, StringConstraints(min_length=1, max_length=SKU_MAX, pattern=PRINTABLE)]
 QUANTILES_RANGE = "quantiles must lie strictly between 0 and 1"
 
 
 class PriceChange(BaseModel):
     """A shelf price for a SKU from one day to another (inclusive) in a what-if scenario."""
 
-    sku: str
+    sku: SkuId
     start: dt.date
     end: dt.date
     price: float = Field(gt=0)
@@ -32,7 +40,7 @@ class PriceChange(BaseModel):
 class PromotionPlan(BaseModel):
     """A promotion on a SKU in a what-if scenario."""
 
-    sku: str
+    sku: SkuId
     start: dt.date
     end: dt.date
     depth: float = Field(default=0.1, ge=0, le=1, description="discount share, 0..1")
@@ -49,8 +57,8 @@ class PromotionPlan(BaseModel):
 class Scenario(BaseModel):
     """What-if inputs: planned prices and promotions that replace the store's plans."""
 
-    prices: list[PriceChange] = Field(default_factory=list)
-    promotions: list[PromotionPlan] = Field(default_factory=list)
+    prices: list[PriceChange] = Field(default_factory=list, max_length=MAX_CHANGES)
+    promotions: list[PromotionPlan] = Field(default_factory=list, max_length=MAX_CHANGES)
 
     @property
     def changes(self) -> bool:
@@ -112,7 +120,7 @@ def _in_range(levels: list[float]) -> bool:
 class ForecastRequest(BaseModel):
     """Several SKUs in one vectorised prediction, optionally under a what-if scenario."""
 
-    skus: list[str] = Field(min_length=1, max_length=MAX_BATCH)
+    skus: list[SkuId] = Field(min_length=1, max_length=MAX_BATCH)
     horizon: int | None = Field(default=None, ge=1)
     quantiles: list[float] | None = None
     scenario: Scenario | None = None
@@ -168,6 +176,12 @@ class SkuForecast(BaseModel):
     sku: str
     cold_start: bool = Field(description="answered from attributes: too little history")
     days: list[ForecastDay]
+    note: str | None = Field(
+        default=None,
+        description="why fewer days than the horizon were returned (a launch or an end inside "
+        "the window); null when every day is there",
+        examples=["10 of 14 days: launches 2016-04-29, nothing is forecast before it"],
+    )
 
 
 class ForecastResponse(BaseModel):

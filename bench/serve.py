@@ -479,13 +479,13 @@ def profile(setup: Setup, reps: int, batch_reps: int, out_dir: Path) -> dict[str
         )[0],
         "db: stored-run lookup (miss)": _timed(
             lambda: forecast_runs.cached_forecasts(
-                engine, setup.version, "stale", HORIZON, skus[:1]
+                engine, setup.version, "stale", HORIZON, skus[:1], as_of=setup.as_of
             ),
             reps,
         )[0],
         "db: stored-run lookup (hit)": _timed(
             lambda: forecast_runs.cached_forecasts(
-                engine, setup.version, _token(engine), HORIZON, skus[:1]
+                engine, setup.version, _token(engine), HORIZON, skus[:1], as_of=setup.as_of
             ),
             reps,
         )[0],

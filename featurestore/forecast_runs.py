@@ -108,14 +108,18 @@ def save_run(
     return run_id
 
 
-def latest_run(engine: Engine) -> RunInfo | None:
-    """The newest complete run, or None."""
+def latest_run(engine: Engine, *, until: dt.date | None = None) -> RunInfo | None:
+    """The complete run of the latest as-of (up to ``until``), newest first; or None.
+
+    Ordered by as-of before completion time, so a back-dated run made today does not displace
+    the current one; ``until`` (the store's last sales day) keeps runs dated after the data out.
+    """
+    query = select(ForecastRun).where(ForecastRun.status == "complete")
+    if until is not None:
+        query = query.where(ForecastRun.as_of <= until)
     with engine.connect() as conn:
         row = conn.execute(
-            select(ForecastRun)
-            .where(ForecastRun.status == "complete")
-            .order_by(ForecastRun.completed_at.desc())
-            .limit(1)
+            query.order_by(ForecastRun.as_of.desc(), ForecastRun.completed_at.desc()).limit(1)
         ).first()
     if row is None:
         return None
@@ -132,12 +136,23 @@ def latest_run(engine: Engine) -> RunInfo | None:
     )
 
 
-def page_skus(engine: Engine, run_id: str, *, after: str | None, limit: int) -> list[str]:
-    """The run's SKUs after the cursor, in order, at most ``limit`` of them."""
+def page_skus(engine: Engine, run_id: str, *, after: str | None, limit: int) -> list[str] | None:
+    """The run's SKUs after the cursor, in order, at most ``limit`` of them.
+
+    None if ``after`` is not one of the run's SKUs: a cursor this export never gave would
+    otherwise answer a page from anywhere (or an empty one that looks like the end).
+    """
     query = select(ForecastRow.sku).where(ForecastRow.run_id == run_id).distinct()
-    if after is not None:
-        query = query.where(ForecastRow.sku > after)
     with engine.connect() as conn:
+        if after is not None:
+            known = conn.execute(
+                select(ForecastRow.sku)
+                .where(ForecastRow.run_id == run_id, ForecastRow.sku == after)
+                .limit(1)
+            ).first()
+            if known is None:
+                return None
+            query = query.where(ForecastRow.sku > after)
         return list(conn.execute(query.order_by(ForecastRow.sku).limit(limit)).scalars())
 
 
@@ -174,9 +189,18 @@ class StoredForecasts:
 
 
 def cached_forecasts(
-    engine: Engine, model_version: str, data_token: str, horizon: int, skus: Sequence[str]
+    engine: Engine,
+    model_version: str,
+    data_token: str,
+    horizon: int,
+    skus: Sequence[str],
+    *,
+    as_of: dt.date,
 ) -> StoredForecasts | None:
-    """The newest complete run for this model and data, with its rows for these SKUs.
+    """The newest complete run for this model, data and as-of, with its rows for these SKUs.
+
+    ``as_of`` is the store's last sales day: a run from another origin (a back-dated
+    ``forecast-all --as-of``) is never an answer for today, even on the same data.
 
     Two statements whatever the number of SKUs: the run, then every SKU's rows at once (in
     chunks of 900 SKUs, below SQLite's bound-parameter limit). SKUs the run lacks are absent.
@@ -189,6 +213,7 @@ def cached_forecasts(
                 ForecastRun.status == "complete",
                 ForecastRun.model_version == model_version,
                 ForecastRun.data_token == data_token,
+                ForecastRun.as_of == as_of,
                 ForecastRun.horizon >= horizon,
             )
             .order_by(ForecastRun.completed_at.desc())

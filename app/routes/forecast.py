@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from app.deps import ForecastDep, ReadKey
 from app.errors import (
+    DatabaseError,
     DatabaseUnavailable,
     ForbiddenApiKey,
     HorizonOutOfRange,
@@ -18,11 +19,19 @@ from app.errors import (
     InvalidRequest,
     MissingApiKey,
     ModelNotReady,
+    PayloadTooLarge,
     SkuDiscontinued,
     UnknownSku,
     responses,
 )
-from app.schemas import ExplainResponse, ForecastRequest, ForecastResponse, parse_quantiles
+from app.schemas import (
+    PRINTABLE,
+    SKU_MAX,
+    ExplainResponse,
+    ForecastRequest,
+    ForecastResponse,
+    parse_quantiles,
+)
 from app.services.coalesce import Coalescer
 from app.services.forecasting import ForecastService
 
@@ -32,12 +41,14 @@ COMMON = (
     ForbiddenApiKey,
     ModelNotReady,
     DatabaseUnavailable,
+    DatabaseError,
     InvalidRequest,
     SkuDiscontinued,
     InsufficientHistory,
 )
 ERRORS = responses(UnknownSku, HorizonOutOfRange, *COMMON)
-Sku = Annotated[str, Path(max_length=64, examples=["FOODS_3_090_CA_1"])]
+POST_ERRORS = responses(UnknownSku, HorizonOutOfRange, PayloadTooLarge, *COMMON)
+Sku = Annotated[str, Path(max_length=SKU_MAX, pattern=PRINTABLE, examples=["FOODS_3_090_CA_1"])]
 Horizon = Annotated[int | None, Query(ge=1, examples=[28])]
 
 # One compute at a time per worker: under the GIL, requests computed side by side all finish
@@ -111,7 +122,7 @@ async def explain_one(
 
 
 @router.post(
-    "/forecast", response_model=ForecastResponse, response_class=JsonBytes, responses=ERRORS
+    "/forecast", response_model=ForecastResponse, response_class=JsonBytes, responses=POST_ERRORS
 )
 async def forecast_many(request: Request, service: ForecastDep, body: ForecastRequest) -> JsonBytes:
     """Forecasts for up to 1,000 SKUs at once; with a scenario, the what-if and its difference."""

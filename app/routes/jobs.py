@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from app.deps import EngineDep, OpsKey, ReadKey, SettingsDep
 from app.errors import Conflict, ForbiddenApiKey, MissingApiKey, NotFound, responses
 from app.jobs import RETRAIN, spawn_worker
-from app.schemas import JobInfo, RetrainRequest
+from app.schemas import PRINTABLE, JobInfo, RetrainRequest
 from featurestore import jobs
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
@@ -54,7 +54,9 @@ async def retrain(
     dependencies=[ReadKey],
     responses=responses(NotFound, MissingApiKey, ForbiddenApiKey),
 )
-async def get_job(engine: EngineDep, job_id: Annotated[str, Path(max_length=36)]) -> JobInfo:
+async def get_job(
+    engine: EngineDep, job_id: Annotated[str, Path(max_length=36, pattern=PRINTABLE)]
+) -> JobInfo:
     """A job's status, progress and, once ended, its outcome (scores, promotion)."""
 
     def fetch() -> jobs.JobState:

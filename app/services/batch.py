@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import pandas as pd
 from sqlalchemy import Engine
 
+from app.errors import AsOfAfterData, InvalidRequest
 from featurestore.forecast_runs import save_run
 from featurestore.readers import last_sales_date
 from featurestore.stats import data_token
@@ -35,13 +36,25 @@ def run_forecast_all(
     quantiles: Sequence[float] = (0.1, 0.5, 0.9),
     store: bool = True,
 ) -> BatchResult:
-    """Forecast every active SKU; store the run (visible once complete) unless told not to."""
+    """Forecast every active SKU; store the run (visible once complete) unless told not to.
+
+    An as-of after the last sales day is refused: the days between would be forecast from no
+    data at all, and such a run would otherwise be served as if it were today's.
+    """
     token = data_token(engine)
+    last = last_sales_date(engine)
+    if last is None:
+        raise InvalidRequest("the feature store holds no sales yet: nothing to forecast from")
+    if as_of is not None and as_of > last:
+        raise AsOfAfterData(
+            f"as-of {as_of} is after the last sales day in the store ({last}): "
+            "forecast from a day that has data"
+        )
     bundle = registry.load_champion()
-    origin = as_of or last_sales_date(engine)
+    origin = as_of or last
     frame = forecast_all(engine, bundle, as_of=origin, horizon=horizon, quantiles=quantiles)
     run_id = None
-    if store and origin is not None:
+    if store:
         run_id = save_run(
             engine,
             frame,
@@ -52,5 +65,4 @@ def run_forecast_all(
             quantiles=list(quantiles),
             quantile_columns=[quantile_column(q) for q in quantiles],
         )
-    assert origin is not None
     return BatchResult(frame, bundle.version, origin, run_id)

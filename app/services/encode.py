@@ -44,8 +44,11 @@ def envelope(
     return b"".join((head[:-1], b',"forecasts":[', b",".join(parts), b"]}"))
 
 
-def stored_json(sku: str, rows: list[CachedDay], names: list[str], horizon: int) -> bytes:
+def stored_json(
+    sku: str, rows: list[CachedDay], names: list[str], horizon: int, as_of: dt.date
+) -> bytes:
     """A SKU's ``SkuForecast`` JSON from a stored forecast-all run's rows (quantile ``names``)."""
+    rows = rows[:horizon]
     days = [
         {
             "date": d,
@@ -54,12 +57,38 @@ def stored_json(sku: str, rows: list[CachedDay], names: list[str], horizon: int)
             "baseline_mean": None,
             "delta": None,
         }
-        for d, m, qs, _ in rows[:horizon]
+        for d, m, qs, _ in rows
     ]
-    return orjson.dumps({"sku": sku, "cold_start": bool(rows[0][3]), "days": days})
+    note = short_note(
+        len(rows),
+        horizon,
+        (rows[0][0] - as_of).days,
+        (rows[-1][0] - as_of).days,
+        rows[0][0],
+        rows[-1][0],
+    )
+    return orjson.dumps({"sku": sku, "cold_start": bool(rows[0][3]), "days": days, "note": note})
 
 
-def to_json(fc: Forecasts, baseline: Forecasts | None) -> dict[str, bytes]:
+def short_note(
+    n: int, horizon: int, first_h: int, last_h: int, first: dt.date, last: dt.date
+) -> str | None:
+    """Why a SKU has ``n`` days of ``horizon`` (None when it has them all).
+
+    The history grid gives a SKU no days before its launch date nor after a discontinued
+    SKU's end, so a late first day is a launch and an early last day an end.
+    """
+    if n >= horizon:
+        return None
+    reasons = []
+    if first_h > 1:
+        reasons.append(f"launches {first}, nothing is forecast before it")
+    if last_h < horizon:
+        reasons.append(f"discontinued, its last day is {last}")
+    return f"{n} of {horizon} days: " + "; ".join(reasons or ["days missing from the history"])
+
+
+def to_json(fc: Forecasts, baseline: Forecasts | None, horizon: int) -> dict[str, bytes]:
     """Each SKU's ``SkuForecast`` JSON, straight from the arrays (rows grouped by SKU)."""
     names = [quantile_column(q) for q in fc.levels]
     n = len(fc.sku)
@@ -70,6 +99,7 @@ def to_json(fc: Forecasts, baseline: Forecasts | None) -> dict[str, bytes]:
     dates = [dt.date.fromordinal(d + _DAY0) for d in fc.day.tolist()]
     means = fc.mean.tolist()
     qs = fc.quantiles.tolist()
+    steps = fc.horizon.tolist()
     base = None
     if baseline is not None:
         lookup = {
@@ -95,5 +125,8 @@ def to_json(fc: Forecasts, baseline: Forecasts | None) -> dict[str, bytes]:
                 }
             )
         sku = str(fc.sku[a])
-        out[sku] = orjson.dumps({"sku": sku, "cold_start": bool(fc.cold_start[a]), "days": days})
+        note = short_note(b - a, horizon, steps[a], steps[b - 1], dates[a], dates[b - 1])
+        out[sku] = orjson.dumps(
+            {"sku": sku, "cold_start": bool(fc.cold_start[a]), "days": days, "note": note}
+        )
     return out

@@ -56,9 +56,20 @@ class ForecastCache:
         return as_of, parts
 
     def lookup(
-        self, skus: list[str], version: str, token: str, horizon: int, levels: tuple[float, ...]
+        self,
+        skus: list[str],
+        version: str,
+        token: str,
+        horizon: int,
+        levels: tuple[float, ...],
+        *,
+        as_of: dt.date,
     ) -> dict[str, CachedForecast]:
-        """The SKUs found in memory, then in the stored run (remembered); the rest are absent."""
+        """The SKUs found in memory, then in the stored run (remembered); the rest are absent.
+
+        Only a run of this champion ``version`` made from ``as_of`` (the store's last sales day)
+        answers.
+        """
         found = {}
         for sku in skus:
             key = (sku, version, token, horizon, levels)
@@ -68,7 +79,7 @@ class ForecastCache:
                 self.entries.move_to_end(key)
         missing = [s for s in skus if s not in found]
         if missing:
-            for sku, value in self._from_run(version, token, horizon, levels, missing):
+            for sku, value in self._from_run(version, token, as_of, horizon, levels, missing):
                 found[sku] = value
                 self.remember((sku, version, token, horizon, levels), value)
         return found
@@ -79,10 +90,18 @@ class ForecastCache:
             self.entries.popitem(last=False)
 
     def _from_run(
-        self, version: str, token: str, horizon: int, levels: tuple[float, ...], skus: list[str]
+        self,
+        version: str,
+        token: str,
+        as_of: dt.date,
+        horizon: int,
+        levels: tuple[float, ...],
+        skus: list[str],
     ) -> list[tuple[str, CachedForecast]]:
-        """Forecasts of these SKUs from the newest forecast-all run for this model and data."""
-        found = forecast_runs.cached_forecasts(self.engine, version, token, horizon, skus)
+        """Forecasts of these SKUs from the newest forecast-all run for this model, data and day."""
+        found = forecast_runs.cached_forecasts(
+            self.engine, version, token, horizon, skus, as_of=as_of
+        )
         if found is None:
             return []
         if [round(q, 6) for q in found.quantiles] != [round(q, 6) for q in levels]:
@@ -92,6 +111,6 @@ class ForecastCache:
         for sku in skus:
             rows = found.rows.get(sku)
             if rows:
-                body = stored_json(sku, rows, names, horizon)
+                body = stored_json(sku, rows, names, horizon, found.as_of)
                 out.append((sku, CachedForecast(found.as_of, body)))
         return out

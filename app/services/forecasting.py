@@ -22,7 +22,7 @@ from app.services.encode import Answers, envelope, to_json
 from app.services.explaining import explain_sku
 from app.services.forecast_cache import CachedForecast, ForecastCache
 from app.services.history import TOKEN_TTL, HistorySource, StoreSnapshot
-from app.services.scenario import apply_scenario
+from app.services.scenario import apply_scenario, check_scenario
 from featurestore.config import get_settings
 from training.predict import BundleForecaster
 
@@ -124,11 +124,17 @@ class ForecastService:
         wanted = list(dict.fromkeys(skus))
         what_if = scenario is not None and scenario.changes
         snap = self.snapshot()
+        if what_if and snap.as_of is not None:
+            assert scenario is not None
+            first = snap.as_of + dt.timedelta(days=1)
+            check_scenario(scenario, set(wanted), first, snap.as_of + dt.timedelta(days=horizon))
         cached = self.use_cache and not what_if
         answers: dict[str, bytes] = {}
         as_of = snap.as_of
-        if cached:
-            found = self.cache.lookup(wanted, loaded.version, snap.token, horizon, levels)
+        if cached and as_of is not None:
+            found = self.cache.lookup(
+                wanted, loaded.version, snap.token, horizon, levels, as_of=as_of
+            )
             for sku, value in found.items():
                 as_of, answers[sku] = value.as_of, value.body
             if answers:
@@ -186,8 +192,8 @@ class ForecastService:
         origin = pd.Timestamp(as_of)
         base = forecaster.forecast_arrays(data, products, origin, horizon, levels)
         if scenario is None:
-            return as_of, to_json(base, None)
+            return as_of, to_json(base, None, horizon)
         assert isinstance(data, pd.DataFrame)  # read as a frame for the scenario
         changed = apply_scenario(data, scenario, origin, set(skus))
         what_if = forecaster.forecast_arrays(changed, products, origin, horizon, levels)
-        return as_of, to_json(what_if, base)
+        return as_of, to_json(what_if, base, horizon)
