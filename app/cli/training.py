@@ -112,6 +112,10 @@ def train(
         ensemble_top=ensemble_top,
         n_estimators=n_estimators,
     )
+    if promote not in ("if-better", "always", "never"):
+        raise typer.BadParameter("--promote must be if-better, always or never")
+    registry = Registry(settings.models_dir)
+    never = promote == "never" and registry.champion() is not None
     with _progress("train") as progress:
         task = progress.add_task("reading history", total=None)
         outcome = run_train(
@@ -119,21 +123,14 @@ def train(
             settings.models_dir,
             options,
             progress=lambda msg: progress.update(task, description=msg),
+            compare_with=None if never else registry,
         )
         progress.update(task, description="done")
-    if promote not in ("if-better", "always", "never"):
-        raise typer.BadParameter("--promote must be if-better, always or never")
-    registry = Registry(settings.models_dir)
-    if promote == "never" and registry.champion() is not None:
+    if never or outcome.comparison is None:
         state = f"champion stays {registry.champion()} (--promote never)"
     else:
-        verdict = gate(registry, outcome.version, outcome.score, metric, promote == "always")
-        state = (
-            "promoted to champion"
-            if verdict["promoted"]
-            else f"champion stays {verdict['champion_before']} ({metric} "
-            f"{verdict['champion_score']:.4f} is not beaten)"
-        )
+        verdict = gate(registry, outcome.version, outcome.comparison, promote == "always")
+        state = verdict["decision"]
     table = outcome.backtest.table()
     console.print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     console.print(
