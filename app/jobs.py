@@ -74,7 +74,7 @@ def run_job(engine: Engine, settings: Settings, job_id: str, params: dict[str, A
         force = bool(choices.pop("force", False))
         options = train_options(choices)
         registry = Registry(settings.models_dir)
-        outcome = train(engine, Path(settings.models_dir), options, progress, registry)
+        outcome = train(engine, Path(settings.models_dir), options, progress, compare_with=registry)
         assert outcome.comparison is not None  # train was given the registry
         result = gate(registry, outcome.version, outcome.comparison, force)
         stop.set()

@@ -16,6 +16,7 @@ from rich.table import Table
 from app.services.batch import run_forecast_all
 from featurestore.config import get_settings
 from featurestore.db import get_engine
+from training.backtest import SELECTION_METRICS
 from training.bundle import BundleError
 from training.options import InvalidOptions, TrainOptions, train_options
 from training.pipeline import ALL_MODELS, load_history
@@ -69,7 +70,7 @@ HORIZON = typer.Option(DEFAULTS.horizon, "--horizon", min=1, help="Days ahead")
 FOLDS = typer.Option(DEFAULTS.folds, "--folds", min=1, help="Rolling-origin folds")
 STEP = typer.Option(None, "--step", min=1, help="Days between fold cut-offs (default: horizon)")
 METRIC = typer.Option(
-    DEFAULTS.metric, "--metric", help="Selection metric: rmsse, wape, mase, rmse, mae"
+    DEFAULTS.metric, "--metric", help=f"Selection metric: {', '.join(SELECTION_METRICS)}"
 )
 ENSEMBLE = typer.Option(
     DEFAULTS.ensemble_top, "--ensemble-top", min=0, help="Also try the mean of the best N models"

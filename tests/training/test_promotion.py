@@ -114,7 +114,10 @@ def test_a_champion_promoted_while_the_challenger_trained_is_not_compared(models
     registry = _champion(models, 0.8)
     verdict = gate(registry, NEW, _measured(0.1, None, champion=None), force=False)
     assert not verdict["promoted"] and registry.champion() == OLD
-    assert verdict["refused"] == f"the champion changed from None to {OLD} while the challenger trained"
+    assert (
+        verdict["refused"]
+        == f"the champion changed from None to {OLD} while the challenger trained"
+    )
 
 
 # --- on a store: real champions, challengers trained on other metrics and folds -----------------
