@@ -159,6 +159,7 @@ def _rebacktest(
     if not isinstance(fitted, Forecaster):
         return replace(base, refused=f"champion {champion} holds no forecaster to re-backtest")
     candidate = _unfitted(fitted, scoring.horizon)
+    del fitted  # the fitted trees are not needed while the configuration is refitted per fold
     if progress:
         progress(f"champion {champion}: re-backtesting {candidate.name} on the same folds")
     try:
