@@ -4,7 +4,7 @@
 training never blocks or crashes the API and a restart of the API does not lose the job. The
 worker sends a heartbeat every few seconds; a worker that dies leaves a job the next request
 finds stale and marks failed. Whether the challenger becomes champion is training.promotion's
-call (the job's ``force`` overrides it).
+call (the job's ``force`` overrides it); the job's result holds both scores and the decision.
 """
 
 from __future__ import annotations
@@ -73,18 +73,17 @@ def run_job(engine: Engine, settings: Settings, job_id: str, params: dict[str, A
         choices = dict(params)
         force = bool(choices.pop("force", False))
         options = train_options(choices)
-        outcome = train(engine, Path(settings.models_dir), options, progress)
-        result = gate(
-            Registry(settings.models_dir),
-            outcome.version,
-            outcome.score,
-            options.metric,
-            force,
-        )
+        registry = Registry(settings.models_dir)
+        outcome = train(engine, Path(settings.models_dir), options, progress, compare_with=registry)
+        assert outcome.comparison is not None  # train was given the registry
+        result = gate(registry, outcome.version, outcome.comparison, force)
         stop.set()
-        verdict = "promoted" if result["promoted"] else "kept the champion"
         finish_job(
-            engine, job_id, ok=True, message=f"trained {outcome.version}; {verdict}", result=result
+            engine,
+            job_id,
+            ok=True,
+            message=f"trained {outcome.version}; {result['decision']}",
+            result=result,
         )
     except Exception as exc:
         stop.set()

@@ -9,7 +9,8 @@ from urllib.parse import parse_qsl
 from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
 
 from app.errors import InvalidRequest
-from training.options import TrainOptions
+from training.backtest import SELECTION_METRICS
+from training.options import TrainOptions, valid_metric, valid_models
 
 MAX_BATCH = 1000
 # Price changes and promotions per what-if: one of each for every SKU of a full batch.
@@ -236,13 +237,28 @@ _TRAIN = TrainOptions()  # the defaults, written in training.options
 class RetrainRequest(BaseModel):
     """What to retrain: by default every candidate of the default list on all data."""
 
-    force: bool = Field(default=False, description="promote even if the backtest is worse")
+    force: bool = Field(
+        default=False,
+        description="promote even if the backtest is worse or the gate cannot compare the scores",
+    )
     models: list[str] | None = None
     cutoff: dt.date | None = None
     folds: int = Field(default=_TRAIN.folds, ge=1, le=10)
     horizon: int = Field(default=_TRAIN.horizon, ge=1, le=366)
     n_estimators: int | None = Field(default=None, ge=1, le=5000)
-    metric: str = _TRAIN.metric
+    metric: str = Field(default=_TRAIN.metric, examples=list(SELECTION_METRICS))
+
+    # Checked here, not in the worker: a request the job would fail on answers 422 and queues
+    # nothing (InvalidOptions is a ValueError, which pydantic reports per field).
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else valid_models(value)
+
+    @field_validator("metric")
+    @classmethod
+    def _rankable_metric(cls, value: str) -> str:
+        return valid_metric(value)
 
 
 class JobInfo(BaseModel):

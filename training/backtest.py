@@ -29,7 +29,10 @@ from training.quantiles import QuantileCalibrator
 
 ProgressFn = Callable[[str], None]
 BASELINE = "seasonal_naive"
-LOWER_IS_BETTER = {"mse", "rmse", "mae", "wape", "rmsse", "mase", "abs_bias"}
+# The metrics a backtest ranks by, all lower-is-better; a report's other figures (bias, sums,
+# counts) do not order models, so selecting by them is refused rather than ranked by accident.
+SELECTION_METRICS = ("rmsse", "wape", "mase", "rmse", "mae", "mse", "abs_bias")
+LOWER_IS_BETTER = frozenset(SELECTION_METRICS)
 
 
 def cutoffs(last_date: pd.Timestamp, *, folds: int, horizon: int, step: int) -> list[pd.Timestamp]:
@@ -100,7 +103,7 @@ def _score(overall: dict[str, Any], metric: str) -> float:
     value = overall.get(metric)
     if value is None:
         return float("inf")
-    return float(value) if metric in LOWER_IS_BETTER else -float(value)
+    return float(value)
 
 
 def run_backtest(
@@ -118,6 +121,8 @@ def run_backtest(
     """Fit and forecast every candidate at every cut-off; rank by ``metric``."""
     import time
 
+    if metric not in LOWER_IS_BETTER:
+        raise ValueError(f"cannot rank by {metric!r}; choose from {', '.join(SELECTION_METRICS)}")
     step = step or horizon
     last = pd.Timestamp(history.loc[history["units"].notna(), "date"].max())
     cuts = cutoffs(last, folds=folds, horizon=horizon, step=step)
@@ -232,6 +237,7 @@ def coverage_report(
 
 
 __all__ = [
+    "SELECTION_METRICS",
     "BacktestResult",
     "calibrate",
     "coverage_report",

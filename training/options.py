@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, get_args
 
+from training.backtest import SELECTION_METRICS
+from training.estimators import model_names
 from training.forecaster import DEFAULT_STRATEGY, Strategy
 
 DEFAULT_MODELS = ("seasonal_naive", "moving_average", "lgbm_tweedie")
@@ -52,7 +54,9 @@ def train_options(choices: Mapping[str, Any]) -> TrainOptions:
     if "cutoff" in given:
         given["cutoff"] = _date(given["cutoff"])
     if "models" in given:
-        given["models"] = _models(given["models"])
+        given["models"] = valid_models(given["models"])
+    if "metric" in given:
+        given["metric"] = valid_metric(given["metric"])
     if given.get("strategy", DEFAULT_STRATEGY) not in STRATEGIES:
         raise InvalidOptions(f"strategy must be {', '.join(STRATEGIES[:-1])} or {STRATEGIES[-1]}")
     for name in ("horizon", "folds", "step", "ensemble_top", "n_estimators"):
@@ -70,6 +74,23 @@ def _date(value: dt.date | str) -> dt.date:
         raise InvalidOptions(f"{value!r} is not an ISO date (YYYY-MM-DD)") from exc
 
 
-def _models(value: str | Sequence[str]) -> list[str]:
+def valid_models(value: str | Sequence[str]) -> list[str]:
+    """The named candidates (the default list if none), refusing a name no model family has."""
     items = value.split(",") if isinstance(value, str) else value
-    return [m.strip() for m in items if m.strip()] or list(DEFAULT_MODELS)
+    names = [m.strip() for m in items if m.strip()] or list(DEFAULT_MODELS)
+    known = model_names()
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise InvalidOptions(
+            f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(known)}"
+        )
+    return names
+
+
+def valid_metric(value: str) -> str:
+    """A metric the backtest can rank candidates by (all lower-is-better)."""
+    if value not in SELECTION_METRICS:
+        raise InvalidOptions(
+            f"metric {value!r} cannot rank models; choose from {', '.join(SELECTION_METRICS)}"
+        )
+    return value

@@ -2,7 +2,9 @@
 
 ``train`` backtests the candidates by rolling origin, picks the champion, calibrates its quantiles
 on the backtest residuals, refits it on all the data with the cold-start model and writes one
-bundle; whether it becomes the champion is the caller's decision (the promotion gate).
+bundle; whether it becomes the champion is the caller's decision (the promotion gate). Given
+the registry, ``train`` also scores its champion as the challenger was scored and records both
+scores in the new bundle's manifest (``metrics.promotion``) for the gate.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from training.forecaster import STRATEGY_NOTE, Forecaster
 from training.memory import release_large_blocks
 from training.metrics import value_added
 from training.options import TrainOptions
+from training.promotion import Comparison, Scoring, compare
+from training.registry import Registry
 
 ProgressFn = Callable[[str], None]
 ALL_MODELS = model_names()  # for help texts; _candidates asks the registry at call time
@@ -42,6 +46,7 @@ class TrainOutcome:
     score: float
     backtest: BacktestResult
     metrics: dict[str, Any]
+    comparison: Comparison | None = None  # with the champion, when train was given the registry
 
 
 def load_history(
@@ -53,6 +58,14 @@ def load_history(
         raise TrainingError("the feature store has no sales history: ingest data first")
     products = read_products(engine)
     return history, products
+
+
+def _window(history: pd.DataFrame) -> tuple[dt.date, dt.date, int]:
+    """The first and last day with known units and the SKUs that have any."""
+    known = history["units"].notna()
+    dates = history.loc[known, "date"]
+    first, last = pd.Timestamp(dates.min()).date(), pd.Timestamp(dates.max()).date()
+    return first, last, int(history.loc[known, "sku"].nunique())
 
 
 def _candidates(options: TrainOptions) -> list[Forecaster]:
@@ -121,17 +134,42 @@ def train(
     models_dir: Path,
     options: TrainOptions,
     progress: ProgressFn | None = None,
+    compare_with: Registry | None = None,
 ) -> TrainOutcome:
-    """Backtest, pick, calibrate, refit and save a bundle; returns where and what."""
+    """Backtest, pick, calibrate, refit and save a bundle; returns where and what.
+
+    With ``compare_with``, its champion is scored on the same folds for the promotion gate.
+    """
     release_large_blocks()
     t0 = time.perf_counter()
     history, products = load_history(engine, options.cutoff)
+    data_start, last, sku_count = _window(history)
     result = backtest(history, products, options, progress)
     learned = [n for n in result.ranking if n.split("/")[0] not in BASELINES]
     champion_name = learned[0] if learned and not learned[0].startswith("ensemble") else None
     if champion_name is None:
         champion_name = learned[1] if len(learned) > 1 else result.best
     model_name = champion_name.split("/")[0]
+    comparison = None
+    if compare_with is not None:
+        # Before the refit: a re-backtest of the champion then never shares memory with it.
+        scoring = Scoring(
+            metric=result.metric,
+            cutoffs=tuple(c.date().isoformat() for c in result.cutoffs),
+            horizon=result.horizon,
+            data_start=data_start.isoformat(),
+            sku_count=sku_count,
+        )
+        comparison = compare(
+            compare_with,
+            history,
+            products,
+            result,
+            champion_name,
+            scoring,
+            step=options.step,
+            progress=progress,
+        )
     if progress:
         progress(f"champion {champion_name}: refitting on all data")
     final = next(c for c in _candidates(options) if c.model == model_name)
@@ -147,9 +185,9 @@ def train(
     metrics = _summary(result, champion_name)
     metrics["quantile_coverage"] = coverage
     metrics["cold_start"] = cold_metrics
+    if comparison is not None:
+        metrics["promotion"] = comparison.to_dict()
     metrics["train_seconds"] = round(time.perf_counter() - t0, 2)
-    known = history[history["units"].notna()]
-    last = pd.Timestamp(known["date"].max()).date()
     artifacts: dict[str, Any] = {
         "model": final,
         "calibration": calibration,
@@ -159,10 +197,10 @@ def train(
         ].reset_index(drop=True),
     }
     fields = {
-        "data_start": pd.Timestamp(known["date"].min()).date(),
+        "data_start": data_start,
         "data_end": last,
         "cutoff": options.cutoff or last,
-        "sku_count": int(known["sku"].nunique()),
+        "sku_count": sku_count,
         "features": final.feature_names_,
         "strategy": {
             "name": final.strategy,
@@ -194,4 +232,5 @@ def train(
         score=float(metrics["selection_score"]),
         backtest=result,
         metrics=metrics,
+        comparison=comparison,
     )

@@ -16,6 +16,7 @@ from rich.table import Table
 from app.services.batch import run_forecast_all
 from featurestore.config import get_settings
 from featurestore.db import get_engine
+from training.backtest import SELECTION_METRICS
 from training.bundle import BundleError
 from training.options import InvalidOptions, TrainOptions, train_options
 from training.pipeline import ALL_MODELS, load_history
@@ -69,7 +70,7 @@ HORIZON = typer.Option(DEFAULTS.horizon, "--horizon", min=1, help="Days ahead")
 FOLDS = typer.Option(DEFAULTS.folds, "--folds", min=1, help="Rolling-origin folds")
 STEP = typer.Option(None, "--step", min=1, help="Days between fold cut-offs (default: horizon)")
 METRIC = typer.Option(
-    DEFAULTS.metric, "--metric", help="Selection metric: rmsse, wape, mase, rmse, mae"
+    DEFAULTS.metric, "--metric", help=f"Selection metric: {', '.join(SELECTION_METRICS)}"
 )
 ENSEMBLE = typer.Option(
     DEFAULTS.ensemble_top, "--ensemble-top", min=0, help="Also try the mean of the best N models"
@@ -112,6 +113,10 @@ def train(
         ensemble_top=ensemble_top,
         n_estimators=n_estimators,
     )
+    if promote not in ("if-better", "always", "never"):
+        raise typer.BadParameter("--promote must be if-better, always or never")
+    registry = Registry(settings.models_dir)
+    never = promote == "never" and registry.champion() is not None
     with _progress("train") as progress:
         task = progress.add_task("reading history", total=None)
         outcome = run_train(
@@ -119,21 +124,14 @@ def train(
             settings.models_dir,
             options,
             progress=lambda msg: progress.update(task, description=msg),
+            compare_with=None if never else registry,
         )
         progress.update(task, description="done")
-    if promote not in ("if-better", "always", "never"):
-        raise typer.BadParameter("--promote must be if-better, always or never")
-    registry = Registry(settings.models_dir)
-    if promote == "never" and registry.champion() is not None:
+    if never or outcome.comparison is None:
         state = f"champion stays {registry.champion()} (--promote never)"
     else:
-        verdict = gate(registry, outcome.version, outcome.score, metric, promote == "always")
-        state = (
-            "promoted to champion"
-            if verdict["promoted"]
-            else f"champion stays {verdict['champion_before']} ({metric} "
-            f"{verdict['champion_score']:.4f} is not beaten)"
-        )
+        verdict = gate(registry, outcome.version, outcome.comparison, promote == "always")
+        state = verdict["decision"]
     table = outcome.backtest.table()
     console.print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     console.print(

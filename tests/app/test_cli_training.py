@@ -87,6 +87,20 @@ def test_train_backtest_forecast_report(settings: Settings, tmp_path: Path) -> N
     text = html.read_text()
     assert text.count("data:image/png;base64,") >= 5 and version in text
 
+    # Issue #11: a challenger on another metric met a champion score of None and won.
+    args = ["train", "--models", "seasonal_naive", "--horizon", "14", "--folds", "1"]
+    out = _ok(runner, [*args, "--metric", "wape"])
+    challenger = out.strip().splitlines()[-1]
+    promotion = json.loads((settings.models_dir / challenger / "manifest.json").read_text())[
+        "metrics"
+    ]["promotion"]
+    assert promotion["metric"] == "wape" and promotion["compared_with"] == version
+    assert promotion["champion_scored"] == "re-backtested"
+    assert promotion["champion_score"] is not None and promotion["refused"] is None
+    words = " ".join(out.split())
+    assert "vs None" not in words
+    assert f"{promotion['challenger_score']:.4f} vs {promotion['champion_score']:.4f}" in words
+
 
 def test_train_refuses_unknown_models_and_empty_store(settings: Settings) -> None:
     runner = CliRunner()

@@ -49,13 +49,26 @@ def test_retrain_gate_and_single_active_job(client: TestClient, served: Served) 
     better = result["challenger_score"] < result["champion_score"]
     assert result["promoted"] is better
     assert served.registry.champion() == (result["challenger"] if better else before)
-    # forced: promoted whatever the scores
+    # the fixture's champion was scored by rmsse on the same single fold: its score is reused
+    assert result["champion_scored"] == "stored" and result["refused"] is None
+    assert result["metric"] == "rmsse" and result["folds"] == 1 and len(result["cutoffs"]) == 1
+    assert result["decision"] in done["message"]
+    # forced, on another metric: the champion is re-backtested by it, then promoted regardless
     forced = client.post(
-        "/v1/retrain", json={**RETRAIN, "force": True}, headers={"X-API-Key": OPS_KEY}
+        "/v1/retrain",
+        json={**RETRAIN, "force": True, "metric": "wape"},
+        headers={"X-API-Key": OPS_KEY},
     ).json()
     done = _wait(client, forced["id"], {"succeeded", "failed"})
-    assert done["result"]["promoted"] is True
-    assert served.registry.champion() == done["result"]["challenger"]
+    assert done["status"] == "succeeded", done
+    result = done["result"]
+    assert result["promoted"] is True and result["forced"] is True
+    assert result["champion_before"] == before and result["metric"] == "wape"
+    assert result["champion_scored"] == "re-backtested" and result["champion_score"] is not None
+    manifest = served.registry.get(result["challenger"]).metrics["promotion"]
+    assert manifest["champion_score"] == result["champion_score"]
+    assert manifest["cutoffs"] == result["cutoffs"]
+    assert served.registry.champion() == result["challenger"]
     # put the fixture's champion back for the other tests
     served.registry.promote(before, reason="test cleanup")
 
@@ -78,6 +91,23 @@ def test_killed_worker_fails_the_job_and_keeps_the_champion(
     assert again.status_code == 202
     assert _wait(client, again.json()["id"], {"succeeded", "failed"})["status"] == "succeeded"
     served.registry.promote(before, reason="test cleanup")
+
+
+def test_retrain_refuses_unknown_models_and_metrics_up_front(
+    client: TestClient, served: Served
+) -> None:
+    """Issue #11: {"models": ["nope"], "metric": "garbage"} answered 202 and the job failed."""
+    queued = len(jobs.list_jobs(served.engine))
+    bad = {"models": ["nope"], "metric": "garbage"}
+    response = client.post("/v1/retrain", json=bad, headers={"X-API-Key": OPS_KEY})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == "invalid_request"
+    fields = {e["loc"][-1]: e["msg"] for e in response.json()["detail"]}
+    assert "unknown model(s) nope" in fields["models"]
+    assert "metric 'garbage' cannot rank models" in fields["metric"]
+    r2 = client.post("/v1/retrain", json={"metric": "r2"}, headers={"X-API-Key": OPS_KEY})
+    assert r2.status_code == 422 and "metric 'r2' cannot rank models" in r2.text
+    assert len(jobs.list_jobs(served.engine)) == queued
 
 
 def test_unknown_job_is_404(client: TestClient) -> None:

@@ -38,6 +38,9 @@ def test_cli_and_json_spellings_make_the_same_options() -> None:
         ({"strategy": "sideways"}, "strategy must be direct, recursive or multi"),
         ({"cutoff": "27/03/2016"}, "is not an ISO date"),
         ({"force": True}, "unknown training option(s): force"),
+        ({"models": "lgbm_tweedie,nope"}, "unknown model(s) nope; choose from"),
+        ({"metric": "r2"}, "metric 'r2' cannot rank models; choose from rmsse, wape"),
+        ({"metric": "bias"}, "metric 'bias' cannot rank models"),
     ],
 )
 def test_invalid_choices_are_named(choices: dict[str, object], message: str) -> None:
