@@ -81,13 +81,10 @@ def postgres_connect_args(settings: Settings, *, service: bool) -> dict[str, Any
     return args
 
 
-def _bound_waits(engine: Engine, settings: Settings, *, service: bool) -> None:
+def _bound_waits(engine: Engine, settings: Settings) -> None:
     short = float(settings.db_connect_timeout_s)
-    statement = (
-        settings.db_statement_timeout_s + ANSWER_GRACE_S
-        if service and settings.db_statement_timeout_s > 0
-        else None
-    )
+    limit = settings.db_statement_timeout_s
+    statement = limit + ANSWER_GRACE_S if limit > 0 else None
 
     @event.listens_for(engine, "do_connect")
     def _connect(
@@ -119,9 +116,10 @@ def make_engine(url: str, settings: Settings | None = None, *, service: bool = F
     """Build an engine; SQLite files get their folder, WAL and enforced foreign keys.
 
     Every engine has the settings' connect and pool-checkout timeouts and, on PostgreSQL, TCP
-    keepalives and a deadline on every wait; ``service`` engines (the API's) also bound each
-    statement (``db_statement_timeout_s``). Batch commands (ingest, train, forecast-all) read for
-    as long as they need.
+    keepalives. ``service`` engines (the API's) also bound each statement
+    (``db_statement_timeout_s``) and every other wait (``BoundedConnection``); batch commands
+    (ingest's COPY, train, forecast-all) wait as long as a live server needs, and TCP ends their
+    connections to a dead one.
     """
     cfg = settings or get_settings()
     if url.startswith("sqlite"):
@@ -141,8 +139,8 @@ def make_engine(url: str, settings: Settings | None = None, *, service: bool = F
         pool_timeout=cfg.db_pool_timeout_s,
         connect_args=postgres_connect_args(cfg, service=service),
     )
-    if url.startswith("postgresql+psycopg"):
-        _bound_waits(engine, cfg, service=service)
+    if service and url.startswith("postgresql+psycopg"):
+        _bound_waits(engine, cfg)
     return engine
 
 
