@@ -45,6 +45,7 @@ BATCH = 100
 # are never cached), 100-SKU batches and export pages.
 MIX = {"cached": 70, "computed": 10, "batch": 10, "export": 10}
 CONNECTIONS = 16
+JOBS: list[str] = []  # retrain jobs started, whose worker process is ended with the soak
 # The retrain under load: one family, fewer trees than the champion, so that it ends (and is
 # promoted) well within the soak; force promotes it whatever its score.
 RETRAIN = {"models": ["lgbm_tweedie"], "folds": 1, "n_estimators": 100, "force": True}
@@ -123,13 +124,22 @@ def server(setup: serve.Setup, work: Path, workers: int) -> Iterator[tuple[str, 
 
 
 def worker_rss_mb(pid: int) -> list[float]:
-    """Resident memory of each uvicorn worker (the server's children; retrain jobs excluded)."""
+    """Resident memory of each uvicorn worker (the server's spawned children)."""
     out = []
     for child in psutil.Process(pid).children(recursive=False):
         with contextlib.suppress(psutil.Error):
-            if "worker" not in child.cmdline()[-2:]:
+            if "spawn_main" in " ".join(child.cmdline()):  # not the resource tracker
                 out.append(round(child.memory_info().rss / 2**20, 1))
     return sorted(out)
+
+
+def end_retrain_workers() -> None:
+    """End a retrain worker still running (it runs detached from the server)."""
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        if len(cmd) >= 2 and cmd[-2] == "worker" and cmd[-1] in JOBS:
+            with contextlib.suppress(psutil.Error):
+                proc.terminate()
 
 
 def export_pages(base: str) -> list[str]:
@@ -182,7 +192,9 @@ def write_script(work: Path, setup: serve.Setup, pages: list[str], delay_ms: flo
         f"local pages = {{{','.join(json.dumps(p) for p in pages)}}}",
         f"local slots = {{{','.join(json.dumps(s) for s in slots)}}}",
         "local i = 0",
-        "local json_headers = {['Content-Type'] = 'application/json'}",
+        f"wrk.headers['X-API-Key'] = {json.dumps(OPS_KEY)}",
+        "local json_headers = {['Content-Type'] = 'application/json', "
+        f"['X-API-Key'] = {json.dumps(OPS_KEY)}}}",
         "local function pick(list) return list[(i % #list) + 1] end",
         "request = function()",
         "  i = i + 1",
@@ -214,6 +226,7 @@ def ops(base: str, setup: serve.Setup, at: dict[str, float], log: list[str]) -> 
     time.sleep(at["retrain"])
     status, _, raw = _request("POST", base + "/v1/retrain", RETRAIN)
     job = json.loads(raw)
+    JOBS.append(str(job.get("id")))
     log.append(f"{time.monotonic() - t0:.0f}s retrain queued ({status}, job {job.get('id')})")
     while time.monotonic() - t0 < at["promote"]:
         time.sleep(2)
@@ -336,6 +349,8 @@ def main(argv: list[str]) -> int:
     try:
         with server(setup, work, args.workers) as (base, pid):
             pages = export_pages(base)
+            # Warm-up (not measured): each worker reads its catalogue window and snapshot.
+            serve.wrk(base + "/", write_script(work, setup, pages, 0), CONNECTIONS, 15, 30)
             peak = serve.wrk(
                 base + "/", write_script(work, setup, pages, 0), CONNECTIONS, args.peak_seconds, 30
             )
@@ -366,6 +381,7 @@ def main(argv: list[str]) -> int:
         if not args.no_doc:
             write_section(section)
     finally:
+        end_retrain_workers()
         serve.drop_database(setup.database)
         shutil.rmtree(work, ignore_errors=True)
     return 0

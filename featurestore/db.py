@@ -33,7 +33,7 @@ class BoundedConnection(psycopg.Connection[Any]):
     connection has a deadline instead: ``short_wait`` for pings, commits and fetches,
     ``statement_wait`` while a statement runs (the engine's cursor events switch between them).
     A wait past its deadline closes the connection, which SQLAlchemy takes for a disconnect: it
-    drops this connection and every older one of the pool, so service recovers by itself.
+    drops this connection and every older one of the pool, so the service recovers by itself.
     """
 
     short_wait: float | None = None
