@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run serve test check lint format bench clean
+.PHONY: install run serve test check lint format bench soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
 	SALESFC_PEER_PYTHON=.venv-peers/bin/python $(BIN)/python bench/train.py
 	$(BIN)/python bench/serve.py
+
+## soak: 10 minutes of mixed traffic at ~80% of the peak, 2 workers (docs/benchmarks.md, Soak)
+soak: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python bench/soak.py --minutes 10
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .import_linter_cache

@@ -210,6 +210,7 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(PoolTimeout)
     @app.exception_handler(DBAPIError)
+    @app.exception_handler(PoolTimeout)  # every pooled connection busy past db_pool_timeout_s
     async def _database(_: Request, exc: Exception) -> JSONResponse:
         # The request id is bound to the log context by app.observability; the answer names it
         # so an operator can find the logged line (with the statement), the answer shows none.

@@ -28,7 +28,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         cfg = settings or get_settings()
         # Each uvicorn worker is a fresh process: it sets up the JSON logs itself.
         configure_logging(cfg.log_level)
-        engine = make_engine(cfg.database_url)
+        engine = make_engine(cfg.database_url, cfg, service=True)
         registry = Registry(cfg.models_dir)
         holder = ChampionHolder(registry)
         holder.current()

@@ -39,6 +39,29 @@ class Settings(BaseSettings):
             "reads the window from the database per request"
         ),
     )
+    # A database that stops answering (packets dropped, not refused): docs/operations.md.
+    db_connect_timeout_s: int = Field(
+        default=5, ge=2, description="Seconds to open a PostgreSQL connection (libpq: 2 at least)"
+    )
+    db_statement_timeout_s: float = Field(
+        default=10.0,
+        ge=0,
+        description=(
+            "Seconds a statement of the service may run: PostgreSQL cancels it and a server that "
+            "stops answering is given up 1 s later (0: no limit; batch commands have none)"
+        ),
+    )
+    db_pool_timeout_s: float = Field(
+        default=5.0, gt=0, description="Seconds to wait for a free pooled connection"
+    )
+    db_keepalives_idle_s: int = Field(
+        default=10,
+        ge=1,
+        description="Idle seconds before TCP keepalive probes (3, a third of it apart) start",
+    )
+    readyz_timeout_s: float = Field(
+        default=2.0, gt=0, description="Seconds /readyz waits for the database before a 503"
+    )
     selection_metric: str = "rmsse"
     host: str = "127.0.0.1"
     port: int = 8000
