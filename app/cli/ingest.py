@@ -65,7 +65,7 @@ def _columns_text(entity: Entity) -> str:
 class IngestCommand(TyperCommand):
     """`salesfc ingest ENTITY --help` ends with ENTITY's columns (every entity's without one)."""
 
-    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         # --help is eager: it prints before the arguments are parsed, so look for the entity here.
         ctx.meta["ingest_entity"] = next((a for a in args if a in ENTITIES), None)
         return super().parse_args(ctx, args)
