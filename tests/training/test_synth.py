@@ -218,6 +218,16 @@ def test_order_lines() -> None:
     assert (frame.groupby("order_id")["line"].min() == 1).all()
 
 
+def test_order_lines_carry_customer_ids_only_when_asked() -> None:
+    skus = [f"SKU{i}" for i in range(10)]
+    kwargs = {"seed": 5, "skus": skus, "start": dt.date(2025, 1, 1), "end": dt.date(2025, 1, 31)}
+    plain = pd.concat(iter_order_lines(2_000, **kwargs))  # type: ignore[arg-type]
+    with_ids = pd.concat(iter_order_lines(2_000, customer_ids=True, **kwargs))  # type: ignore[arg-type]
+    assert list(with_ids.columns) == [c.name for c in ENTITIES["orders"].columns]
+    assert with_ids["customer_id"].notna().all()
+    pd.testing.assert_frame_equal(with_ids.drop(columns="customer_id"), plain)
+
+
 def test_order_lines_of_another_period_have_their_own_order_numbers() -> None:
     skus = [f"SKU{i}" for i in range(20)]
     first = pd.concat(
