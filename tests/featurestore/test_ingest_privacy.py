@@ -161,3 +161,36 @@ def test_the_key_must_be_long_enough() -> None:
         Settings(customer_id_key="short")
     pseudonyms = Pseudonymiser.from_settings(Settings(customer_id_key=KEY))
     assert pseudonyms is not None and KEY not in repr(pseudonyms)
+
+
+@pytest.mark.parametrize("key", [KEY, None])
+def test_upgrading_pseudonymises_ids_an_older_version_stored_in_clear(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, key: str | None
+) -> None:
+    from sqlalchemy import text
+
+    from featurestore import migrations
+    from featurestore.db import make_engine
+
+    migrations.downgrade(db_url, "0004")
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO order_lines (order_id, line, sku, customer_id, ordered_at, "
+                    "sale_date, quantity, discount, status) VALUES "
+                    "('o1', 1, 'A', :c, '2024-01-05 10:00:00', '2024-01-05', 1, 0, 'completed'),"
+                    "('o1', 2, 'A', :c, '2024-01-05 10:00:00', '2024-01-05', 1, 0, 'completed'),"
+                    "('o2', 1, 'A', NULL, '2024-01-05 10:00:00', '2024-01-05', 1, 0, 'completed')"
+                ),
+                {"c": CLEAR[0]},
+            )
+        settings = use_key(monkeypatch, key)
+        migrations.upgrade(db_url)
+        got = rows_of(engine, "SELECT order_id, line, customer_id FROM order_lines ORDER BY 1, 2")
+    finally:
+        engine.dispose()
+    pseudonyms = Pseudonymiser.from_settings(settings)
+    expected = None if pseudonyms is None else pseudonyms.pseudonym(CLEAR[0])
+    assert got == [("o1", 1, expected), ("o1", 2, expected), ("o2", 1, None)]
