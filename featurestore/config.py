@@ -23,6 +23,14 @@ class Settings(BaseSettings):
     timezone: str = Field(default="UTC", description="Zone in which order timestamps become days")
     ingest_chunk_rows: int = Field(default=50_000, ge=1_000)
     max_reject_share: float = Field(default=0.05, ge=0.0, le=1.0)
+    customer_id_key: SecretStr | None = Field(
+        default=None,
+        min_length=32,
+        description=(
+            "Key of the customer ids' pseudonyms (HMAC-SHA256), at least 32 characters; "
+            "order files with customer ids are refused without it"
+        ),
+    )
     read_api_keys: list[SecretStr] = Field(default_factory=list)
     ops_api_keys: list[SecretStr] = Field(default_factory=list)
     quantiles: list[float] = Field(default_factory=lambda: [0.1, 0.5, 0.9])

@@ -89,7 +89,7 @@ class OrderLine(Base):
     quantity: Mapped[float] = mapped_column(Float)
     unit_price: Mapped[float | None] = mapped_column(Float)
     discount: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
-    status: Mapped[str] = mapped_column(_bytewise(16), doc="completed | cancelled | returned")
+    status: Mapped[str] = mapped_column(_bytewise(16), doc="completed|cancelled|returned|free")
 
     __table_args__ = (Index("ix_order_lines_sale_date_sku", "sale_date", "sku"),)
 

@@ -9,12 +9,14 @@ in column order is reported. Nothing here touches the database.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -22,7 +24,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from featurestore.schema import ORDER_STATUSES, PRODUCT_STATUSES, Column, Entity
+from featurestore.pseudonyms import CustomerKeyMissing, Pseudonymiser
+from featurestore.schema import FREE, ORDER_STATUSES, PRODUCT_STATUSES, Column, Entity
 
 MISSING = "missing value"
 TOO_LONG = "string too long"
@@ -41,7 +44,8 @@ UNKNOWN_SKU = "unknown sku"
 DUPLICATE = "duplicate key in file"
 UNDECODABLE = "undecodable bytes"
 MALFORMED = "wrong number of fields"
-NEGATIVE_QUANTITY = "negative quantity that is not a return"
+DISCOUNT_ABOVE_VALUE = "discount amount above the line's value"
+DISCOUNT_WITHOUT_VALUE = "discount amount on a line without a price"
 END_BEFORE_START = "end_date before start_date"
 NO_PROMOTION_TARGET = "promotion needs a sku or a category"
 
@@ -64,6 +68,62 @@ class PlanError(ValueError):
     """The source's columns cannot be matched to the entity's."""
 
 
+DiscountMode = Literal["fraction", "amount"]
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """How to read a source beyond its column mapping (``salesfc ingest`` options)."""
+
+    ignore: tuple[str, ...] = ()  # source columns read as if absent
+    discount: DiscountMode = "fraction"  # orders: discount as a fraction or a currency amount
+    zero_price_demand: bool = False  # orders: zero-price lines count as demand
+
+    def fingerprint(self, entity: Entity, pseudonyms: Pseudonymiser | None) -> dict[str, Any]:
+        """What changes what a file loads as, beyond its bytes and mapping (folded into its
+        checksum): the options given, and the id of the key its personal data takes (after a
+        key rotation the same file loads again, with the new key's pseudonyms)."""
+        out: dict[str, Any] = {}
+        if entity.private and pseudonyms is not None:
+            out["key_id"] = pseudonyms.key_id
+        if self.ignore:
+            out["ignore"] = sorted(self.ignore)
+        if self.discount != "fraction":
+            out["discount"] = self.discount
+        if self.zero_price_demand:
+            out["zero_price_demand"] = True
+        return out
+
+
+class LineNumbers:
+    """Line numbers within each order across a file's chunks (for sources without ``line``).
+
+    Only a 64-bit hash and a count per order stay in memory: a collision of two orders' hashes
+    leaves a gap in their numbers, never a wrong key (their order ids differ).
+    """
+
+    def __init__(self) -> None:
+        self.keys = np.empty(0, dtype=np.uint64)  # sorted
+        self.counts = np.empty(0, dtype=np.int64)
+
+    def number(self, order_ids: pd.Series) -> npt.NDArray[np.int64]:
+        """1, 2, ... per order in row order, continuing where earlier chunks stopped."""
+        hashed = pd.util.hash_array(order_ids.astype(object).to_numpy())
+        uniq, inverse = np.unique(hashed, return_inverse=True)
+        within = pd.Series(inverse).groupby(inverse).cumcount().to_numpy(dtype=np.int64)
+        at = np.searchsorted(self.keys, uniq)
+        inside = at < len(self.keys)
+        known = np.zeros(len(uniq), dtype=bool)
+        known[inside] = self.keys[at[inside]] == uniq[inside]
+        before = np.zeros(len(uniq), dtype=np.int64)
+        before[known] = self.counts[at[known]]
+        added = np.bincount(inverse, minlength=len(uniq)).astype(np.int64)
+        self.counts[at[known]] += added[known]
+        self.keys = np.insert(self.keys, at[~known], uniq[~known])
+        self.counts = np.insert(self.counts, at[~known], added[~known])
+        return before[inverse] + within + 1
+
+
 @dataclass(frozen=True)
 class ColumnPlan:
     """Which source column feeds each entity column, and what the source has beyond them."""
@@ -84,6 +144,9 @@ class Context:
     timezone: str
     known_skus: pd.Index | None  # None: no SKU check (products)
     present: frozenset[str]  # entity columns the source has
+    options: SourceOptions = field(default_factory=SourceOptions)
+    pseudonyms: Pseudonymiser | None = None  # None: no key, so no customer ids accepted
+    lines: LineNumbers = field(default_factory=LineNumbers)  # one file's order line numbers
 
 
 @dataclass
@@ -118,37 +181,69 @@ def make_rejects(rows: Rows, reason: str, column: str, values: Iterable[Any]) ->
     )
 
 
+def fold(name: str) -> str:
+    """A column name without case or separators: ``UnitPrice``, ``unit price`` -> ``unitprice``."""
+    return re.sub(r"[^0-9a-z]", "", name.casefold())
+
+
+def _find(name: str, found: Sequence[str], what: str) -> str | None:
+    """The source column ``name`` names: itself, else the one column equal once folded."""
+    if name in found:
+        return name
+    hits = [c for c in found if fold(c) == fold(name)]
+    if len(hits) > 1:
+        raise PlanError(
+            f"{what} {name!r} matches several source columns ({', '.join(hits)}); "
+            "name one with --map"
+        )
+    return hits[0] if hits else None
+
+
 def resolve_columns(
-    entity: Entity, found: Sequence[str], mapping: Mapping[str, str] | None = None
+    entity: Entity,
+    found: Sequence[str],
+    mapping: Mapping[str, str] | None = None,
+    ignore: Sequence[str] = (),
 ) -> ColumnPlan:
-    """Match source columns to the entity's: ``mapping`` first, then exact, case-blind, aliases."""
+    """Match source columns to the entity's: ``mapping`` first, then by name ignoring case and
+    separators, then aliases; ``ignore`` names source columns to read as if absent."""
     names = [c.name for c in entity.columns]
     mapping = dict(mapping or {})
-    dupes = sorted({c for c in found if list(found).count(c) > 1})
+    found = list(found)
+    dupes = sorted({c for c in found if found.count(c) > 1})
     if dupes:
         raise PlanError(f"duplicate column name(s) in the source: {', '.join(dupes)}")
+    ignored: list[str] = []
+    for name in ignore:
+        hit = _find(name, found, "--ignore")
+        if hit is None:
+            raise PlanError(
+                f"--ignore names {name!r}, not a column of the source; "
+                f"columns found: {', '.join(found)}"
+            )
+        ignored.append(hit)
     unknown = sorted(set(mapping) - set(names))
     if unknown:
         raise PlanError(
             f"--map names unknown {entity.name} column(s) {', '.join(unknown)}; "
             f"{entity.name} columns are: {', '.join(names)}"
         )
-    absent = sorted(src for src in mapping.values() if src not in found)
+    absent = sorted(src for src in mapping.values() if src not in found or src in ignored)
     if absent:
         raise PlanError(
-            f"--map source column(s) {', '.join(absent)} not in the source; "
+            f"--map source column(s) {', '.join(absent)} not in the source (or ignored); "
             f"columns found: {', '.join(found)}"
         )
     sources: dict[str, str] = dict(mapping)
-    taken = set(mapping.values())
-    folded = {c.strip().lower(): c for c in found}
+    taken = set(mapping.values()) | set(ignored)
+    free = [c for c in found if c not in taken]
     for name in names:
         if name in sources:
             continue
         candidates = [name, *(a for a, target in entity.aliases.items() if target == name)]
         for candidate in candidates:
-            hit = candidate if candidate in found else folded.get(candidate.lower())
-            if hit is not None and hit not in taken:
+            hit = _find(candidate, [c for c in free if c not in taken], "column")
+            if hit is not None:
                 sources[name] = hit
                 taken.add(hit)
                 break
@@ -365,7 +460,7 @@ def _empty(col: Column, n: int, index: pd.Index) -> pd.Series:
 # Values the tables need when a row (or the whole source) leaves the column empty.
 DEFAULTS: dict[str, dict[str, Any]] = {
     "products": {"status": "active"},
-    "orders": {"status": "completed", "discount": 0.0},
+    "orders": {"status": "completed", "discount": 0.0, "quantity": 1.0},
     "sales": {"on_promotion": False},
     "promotions": {"kind": "discount", "discount_depth": 0.0, "display": False, "mailer": False},
     "events": {"region": ""},
@@ -390,6 +485,8 @@ def check_chunk(
             values = _parse(col, raw, v, ctx)
             if col.required:
                 v.flag(values.isna().to_numpy(), MISSING, col.name, raw)
+            if col.private:
+                values = _pseudonymised(values, ctx)
         else:
             values = _empty(col, n, frame.index)
         typed[col.name] = values
@@ -415,6 +512,15 @@ def check_chunk(
     accepted = out.loc[keep].reset_index(drop=True)
     accepted.insert(0, "_row", v.rows[keep])
     return Checked(accepted, v.rejects())
+
+
+def _pseudonymised(values: pd.Series, ctx: Context) -> pd.Series:
+    """Personal data as keyed pseudonyms, before anything else sees the rows."""
+    if ctx.pseudonyms is not None:
+        return ctx.pseudonyms.series(values)
+    if values.notna().any():
+        raise CustomerKeyMissing()
+    return values
 
 
 def _no_rules(
@@ -466,16 +572,43 @@ def _orders(
     out: pd.DataFrame, raw: pd.DataFrame, v: _Verdict, ctx: Context, extras: list[str]
 ) -> None:
     _status(out, raw, v, ORDER_STATUSES)
+    if "line" in ctx.present:
+        v.flag(out["line"].isna().to_numpy(), MISSING, "line", raw["line"])
+        out["line"] = out["line"].fillna(-1).astype("int64")
+    else:
+        # Every row takes its place in the file, rejected or not: a reload after a fix (an
+        # unknown SKU added) numbers each line as before.
+        out["line"] = ctx.lines.number(out["order_id"])
+    if ctx.options.discount == "amount":
+        _discount_amount(out, raw, v)
     _fraction(out, raw, v, "discount")
-    quantity = raw["quantity"] if "quantity" in raw.columns else out["quantity"]
+    # A negative line that is not a return is a cancellation (an invoice cancelling an earlier
+    # one): stored as cancelled, so it neither adds demand nor takes it back from the day the
+    # cancelled sale was demand on.
     negative = (out["quantity"] < 0).to_numpy(dtype=bool, na_value=False)
-    v.flag(
-        negative & (out["status"] != "returned").to_numpy(), NEGATIVE_QUANTITY, "quantity", quantity
-    )
+    out.loc[negative & (out["status"] != "returned").to_numpy(), "status"] = "cancelled"
+    if not ctx.options.zero_price_demand:
+        # Gifts, samples and bundle parts at no price are no demand: stored as free, which the
+        # daily sales leave out (featurestore.ingest.derived counts completed and returned).
+        net = out["unit_price"] * (1.0 - out["discount"])
+        free = (net == 0).to_numpy(dtype=bool, na_value=False)
+        out.loc[free & (out["status"] != "cancelled").to_numpy(), "status"] = FREE
     local = out["ordered_at"].dt.tz_convert(ctx.timezone).dt.tz_localize(None)
     out["sale_date"] = local.dt.normalize().astype("datetime64[s]")
     v.flag(_future(out["sale_date"], ctx), FUTURE, "ordered_at", raw["ordered_at"])
-    out["line"] = out["line"].fillna(-1).astype("int64")
+
+
+def _discount_amount(out: pd.DataFrame, raw: pd.DataFrame, v: _Verdict) -> None:
+    """A discount in currency for the whole line, as the fraction of the line's value it is."""
+    amount = out["discount"].to_numpy(dtype=np.float64, na_value=np.nan)
+    value = (out["quantity"].abs() * out["unit_price"]).to_numpy(dtype=np.float64, na_value=np.nan)
+    source = raw["discount"] if "discount" in raw.columns else out["discount"]
+    given = amount > 0
+    v.flag(given & ~(value > 0), DISCOUNT_WITHOUT_VALUE, "discount", source)
+    # A cent of rounding in the export is no reason to refuse the line.
+    v.flag(given & (amount > value * (1 + 1e-9) + 1e-6), DISCOUNT_ABOVE_VALUE, "discount", source)
+    fraction = np.divide(amount, value, out=np.zeros_like(amount), where=given & (value > 0))
+    out["discount"] = np.minimum(fraction, 1.0)
 
 
 def _sales(
@@ -487,11 +620,29 @@ def _sales(
 def _promotions(
     out: pd.DataFrame, raw: pd.DataFrame, v: _Verdict, ctx: Context, extras: list[str]
 ) -> None:
+    unnamed = out["promo_id"].isna().to_numpy()
+    if unnamed.any():
+        out.loc[unnamed, "promo_id"] = _promo_ids(out.loc[unnamed])
     _fraction(out, raw, v, "discount_depth")
     ends_early = (out["end_date"] < out["start_date"]).to_numpy(dtype=bool, na_value=False)
     v.flag(ends_early, END_BEFORE_START, "end_date", raw["end_date"])
     untargeted = (out["sku"].isna() & out["category"].isna()).to_numpy()
     v.flag(untargeted, NO_PROMOTION_TARGET, "sku", out["sku"])
+
+
+PROMO_ID_PREFIX = "auto-"
+
+
+def _promo_ids(promos: pd.DataFrame) -> list[str]:
+    """Stable ids of unnamed promotions from what they are: target, days and kind. Loading
+    the same promotion again updates it (a new depth, say) instead of adding a second."""
+    parts = [promos[c].astype(object).where(promos[c].notna(), "") for c in ("sku", "category")]
+    days = [promos[c].dt.strftime("%Y-%m-%d").fillna("") for c in ("start_date", "end_date")]
+    rows = zip(*parts, *days, promos["kind"].astype(object), strict=True)
+    return [
+        PROMO_ID_PREFIX + hashlib.sha256(json.dumps(list(r)).encode()).hexdigest()[:32]
+        for r in rows
+    ]
 
 
 _RULES = {

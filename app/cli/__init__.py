@@ -21,7 +21,7 @@ cli = typer.Typer(
 )
 cli.add_typer(db.cli, name="db")
 cli.add_typer(models.cli, name="models")
-cli.command()(ingest.ingest)
+cli.command(cls=ingest.IngestCommand)(ingest.ingest)
 cli.command("demo-data")(data.demo_data)
 cli.command("train")(training.train)
 cli.command("backtest")(training.backtest)

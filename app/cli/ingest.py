@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -16,6 +18,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from typer.core import TyperCommand
 
 from featurestore.db import get_engine
 from featurestore.ingest import (
@@ -26,7 +29,8 @@ from featurestore.ingest import (
     import_m5,
     ingest_file,
 )
-from featurestore.schema import ENTITIES
+from featurestore.schema import ENTITIES, Entity, column_rows
+from featurestore.validate import SourceOptions
 
 console = Console()
 err_console = Console(stderr=True)
@@ -34,6 +38,48 @@ err_console = Console(stderr=True)
 EXIT_TOO_MANY_REJECTS = 1
 EXIT_INVALID = 2
 TOP_REASONS = 8
+
+
+class DiscountUnit(StrEnum):
+    fraction = "fraction"
+    amount = "amount"
+
+
+def _columns_text(entity: Entity) -> str:
+    """The entity's columns: name, type, unit, required and example, then the notes below."""
+    rows = column_rows(entity)
+    widths = [max(len(r[i]) for r in rows) for i in range(2)]
+    unit_w = max(len(r[2]) for r in rows)
+    lines = [f"{entity.name} columns (name, type, required, unit, example; notes below):"]
+    for name, kind, unit, required, example, doc in rows:
+        head = f"  {name:<{widths[0]}}  {kind:<{widths[1]}}  "
+        head += f"{'required' if required else 'optional'}  "
+        if unit_w:
+            head += f"{unit:<{unit_w}}  "
+        lines.append((head + (f"e.g. {example}" if example else "")).rstrip())
+        if doc:
+            lines.append(" " * 6 + doc)
+    return "\n".join(lines)
+
+
+class IngestCommand(TyperCommand):
+    """`salesfc ingest ENTITY --help` ends with ENTITY's columns (every entity's without one)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        # --help is eager: it prints before the arguments are parsed, so look for the entity here.
+        ctx.meta["ingest_entity"] = next((a for a in args if a in ENTITIES), None)
+        return super().parse_args(ctx, args)
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        super().format_help(ctx, formatter)
+        named = ctx.meta.get("ingest_entity")
+        for entity in [ENTITIES[named]] if named else ENTITIES.values():
+            console.print(_columns_text(entity), markup=False, highlight=False, soft_wrap=True)
+            console.print()
+        console.print(
+            "Source columns match whatever their case and separators (UnitPrice, unit price: "
+            "unit_price); --map names the others. docs/operations.md has these tables."
+        )
 
 
 def _mapping(pairs: list[str]) -> dict[str, str]:
@@ -108,6 +154,19 @@ def ingest(
     force: bool = typer.Option(
         False, "--force", help="Load the file even if the same content was loaded before"
     ),
+    ignore: list[str] | None = typer.Option(
+        None, "--ignore", help="A source column to read as if absent (repeatable)"
+    ),
+    discount: DiscountUnit = typer.Option(
+        DiscountUnit.fraction,
+        "--discount",
+        help="orders: discount as a fraction of the price, or the line's amount in currency",
+    ),
+    zero_price_demand: bool = typer.Option(
+        False,
+        "--zero-price-demand",
+        help="orders: count zero-price lines as demand (default: stored as free, not demand)",
+    ),
 ) -> None:
     """Validate and load one file in one transaction; a repeat of a loaded file is skipped."""
     if entity != "m5" and entity not in ENTITIES:
@@ -117,6 +176,7 @@ def ingest(
         err_console.print(f"no such file: {file}")
         raise typer.Exit(EXIT_INVALID)
     mapping = _mapping(map_ or [])
+    options = SourceOptions(tuple(ignore or ()), discount.value, zero_price_demand)
     engine = get_engine()
     try:
         with _progress() as bar:
@@ -128,6 +188,9 @@ def ingest(
             if entity == "m5":
                 if mapping or rejects is not None or max_reject is not None:
                     err_console.print("--map, --rejects and --max-reject do not apply to m5")
+                    raise typer.Exit(EXIT_INVALID)
+                if options != SourceOptions():
+                    err_console.print("--ignore, --discount and --zero-price-demand are not for m5")
                     raise typer.Exit(EXIT_INVALID)
                 reports = list(import_m5(engine, file, progress=advance, force=force).values())
             else:
@@ -142,6 +205,7 @@ def ingest(
                         reject_path=rejects,
                         progress=advance,
                         force=force,
+                        options=options,
                     )
                 ]
     except TooManyRejects as exc:

@@ -39,6 +39,9 @@ class IngestEntity:
     check_skus: bool = True
     # Columns validation derives and the stage carries besides the entity's own.
     computed: tuple[tuple[str, Kind], ...] = ()
+    # Columns validation decides for every row, so a load updates them even when its source
+    # lacks them (otherwise an absent column leaves stored values alone).
+    always_set: tuple[str, ...] = ()
     # Values the upsert writes into every row (SQL expressions), overwriting stored ones.
     constants: Mapping[str, str] = field(default_factory=dict)
     # Columns set to CURRENT_TIMESTAMP when the upsert changes a stored row.
@@ -73,6 +76,8 @@ INGEST_ENTITIES: dict[str, IngestEntity] = {
     "products": IngestEntity(keep_extras=True, check_skus=False, stamped=("updated_at",)),
     "orders": IngestEntity(
         computed=(("sale_date", "date"),),
+        # cancellations and free lines are told by quantity and price, whatever the status column
+        always_set=("status",),
         # by day: one spot per SKU in the sku index and one time-ordered run of order ids
         merge_order=("sale_date", "sku", "order_id", "line"),
         analyze_after=True,

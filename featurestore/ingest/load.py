@@ -48,12 +48,14 @@ from featurestore.ingest.report import (
     unchanged_report,
 )
 from featurestore.ingest.store import Store
+from featurestore.pseudonyms import Pseudonymiser
 from featurestore.schema import ENTITIES, Entity
 from featurestore.tables import IngestionLog
 from featurestore.validate import (
     ColumnPlan,
     Context,
     PlanError,
+    SourceOptions,
     check_chunk,
     empty_rejects,
     resolve_columns,
@@ -73,22 +75,27 @@ def ingest_file(
     chunk_rows: int | None = None,
     progress: Progress | None = None,
     force: bool = False,
+    options: SourceOptions | None = None,
 ) -> IngestReport:
     """Load one CSV or Parquet file of ``entity`` in one transaction (see the module docstring)."""
+    options = options or SourceOptions()
     started, started_at = time.perf_counter(), datetime.now(UTC)
     ent, spec = _entity(entity)
     path = Path(path)
     source = str(path)
     if not path.is_file():
         raise IngestError(f"no such file: {path}")
-    checksum = file_checksum(path, mapping)
+    pseudonyms = Pseudonymiser.from_settings(get_settings())
+    checksum = file_checksum(path, mapping, options.fingerprint(ent, pseudonyms))
     previous = None if force else previous_load(engine, ent.name, checksum)
     if previous is not None:
         return _skipped(engine, ent, spec, source, checksum, previous, (started, started_at))
     rows = chunk_rows or get_settings().ingest_chunk_rows
     target = reject_path or default_reject_path(path)
     try:
-        plan, chunks = open_file(path, ent, mapping, rows, keep_extras=spec.keep_extras)
+        plan, chunks = open_file(
+            path, ent, mapping, rows, keep_extras=spec.keep_extras, ignore=options.ignore
+        )
     except (PlanError, OSError, pa.ArrowException, csv.Error, ValueError) as exc:
         fail(engine, ent.name, source, checksum, started, started_at, str(exc))
         raise IngestError(f"{path.name}: {exc}") from exc
@@ -106,6 +113,7 @@ def ingest_file(
         progress=progress,
         started=(started, started_at),
         force=force,
+        options=options,
     )
 
 
@@ -207,10 +215,11 @@ def _load(
     progress: Progress | None,
     started: tuple[float, datetime],
     force: bool,
+    options: SourceOptions | None = None,
 ) -> IngestReport:
     settings = get_settings()
     limit = settings.max_reject_share if max_reject is None else max_reject
-    sink = RejectSink(reject_path)
+    sink = RejectSink(reject_path, private=ent.private & plan.present)
     hasher = ContentHash() if checksum is None else None
     extras = list(plan.extras) if spec.keep_extras else []
     report = IngestReport(
@@ -237,6 +246,8 @@ def _load(
                 timezone=settings.timezone,
                 known_skus=store.known_skus(),
                 present=plan.present,
+                options=options or SourceOptions(),
+                pseudonyms=Pseudonymiser.from_settings(settings),
             )
             keys = stack.enter_context(KeyIndex(ent))
             for chunk in chunks:

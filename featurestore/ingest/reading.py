@@ -35,15 +35,17 @@ def open_file(
     chunk_rows: int,
     *,
     keep_extras: bool,
+    ignore: Sequence[str] = (),
 ) -> tuple[ColumnPlan, Iterator[Chunk]]:
-    """The file's column plan and its chunks; ``keep_extras``: unplanned columns are read too."""
+    """The file's column plan and its chunks; ``keep_extras``: unplanned columns are read too,
+    ``ignore``: source columns read as if absent."""
     if is_parquet(path):
         parquet = pq.ParquetFile(path)
-        plan = resolve_columns(ent, list(parquet.schema_arrow.names), mapping)
+        plan = resolve_columns(ent, list(parquet.schema_arrow.names), mapping, ignore)
         extras = plan.extras if keep_extras else ()
         return plan, _parquet_chunks(parquet, plan, extras, chunk_rows)
     names, delimiter, body_at, sample = csv_header(path)
-    plan = resolve_columns(ent, names, mapping)
+    plan = resolve_columns(ent, names, mapping, ignore)
     extras = plan.extras if keep_extras else ()
     block = block_bytes(sample, chunk_rows)
     return plan, csv_chunks(path, names, delimiter, body_at, block, plan, extras, chunk_rows)
@@ -116,16 +118,21 @@ def prefetched(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
         worker.join()
 
 
-def file_checksum(path: Path, mapping: Mapping[str, str] | None = None) -> str:
-    """sha256 of the file's bytes, folded with the column mapping when there is one."""
+def file_checksum(
+    path: Path, mapping: Mapping[str, str] | None = None, options: Mapping[str, Any] | None = None
+) -> str:
+    """sha256 of the file's bytes, folded with the column mapping and the options that change
+    what it loads as, when there are any."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(HASH_BLOCK):
             digest.update(block)
-    if not mapping:
+    if not mapping and not options:
         return digest.hexdigest()
     folded = hashlib.sha256(digest.hexdigest().encode())
-    folded.update(json.dumps(dict(sorted(mapping.items()))).encode())
+    folded.update(json.dumps(dict(sorted((mapping or {}).items()))).encode())
+    if options:
+        folded.update(json.dumps(options, sort_keys=True).encode())
     return folded.hexdigest()
 
 

@@ -12,21 +12,27 @@ import io
 import os
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from featurestore.config import get_settings
-from featurestore.validate import REJECT_COLUMNS, empty_rejects
+from featurestore.pseudonyms import WITHHELD
+from featurestore.validate import MALFORMED, REJECT_COLUMNS, empty_rejects
 
 
 class RejectSink:
-    """Rejects spilled to disk as they come, merged in row order into one CSV at the end."""
+    """Rejects spilled to disk as they come, merged in row order into one CSV at the end.
 
-    def __init__(self, path: Path) -> None:
+    ``private`` names the personal-data columns the source carries: their values never reach
+    the file, nor does the text of a malformed record (it may hold them).
+    """
+
+    def __init__(self, path: Path, private: Collection[str] = ()) -> None:
         self.path = path
+        self.private = frozenset(private)
         self.partial = path.with_name(path.name + ".partial")
         self.late: list[pd.DataFrame] = []
         self.count = 0
@@ -38,9 +44,24 @@ class RejectSink:
         labels = rejects["reason"] + " (" + rejects["column"] + ")"
         self.reasons.update({str(k): int(n) for k, n in labels.value_counts().items()})
 
+    def _masked(self, rejects: pd.DataFrame) -> pd.DataFrame:
+        if not self.private:
+            return rejects
+        private = rejects["column"].isin(self.private).to_numpy()
+        malformed = (rejects["reason"] == MALFORMED).to_numpy()
+        if not (private.any() or malformed.any()):
+            return rejects
+        value = rejects["value"].astype(object).copy()
+        value[private] = WITHHELD
+        # "7 fields, expected 9: <the record>": the count stays, the record goes.
+        counts = value[malformed].astype(str).str.split(":", n=1).str[0]
+        value[malformed] = counts + ": record " + WITHHELD
+        return rejects.assign(value=value)
+
     def add(self, rejects: pd.DataFrame) -> None:
         if rejects.empty:
             return
+        rejects = self._masked(rejects)
         self._note(rejects)
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -52,6 +73,7 @@ class RejectSink:
         """Rejects found after the whole file was read (duplicate keys), sorted by row."""
         if rejects.empty:
             return
+        rejects = self._masked(rejects)
         self._note(rejects)
         self.late.append(rejects)
 

@@ -75,7 +75,9 @@ class Store:
         self.insert_cols = [c for c, _ in self.columns if c in key or c in present or c in defaults]
         self.insert_cols += [c for c in computed if c not in self.insert_cols]
         self.update_cols = [
-            c for c in self.insert_cols if c not in key and (c in present or c in computed)
+            c
+            for c in self.insert_cols
+            if c not in key and (c in present or c in computed or c in spec.always_set)
         ]
         self._begin()
 

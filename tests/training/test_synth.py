@@ -203,7 +203,7 @@ def test_order_lines() -> None:
     frame = lines()
     pd.testing.assert_frame_equal(frame, lines())
     entity = ENTITIES["orders"]
-    assert list(frame.columns) == [c.name for c in entity.columns]
+    assert list(frame.columns) == [c.name for c in entity.columns if c.name != "customer_id"]
     assert not frame.duplicated(["order_id", "line"]).any()
     assert set(frame["status"]) == set(ORDER_STATUSES)
     assert set(frame["sku"]) <= set(skus)
@@ -216,6 +216,16 @@ def test_order_lines() -> None:
     assert frame["ordered_at"].is_monotonic_increasing
     assert (frame["line"] >= 1).all()
     assert (frame.groupby("order_id")["line"].min() == 1).all()
+
+
+def test_order_lines_carry_customer_ids_only_when_asked() -> None:
+    skus = [f"SKU{i}" for i in range(10)]
+    kwargs = {"seed": 5, "skus": skus, "start": dt.date(2025, 1, 1), "end": dt.date(2025, 1, 31)}
+    plain = pd.concat(iter_order_lines(2_000, **kwargs))  # type: ignore[arg-type]
+    with_ids = pd.concat(iter_order_lines(2_000, customer_ids=True, **kwargs))  # type: ignore[arg-type]
+    assert list(with_ids.columns) == [c.name for c in ENTITIES["orders"].columns]
+    assert with_ids["customer_id"].notna().all()
+    pd.testing.assert_frame_equal(with_ids.drop(columns="customer_id"), plain)
 
 
 def test_order_lines_of_another_period_have_their_own_order_numbers() -> None:

@@ -22,6 +22,7 @@ def iter_order_lines(
     end: dt.date,
     chunk_rows: int = 500_000,
     first_order: int = 1,
+    customer_ids: bool = False,
 ) -> Iterator[pd.DataFrame]:
     """Synthetic order lines ("orders" entity columns) in chronological chunks.
 
@@ -30,6 +31,9 @@ def iter_order_lines(
 
     About 93% of orders are completed, 4% cancelled and 1% are return orders whose lines carry
     negative quantities; 3% of completed lines are returned (status "returned", quantity > 0).
+
+    ``customer_ids`` adds a customer_id column: loading it then needs SALESFC_CUSTOMER_ID_KEY
+    like a real export, so it is off by default (forecasting never reads customers).
     """
     if not skus:
         raise ValueError("skus must not be empty")
@@ -75,7 +79,7 @@ def iter_order_lines(
         order_ids = pd.Series(order_no).astype("str").str.zfill(10)
         order_ids = pd.Series(prefix, dtype="str") + order_ids
         customers = pd.Series(rng.integers(1, 250_000, k)).astype("str")
-        yield pd.DataFrame(
+        frame = pd.DataFrame(
             {
                 "order_id": order_ids.to_numpy()[order_of],
                 "line": line.astype(np.int64),
@@ -88,3 +92,5 @@ def iter_order_lines(
                 "status": pd.array(status, dtype="str"),
             }
         )
+        # Drawn either way, so the other columns are the same with and without customers.
+        yield frame if customer_ids else frame.drop(columns="customer_id")
