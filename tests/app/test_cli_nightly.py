@@ -185,7 +185,7 @@ def test_once_exits_nonzero_after_its_attempts(
 
 
 def test_run_salesfc_reports_exit_codes_and_kills_a_step_past_its_timeout() -> None:
-    assert nightly_cli.SALESFC == (sys.executable, "-m", "app.cli")
+    assert (sys.executable, "-m", "app.cli") == nightly_cli.SALESFC
     exits = (sys.executable, "-c", "import sys; sys.exit(int(sys.argv[1]))")
     assert run_salesfc(timeout=60, command=exits)(["0"]) == 0
     assert run_salesfc(timeout=60, command=exits)(["3"]) == 3
