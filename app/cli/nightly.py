@@ -102,7 +102,7 @@ class Nightly:
     def cycle(self) -> bool:
         """Run the steps in order; stop at the first that fails (forecasts wait for the data)."""
         steps = self.steps()
-        for number, args in enumerate(steps, 1):
+        for args in steps:
             started = time.perf_counter()
             code = self.run(args)
             seconds = round(time.perf_counter() - started, 1)
@@ -115,7 +115,7 @@ class Nightly:
                     seconds=seconds,
                 )
                 return False
-            log.info("nightly step done", step=" ".join(args), n=number, of=len(steps), s=seconds)
+            log.info("nightly step done", step=" ".join(args), seconds=seconds)
         return True
 
     def until_done(self, attempts: int | None = None) -> bool:
