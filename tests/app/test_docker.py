@@ -88,6 +88,10 @@ def test_init_precedes_api_and_nightly(compose: dict) -> None:
             "init": {"condition": "service_completed_successfully"}
         }
         assert services[name]["restart"] == "unless-stopped"
+    # The image's healthcheck asks /healthz, which only the API serves.
+    assert "healthcheck" not in services["api"]
+    for name in ("init", "nightly"):
+        assert services[name]["healthcheck"] == {"disable": True}
 
 
 def test_commands_are_real_cli_commands(compose: dict) -> None:
