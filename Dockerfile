@@ -1,4 +1,5 @@
-# salesfc API image: slim, non-root, with a healthcheck. Same commands as the Makefile.
+# salesfc image (API, init and nightly job): slim, non-root, with a healthcheck; installs from
+# requirements.lock. Same commands as the Makefile.
 FROM python:3.11-slim AS base
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -16,12 +17,19 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /opt/salesfc
+# Dependencies first, from the lock (exact versions, sha256 checked; `make lock` refreshes it):
+# a rebuilt image has the libraries its bundles were pickled with, so it still loads them, and
+# this layer is rebuilt only when the lock changes.
+COPY requirements.lock ./
+RUN pip install --require-hashes --no-deps -r requirements.lock
 COPY pyproject.toml README.md alembic.ini ./
 COPY alembic ./alembic
 COPY featurestore ./featurestore
 COPY training ./training
 COPY app ./app
-RUN pip install -e . \
+COPY docker ./docker
+# The project alone: its dependencies and its build backend (setuptools) came from the lock.
+RUN pip install --no-deps --no-build-isolation -e . \
     && useradd --system --uid 10001 --home-dir /var/lib/salesfc --create-home salesfc \
     && mkdir -p /var/lib/salesfc/models /var/lib/salesfc/data \
     && chown -R salesfc:salesfc /var/lib/salesfc

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run serve test check lint format bench soak clean
+.PHONY: install run serve test check lint format bench soak lock clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,19 @@ bench: $(STAMP)
 soak: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/soak.py --minutes 10
+
+# pip-tools in a venv of its own inside .venv: the lock tool never changes what it pins.
+LOCKTOOLS := $(VENV)/pip-tools
+
+## lock: pin the image's runtime dependencies, with hashes, to the versions .venv has
+## (requirements.lock; after changing pyproject's dependencies: make install, then make lock)
+lock: $(STAMP)
+	test -x $(LOCKTOOLS)/bin/pip-compile || ($(PYTHON) -m venv $(LOCKTOOLS) \
+		&& $(LOCKTOOLS)/bin/python -m pip install --quiet 'pip-tools>=7.4,<8')
+	$(BIN)/python -m pip freeze --exclude-editable > $(LOCKTOOLS)/constraints.txt
+	$(LOCKTOOLS)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --all-build-deps \
+		--strip-extras --no-emit-index-url --no-emit-find-links \
+		--constraint $(LOCKTOOLS)/constraints.txt --output-file requirements.lock pyproject.toml
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .import_linter_cache

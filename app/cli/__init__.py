@@ -11,7 +11,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 import typer
 
-from app.cli import data, db, ingest, models, service, training
+from app.cli import data, db, ingest, models, nightly, service, training
 
 cli = typer.Typer(
     name="salesfc",
@@ -28,6 +28,7 @@ cli.command("backtest")(training.backtest)
 cli.command("forecast-all")(training.forecast_all_command)
 cli.command("report")(training.report)
 cli.command("serve")(service.serve)
+cli.command("nightly")(nightly.nightly)
 cli.command("worker", hidden=True)(service.worker)
 
 
