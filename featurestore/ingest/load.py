@@ -57,6 +57,8 @@ from featurestore.validate import (
 )
 
 Progress = Callable[[int], None]
+# Told the name of each step after reading (staging, keys, merge, commit): they can take as long.
+Phase = Callable[[str], None]
 
 
 def ingest_file(
@@ -69,6 +71,7 @@ def ingest_file(
     reject_path: Path | None = None,
     chunk_rows: int | None = None,
     progress: Progress | None = None,
+    on_phase: Phase | None = None,
 ) -> IngestReport:
     """Load one CSV or Parquet file of ``entity`` in one transaction (see the module docstring)."""
     started, started_at = time.perf_counter(), datetime.now(UTC)
@@ -102,6 +105,7 @@ def ingest_file(
         reject_path=target,
         stale_rejects=reject_path is None,
         progress=progress,
+        on_phase=on_phase,
         started=(started, started_at),
     )
 
@@ -116,6 +120,7 @@ def ingest_frames(
     reject_path: Path | None = None,
     progress: Progress | None = None,
     chunk_rows: int | None = None,
+    on_phase: Phase | None = None,
 ) -> IngestReport:
     """Load generated frames (entity column names) through the same validation and transaction."""
     started, started_at = time.perf_counter(), datetime.now(UTC)
@@ -166,12 +171,13 @@ def ingest_frames(
         reject_path=target,
         stale_rejects=False,
         progress=progress,
+        on_phase=on_phase,
         started=(started, started_at),
     )
 
 
 def import_m5(
-    engine: Engine, path: Path, progress: Progress | None = None
+    engine: Engine, path: Path, progress: Progress | None = None, on_phase: Phase | None = None
 ) -> dict[str, IngestReport]:
     """Load an M5-layout Parquet file: products, events and SNAP days, prices, daily sales."""
     path = Path(path)
@@ -182,7 +188,14 @@ def import_m5(
     except (KeyError, OSError, pa.ArrowException) as exc:
         raise IngestError(f"{path.name} is not an M5-layout file: {exc}") from exc
     return {
-        entity: ingest_frames(engine, entity, [frame], source=f"{path}#{entity}", progress=progress)
+        entity: ingest_frames(
+            engine,
+            entity,
+            [frame],
+            source=f"{path}#{entity}",
+            progress=progress,
+            on_phase=on_phase,
+        )
         for entity, frame in frames.items()
     }
 
@@ -200,9 +213,11 @@ def _load(
     reject_path: Path,
     stale_rejects: bool,
     progress: Progress | None,
+    on_phase: Phase | None,
     started: tuple[float, datetime],
 ) -> IngestReport:
     settings = get_settings()
+    phase = on_phase or (lambda _name: None)
     limit = settings.max_reject_share if max_reject is None else max_reject
     sink = RejectSink(reject_path)
     hasher = ContentHash() if checksum is None else None
@@ -243,12 +258,14 @@ def _load(
                 report.rows_read += chunk.size
                 if progress is not None:
                     progress(chunk.size)
+            phase(f"staging {report.rows_read:,} rows")
             store.finish_staging()
             if hasher is not None:
                 report.checksum = hasher.hexdigest()
                 previous = previous_load_in(conn, ent.name, report.checksum)
                 if previous is not None:
                     raise Unchanged(previous)
+            phase("checking for duplicate keys")
             duplicates = keys.duplicates()
             sink.add_late(duplicate_rejects(duplicates, ent))
             store.drop(duplicates)
@@ -258,10 +275,12 @@ def _load(
             report.reject_path = sink.path if sink.count else None
             if report.reject_share > limit:
                 raise TooManyRejects(report, limit)
+            phase(f"merging {report.rows_accepted:,} rows into {ent.name}")
             store.merge()
             report.status = "loaded"
             report.seconds = time.perf_counter() - started[0]
             store.log(report, started[1])
+            phase("committing")
     except Unchanged as unchanged:
         sink.discard()
         report = unchanged_report(ent.name, source, report.checksum, unchanged.previous, started[0])
