@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import typer
 from rich import box
@@ -330,6 +332,10 @@ def forecast_all_command(
 STALE_DAYS = 3
 
 
+def _today() -> dt.date:
+    return datetime.now(ZoneInfo(get_settings().timezone)).date()
+
+
 def _origin(engine: Engine, as_of: dt.date | None) -> dt.date | None:
     """The forecast origin, refused after the last sales day and reported when stale."""
     last = last_sales_date(engine)
@@ -341,7 +347,7 @@ def _origin(engine: Engine, as_of: dt.date | None) -> dt.date | None:
             "between have no data; ingest newer sales or leave --as-of out",
             param_hint="--as-of",
         )
-    stale = (dt.date.today() - last).days
+    stale = (_today() - last).days
     if as_of is None and stale > STALE_DAYS:
         console.print(
             f"[yellow]warning:[/yellow] the last sales day is {last}, {stale} days ago: "
