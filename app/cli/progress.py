@@ -22,9 +22,11 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Column
 
 # The backtest announces each fold x model fit with this prefix (training.backtest.run_backtest).
 _FOLD = re.compile(r"^fold \d+/\d+")
+_CUTOFF = re.compile(r" \(cut-off [^)]*\)")
 # The refit and cold-start stages that follow the backtest in training.pipeline.train.
 _REFIT, _COLD_START = "champion ", "cold-start model"
 
@@ -68,15 +70,18 @@ class Phases:
 
     def __enter__(self) -> Phases:
         if self.interactive:
+            # The description takes what is left and is cut, never the counts and times.
+            text = Column(ratio=1, no_wrap=True, overflow="ellipsis")
             self._progress = Progress(
                 SpinnerColumn(finished_text="[green]✓[/green]"),
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
+                TextColumn("[bold]{task.description}", table_column=text),
+                BarColumn(bar_width=20),
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
                 TextColumn("eta"),
                 TimeRemainingColumn(),
                 console=self.console,
+                expand=True,
             )
             self._progress.start()
         return self
@@ -106,7 +111,7 @@ class Phases:
     def describe(self, detail: str) -> None:
         """Say what the current phase is doing now (terminal only)."""
         if self._progress is not None and self._task is not None:
-            self._progress.update(self._task, description=f"{self._name}: {detail}")
+            self._progress.update(self._task, description=detail)
 
     def note(self, message: str, seconds: float) -> None:
         """A line about a step inside a phase, when there is no terminal to show it."""
@@ -161,7 +166,8 @@ class TrainingSteps:
             else:
                 self._unit_done()
             self._unit, self._unit_started = message, time.perf_counter()
-            self.phases.describe(message)
+            # The model is what a narrow terminal should keep: the fold's date goes first.
+            self.phases.describe(_CUTOFF.sub("", message))
         elif message.startswith(_REFIT) or message == _COLD_START:
             self._unit_done()
             self._in_backtest = False
