@@ -28,8 +28,10 @@ DEBUG_HINT = "(--debug shows the traceback)"
 log = logging.getLogger("salesfc.cli")
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
-# Text of a driver's error that means "the tables are not there": SQLite, PostgreSQL.
-_NOT_MIGRATED = ("no such table", "undefinedtable", "does not exist")
+# A driver's error that means "the tables are not there": SQLite's text, PostgreSQL's class
+# (a missing database also "does not exist", but that is a connection problem).
+_SQLITE_NO_TABLE = "no such table"
+_PG_NO_TABLE = "UndefinedTable"
 
 
 def _first_line(exc: BaseException) -> str:
@@ -52,7 +54,7 @@ def describe(exc: BaseException) -> str | None:
     if isinstance(exc, DBAPIError):
         orig = exc.orig if exc.orig is not None else exc
         why = _first_line(orig)
-        if any(m in f"{type(orig).__name__} {why}".lower() for m in _NOT_MIGRATED):
+        if _SQLITE_NO_TABLE in why or type(orig).__name__ == _PG_NO_TABLE:
             return (
                 f"the feature store at {_database()} is not migrated — {why}; "
                 "run `salesfc db upgrade` first"
