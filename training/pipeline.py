@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import Engine
 
-from featurestore.readers import read_frame, read_products
+from featurestore.readers import last_sales_date, read_frame, read_products
 from training.backtest import BacktestResult, calibrate, coverage_report, run_backtest
 from training.bundle import save_bundle
 from training.coldstart import backtest_cold_start, fit_cold_start
@@ -53,7 +53,17 @@ def load_history(
     engine: Engine, cutoff: dt.date | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """All SKUs' history up to the cut-off (as known then) and their attributes."""
+    last = last_sales_date(engine)
+    if cutoff is not None and last is not None and cutoff > last:
+        # The reader fills days without a sales row with zeros: a cut-off past the data would
+        # train on weeks of invented zero demand (LightGBM then stops on "sum of labels is zero").
+        raise TrainingError(
+            f"the cut-off {cutoff} is after the last sales day {last}; "
+            f"choose a cut-off up to {last} or leave it out"
+        )
     history = read_frame(engine, end=cutoff, as_of=cutoff)
+    if history.empty and cutoff is not None and last is not None:
+        raise TrainingError(f"no sales history up to the cut-off {cutoff}; choose a later one")
     if history.empty:
         raise TrainingError("the feature store has no sales history: ingest data first")
     products = read_products(engine)

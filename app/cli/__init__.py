@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 # Set before anything imports LightGBM (the training modules below do): OpenMP's default active
 # wait keeps idle threads spinning, which slows fits on a busy machine (docs/benchmarks.md).
@@ -12,13 +13,33 @@ os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 import typer
 
 from app.cli import data, db, ingest, models, nightly, service, training
+from app.cli.errors import SalesfcGroup
+from app.cli.progress import quiet_library_warnings
 
 cli = typer.Typer(
     name="salesfc",
     help="Per-SKU sales forecasting: feature store, training, forecasts and the service.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # Plain click errors: "Error: ..." on one line, not a panel that wraps a long message.
+    rich_markup_mode=None,
+    cls=SalesfcGroup,
 )
+
+
+@cli.callback()
+def root(
+    debug: bool = typer.Option(
+        False,
+        "--debug",
+        envvar="SALESFC_DEBUG",
+        help="Show the traceback of an error instead of its one-line summary",
+    ),
+) -> None:
+    """Per-SKU sales forecasting: feature store, training, forecasts and the service."""
+    quiet_library_warnings(debug)
+
+
 cli.add_typer(db.cli, name="db")
 cli.add_typer(models.cli, name="models")
 cli.command(cls=ingest.IngestCommand)(ingest.ingest)
@@ -34,4 +55,8 @@ cli.command("worker", hidden=True)(service.worker)
 
 def main() -> None:
     """Entry point of the `salesfc` console script."""
-    cli()
+    args = sys.argv[1:]
+    if "--debug" in args[1:]:
+        # `salesfc train --debug` means the same as `salesfc --debug train`: move it in front.
+        args = ["--debug", *[a for a in args if a != "--debug"]]
+    cli(args=args)

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy.exc import DBAPIError
 
+from app.cli.progress import Phases
 from featurestore.db import get_engine
 from featurestore.ingest import IngestReport
 from featurestore.stats import store_stats
 from training.synth import SynthConfig, generate, write_catalogue
 
 console = Console()
+err_console = Console(stderr=True)
 ENTITY_STEPS = ("products", "events", "prices", "promotions", "sales")
 
 
@@ -26,41 +28,39 @@ def demo_data(
     if_empty: bool = typer.Option(
         False, "--if-empty", help="Do nothing when the store already holds products"
     ),
+    as_json: bool = typer.Option(False, "--json", help="Print the load reports as JSON"),
 ) -> None:
     """Generate a realistic synthetic catalogue and load it into the feature store."""
     engine = get_engine()
-    try:
-        existing = int(store_stats(engine)["skus"])
-    except DBAPIError as exc:
-        console.print(f"[red]cannot read the feature store[/red] ({type(exc.orig).__name__});")
-        console.print("run [bold]salesfc db upgrade[/bold] first")
-        raise typer.Exit(1) from exc
+    existing = int(store_stats(engine)["skus"])  # an unmigrated store: app.cli.errors says so
     if if_empty and existing:
         console.print(f"the store already holds {existing:,} products: demo data not loaded")
         return
 
     config = SynthConfig(n_skus=skus, n_days=days, seed=seed)
     started = time.perf_counter()
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
-        task = progress.add_task("generating the catalogue", total=len(ENTITY_STEPS) + 1)
+    with Phases("demo-data", err_console) as phases:
+        phases.start("generating the catalogue")
         catalogue = generate(config)
-        progress.update(task, advance=1, description=f"loading {ENTITY_STEPS[0]}")
+        phases.start(f"loading {', '.join(ENTITY_STEPS)}", total=len(ENTITY_STEPS))
 
-        def advance(entity: str, _report: IngestReport) -> None:
-            step = ENTITY_STEPS.index(entity) + 1
-            following = ENTITY_STEPS[step] if step < len(ENTITY_STEPS) else "done"
-            progress.update(task, advance=1, description=f"loading {following}")
+        def advance(entity: str, report: IngestReport) -> None:
+            phases.advance()
+            phases.note(f"{entity}: {report.rows_accepted:,} rows", report.seconds)
 
         reports = write_catalogue(engine, catalogue, progress=advance)
 
+    rejected = sum(r.rows_rejected for r in reports.values())
+    failed = rejected or any(r.status == "failed" for r in reports.values())
+    if as_json:
+        rows = {
+            entity: {**dataclasses.asdict(r), "reject_path": r.reject_path}
+            for entity, r in reports.items()
+        }
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        if failed:
+            raise typer.Exit(1)
+        return
     table = Table(title=f"demo data: {skus} SKUs x {days} days, seed {seed}")
     for name, justify in (
         ("entity", "left"),
@@ -70,7 +70,7 @@ def demo_data(
         ("status", "left"),
         ("seconds", "right"),
     ):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for entity, report in reports.items():
         table.add_row(
             entity,
@@ -87,7 +87,6 @@ def demo_data(
         f"{int(catalogue.sales['units'].sum()):,} units; "
         f"done in {time.perf_counter() - started:.1f} s"
     )
-    rejected = sum(r.rows_rejected for r in reports.values())
-    if rejected or any(r.status == "failed" for r in reports.values()):
+    if failed:
         console.print(f"[red]{rejected:,} generated rows were rejected[/red]: a generator bug")
         raise typer.Exit(1)

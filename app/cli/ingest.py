@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 from typer.core import TyperCommand
 
+from app.cli.progress import Phases
 from featurestore.db import get_engine
 from featurestore.ingest import (
     IngestError,
@@ -92,23 +86,23 @@ def _mapping(pairs: list[str]) -> dict[str, str]:
     return mapping
 
 
-def _progress() -> Progress:
-    return Progress(
-        SpinnerColumn(),
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        transient=True,
-    )
+def _as_json(reports: list[IngestReport]) -> str:
+    rows = [
+        {**dataclasses.asdict(r), "reject_share": r.reject_share, "reject_path": r.reject_path}
+        for r in reports
+    ]
+    return json.dumps(rows, indent=2, default=str)
 
 
-def _summary(reports: list[IngestReport]) -> None:
+def _summary(reports: list[IngestReport], as_json: bool = False) -> None:
+    if as_json:
+        typer.echo(_as_json(reports))
+        return
     table = Table(title="ingestion")
     for name in ("entity", "status", "read", "accepted", "rejected", "seconds"):
-        table.add_column(name, justify="left" if name in ("entity", "status") else "right")
+        table.add_column(
+            name, justify="left" if name in ("entity", "status") else "right", overflow="fold"
+        )
     for r in reports:
         table.add_row(
             r.entity,
@@ -128,7 +122,7 @@ def _summary(reports: list[IngestReport]) -> None:
             console.print(f"{r.entity}: ignored columns {', '.join(r.ignored_columns)}")
         if r.reasons:
             reasons = Table(title=f"{r.entity}: top reject reasons")
-            reasons.add_column("reason")
+            reasons.add_column("reason", overflow="fold")
             reasons.add_column("rows", justify="right")
             for reason, count in list(r.reasons.items())[:TOP_REASONS]:
                 reasons.add_row(reason, f"{count:,}")
@@ -141,7 +135,9 @@ def ingest(
     entity: str = typer.Argument(
         ..., help=f"One of {', '.join(ENTITIES)}, or m5 for an M5-layout Parquet file"
     ),
-    file: Path = typer.Argument(..., help="CSV or Parquet file"),
+    file: Path = typer.Argument(
+        ..., help="CSV or Parquet file", exists=True, dir_okay=False, readable=True
+    ),
     map_: list[str] | None = typer.Option(
         None, "--map", help="Column mapping target=source (repeatable), e.g. --map sku=item_code"
     ),
@@ -167,34 +163,42 @@ def ingest(
         "--zero-price-demand",
         help="orders: count zero-price lines as demand (default: stored as free, not demand)",
     ),
+    as_json: bool = typer.Option(False, "--json", help="Print the reports as JSON for scripts"),
 ) -> None:
     """Validate and load one file in one transaction; a repeat of a loaded file is skipped."""
     if entity != "m5" and entity not in ENTITIES:
         err_console.print(f"unknown entity {entity!r}: choose {', '.join(ENTITIES)} or m5")
         raise typer.Exit(EXIT_INVALID)
-    if not file.is_file():
-        err_console.print(f"no such file: {file}")
-        raise typer.Exit(EXIT_INVALID)
     mapping = _mapping(map_ or [])
     options = SourceOptions(tuple(ignore or ()), discount.value, zero_price_demand)
+    if entity == "m5" and (mapping or rejects is not None or max_reject is not None):
+        err_console.print("--map, --rejects and --max-reject do not apply to m5")
+        raise typer.Exit(EXIT_INVALID)
+    if entity == "m5" and options != SourceOptions():
+        err_console.print("--ignore, --discount and --zero-price-demand are not for m5")
+        raise typer.Exit(EXIT_INVALID)
     engine = get_engine()
     try:
-        with _progress() as bar:
-            task = bar.add_task(f"{entity} {file.name}", total=None)
+        with Phases("ingest", err_console) as phases:
+            reading = f"reading {file.name}"
+            phases.start(reading, total=None if entity == "m5" else estimate_rows(file))
+            state = {"reading": True}
 
             def advance(rows: int) -> None:
-                bar.advance(task, rows)
+                if not state["reading"]:  # m5: the next entity's rows after a commit
+                    phases.start(reading)
+                    state["reading"] = True
+                phases.advance(rows)
+
+            def step(name: str) -> None:
+                state["reading"] = False
+                phases.start(name)
 
             if entity == "m5":
-                if mapping or rejects is not None or max_reject is not None:
-                    err_console.print("--map, --rejects and --max-reject do not apply to m5")
-                    raise typer.Exit(EXIT_INVALID)
-                if options != SourceOptions():
-                    err_console.print("--ignore, --discount and --zero-price-demand are not for m5")
-                    raise typer.Exit(EXIT_INVALID)
-                reports = list(import_m5(engine, file, progress=advance, force=force).values())
+                reports = list(
+                    import_m5(engine, file, progress=advance, on_phase=step, force=force).values()
+                )
             else:
-                bar.update(task, total=estimate_rows(file))
                 reports = [
                     ingest_file(
                         engine,
@@ -206,13 +210,14 @@ def ingest(
                         progress=advance,
                         force=force,
                         options=options,
+                        on_phase=step,
                     )
                 ]
     except TooManyRejects as exc:
-        _summary([exc.report])
+        _summary([exc.report], as_json)
         err_console.print(f"[red]failed:[/red] {exc}")
         raise typer.Exit(EXIT_TOO_MANY_REJECTS) from None
     except IngestError as exc:
         err_console.print(f"[red]failed:[/red] {exc}")
         raise typer.Exit(EXIT_INVALID) from None
-    _summary(reports)
+    _summary(reports, as_json)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import typer
@@ -13,26 +11,18 @@ from rich.console import Console
 from rich.table import Table
 
 from featurestore.config import get_settings
-from training.bundle import BundleError, Manifest
-from training.registry import Registry, RegistryError
+from training.bundle import Manifest
+from training.registry import Registry
 
 cli = typer.Typer(help="Model bundles and the champion alias.", no_args_is_help=True)
 console = Console()
 err_console = Console(stderr=True)
+VERSION_WIDTH = len("* 20260102T000000Z-bbbb")
+MODEL_WIDTH = 24
 
 
 def _registry() -> Registry:
     return Registry(get_settings().models_dir)
-
-
-@contextmanager
-def _errors_exit() -> Iterator[None]:
-    """Turn registry and bundle errors into a red message and exit code 1."""
-    try:
-        yield
-    except (RegistryError, BundleError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from exc
 
 
 def metrics_summary(metrics: dict[str, Any], first: str | None = None, limit: int = 4) -> str:
@@ -44,28 +34,37 @@ def metrics_summary(metrics: dict[str, Any], first: str | None = None, limit: in
     return " ".join(f"{k}={numeric[k]:.4g}" for k in names) or "-"
 
 
+def model_type(manifest: Manifest) -> str:
+    """What a bundle's model is (family/strategy), from its backtest or its parameters."""
+    chosen = manifest.metrics.get("champion_model") or manifest.params.get("model")
+    return str(chosen) if chosen else "-"
+
+
 @cli.command("list")
 def list_(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts")) -> None:
     """Every bundle, newest first, with the champion marked."""
-    with _errors_exit():
-        registry = _registry()
-        manifests, broken = registry.scan()
-        champion = registry.champion()
+    registry = _registry()
+    manifests, broken = registry.scan()
+    champion = registry.champion()
     if as_json:
         rows = [{**m.to_dict(), "champion": m.version == champion} for m in manifests]
         typer.echo(json.dumps(rows, indent=2))
     else:
         selection = get_settings().selection_metric
-        table = Table(title=f"models in {registry.models_dir}", box=box.SIMPLE_HEAD)
-        table.add_column("version (* champion)", no_wrap=True)
-        table.add_column("created UTC", no_wrap=True)
-        table.add_column("cutoff", no_wrap=True)
-        table.add_column("skus", justify="right")
-        table.add_column("metrics")
-        for m in manifests:
+        table = Table(title=f"models in {registry.models_dir}", box=box.SIMPLE_HEAD, pad_edge=False)
+        # Versions are ids to copy: never cut; the rest folds onto more lines when narrow.
+        # The version id starts with its creation time (UTC): no separate column for it.
+        table.add_column("version (* champion)", no_wrap=True, min_width=VERSION_WIDTH)
+        models = [model_type(m) for m in manifests]
+        widest = max((len(m) for m in models), default=5)
+        table.add_column("model", overflow="fold", min_width=min(widest, MODEL_WIDTH))
+        table.add_column("cutoff", overflow="fold")
+        table.add_column("skus", justify="right", overflow="fold")
+        table.add_column("metrics", overflow="fold")
+        for m, model in zip(manifests, models, strict=True):
             table.add_row(
                 f"* {m.version}" if m.version == champion else f"  {m.version}",
-                m.created_at[:16].replace("T", " "),
+                model,
                 m.cutoff,
                 f"{m.sku_count:,}",
                 metrics_summary(m.metrics, selection),
@@ -82,14 +81,13 @@ def show(
     version: str = typer.Argument(..., help="A version id, or 'champion'"),
 ) -> None:
     """Print one bundle's manifest as JSON."""
-    with _errors_exit():
-        registry = _registry()
-        if version == "champion":
-            champion = registry.champion()
-            if champion is None:
-                raise typer.BadParameter("no champion has been promoted yet", param_hint="VERSION")
-            version = champion
-        manifest: Manifest = registry.get(version)
+    registry = _registry()
+    if version == "champion":
+        champion = registry.champion()
+        if champion is None:
+            raise typer.BadParameter("no champion has been promoted yet", param_hint="VERSION")
+        version = champion
+    manifest: Manifest = registry.get(version)
     typer.echo(manifest.to_json(), nl=False)
 
 
@@ -99,10 +97,9 @@ def promote(
     reason: str = typer.Option("", "--reason", "-r", help="Why, kept in the alias history"),
 ) -> None:
     """Make VERSION the champion after verifying that its bundle loads."""
-    with _errors_exit():
-        registry = _registry()
-        previous = registry.champion()
-        registry.promote(version, reason=reason)
+    registry = _registry()
+    previous = registry.champion()
+    registry.promote(version, reason=reason)
     if previous == version:
         console.print(f"{version} is already the champion")
     else:
@@ -114,27 +111,25 @@ def rollback(
     reason: str = typer.Option("", "--reason", "-r", help="Why, kept in the alias history"),
 ) -> None:
     """Return to the previous champion."""
-    with _errors_exit():
-        registry = _registry()
-        previous = registry.champion()
-        target = registry.rollback(reason=reason)
+    registry = _registry()
+    previous = registry.champion()
+    target = registry.rollback(reason=reason)
     console.print(f"champion: {previous} -> [bold]{target}[/bold] (rolled back)")
 
 
 @cli.command()
 def history(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts")) -> None:
     """Champion changes, newest first."""
-    with _errors_exit():
-        events = _registry().history()
+    events = _registry().history()
     if as_json:
         typer.echo(json.dumps(events, indent=2))
         return
-    table = Table(title="champion history", box=box.SIMPLE_HEAD)
-    table.add_column("at UTC", no_wrap=True)
+    table = Table(title="champion history", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("at UTC", overflow="fold")
     table.add_column("action", min_width=8)
-    table.add_column("version", no_wrap=True)
+    table.add_column("version", no_wrap=True, min_width=VERSION_WIDTH - 2)
     table.add_column("previous", overflow="fold")
-    table.add_column("reason")
+    table.add_column("reason", overflow="fold")
     for e in events:
         table.add_row(
             e["at"][:19].replace("T", " "),

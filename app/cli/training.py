@@ -4,28 +4,32 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import typer
+from rich import box
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy import Engine
 
+from app.cli.progress import Phases, TrainingSteps
 from app.services.batch import run_forecast_all
 from featurestore.config import get_settings
 from featurestore.db import get_engine
-from training.backtest import SELECTION_METRICS
-from training.bundle import BundleError
+from featurestore.readers import last_sales_date
+from training.backtest import SELECTION_METRICS, BacktestResult
+from training.errors import TrainingError
+from training.estimators import model_names
 from training.options import InvalidOptions, TrainOptions, train_options
 from training.pipeline import ALL_MODELS, load_history
 from training.pipeline import backtest as run_backtest
 from training.pipeline import train as run_train
 from training.predict import write_forecasts
 from training.promotion import gate
-from training.registry import Registry, RegistryError
-from training.report import ReportError, write_report
+from training.registry import Registry
+from training.report import write_report
 
 console = Console(stderr=True)
 MODELS_HELP = f"Comma-separated candidates among: {', '.join(ALL_MODELS)}"
@@ -42,16 +46,91 @@ def _parse_date(value: str | None) -> dt.date | None:
         raise typer.BadParameter(f"{value!r} is not an ISO date (YYYY-MM-DD)") from exc
 
 
-@contextmanager
-def _progress(title: str) -> Iterator[Progress]:
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("[bold]{task.description}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    ) as progress:
-        yield progress
+# The metrics a backtest ranks by (training.backtest._score): all lower-is-better.
+METRICS = SELECTION_METRICS
+OUT_SUFFIXES = (".csv", ".parquet")
+PROMOTE = ("if-better", "always", "never")
+STDOUT = "-"
+MODEL_WIDTH = 24
+
+
+def _check_models(value: str) -> str:
+    known = model_names()
+    unknown = [m.strip() for m in value.split(",") if m.strip() and m.strip() not in known]
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown model(s) {', '.join(unknown)}; choose among {', '.join(known)}"
+        )
+    return value
+
+
+def _check_metric(value: str) -> str:
+    if value not in METRICS:
+        raise typer.BadParameter(f"{value!r} is not a backtest metric; choose {', '.join(METRICS)}")
+    return value
+
+
+def _check_promote(value: str) -> str:
+    if value not in PROMOTE:
+        raise typer.BadParameter(f"{value!r}: choose {', '.join(PROMOTE)}")
+    return value
+
+
+def _check_quantiles(value: str) -> str:
+    for item in value.split(","):
+        if not item.strip():
+            continue
+        try:
+            level = float(item)
+        except ValueError:
+            raise typer.BadParameter(f"{item.strip()!r} is not a number") from None
+        if not 0.0 < level < 1.0:
+            raise typer.BadParameter(f"{item.strip()} is not a level strictly between 0 and 1")
+    if not value.strip(" ,"):
+        raise typer.BadParameter("give at least one level, e.g. 0.1,0.5,0.9")
+    return value
+
+
+def _check_out(value: Path | None) -> Path | None:
+    if value is not None and value.suffix not in OUT_SUFFIXES:
+        raise typer.BadParameter(f"{value.name}: the file must end in .csv or .parquet")
+    if value is not None and value.is_dir():
+        raise typer.BadParameter(f"{value} is a directory; give a file name")
+    return value
+
+
+def _check_as_of(value: str | None) -> str | None:
+    _parse_date(value)
+    return value
+
+
+def _comparison(result: BacktestResult, title: str) -> Table:
+    """The models' overall metrics, best first, in a table that wraps rather than cuts."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
+    frame = result.table().rename(columns={"fit_seconds": "fit s"})
+    # The model's name is what the reader looks for: as wide as the longest, within reason.
+    longest = max((len(str(m)) for m in frame["model"]), default=5)
+    for col in frame.columns:
+        if col == "model":
+            table.add_column(col, overflow="fold", min_width=min(longest, MODEL_WIDTH))
+        else:
+            table.add_column(col, justify="right", overflow="fold")
+    for row in frame.itertuples(index=False):
+        table.add_row(
+            *[_cell(v, 1 if k == "fit s" else 4) for k, v in zip(frame.columns, row, strict=True)]
+        )
+    return table
+
+
+def _cell(value: object, digits: int) -> str:
+    if isinstance(value, float):
+        return "-" if value != value else f"{value:.{digits}f}"  # NaN: the metric is undefined
+    return "-" if value is None else str(value)
+
+
+def _fits(options: TrainOptions) -> int:
+    """How many fits the backtest makes: every candidate on every fold."""
+    return options.folds * len(dict.fromkeys(options.models))
 
 
 def _options(**choices: object) -> TrainOptions:
@@ -62,7 +141,9 @@ def _options(**choices: object) -> TrainOptions:
 
 
 CUTOFF = typer.Option(None, "--cutoff", help="Train on data up to this date only (YYYY-MM-DD)")
-MODELS = typer.Option(",".join(DEFAULTS.models), "--models", help=MODELS_HELP)
+MODELS = typer.Option(
+    ",".join(DEFAULTS.models), "--models", help=MODELS_HELP, callback=_check_models
+)
 STRATEGY = typer.Option(
     DEFAULTS.strategy, "--strategy", help="direct, recursive or multi (M5-style)"
 )
@@ -70,7 +151,10 @@ HORIZON = typer.Option(DEFAULTS.horizon, "--horizon", min=1, help="Days ahead")
 FOLDS = typer.Option(DEFAULTS.folds, "--folds", min=1, help="Rolling-origin folds")
 STEP = typer.Option(None, "--step", min=1, help="Days between fold cut-offs (default: horizon)")
 METRIC = typer.Option(
-    DEFAULTS.metric, "--metric", help=f"Selection metric: {', '.join(SELECTION_METRICS)}"
+    DEFAULTS.metric,
+    "--metric",
+    help=f"Selection metric: {', '.join(METRICS)}",
+    callback=_check_metric,
 )
 ENSEMBLE = typer.Option(
     DEFAULTS.ensemble_top, "--ensemble-top", min=0, help="Also try the mean of the best N models"
@@ -89,10 +173,16 @@ def train(
     ensemble_top: int = ENSEMBLE,
     n_estimators: int | None = TREES,
     promote: str = typer.Option(
-        "if-better", "--promote", help="if-better (gate on the metric), always or never"
+        "if-better",
+        "--promote",
+        help="if-better (gate on the metric), always or never",
+        callback=_check_promote,
     ),
     if_no_champion: bool = typer.Option(
         False, "--if-no-champion", help="Do nothing when a champion bundle already exists"
+    ),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the bundle, verdict and comparison as JSON on stdout"
     ),
 ) -> None:
     """Backtest the candidates, refit the best on all data up to the cut-off, write a bundle."""
@@ -117,32 +207,44 @@ def train(
         raise typer.BadParameter("--promote must be if-better, always or never")
     registry = Registry(settings.models_dir)
     never = promote == "never" and registry.champion() is not None
-    with _progress("train") as progress:
-        task = progress.add_task("reading history", total=None)
+    with Phases("train", console) as phases:
+        phases.start("reading history")
+        steps = TrainingSteps(phases, _fits(options))
         outcome = run_train(
             get_engine(),
             settings.models_dir,
             options,
-            progress=lambda msg: progress.update(task, description=msg),
+            progress=steps,
             compare_with=None if never else registry,
         )
-        progress.update(task, description="done")
     if never or outcome.comparison is None:
         state = f"champion stays {registry.champion()} (--promote never)"
     else:
         verdict = gate(registry, outcome.version, outcome.comparison, promote == "always")
         state = verdict["decision"]
-    table = outcome.backtest.table()
-    console.print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    console.print(_comparison(outcome.backtest, f"backtest by {metric}"))
     console.print(
         f"bundle [bold]{outcome.version}[/bold] ({outcome.champion_model}, "
         f"{metric} {outcome.score:.4f}): {state}"
     )
+    if as_json:
+        doc = {
+            "version": outcome.version,
+            "model": outcome.champion_model,
+            "metric": metric,
+            "score": outcome.score,
+            "state": state,
+            "comparison": outcome.backtest.table().to_dict(orient="records"),
+        }
+        typer.echo(json.dumps(doc, indent=2, default=str))
+        return
     typer.echo(outcome.version)
 
 
 def backtest(
-    json_path: Path | None = typer.Option(None, "--json", help="Write the full report here"),
+    json_path: str | None = typer.Option(
+        None, "--json", help="Write the full report as JSON to this file, or - for stdout"
+    ),
     cutoff: str | None = CUTOFF,
     models: str = MODELS,
     strategy: str = STRATEGY,
@@ -166,30 +268,38 @@ def backtest(
         ensemble_top=ensemble_top,
         n_estimators=n_estimators,
     )
-    with _progress("backtest") as progress:
-        task = progress.add_task("reading history", total=None)
+    with Phases("backtest", console) as phases:
+        phases.start("reading history")
         history, products = load_history(get_engine(), options.cutoff)
-        result = run_backtest(
-            history, products, options, lambda msg: progress.update(task, description=msg)
-        )
-        progress.update(task, description="done")
-    table = Table(title=f"backtest: {len(result.cutoffs)} folds x {horizon} days, by {metric}")
-    frame = result.table()
-    for col in frame.columns:
-        table.add_column(col, justify="left" if col == "model" else "right")
-    for row in frame.itertuples(index=False):
-        table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row])
-    console.print(table)
-    if json_path is not None:
-        json_path.write_text(json.dumps(result.to_json(), indent=2, default=str))
+        steps = TrainingSteps(phases, _fits(options))
+        result = run_backtest(history, products, options, steps)
+        steps.finish()
+    title = f"backtest: {len(result.cutoffs)} folds x {horizon} days, by {metric}"
+    console.print(_comparison(result, title))
+    if json_path == STDOUT:
+        typer.echo(json.dumps(result.to_json(), indent=2, default=str))
+    elif json_path is not None:
+        Path(json_path).write_text(json.dumps(result.to_json(), indent=2, default=str))
         console.print(f"report written to {json_path}")
 
 
 def forecast_all_command(
-    as_of: str | None = typer.Option(None, "--as-of", help="Origin date (default: last sales day)"),
+    as_of: str | None = typer.Option(
+        None,
+        "--as-of",
+        help="Origin date, up to the last sales day (default: the last sales day)",
+        callback=_check_as_of,
+    ),
     horizon: int | None = typer.Option(None, "--horizon", min=1, help="Days ahead"),
-    out: Path | None = typer.Option(None, "--out", help="Also write a .parquet or .csv file"),
-    quantiles: str = typer.Option("0.1,0.5,0.9", "--quantiles", help="Comma-separated levels"),
+    out: Path | None = typer.Option(
+        None, "--out", help="Also write a .parquet or .csv file", callback=_check_out
+    ),
+    quantiles: str = typer.Option(
+        "0.1,0.5,0.9",
+        "--quantiles",
+        help="Comma-separated levels strictly between 0 and 1",
+        callback=_check_quantiles,
+    ),
     store: bool = typer.Option(
         True, "--store/--no-store", help="Store the run for GET /v1/forecasts and the cache"
     ),
@@ -197,19 +307,22 @@ def forecast_all_command(
     """Forecast every active SKU from the champion: sku, date, mean and quantiles per day."""
     settings = get_settings()
     levels = [float(q) for q in quantiles.split(",") if q.strip()]
-    with _progress("forecast-all") as progress:
-        progress.add_task("forecasting the catalogue", total=None)
+    engine = get_engine()
+    origin = _origin(engine, _parse_date(as_of))
+    with Phases("forecast-all", console) as phases:
+        phases.start("forecasting the catalogue")
         result = run_forecast_all(
-            get_engine(),
+            engine,
             Registry(settings.models_dir),
-            as_of=_parse_date(as_of),
+            as_of=origin,
             horizon=horizon,
             quantiles=levels,
             store=store,
         )
-    frame = result.frame
-    if out is not None:
-        write_forecasts(frame, out)
+        frame = result.frame
+        if out is not None:
+            phases.start(f"writing {len(frame):,} rows to {out.name}")
+            write_forecasts(frame, out)
     where = [str(out)] if out is not None else []
     if result.run_id:
         where.append(f"run {result.run_id}")
@@ -217,6 +330,36 @@ def forecast_all_command(
         f"{frame['sku'].nunique():,} SKUs x {frame['date'].nunique()} days from "
         f"{result.model_version} (as of {result.as_of}): {', '.join(where) or 'not stored'}"
     )
+
+
+# A last sales day older than this (against today) is reported: forecasts start from it.
+STALE_DAYS = 3
+
+
+def _today() -> dt.date:
+    return datetime.now(ZoneInfo(get_settings().timezone)).date()
+
+
+def _origin(engine: Engine, as_of: dt.date | None) -> dt.date | None:
+    """The forecast origin, refused after the last sales day and reported when stale."""
+    last = last_sales_date(engine)
+    if last is None:
+        raise TrainingError("the feature store has no sales history: ingest data first")
+    if as_of is not None and as_of > last:
+        raise typer.BadParameter(
+            f"{as_of} is {(as_of - last).days} day(s) after the last sales day {last}: the days "
+            "between have no data; ingest newer sales or leave --as-of out",
+            param_hint="--as-of",
+        )
+    stale = (_today() - last).days
+    if as_of is None and stale > STALE_DAYS:
+        console.print(
+            f"[yellow]warning:[/yellow] the last sales day is {last}, {stale} days ago: "
+            "forecasts start from it; ingest newer sales for fresher forecasts",
+            highlight=False,
+            soft_wrap=True,
+        )
+    return as_of
 
 
 def report(
@@ -230,12 +373,9 @@ def report(
 ) -> None:
     """Write one self-contained HTML report of a bundle: metrics, comparison table and plots."""
     registry = Registry(get_settings().models_dir)
-    try:
+    with Phases("report", console) as phases:
+        phases.start("loading the bundle")
         bundle = registry.load(version) if version else registry.load_champion()
-        with _progress("report") as progress:
-            progress.add_task(f"reporting on {bundle.version}", total=None)
-            path = write_report(bundle, out, skus=skus)
-    except (RegistryError, BundleError, ReportError) as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from exc
+        phases.start(f"reporting on {bundle.version}")
+        path = write_report(bundle, out, skus=skus)
     console.print(f"report on {bundle.version} written to {path}")

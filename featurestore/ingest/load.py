@@ -62,6 +62,8 @@ from featurestore.validate import (
 )
 
 Progress = Callable[[int], None]
+# Told the name of each step after reading (staging, keys, merge, commit): they can take as long.
+Phase = Callable[[str], None]
 
 
 def ingest_file(
@@ -76,6 +78,7 @@ def ingest_file(
     progress: Progress | None = None,
     force: bool = False,
     options: SourceOptions | None = None,
+    on_phase: Phase | None = None,
 ) -> IngestReport:
     """Load one CSV or Parquet file of ``entity`` in one transaction (see the module docstring)."""
     options = options or SourceOptions()
@@ -111,6 +114,7 @@ def ingest_file(
         reject_path=target,
         stale_rejects=reject_path is None,
         progress=progress,
+        on_phase=on_phase,
         started=(started, started_at),
         force=force,
         options=options,
@@ -128,6 +132,7 @@ def ingest_frames(
     progress: Progress | None = None,
     chunk_rows: int | None = None,
     force: bool = False,
+    on_phase: Phase | None = None,
 ) -> IngestReport:
     """Load generated frames (entity column names) through the same validation and transaction."""
     started, started_at = time.perf_counter(), datetime.now(UTC)
@@ -176,13 +181,19 @@ def ingest_frames(
         reject_path=target,
         stale_rejects=False,
         progress=progress,
+        on_phase=on_phase,
         started=(started, started_at),
         force=force,
     )
 
 
 def import_m5(
-    engine: Engine, path: Path, progress: Progress | None = None, *, force: bool = False
+    engine: Engine,
+    path: Path,
+    progress: Progress | None = None,
+    on_phase: Phase | None = None,
+    *,
+    force: bool = False,
 ) -> dict[str, IngestReport]:
     """Load an M5-layout Parquet file: products, events and SNAP days, prices, daily sales."""
     path = Path(path)
@@ -194,7 +205,13 @@ def import_m5(
         raise IngestError(f"{path.name} is not an M5-layout file: {exc}") from exc
     return {
         entity: ingest_frames(
-            engine, entity, [frame], source=f"{path}#{entity}", progress=progress, force=force
+            engine,
+            entity,
+            [frame],
+            source=f"{path}#{entity}",
+            progress=progress,
+            on_phase=on_phase,
+            force=force,
         )
         for entity, frame in frames.items()
     }
@@ -213,11 +230,13 @@ def _load(
     reject_path: Path,
     stale_rejects: bool,
     progress: Progress | None,
+    on_phase: Phase | None,
     started: tuple[float, datetime],
     force: bool,
     options: SourceOptions | None = None,
 ) -> IngestReport:
     settings = get_settings()
+    phase = on_phase or (lambda _name: None)
     limit = settings.max_reject_share if max_reject is None else max_reject
     sink = RejectSink(reject_path, private=ent.private & plan.present)
     hasher = ContentHash() if checksum is None else None
@@ -260,12 +279,14 @@ def _load(
                 report.rows_read += chunk.size
                 if progress is not None:
                     progress(chunk.size)
+            phase(f"staging {report.rows_read:,} rows")
             store.finish_staging()
             if hasher is not None:
                 report.checksum = hasher.hexdigest()
                 previous = None if force else previous_load_in(conn, ent.name, report.checksum)
                 if previous is not None:
                     raise Unchanged(previous)
+            phase("checking for duplicate keys")
             duplicates = keys.duplicates()
             sink.add_late(duplicate_rejects(duplicates, ent))
             store.drop(duplicates)
@@ -275,11 +296,13 @@ def _load(
             report.reject_path = sink.path if sink.count else None
             if report.reject_share > limit:
                 raise TooManyRejects(report, limit)
+            phase(f"merging {report.rows_accepted:,} rows into {ent.name}")
             store.merge()
             report.mixed = store.mixed
             report.status = "loaded"
             report.seconds = time.perf_counter() - started[0]
             store.log(report, started[1])
+            phase("committing")
     except Unchanged as unchanged:
         sink.discard()
         return _skipped(engine, ent, spec, source, report.checksum, unchanged.previous, started)
