@@ -11,7 +11,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 import typer
 
-from app.cli import data, db, ingest, models, service, training
+from app.cli import data, db, ingest, inventory, models, service, training
 
 cli = typer.Typer(
     name="salesfc",
@@ -27,6 +27,7 @@ cli.command("train")(training.train)
 cli.command("backtest")(training.backtest)
 cli.command("forecast-all")(training.forecast_all_command)
 cli.command("report")(training.report)
+cli.command("inventory-plan")(inventory.inventory_plan)
 cli.command("serve")(service.serve)
 cli.command("worker", hidden=True)(service.worker)
 
