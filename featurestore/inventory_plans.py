@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, insert, select, update
 
 from featurestore.tables import InventoryPlan, InventoryPlanRow, Product
 
@@ -86,7 +86,7 @@ def save_plan(
         for start in range(0, len(records), INSERT_BATCH):
             conn.execute(insert(InventoryPlanRow), records[start : start + INSERT_BATCH])
         conn.execute(
-            InventoryPlan.__table__.update()
+            update(InventoryPlan)
             .where(InventoryPlan.plan_id == plan_id)
             .values(status="complete", rows=len(records), completed_at=dt.datetime.now(dt.UTC))
         )
@@ -136,7 +136,9 @@ def lead_times(engine: Engine, skus: Sequence[str] | None = None) -> dict[str, i
     wanted = None if skus is None else sorted(set(skus))
     out: dict[str, int] = {}
     with engine.connect() as conn:
-        chunks = [None] if wanted is None else [wanted[i : i + 900] for i in range(0, len(wanted), 900)]
+        chunks = (
+            [None] if wanted is None else [wanted[i : i + 900] for i in range(0, len(wanted), 900)]
+        )
         for chunk in chunks:
             q = query if chunk is None else query.where(Product.sku.in_(chunk))
             for sku, attrs in conn.execute(q):

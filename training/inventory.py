@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from training.quantiles import QuantileCalibrator
+
 # Paths per SKU: the blocks whose forecast level is nearest. 200 leaves 10 paths above a P95,
 # enough for a stable order-up-to level without borrowing errors of SKUs ten times faster.
 NEIGHBOURS = 200
@@ -261,23 +263,15 @@ def _block_totals(blocks: ResidualBlocks, days: int) -> tuple[np.ndarray, np.nda
     return np.rint(y).sum(axis=1), blocks.yhat[:, :days]
 
 
-def _naive_order_up_to(
-    fit_rows: pd.DataFrame, yhat: np.ndarray, level: float
-) -> np.ndarray:  # pragma: no cover - thin
-    from training.quantiles import QuantileCalibrator
-
-    cal = QuantileCalibrator().fit(
-        fit_rows["y"].to_numpy(), fit_rows["yhat"].to_numpy(), fit_rows["horizon"].to_numpy()
-    )
+def _summed_daily(cal: QuantileCalibrator, yhat: np.ndarray, level: float) -> np.ndarray:
+    """The shortcut: each day's calibrated ``level`` quantile, summed over the days."""
     n, days = yhat.shape
     horizon = np.tile(np.arange(1, days + 1), n)
     q = cal.predict(yhat.reshape(-1), horizon, [level]).reshape(n, days)
     return np.asarray(q.sum(axis=1))
 
 
-def _scores(
-    demand: np.ndarray, level: np.ndarray, classes: np.ndarray
-) -> dict[str, Any]:
+def _scores(demand: np.ndarray, level: np.ndarray, classes: np.ndarray) -> dict[str, Any]:
     def one(d: np.ndarray, s: np.ndarray) -> dict[str, Any]:
         total = float(d.sum())
         return {
@@ -315,6 +309,12 @@ def replay(
     if len(folds) < 2:
         raise NoResidualBlocks("the replay needs at least two folds (one calibrates the other)")
     results: list[dict[str, Any]] = []
+    calibrators = {}
+    for fold in folds:
+        fit = rows[rows["fold"] != fold]
+        calibrators[fold] = QuantileCalibrator().fit(
+            fit["y"].to_numpy(), fit["yhat"].to_numpy(), fit["horizon"].to_numpy()
+        )
     for lead in lead_times:
         days = lead + review_days
         if days > blocks.horizon:
@@ -335,8 +335,7 @@ def replay(
                     neighbours=neighbours,
                 )
                 ours[mine] = demand.quantiles[:, 0]
-                fit_rows = rows[rows["fold"] != fold]
-                naive[mine] = _naive_order_up_to(fit_rows, yhat_days[mine], level)
+                naive[mine] = _summed_daily(calibrators[fold], yhat_days[mine], level)
             mine_scores = _scores(actual, ours, blocks.demand_class)
             naive_scores = _scores(actual, naive, blocks.demand_class)
             results.append(

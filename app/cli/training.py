@@ -16,6 +16,7 @@ from rich.table import Table
 from app.services.batch import run_forecast_all
 from featurestore.config import get_settings
 from featurestore.db import get_engine
+from training.backtest import inventory_report
 from training.bundle import BundleError
 from training.options import InvalidOptions, TrainOptions, train_options
 from training.pipeline import ALL_MODELS, load_history
@@ -183,7 +184,10 @@ def backtest(
         table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row])
     console.print(table)
     if json_path is not None:
-        json_path.write_text(json.dumps(result.to_json(), indent=2, default=str))
+        document = result.to_json()
+        # The (R, S) policy replayed on the best model's folds (docs/operations.md, Inventory).
+        document["inventory"] = inventory_report(result)
+        json_path.write_text(json.dumps(document, indent=2, default=str))
         console.print(f"report written to {json_path}")
 
 

@@ -157,9 +157,7 @@ class InventoryService:
                     "cold_start": cold[item.sku],
                     "lead_time_demand": {
                         "mean": round(float(demand.mean[j]), 4),
-                        "quantiles": dict(
-                            zip(names, demand.quantiles[j].tolist(), strict=True)
-                        ),
+                        "quantiles": dict(zip(names, demand.quantiles[j].tolist(), strict=True)),
                     },
                     "safety_stock": round(float(decided.safety_stock[j]), 4),
                     "reorder_point": float(decided.reorder_point[j]),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -93,8 +95,8 @@ def test_monotone_in_service_level_and_lead_time(steady: ResidualBlocks) -> None
         demand = lead_time_demand(means, steady, lead_days=lead, review_days=2, levels=levels)
         assert np.all(np.diff(demand.quantiles, axis=1) >= 0)
         ups.append(demand.quantiles)
-    assert all(np.all(b >= a) for a, b in zip(ups, ups[1:], strict=False))
-    assert all(np.all(b > a) for a, b in zip(ups, ups[1:], strict=False))
+    assert all(np.all(b >= a) for a, b in itertools.pairwise(ups))
+    assert all(np.all(b > a) for a, b in itertools.pairwise(ups))
 
 
 def test_intermittent_skus_get_whole_non_negative_units() -> None:
@@ -136,9 +138,7 @@ def test_blocks_are_drawn_from_the_sku_level() -> None:
     rows = pd.concat(
         [
             backtest_rows(2.0, sd=1.0, skus=200, seed=5),
-            backtest_rows(400.0, sd=60.0, skus=200, seed=6).assign(
-                sku=lambda f: "B" + f["sku"]
-            ),
+            backtest_rows(400.0, sd=60.0, skus=200, seed=6).assign(sku=lambda f: "B" + f["sku"]),
         ],
         ignore_index=True,
     )
@@ -153,9 +153,7 @@ def test_blocks_are_drawn_from_the_sku_level() -> None:
 def test_cold_start_widening_widens() -> None:
     blocks = ResidualBlocks.from_backtest(backtest_rows(30.0, sd=4.0))
     means = np.full((2, HORIZON), 30.0)
-    demand = lead_time_demand(
-        means, blocks, lead_days=7, levels=[0.95], widen=np.array([1.0, 1.6])
-    )
+    demand = lead_time_demand(means, blocks, lead_days=7, levels=[0.95], widen=np.array([1.0, 1.6]))
     assert demand.quantiles[1, 0] > demand.quantiles[0, 0] + 5
 
 
