@@ -20,6 +20,7 @@ import argparse
 import datetime as dt
 import json
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -38,7 +39,7 @@ from serve import LUA_DONE, server, wrk  # noqa: E402
 from app.services.inventory import run_inventory_plan  # noqa: E402
 from featurestore import migrations  # noqa: E402
 from featurestore.db import make_engine  # noqa: E402
-from featurestore.ingest import ingest_file, import_m5  # noqa: E402
+from featurestore.ingest import import_m5, ingest_file  # noqa: E402
 from training.backtest import inventory_report  # noqa: E402
 from training.options import TrainOptions  # noqa: E402
 from training.pipeline import backtest, load_history, train  # noqa: E402
@@ -100,7 +101,7 @@ def load_olist(engine: Any, work: Path) -> None:
 
 
 def replay_case(name: str, work: Path, folds: int) -> dict[str, Any]:
-    url, engine = store(work, name)
+    _url, engine = store(work, name)
     t0 = time.perf_counter()
     if name == "m5":
         import_m5(engine, M5_TINY)
@@ -186,7 +187,9 @@ def run(cases: list[str], folds: int) -> dict[str, Any]:
             trained(engine, models, options(2))
             results["plan-m5"] = plan_time(engine, models)
             if "latency" in cases:
-                skus = pd.read_sql("select sku from products where status != 'discontinued'", engine)
+                skus = pd.read_sql(
+                    "select sku from products where status != 'discontinued'", engine
+                )
                 engine.dispose()
                 results["latency"] = latency(url, models, skus["sku"].tolist()[:200], work)
             engine.dispose()
@@ -236,9 +239,10 @@ def render(results: dict[str, Any]) -> str:
         for s in rep["settings"]:
             a, n = s["achieved"], s["summed_daily_quantiles"]
             by = a["by_demand_class"]
+            nb = n["by_demand_class"]
             per = [
                 f"{_pct(by[c]['cycle_service_level'])} ({_pct(by[c]['share_below'])}), "
-                f"n={by[c]['cycles']}; summed {_pct(n['by_demand_class'][c]['cycle_service_level'])}"
+                f"n={by[c]['cycles']}; summed {_pct(nb[c]['cycle_service_level'])}"
                 if c in by
                 else "-"
                 for c in classes
@@ -246,7 +250,8 @@ def render(results: dict[str, Any]) -> str:
             lines.append(
                 f"| {s['lead_time_days']} | {_pct(s['service_level'])} | "
                 f"{_pct(a['cycle_service_level'])} ({_pct(a['share_below'])}) | "
-                f"{_pct(a['fill_rate'])} | {_pct(n['cycle_service_level'])} | " + " | ".join(per)
+                f"{_pct(a['fill_rate'])} | {_pct(n['cycle_service_level'])} | "
+                + " | ".join(per)
                 + " |"
             )
         lines.append("")
@@ -271,8 +276,6 @@ def render(results: dict[str, Any]) -> str:
 
 
 def write_section(section: str) -> None:
-    import re
-
     text = DOC.read_text()
     pattern = re.compile(r"^## Inventory\n.*?(?=^## |\Z)", re.S | re.M)
     if pattern.search(text):

@@ -48,9 +48,10 @@ def test_inventory_plan_backtest_and_report(settings: Settings, tmp_path: Path) 
     assert set(plan["lead_time_days"]) == {3, 6}
     assert (plan["review_days"] == 4).all() and (plan["service_level"] == 0.9).all()
     assert (plan["order_up_to"] >= plan["reorder_point"]).all()
-    assert plan["safety_stock"].round(3).tolist() == (plan["order_up_to"] - plan["mean"]).round(
-        3
-    ).tolist()
+    assert (
+        plan["safety_stock"].round(3).tolist()
+        == (plan["order_up_to"] - plan["mean"]).round(3).tolist()
+    )
     stored = latest_plan(engine)
     assert stored is not None and stored.rows == len(plan)
     parquet = tmp_path / "plan.parquet"
