@@ -184,7 +184,7 @@ def run(cases: list[str], folds: int) -> dict[str, Any]:
             url, engine = store(work, "m5_plan")
             import_m5(engine, M5_TINY)
             models = work / "models_m5"
-            trained(engine, models, options(2))
+            trained(engine, models, options(1, n_estimators=100))
             results["plan-m5"] = plan_time(engine, models)
             if "latency" in cases:
                 skus = pd.read_sql(
@@ -196,10 +196,10 @@ def run(cases: list[str], folds: int) -> dict[str, Any]:
         if "plan-10k" in cases:
             url, engine = store(work, "synth10k")
             t0 = time.perf_counter()
-            write_catalogue(engine, generate(SynthConfig(n_skus=10_000, n_days=400, seed=5)))
+            write_catalogue(engine, generate(SynthConfig(n_skus=10_000, n_days=200, seed=5)))
             log(f"10k SKUs written in {time.perf_counter() - t0:.1f} s")
             models = work / "models_10k"
-            trained(engine, models, options(1, horizon=28, n_estimators=100))
+            trained(engine, models, options(1, horizon=28, n_estimators=50))
             results["plan-10k"] = plan_time(engine, models)
             engine.dispose()
     return results
