@@ -5,11 +5,11 @@ Cases (each on a fresh SQLite store in a temp directory):
   28 days, --folds cut-offs), then ``training.inventory.replay`` at service levels 0.80, 0.90,
   0.95 and lead times 3, 7, 14 days (review 0): achieved cycle service level and fill rate,
   overall and by demand class, against the sum of calibrated daily quantiles.
-- ``plan-m5``: train a bundle on m5_tiny, time ``salesfc inventory-plan`` (forecast + plan +
-  store) for the whole catalogue; ``latency``: that store served by `salesfc serve` (1 worker),
-  wrk at 8 connections on GET /v1/forecast/{sku} and GET /v1/inventory/{sku}, same SKUs.
-- ``plan-10k``: 10,000 synthetic SKUs (training.synth), a bundle trained on them (1 fold, 100
-  trees), then the plan timed as above.
+- ``plan-m5``: train a bundle on m5_tiny (1 fold, 100 trees), time ``salesfc inventory-plan``
+  (forecast + plan + store) for the whole catalogue; ``latency``: that store served by `salesfc
+  serve` (1 worker), wrk at 8 connections on GET /v1/forecast/{sku} and GET /v1/inventory/{sku}.
+- ``plan-10k``: 10,000 synthetic SKUs x 200 days (training.synth), a bundle trained on them (1
+  fold, 50 trees), then the plan timed as above.
 
 Results go to docs/benchmarks.md, ``## Inventory`` (--no-write prints them).
 """
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import pickle
 import platform
 import re
 import sys
@@ -53,6 +54,7 @@ OLIST = DATA / "olist"
 OLIST_MIN_DAYS = 20  # products sold on at least this many days (519 of 32,951)
 OLIST_END = dt.date(2018, 8, 15)  # the data thins out after mid-August 2018 (its README)
 LEVELS = (0.8, 0.9, 0.95)
+KEEP: Path | None = None  # --keep DIR: backtests pickled there and reused
 LEADS = (3, 7, 14)
 
 
@@ -112,7 +114,13 @@ def replay_case(name: str, work: Path, folds: int) -> dict[str, Any]:
     history, products = load_history(engine, cutoff)
     log(f"{name}: {history['sku'].nunique()} SKUs loaded in {time.perf_counter() - t0:.1f} s")
     t0 = time.perf_counter()
-    result = backtest(history, products, options(folds), lambda m: log(f"{name}: {m}"))
+    keep = KEEP / f"{name}_{folds}.pkl" if KEEP else None
+    if keep is not None and keep.exists():  # --keep: replay again without refitting
+        result = pickle.loads(keep.read_bytes())
+    else:
+        result = backtest(history, products, options(folds), lambda m: log(f"{name}: {m}"))
+        if keep is not None:
+            keep.write_bytes(pickle.dumps(result))
     seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
     report = inventory_report(result)
@@ -292,7 +300,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--json", type=Path, help="also keep the raw results here")
     parser.add_argument("--from-json", type=Path, help="render these results, run nothing")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--keep", type=Path, help="keep backtests here and reuse them")
     args = parser.parse_args(argv)
+    global KEEP
+    KEEP = args.keep
     if args.from_json:
         results = json.loads(args.from_json.read_text())
     else:

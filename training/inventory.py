@@ -7,8 +7,8 @@ days 1..L), scaled the way ``training.quantiles`` scales (``(y - yhat) / sqrt(yh
 over the SKU's own daily means: ``y*_h = max(0, mu_h + r_h * sqrt(mu_h + 1))``. Whole blocks keep
 the days' dependence (a SKU whose forecast ran high on day 1 ran high all week); the blocks used
 for a SKU are the ``neighbours`` whose forecast level over those days is closest to its own, so a
-slow mover borrows the errors of slow movers. Sales are counts, so every quantile is rounded up
-to a whole unit (the smallest stock that covers that share of the paths) and is never negative.
+slow mover borrows the errors of slow movers. Sales are counts, so each path's total is rounded
+to whole units: every quantile is a whole number of units, never negative.
 
 The policy is periodic review (R, S): every ``review_days`` the stock position (on hand + on
 order) is raised to the order-up-to level S, the ``service_level`` quantile of demand over
@@ -193,11 +193,13 @@ def lead_time_demand(
         m = mu[a:b, None, :]
         r = resid[near[a:b]] * width[a:b, None, None]
         paths = np.maximum(m + r * np.sqrt(m + 1.0), 0.0)  # (skus, k, days)
-        out[a:b] = _upper_quantiles(paths.sum(axis=2), qs)
-        lead_out[a:b] = _upper_quantiles(paths[:, :, :lead_days].sum(axis=2), qs)
-    # Whole units: the smallest stock covering that share of the paths (1e-9: float noise).
-    out = np.maximum.accumulate(np.ceil(out - 1e-9), axis=1).clip(0.0, None)
-    lead_out = np.maximum.accumulate(np.ceil(lead_out - 1e-9), axis=1).clip(0.0, None)
+        # Each path's total rounded to whole units, as demand is counted: a slow mover's paths
+        # are then mostly 0, and its P80 is 0 when most of its weeks sell nothing (rounding the
+        # quantile up instead would ask for a unit that most cycles never need).
+        out[a:b] = _upper_quantiles(np.rint(paths.sum(axis=2)), qs)
+        lead_out[a:b] = _upper_quantiles(np.rint(paths[:, :, :lead_days].sum(axis=2)), qs)
+    out = np.maximum.accumulate(out, axis=1).clip(0.0, None)
+    lead_out = np.maximum.accumulate(lead_out, axis=1).clip(0.0, None)
     return LeadTimeDemand(
         days=days,
         lead_days=lead_days,

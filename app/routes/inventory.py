@@ -64,10 +64,12 @@ async def inventory_one(
         on_hand=on_hand,
         on_order=on_order,
     )
-    answer: dict[str, Any] = await anyio.to_thread.run_sync(
-        service.decide, [item], limiter=compute_limiter(request)
-    )
-    decision: dict[str, Any] = answer["items"][0]
+    decision = service.cached(item)
+    if decision is None:
+        answer: dict[str, Any] = await anyio.to_thread.run_sync(
+            service.decide, [item], limiter=compute_limiter(request)
+        )
+        decision = answer["items"][0]
     return decision
 
 

@@ -8,7 +8,9 @@ own backtest residual blocks (built once per champion). Policy and figures: docs
 from __future__ import annotations
 
 import datetime as dt
+import math
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -71,6 +73,17 @@ def max_days(bundle: Bundle, blocks: ResidualBlocks) -> int:
     return min(int(bundle.artifacts["model"].horizon), blocks.horizon)
 
 
+MEMO_SIZE = 50_000
+# sku, model version, data token, lead time, review days, service level
+MemoKey = tuple[str, str, str, int, int, float]
+
+
+def with_stock(decision: dict[str, Any], on_hand: float, on_order: float) -> dict[str, Any]:
+    """A decision for this stock: only the suggested order depends on it."""
+    order = max(0.0, math.ceil(decision["order_up_to"] - on_hand - on_order - 1e-9))
+    return {**decision, "on_hand": on_hand, "on_order": on_order, "suggested_order": float(order)}
+
+
 class InventoryService:
     """Lead-time demand and (R, S) decisions for lists of SKUs from the current champion."""
 
@@ -79,6 +92,31 @@ class InventoryService:
         self.engine: Engine = forecasts.engine
         self._lock = threading.Lock()
         self._calibration: tuple[str, Calibration] | None = None
+        # Decisions already made for this champion and data (stock aside): an LRU, as forecasts.
+        self._memo: OrderedDict[MemoKey, dict[str, Any]] = OrderedDict()
+
+    def cached(self, item: InventoryItem) -> dict[str, Any] | None:
+        """The decision from memory alone (no I/O: safe on the event loop), or None."""
+        token = self.forecasts.history.fresh_token()
+        loaded = self.forecasts.holder.peek()
+        if token is None or loaded is None or item.lead_time_days is None:
+            return None
+        key = (
+            item.sku,
+            loaded.version,
+            token,
+            item.lead_time_days,
+            item.review_days,
+            item.service_level,
+        )
+        hit = self._memo.get(key)
+        return None if hit is None else with_stock(hit, item.on_hand, item.on_order)
+
+    def _remember(self, key: MemoKey, decision: dict[str, Any]) -> None:
+        memo = self._memo
+        memo[key] = decision
+        if len(memo) > MEMO_SIZE:
+            memo.popitem(last=False)
 
     def _calibrated(self, loaded: Loaded) -> Calibration:
         found = self._calibration
@@ -96,7 +134,10 @@ class InventoryService:
             raise ModelNotReady("no champion model is loaded yet: train one (salesfc train)")
         cal = self._calibrated(loaded)
         top = max_days(loaded.bundle, cal.blocks)
-        unique = list({i.sku: i for i in reversed(items)}.values())[::-1]
+        first: dict[str, InventoryItem] = {}
+        for item in items:
+            first.setdefault(item.sku, item)
+        unique = list(first.values())
         missing = [i.sku for i in unique if i.lead_time_days is None]
         known = inventory_plans.lead_times(self.engine, missing) if missing else {}
         lead: dict[str, int] = {}
@@ -114,6 +155,7 @@ class InventoryService:
                 )
             lead[item.sku] = days
         need = max(lead[i.sku] + i.review_days for i in unique)
+        token = self.forecasts.snapshot().token
         answers = self.forecasts.answers([i.sku for i in unique], need, [0.5])
         means: dict[str, np.ndarray] = {}
         cold: dict[str, bool] = {}
@@ -166,6 +208,9 @@ class InventoryService:
                     "on_order": item.on_order,
                     "suggested_order": float(decided.suggested_order[j]),
                 }
+                if self.forecasts.use_cache:
+                    key = (item.sku, answers.version, token, days, review, level)
+                    self._remember(key, out[item.sku])
         return {
             "model_version": answers.version,
             "data_until": answers.as_of,

@@ -173,3 +173,13 @@ def test_plan_is_stored_whole_and_paginated(client: TestClient, served: Served) 
     finally:
         with served.engine.begin() as conn:
             conn.execute(update(InventoryPlan).values(status="complete"))
+
+
+def test_a_remembered_decision_follows_the_stock(client: TestClient, served: Served) -> None:
+    sku = skus(served)[3]
+    query = f"/v1/inventory/{sku}?lead_time_days=4&review_days=3&service_level=0.9"
+    first = client.get(query + "&on_hand=0").json()
+    again = client.get(query + "&on_hand=2.5&on_order=1").json()
+    assert again["order_up_to"] == first["order_up_to"]
+    assert again["suggested_order"] == max(0.0, float(np.ceil(first["order_up_to"] - 3.5)))
+    assert (again["on_hand"], again["on_order"]) == (2.5, 1.0)
