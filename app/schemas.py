@@ -295,3 +295,86 @@ class ExplainResponse(BaseModel):
     data_until: dt.date
     method: str
     days: list[ExplainDay]
+
+
+# ---------------------------------------------------------------- inventory (issue #13)
+
+MAX_INVENTORY_BATCH = 1000
+SERVICE_LEVEL_LOW, SERVICE_LEVEL_HIGH = 0.5, 0.999  # training.inventory.SERVICE_LEVEL_RANGE
+
+
+class InventoryItem(BaseModel):
+    """One SKU's inputs: its lead time (else the product's ``lead_time_days``) and its stock."""
+
+    sku: str = Field(max_length=64)
+    lead_time_days: int | None = Field(
+        default=None, ge=1, description="days from order to delivery; default: the product's"
+    )
+    review_days: int = Field(default=7, ge=0, description="days between two orders")
+    service_level: float = Field(
+        default=0.95,
+        gt=SERVICE_LEVEL_LOW,
+        lt=SERVICE_LEVEL_HIGH,
+        description="cycle service level: share of cycles without a stock-out",
+    )
+    on_hand: float = Field(default=0.0, ge=0)
+    on_order: float = Field(default=0.0, ge=0)
+
+
+class InventoryRequest(BaseModel):
+    """Up to 1,000 SKUs, each with its own lead time and stock."""
+
+    items: list[InventoryItem] = Field(min_length=1, max_length=MAX_INVENTORY_BATCH)
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "items": [
+                        {
+                            "sku": "FOODS_3_090_CA_1",
+                            "lead_time_days": 7,
+                            "review_days": 7,
+                            "service_level": 0.95,
+                            "on_hand": 12,
+                            "on_order": 0,
+                        }
+                    ]
+                }
+            ]
+        }
+    }
+
+
+class LeadTimeDemandBody(BaseModel):
+    """Demand over lead time + review: its mean and quantiles (whole units; p95 ...)."""
+
+    mean: float
+    quantiles: dict[str, float]
+
+
+class InventoryDecision(BaseModel):
+    """A SKU's (R, S) policy at the requested service level and the order it suggests now."""
+
+    sku: str
+    model_version: str
+    data_until: dt.date
+    lead_time_days: int
+    review_days: int
+    service_level: float
+    cold_start: bool = Field(description="forecast from attributes: a wider distribution")
+    lead_time_demand: LeadTimeDemandBody
+    safety_stock: float = Field(description="order_up_to minus the mean demand")
+    reorder_point: float = Field(description="service-level quantile over the lead time alone")
+    order_up_to: float = Field(description="service-level quantile over lead time + review")
+    on_hand: float
+    on_order: float
+    suggested_order: float = Field(description="max(0, order_up_to - on_hand - on_order)")
+
+
+class InventoryResponse(BaseModel):
+    """Decisions for several SKUs, from one champion and one data date."""
+
+    model_version: str
+    data_until: dt.date
+    items: list[InventoryDecision]

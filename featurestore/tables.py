@@ -234,3 +234,40 @@ class ForecastRow(Base):
     mean: Mapped[float] = mapped_column(Float)
     quantiles: Mapped[list[float]] = mapped_column(JSON, doc="values in the run's quantile order")
     cold_start: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+
+
+class InventoryPlan(Base):
+    """One nightly inventory plan (`salesfc inventory-plan`); visible only once complete."""
+
+    __tablename__ = "inventory_plans"
+
+    plan_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    model_version: Mapped[str] = mapped_column(String(128))
+    as_of: Mapped[dt.date] = mapped_column(Date)
+    data_token: Mapped[str] = mapped_column(String(64))
+    params: Mapped[dict[str, Any]] = mapped_column(
+        JSON, doc="default lead_time_days, review_days, service_level"
+    )
+    status: Mapped[str] = mapped_column(String(16), doc="running | complete | failed")
+    rows: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    completed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class InventoryPlanRow(Base):
+    """One SKU of an inventory plan."""
+
+    __tablename__ = "inventory_plan_rows"
+
+    plan_id: Mapped[str] = mapped_column(
+        ForeignKey("inventory_plans.plan_id", ondelete="CASCADE"), primary_key=True
+    )
+    sku: Mapped[str] = mapped_column(String(SKU_LEN), primary_key=True)
+    lead_time_days: Mapped[int] = mapped_column(Integer)
+    review_days: Mapped[int] = mapped_column(Integer)
+    service_level: Mapped[float] = mapped_column(Float)
+    mean: Mapped[float] = mapped_column(Float)
+    safety_stock: Mapped[float] = mapped_column(Float)
+    reorder_point: Mapped[float] = mapped_column(Float)
+    order_up_to: Mapped[float] = mapped_column(Float)
+    cold_start: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from training.forecaster import Forecaster
+from training.inventory import NoResidualBlocks, replay
 from training.metrics import (
     coverage,
     evaluate,
@@ -236,6 +237,16 @@ def coverage_report(
     }
 
 
+def inventory_report(result: BacktestResult, model: str | None = None) -> dict[str, Any]:
+    """The (R, S) policy replayed on a model's backtest (training.inventory.replay)."""
+    name = model or result.best
+    rows = result.predictions[result.predictions["model"] == name]
+    try:
+        return {"model": name, **replay(rows)}
+    except NoResidualBlocks as exc:
+        return {"model": name, "detail": str(exc)}
+
+
 __all__ = [
     "SELECTION_METRICS",
     "BacktestResult",
@@ -243,6 +254,7 @@ __all__ = [
     "coverage_report",
     "cutoffs",
     "hide_after",
+    "inventory_report",
     "run_backtest",
     "value_added",
 ]

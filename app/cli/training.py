@@ -19,7 +19,7 @@ from app.services.batch import run_forecast_all
 from featurestore.config import get_settings
 from featurestore.db import get_engine
 from featurestore.readers import last_sales_date
-from training.backtest import SELECTION_METRICS, BacktestResult
+from training.backtest import SELECTION_METRICS, BacktestResult, inventory_report
 from training.errors import TrainingError
 from training.estimators import model_names
 from training.options import InvalidOptions, TrainOptions, train_options
@@ -276,10 +276,15 @@ def backtest(
         steps.finish()
     title = f"backtest: {len(result.cutoffs)} folds x {horizon} days, by {metric}"
     console.print(_comparison(result, title))
+    if json_path is not None:
+        document = result.to_json()
+        # The (R, S) policy replayed on the best model's folds (docs/operations.md, Inventory).
+        document["inventory"] = inventory_report(result)
+        text = json.dumps(document, indent=2, default=str)
     if json_path == STDOUT:
-        typer.echo(json.dumps(result.to_json(), indent=2, default=str))
+        typer.echo(text)
     elif json_path is not None:
-        Path(json_path).write_text(json.dumps(result.to_json(), indent=2, default=str))
+        Path(json_path).write_text(text)
         console.print(f"report written to {json_path}")
 
 

@@ -187,13 +187,13 @@ def handmade(tmp_path_factory: pytest.TempPathFactory) -> tuple[Bundle, str]:
     return bundle, build_report(bundle)
 
 
-def test_report_has_every_section_and_six_decodable_plots(handmade: tuple[Bundle, str]) -> None:
+def test_report_has_every_section_and_seven_decodable_plots(handmade: tuple[Bundle, str]) -> None:
     bundle, text = handmade
     assert text.startswith("<!DOCTYPE html>") and text.rstrip().endswith("</html>")
     for sid, title in SECTIONS:
         assert f'<section id="{sid}"><h2>{title}</h2>' in text
-    # top SKUs, worst SKUs, horizon, segments, calibration, importance
-    assert len(_pngs(text)) == 6
+    # top SKUs, worst SKUs, horizon, segments, calibration, inventory, importance
+    assert len(_pngs(text)) == 7
     for row in bundle.manifest.metrics["comparison"]:
         assert f"<td>{row['model']}</td>" in text
     assert '<tr class="champion"><td>lgbm_tweedie/multi</td>' in text
@@ -269,7 +269,7 @@ def test_report_without_calibrator_or_importance_says_so_and_escapes(tmp_path: P
     text = build_report(bundle)
     assert "The bundle holds no quantile calibrator." in text
     assert "The champion model reports no feature importance." in text
-    assert len(_pngs(text)) == 4
+    assert len(_pngs(text)) == 5  # the inventory replay needs no calibrator
     assert "P10-P90 band" not in text
     assert "<b>evil</b>" not in text
     assert '<tr class="champion"><td>&lt;b&gt;evil&lt;/b&gt;</td>' in text
@@ -281,7 +281,7 @@ def test_write_report_writes_the_file(tmp_path: Path) -> None:
     out = write_report(bundle, tmp_path / "reports" / "model.html")
     assert out == tmp_path / "reports" / "model.html"
     text = out.read_text(encoding="utf-8")
-    assert len(_pngs(text)) == 6
+    assert len(_pngs(text)) == 7
     assert sorted(p.name for p in out.parent.iterdir()) == ["model.html"]
 
 
@@ -346,7 +346,7 @@ def test_report_of_a_trained_bundle(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     text = write_report(bundle, tmp_path / "report.html").read_text(encoding="utf-8")
     for sid, title in SECTIONS:
         assert f'<section id="{sid}"><h2>{title}</h2>' in text
-    assert len(_pngs(text)) == 6
+    assert len(_pngs(text)) == 7
     comparison = bundle.manifest.metrics["comparison"]
     assert {row["model"] for row in comparison} == {
         "seasonal_naive",

@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from training.bundle import Bundle
+from training.inventory import NoResidualBlocks, replay
 from training.quantiles import QuantileCalibrator
 from training.report.figures import (
     ACTUAL_COLOR,
@@ -26,6 +27,7 @@ from training.report.figures import (
     plot_calibration,
     plot_horizon,
     plot_importance,
+    plot_inventory,
     plot_segments,
     plot_skus,
 )
@@ -75,8 +77,12 @@ SECTIONS = (
     ("horizon", "Error by horizon"),
     ("segments", "Error by segment"),
     ("calibration", "Quantile calibration"),
+    ("inventory", "Inventory policy on history"),
     ("features", "Feature importance"),
 )
+
+
+INVENTORY_LEVELS = (0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 
 
 class ReportError(ValueError):
@@ -350,6 +356,8 @@ def build_report(
     else:
         sections["calibration"] = missing("The bundle holds no quantile calibrator.")
 
+    sections["inventory"] = _inventory_section(champ_rows)
+
     importance, n_stages = feature_importance(bundle.artifacts.get("model"))
     if n_stages:
         sections["features"] = (
@@ -361,6 +369,43 @@ def build_report(
         sections["features"] = missing("The champion model reports no feature importance.")
 
     return _document(bundle, sections)
+
+
+def _inventory_section(champ_rows: pd.DataFrame) -> str:
+    """The (R, S) policy replayed on the champion's folds: target vs achieved service level."""
+    try:
+        report = replay(champ_rows, service_levels=INVENTORY_LEVELS)
+    except NoResidualBlocks as exc:
+        return missing(f"No inventory replay: {exc}.")
+    if not report["settings"]:
+        return missing("The backtest horizon is shorter than every replayed lead time.")
+    rows = [
+        [
+            str(s["lead_time_days"]),
+            fmt(s["service_level"], "pct"),
+            fmt(s["achieved"]["cycle_service_level"], "pct"),
+            fmt(s["achieved"]["share_below"], "pct"),
+            fmt(s["achieved"]["fill_rate"], "pct"),
+            fmt(s["summed_daily_quantiles"]["cycle_service_level"], "pct"),
+        ]
+        for s in report["settings"]
+    ]
+    head = [
+        "lead time (days)",
+        "target",
+        "achieved (demand <= S)",
+        "demand < S",
+        "fill rate",
+        "summed daily quantiles",
+    ]
+    return (
+        f'<p class="caption">At each of the {report["folds"]} cut-offs the order-up-to level S '
+        "is the target quantile of demand over the lead time, from the champion's forecast and "
+        "residual blocks of the other folds; achieved is the share of SKU-cycles whose demand "
+        "stayed at or below S. Dashed: S as the sum of calibrated daily quantiles.</p>"
+        + plot_inventory(report["settings"])
+        + html_table(head, rows)
+    )
 
 
 def _document(bundle: Bundle, sections: Mapping[str, str]) -> str:

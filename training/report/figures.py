@@ -275,3 +275,44 @@ def plot_importance(importance: pd.Series, n_stages: int) -> str:
     ax.set_xlabel(f"share of total gain, %, mean over {n_stages} stage(s)")
     ax.grid(axis="x", alpha=0.3)
     return png_img(fig)
+
+
+def plot_inventory(settings: Sequence[Mapping[str, Any]]) -> str:
+    """Target vs achieved cycle service level per lead time: the policy and the shortcut."""
+    leads = sorted({int(s["lead_time_days"]) for s in settings})
+    fig = Figure(figsize=(5.6, 4.6), layout="constrained")
+    ax = fig.subplots()
+    ax.plot([0.5, 1], [0.5, 1], color="#888888", lw=0.8, ls=":", label="target")
+    colors = ("#1f5fa8", "#2e8b57", "#8b3a8b", "#b8860b")
+    for i, lead in enumerate(leads):
+        rows = sorted(
+            (s for s in settings if int(s["lead_time_days"]) == lead),
+            key=lambda s: float(s["service_level"]),
+        )
+        x = [float(s["service_level"]) for s in rows]
+        color = colors[i % len(colors)]
+        ax.plot(
+            x,
+            [s["achieved"]["cycle_service_level"] for s in rows],
+            color=color,
+            marker="o",
+            ms=4,
+            label=f"{lead} days: lead-time distribution",
+        )
+        ax.plot(
+            x,
+            [s["summed_daily_quantiles"]["cycle_service_level"] for s in rows],
+            color=color,
+            marker="x",
+            ms=4,
+            lw=0.8,
+            ls="--",
+            label=f"{lead} days: summed daily quantiles",
+        )
+    ax.set_xlim(0.5, 1)
+    ax.set_ylim(0.4, 1.01)
+    ax.set_xlabel("target cycle service level")
+    ax.set_ylabel("achieved: share of cycles with demand <= order-up-to")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right", frameon=False)
+    return png_img(fig)
