@@ -1,10 +1,9 @@
 """inventory plans: nightly (R, S) plans per SKU, visible once complete
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-06 08:40:00.000000
 
-Another branch may add a migration numbered 0005 too: renumber this one at merge.
 """
 from collections.abc import Sequence
 
@@ -12,8 +11,8 @@ import sqlalchemy as sa
 from alembic import op
 
 
-revision: str = '0005'
-down_revision: str | None = '0004'
+revision: str = '0006'
+down_revision: str | None = '0005'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
