@@ -306,7 +306,7 @@ SERVICE_LEVEL_LOW, SERVICE_LEVEL_HIGH = 0.5, 0.999  # training.inventory.SERVICE
 class InventoryItem(BaseModel):
     """One SKU's inputs: its lead time (else the product's ``lead_time_days``) and its stock."""
 
-    sku: str = Field(max_length=64)
+    sku: SkuId
     lead_time_days: int | None = Field(
         default=None, ge=1, description="days from order to delivery; default: the product's"
     )

@@ -17,8 +17,10 @@ from app.deps import EngineDep, ReadKey
 from app.errors import HorizonOutOfRange, NotFound, UnknownSku, responses
 from app.routes.forecast import COMMON, compute_limiter
 from app.schemas import (
+    PRINTABLE,
     SERVICE_LEVEL_HIGH,
     SERVICE_LEVEL_LOW,
+    SKU_MAX,
     InventoryDecision,
     InventoryItem,
     InventoryRequest,
@@ -46,7 +48,7 @@ InventoryDep = Annotated[InventoryService, Depends(_service)]
 async def inventory_one(
     request: Request,
     service: InventoryDep,
-    sku: Annotated[str, Path(max_length=64, examples=["FOODS_3_090_CA_1"])],
+    sku: Annotated[str, Path(max_length=SKU_MAX, pattern=PRINTABLE, examples=["FOODS_3_090_CA_1"])],
     lead_time_days: Annotated[
         int | None, Query(ge=1, description="default: the product's lead_time_days")
     ] = None,

@@ -137,6 +137,8 @@ def test_nul_bytes_are_refused_before_the_database(client: TestClient, served: S
         ("GET", "/v1/forecast/FOO%00BAR/explain", {}),
         ("GET", "/v1/jobs/%00", {}),
         ("GET", "/v1/forecasts?cursor=%00", {}),
+        ("GET", "/v1/inventory/FOO%00BAR?lead_time_days=7", {}),
+        ("POST", "/v1/inventory", {"json": {"items": [{"sku": "FOO\x00", "lead_time_days": 7}]}}),
         ("POST", "/v1/forecast", {"json": {"skus": ["FOO\x00"]}}),
         (
             "POST",
