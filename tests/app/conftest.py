@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
 from app.main import create_app
+from featurestore import migrations
 from featurestore.config import Settings
 from featurestore.db import make_engine
 from tests.conftest import create_pg_database, drop_pg_database
@@ -101,3 +102,16 @@ def client(served: Served) -> Iterator[TestClient]:
     with TestClient(create_app(served.settings)) as c:
         c.headers["X-API-Key"] = READ_KEY
         yield c
+
+
+@pytest.fixture(scope="module")
+def pg_served(pg_server: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """A served store of the module's own on PostgreSQL (tests that cut its connection)."""
+    url = create_pg_database(pg_server)
+    try:
+        migrations.upgrade(url)
+        result = build_served(url, tmp_path_factory.mktemp("served") / "models")
+        yield result
+        result.engine.dispose()
+    finally:
+        drop_pg_database(pg_server, url)

@@ -16,15 +16,12 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
 from app.main import create_app
 from app.services.history import TOKEN_TTL
-from featurestore import migrations
 from featurestore.readers import read_products
-from tests.app.conftest import READ_KEY, Served, build_served
-from tests.conftest import create_pg_database, drop_pg_database
+from tests.app.conftest import READ_KEY, Served
 from training.registry import Registry
 
 
@@ -93,21 +90,9 @@ class Relay:
                     s.shutdown(socket.SHUT_RDWR)
 
 
-@pytest.fixture(scope="module")
-def served(pg_server: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    url = create_pg_database(pg_server)
-    try:
-        migrations.upgrade(url)
-        result = build_served(url, tmp_path_factory.mktemp("served") / "models")
-        yield result
-        result.engine.dispose()
-    finally:
-        drop_pg_database(pg_server, url)
-
-
 @pytest.fixture
-def relayed(served: Served) -> Iterator[tuple[Relay, str]]:
-    url = make_url(served.settings.database_url)
+def relayed(pg_served: Served) -> Iterator[tuple[Relay, str]]:
+    url = make_url(pg_served.settings.database_url)
     relay = Relay(url.host or "127.0.0.1", url.port or 5432)
     relay.start()
     try:
@@ -119,13 +104,15 @@ def relayed(served: Served) -> Iterator[tuple[Relay, str]]:
         relay.stop()
 
 
-def test_database_outage_is_503_then_recovers(served: Served, relayed: tuple[Relay, str]) -> None:
+def test_database_outage_is_503_then_recovers(
+    pg_served: Served, relayed: tuple[Relay, str]
+) -> None:
     relay, url = relayed
-    settings = served.settings.model_copy(update={"database_url": url, "forecast_cache": False})
-    products = read_products(served.engine)
+    settings = pg_served.settings.model_copy(update={"database_url": url, "forecast_cache": False})
+    products = read_products(pg_served.engine)
     active = products.loc[products["status"] == "active", "sku"].astype(str).tolist()
     sku, others = active[0], active[1:4]
-    assert Registry(served.settings.models_dir).champion() == served.version
+    assert Registry(pg_served.settings.models_dir).champion() == pg_served.version
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         client.headers["X-API-Key"] = READ_KEY
         assert client.get("/readyz").status_code == 200

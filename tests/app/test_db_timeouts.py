@@ -26,12 +26,10 @@ from sqlalchemy.exc import OperationalError
 
 from app.main import create_app
 from app.services.history import TOKEN_TTL
-from featurestore import migrations
 from featurestore.config import Settings
 from featurestore.db import make_engine
 from featurestore.readers import read_products
-from tests.app.conftest import OPS_KEY, READ_KEY, Served, build_served
-from tests.conftest import create_pg_database, drop_pg_database
+from tests.app.conftest import OPS_KEY, READ_KEY, Served
 
 T = TypeVar("T")
 
@@ -118,18 +116,6 @@ def within(seconds: float, call: Callable[[], T]) -> tuple[T, float]:
     if "error" in box:
         raise box["error"]
     return box["value"], time.monotonic() - started
-
-
-@pytest.fixture(scope="module")
-def pg_served(pg_server: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    url = create_pg_database(pg_server)
-    try:
-        migrations.upgrade(url)
-        result = build_served(url, tmp_path_factory.mktemp("served") / "models")
-        yield result
-        result.engine.dispose()
-    finally:
-        drop_pg_database(pg_server, url)
 
 
 @pytest.fixture
