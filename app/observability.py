@@ -29,6 +29,9 @@ COALESCED = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
 JOBS = Counter("salesfc_job_outcomes_total", "Background job outcomes", ["kind", "status"])
+ORDER_LINES = Counter(
+    "salesfc_order_lines_total", "Order lines pushed (POST /v1/orders)", ["outcome"]
+)
 
 
 def _add_pid(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Mapping[str, Any]:

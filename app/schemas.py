@@ -6,9 +6,17 @@ import datetime as dt
 from typing import Annotated
 from urllib.parse import parse_qsl
 
-from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from app.errors import InvalidRequest
+from featurestore.ingest.lines import MAX_LINES
 from training.backtest import SELECTION_METRICS
 from training.options import TrainOptions, valid_metric, valid_models
 
@@ -378,3 +386,61 @@ class InventoryResponse(BaseModel):
     model_version: str
     data_until: dt.date
     items: list[InventoryDecision]
+
+
+# POST /v1/orders: lines with the columns of `salesfc ingest orders` (docs/api.md).
+OrderValue = str | int | float | bool | None
+
+
+class OrdersRequest(BaseModel):
+    """A batch of order lines, each an object with the order file's columns."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lines: list[dict[str, OrderValue]] = Field(
+        min_length=1,
+        max_length=MAX_LINES,
+        description=(
+            "order_id, line, sku, customer_id, ordered_at, quantity, unit_price, discount, "
+            "status: the same columns and rules as `salesfc ingest orders`"
+        ),
+        examples=[
+            [
+                {
+                    "order_id": "SO-100234",
+                    "line": 1,
+                    "sku": "FOODS_3_090_CA_1",
+                    "customer_id": "C-48213",
+                    "ordered_at": "2016-04-24T15:04:00Z",
+                    "quantity": 2,
+                    "unit_price": 1.25,
+                    "discount": 0,
+                    "status": "completed",
+                }
+            ]
+        ],
+    )
+
+
+class LineRejectBody(BaseModel):
+    """Why a line was refused: its index in ``lines`` (from 0), the column and the reason."""
+
+    index: int
+    column: str
+    reason: str
+
+
+class OrdersResponse(BaseModel):
+    """What a batch did: lines received; stored ones new, unchanged or updated; refused ones."""
+
+    received: int
+    inserted: int
+    unchanged: int
+    updated: int
+    rejected: list[LineRejectBody] = Field(
+        default_factory=list, description="with ?partial=true: the lines left out"
+    )
+    skus_changed: list[str] = Field(
+        default_factory=list,
+        description="SKUs whose daily sales changed: their next forecast reflects the batch",
+    )

@@ -49,8 +49,8 @@ class ForecastService:
         self.use_cache = get_settings().forecast_cache if use_cache is None else use_cache
         if window_bytes is None:  # bytes the in-memory catalogue window may take (0: SQL)
             window_bytes = get_settings().serve_window_mb << 20
-        self.history = HistorySource(engine, token_ttl, window_bytes)
         self.cache = ForecastCache(engine)
+        self.history = HistorySource(engine, token_ttl, window_bytes, on_changed=self.cache.drop)
 
     def snapshot(self, *, force: bool = False) -> StoreSnapshot:
         """The store's snapshot (see ``HistorySource.snapshot``)."""
@@ -133,7 +133,13 @@ class ForecastService:
         as_of = snap.as_of
         if cached and as_of is not None:
             found = self.cache.lookup(
-                wanted, loaded.version, snap.token, horizon, levels, as_of=as_of
+                wanted,
+                loaded.version,
+                snap.token,
+                horizon,
+                levels,
+                as_of=as_of,
+                pushed_since=snap.changed_since,
             )
             for sku, value in found.items():
                 as_of, answers[sku] = value.as_of, value.body
@@ -141,13 +147,15 @@ class ForecastService:
                 FORECASTS.labels("cache").inc(len(answers))
         todo = [s for s in wanted if s not in answers]
         if todo:
+            # A push landing while this computes must not leave the older answer in the cache.
+            versions = {s: snap.version(s) for s in todo}
             as_of, computed = self._compute(
                 loaded.forecaster, snap, todo, horizon, levels, scenario if what_if else None
             )
             FORECASTS.labels("computed").inc(len(computed))
             for sku, body in computed.items():
                 answers[sku] = body
-                if cached:
+                if cached and self.history.version(sku) == versions[sku]:
                     key = (sku, loaded.version, snap.token, horizon, levels)
                     self.cache.remember(key, CachedForecast(as_of, body))
         if as_of is None:
