@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
 from pydantic import (
@@ -191,6 +191,11 @@ class SkuForecast(BaseModel):
         "the window); null when every day is there",
         examples=["10 of 14 days: launches 2016-04-29, nothing is forecast before it"],
     )
+    fallback: bool = Field(
+        default=False,
+        description="made by the fallback baseline: the champion lost to seasonal naive on "
+        "this SKU in live accuracy (GET /v1/events), until a new champion is promoted",
+    )
 
 
 class ForecastResponse(BaseModel):
@@ -212,6 +217,10 @@ class Readiness(BaseModel):
     database: bool
     model_version: str | None
     detail: str | None = None
+    fallback: dict[str, Any] | None = Field(
+        default=None,
+        description="the fallback in force for this champion (SKUs or all, baseline, since)",
+    )
 
 
 class ModelInfo(BaseModel):
@@ -444,3 +453,57 @@ class OrdersResponse(BaseModel):
         default_factory=list,
         description="SKUs whose daily sales changed: their next forecast reflects the batch",
     )
+
+
+class AccuracyGroup(BaseModel):
+    """Live accuracy of one group (model version; horizon day; segment) over its scored runs."""
+
+    model_version: str
+    horizon: int | None = Field(default=None, description="by=horizon: days after the run")
+    level: str | None = Field(
+        default=None, description="by=segment: category, store or demand_class"
+    )
+    segment: str | None = Field(default=None, description="by=segment: the segment's value")
+    runs: int = Field(description="stored forecast runs scored")
+    first_as_of: dt.date
+    last_as_of: dt.date
+    rows: int = Field(description="SKU-days with actuals")
+    actual_units: float
+    wape: float | None
+    rmsse: float | None
+    bias: float | None = Field(description="sum(forecast - actual) / sum(actual)")
+    mae: float | None
+    coverage: float | None = Field(description="share of actuals inside P10..P90")
+    naive_wape: float | None = Field(description="seasonal naive on the same SKU-days")
+    naive_rmsse: float | None
+    naive_bias: float | None
+    naive_mae: float | None
+    wape_vs_naive: float | None = Field(description="1 - WAPE / naive WAPE: above 0 is better")
+
+
+class AccuracyResponse(BaseModel):
+    """Stored live accuracy of forecast runs made from ``since`` on, grouped by ``by``."""
+
+    since: dt.date | None
+    by: str
+    groups: list[AccuracyGroup]
+
+
+class DriftEventBody(BaseModel):
+    """One drift decision."""
+
+    id: int
+    at: dt.datetime
+    kind: str = Field(
+        description="checked, insufficient_data, retrain_started, retrain_skipped, "
+        "fallback_on, fallback_pending, fallback_off"
+    )
+    model_version: str | None
+    job_id: str | None
+    detail: dict[str, Any]
+
+
+class EventsResponse(BaseModel):
+    """Drift decisions, newest first."""
+
+    events: list[DriftEventBody]

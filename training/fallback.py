@@ -20,6 +20,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from training.estimators.baselines import BASELINES
+from training.predict import Forecasts
 
 FloatArray = npt.NDArray[np.float64]
 FALLBACK_BASELINES = ("seasonal_naive", "moving_average")
@@ -92,3 +93,47 @@ def _quantiles(values: FloatArray, levels: list[float]) -> FloatArray:
     for i in rows:
         out[i] = np.quantile(values[i, seen[i]], levels)
     return out
+
+
+def window_forecasts(
+    sku: npt.NDArray[np.object_],
+    day: npt.NDArray[np.int64],
+    units: FloatArray,
+    as_of_day: int,
+    levels: list[float],
+    baseline: str,
+) -> Forecasts:
+    """A baseline's forecasts from a serving window's rows (grouped by SKU, consecutive days):
+    each SKU's days after ``as_of_day`` in the window are forecast from its days up to it."""
+    skus, start = np.unique(sku, return_index=True)
+    order = np.argsort(start)
+    skus, start = skus[order], start[order]
+    bounds = list(zip(start.tolist(), [*start[1:].tolist(), len(sku)], strict=True))
+    past = [units[a:b][day[a:b] <= as_of_day] for a, b in bounds]
+    ahead = [day[a:b][day[a:b] > as_of_day] for a, b in bounds]
+    past_len = max((len(p) for p in past), default=0)
+    horizon = max((int(d.max()) - as_of_day for d in ahead if len(d)), default=0)
+    out_sku, out_day, out_step, out_mean, out_q = [], [], [], [], []
+    if horizon and past_len:
+        hist = np.full((len(skus), past_len), np.nan)
+        for i, seen in enumerate(past):
+            if len(seen):
+                hist[i, past_len - len(seen) :] = seen
+        mean, q = baseline_forecast(hist, horizon, levels, baseline)
+        for i, days in enumerate(ahead):
+            steps = (days - as_of_day).astype(np.int64)
+            out_sku.append(np.full(len(days), skus[i], dtype=object))
+            out_day.append(days.astype(np.int64))
+            out_step.append(steps.astype(np.int16))
+            out_mean.append(mean[i, steps - 1])
+            out_q.append(q[i, steps - 1, :])
+    cat = np.concatenate
+    return Forecasts(
+        sku=cat(out_sku) if out_sku else np.empty(0, dtype=object),
+        day=cat(out_day) if out_day else np.empty(0, dtype=np.int64),
+        horizon=cat(out_step) if out_step else np.empty(0, dtype=np.int16),
+        mean=cat(out_mean) if out_mean else np.empty(0),
+        quantiles=cat(out_q) if out_q else np.empty((0, len(levels))),
+        cold_start=np.zeros(sum(len(d) for d in out_day), dtype=bool),
+        levels=list(levels),
+    )

@@ -88,8 +88,11 @@ def short_note(
     return f"{n} of {horizon} days: " + "; ".join(reasons or ["days missing from the history"])
 
 
-def to_json(fc: Forecasts, baseline: Forecasts | None, horizon: int) -> dict[str, bytes]:
-    """Each SKU's ``SkuForecast`` JSON, straight from the arrays (rows grouped by SKU)."""
+def to_json(
+    fc: Forecasts, baseline: Forecasts | None, horizon: int, *, fallback: bool = False
+) -> dict[str, bytes]:
+    """Each SKU's ``SkuForecast`` JSON, straight from the arrays (rows grouped by SKU);
+    ``fallback``: made by the fallback baseline instead of the champion (flagged)."""
     names = [quantile_column(q) for q in fc.levels]
     n = len(fc.sku)
     if n == 0:
@@ -126,7 +129,8 @@ def to_json(fc: Forecasts, baseline: Forecasts | None, horizon: int) -> dict[str
             )
         sku = str(fc.sku[a])
         note = short_note(b - a, horizon, steps[a], steps[b - 1], dates[a], dates[b - 1])
-        out[sku] = orjson.dumps(
-            {"sku": sku, "cold_start": bool(fc.cold_start[a]), "days": days, "note": note}
-        )
+        body = {"sku": sku, "cold_start": bool(fc.cold_start[a]), "days": days, "note": note}
+        if fallback:
+            body["fallback"] = True
+        out[sku] = orjson.dumps(body)
     return out

@@ -26,6 +26,7 @@ from sqlalchemy import Engine
 from app.errors import InsufficientHistory, ModelNotReady, SkuDiscontinued, UnknownSku
 from featurestore.config import get_settings
 from featurestore.data_versions import Version, read_versions
+from featurestore.drift_events import Event, fallback_state
 from featurestore.readers import EventRows, latest_window, read_events, read_products
 from featurestore.stats import store_state
 from featurestore.window_cache import ROW_BYTES, CatalogueWindow
@@ -59,6 +60,8 @@ class StoreSnapshot:
     window_versions: dict[str, Version] = field(default_factory=dict, repr=False)
     polled: dt.datetime | None = field(default=None, repr=False)  # last look at the versions
     window_read: float = field(default=0.0, repr=False)  # time.monotonic() of the window's read
+    # The newest fallback decision (featurestore.drift_events), checked with the token.
+    fallback: Event | None = field(default=None, repr=False)
 
     def version(self, sku: str) -> int:
         """The SKU's data version (0: never changed by a push)."""
@@ -127,6 +130,7 @@ class HistorySource:
                 checked=now,
                 versions=versions,
                 polled=polled,
+                fallback=fallback_state(self.engine),
             )
             self._snapshot = snap
             return snap
@@ -137,6 +141,7 @@ class HistorySource:
         found = read_versions(self.engine, since=snap.polled)
         snap.polled = polled
         self.changed(snap, found)
+        snap.fallback = fallback_state(self.engine)
 
     def changed(self, snap: StoreSnapshot, found: dict[str, Version]) -> list[str]:
         """Record newer versions (from a poll, or this worker's own push); the SKUs that moved."""
@@ -163,6 +168,10 @@ class HistorySource:
         if snap is not None and found:
             with self._lock:
                 self.changed(snap, found)
+
+    def current(self) -> StoreSnapshot | None:
+        """The snapshot as it is (no check, no I/O), None before the first."""
+        return self._snapshot
 
     def version(self, sku: str) -> int:
         """The SKU's data version in the current snapshot (0: none yet, or never pushed)."""
