@@ -67,7 +67,7 @@ def list_events(
     if kind is not None:
         query = query.where(DriftEvent.kind == kind)
     with engine.connect() as conn:
-        rows = conn.execute(query.order_by(DriftEvent.id.desc()).limit(limit)).scalars().all()
+        rows = conn.execute(query.order_by(DriftEvent.id.desc()).limit(limit)).all()
     return [_event(r) for r in rows]
 
 
@@ -80,5 +80,5 @@ def fallback_state(engine: Engine) -> Event | None:
         .limit(1)
     )
     with engine.connect() as conn:
-        row = conn.execute(query).scalars().first()
+        row = conn.execute(query).first()
     return None if row is None else _event(row)

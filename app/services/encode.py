@@ -67,7 +67,9 @@ def stored_json(
         rows[0][0],
         rows[-1][0],
     )
-    return orjson.dumps({"sku": sku, "cold_start": bool(rows[0][3]), "days": days, "note": note})
+    return orjson.dumps(
+        {"sku": sku, "cold_start": bool(rows[0][3]), "days": days, "note": note, "fallback": False}
+    )
 
 
 def short_note(
@@ -129,8 +131,13 @@ def to_json(
             )
         sku = str(fc.sku[a])
         note = short_note(b - a, horizon, steps[a], steps[b - 1], dates[a], dates[b - 1])
-        body = {"sku": sku, "cold_start": bool(fc.cold_start[a]), "days": days, "note": note}
-        if fallback:
-            body["fallback"] = True
-        out[sku] = orjson.dumps(body)
+        out[sku] = orjson.dumps(
+            {
+                "sku": sku,
+                "cold_start": bool(fc.cold_start[a]),
+                "days": days,
+                "note": note,
+                "fallback": fallback,
+            }
+        )
     return out
