@@ -104,7 +104,7 @@ class ForecastCache:
         """Forget every entry of these SKUs (their data changed); how many were dropped."""
         dropped = 0
         for sku in skus:
-            for key in self.keys.pop(sku, ()):
+            for key in list(self.keys.pop(sku, ())):
                 if self.entries.pop(key, None) is not None:
                     dropped += 1
         return dropped

@@ -18,6 +18,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
 from app.main import create_app
+from app.services.batch import run_forecast_all
 from app.services.forecasting import ForecastService
 from app.services.history import TOKEN_TTL
 from app.services.orders import push_orders
@@ -293,3 +294,26 @@ def test_a_database_outage_during_a_push_loses_nothing(
             assert again.json()["inserted"] == 2
     finally:
         relay.stop()
+
+
+def test_a_stored_run_no_longer_answers_for_a_pushed_sku(shop: Shop, client: TestClient) -> None:
+    """A forecast-all run made before the push is stale for the pushed SKU only: a worker that
+    learns of the push (by its own poll) computes that SKU and still reads the others' run."""
+    registry = Registry(shop.settings.models_dir)
+    run_forecast_all(shop.engine, registry, quantiles=shop.settings.quantiles)
+    service: ForecastService = client.app.state.forecasts  # type: ignore[attr-defined]
+    worker = ForecastService(service.engine, service.holder, shop.settings.quantiles)
+    worker.history.token_ttl = 0.0
+    sku, other = shop.skus[3], shop.skus[4]
+    before = worker.forecast([sku, other]).forecasts
+    units = _units(shop.engine, sku, shop.last)
+    # Another process pushes (no cache of this worker is told).
+    pushed = push_orders(shop.engine, None, [_line("RUN-1", sku, shop.last, 280.0)])
+    assert pushed.skus_changed == [sku]
+    worker.cache.entries.clear()  # even a cold cache must not take the run's stale answer
+    after = worker.forecast([sku, other]).forecasts
+    assert after[0].days[0].mean > before[0].days[0].mean + 5
+    assert after[1] == before[1]
+    undo = _line("RUN-1", sku, shop.last, 280.0) | {"status": "cancelled"}
+    push_orders(shop.engine, None, [undo])
+    assert _units(shop.engine, sku, shop.last) == units
