@@ -57,6 +57,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--sqlite", action="store_true", help="a SQLite file instead of PostgreSQL")
     parser.add_argument("--bundle-cache", type=Path, default=None, help="reuse the champion here")
     parser.add_argument("--trees", type=int, default=200)
+    parser.add_argument("--keep-db", action="store_true", help="keep the database (for profiling)")
     args = parser.parse_args(argv)
     if not M5_TINY.is_file():
         log(f"{M5_TINY} is absent: nothing to measure")
@@ -111,12 +112,12 @@ def main(argv: list[str]) -> int:
         log(f"`salesfc accuracy` (command, drift check included): {cli_s:.2f} s ({before})")
 
         before = load()
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         summary = score_snapshots(engine, detail_days=14)
-        again_s = time.perf_counter() - t
+        again_s, cpu_s = time.perf_counter() - t, time.process_time() - cpu
         log(
-            f"scoring in-process, unchanged data: {again_s:.2f} s, {summary.runs} runs, "
-            f"{summary.rows:,} SKU-days ({before})"
+            f"scoring in-process, unchanged data: {again_s:.2f} s ({cpu_s:.2f} s of this "
+            f"process's CPU), {summary.runs} runs, {summary.rows:,} SKU-days ({before})"
         )
         sku = read_products(engine)["sku"].iloc[0]
         late = [
@@ -140,12 +141,15 @@ def main(argv: list[str]) -> int:
         print(
             f"snapshots={args.snapshots} skus={skus} forecast_rows={rows} "
             f"scored_sku_days={summary.rows} cli_s={cli_s:.2f} inprocess_s={again_s:.2f} "
+            f"inprocess_cpu_s={cpu_s:.2f} "
             f"late_cli_s={late_s:.2f} target<= {TARGET_S:.0f}s: {verdict} "
             f"cpu_count={os.cpu_count()} {load()}"
         )
         engine.dispose()
     finally:
-        if admin is not None and name is not None:
+        if args.keep_db:
+            log(f"kept {url}")
+        elif admin is not None and name is not None:
             with admin.connect() as conn:
                 conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
             admin.dispose()

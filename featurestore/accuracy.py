@@ -7,17 +7,16 @@ late orders leaves exactly the new figures, and scoring unchanged data leaves th
 from __future__ import annotations
 
 import datetime as dt
-import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import pandas as pd
-from sqlalchemy import Engine, delete, func, insert, select, text
+from sqlalchemy import Engine, delete, func, insert, select
 
 from featurestore.tables import AccuracyDay, AccuracyScore, ForecastRow, ForecastRun
-
-_RUNS_PER_READ = 20
 
 
 @dataclass(frozen=True)
@@ -47,61 +46,90 @@ def snapshots(engine: Engine, *, since: dt.date | None, until: dt.date) -> list[
     return [Snapshot(r[0], r[1], r[2], int(r[3]), list(r[4])) for r in rows]
 
 
-def run_rows(engine: Engine, runs: Sequence[Snapshot], until: dt.date) -> Iterable[pd.DataFrame]:
-    """Each run's rows up to ``until`` (sku, date, mean, quantiles), a frame per run, in order.
+@dataclass(frozen=True)
+class RunRows:
+    """A stored run's rows as arrays (P10 and P90 None when the run has not both levels)."""
 
-    Read a few runs per statement with the driver's own rows (no ORM objects: 60 nightly runs of
-    a catalogue are hundreds of thousands of rows).
-    """
+    sku: npt.NDArray[np.object_]
+    day: npt.NDArray[np.int64]  # days since 1970-01-01
+    mean: npt.NDArray[np.float64]
+    p10: npt.NDArray[np.float64] | None
+    p90: npt.NDArray[np.float64] | None
+
+
+def _element(pg: bool, i: int) -> str:
+    """SQL: element ``i`` of the quantiles JSON array, as a number."""
+    return (
+        f"CAST(quantiles ->> {i} AS DOUBLE PRECISION)"
+        if pg
+        else f"json_extract(quantiles, '$[{i}]')"
+    )
+
+
+def run_rows(engine: Engine, runs: Sequence[Snapshot], until: dt.date) -> Iterator[RunRows]:
+    """Each run's rows up to ``until``, in order: one statement per run on the driver's own
+    cursor (plain tuples), P10 and P90 taken out of the JSON by the database."""
     table = ForecastRow.__tablename__
-    for lo in range(0, len(runs), _RUNS_PER_READ):
-        part = runs[lo : lo + _RUNS_PER_READ]
-        ids = [r.run_id for r in part]
-        with engine.connect() as conn:
-            marks = ", ".join(f":r{i}" for i in range(len(ids)))
-            params: dict[str, Any] = {f"r{i}": v for i, v in enumerate(ids)}
-            params["until"] = until
-            result = conn.execute(
-                text(
-                    f"SELECT run_id, sku, date, mean, quantiles FROM {table} "
-                    f"WHERE run_id IN ({marks}) AND date <= :until ORDER BY run_id, sku, date"
-                ),
-                params,
-            ).all()
-        frame = pd.DataFrame(result, columns=["run_id", "sku", "date", "mean", "quantiles"])
-        if len(frame) and isinstance(frame["quantiles"].iloc[0], str):
-            frame["quantiles"] = [json.loads(q) for q in frame["quantiles"].tolist()]
-        frame["date"] = pd.to_datetime(frame["date"])
-        groups = dict(tuple(frame.groupby("run_id", sort=False))) if len(frame) else {}
-        for run in part:
-            got = groups.get(run.run_id)
-            yield (
-                got.drop(columns="run_id").reset_index(drop=True)
-                if got is not None
-                else frame.iloc[:0].drop(columns="run_id")
+    with engine.connect() as conn:
+        pg = conn.dialect.name == "postgresql"
+        mark = "%({})s" if pg else ":{}"
+        for run in runs:
+            levels = [round(float(q), 6) for q in run.quantiles]
+            both = 0.1 in levels and 0.9 in levels
+            extra = (
+                f", {_element(pg, levels.index(0.1))}, {_element(pg, levels.index(0.9))}"
+                if both
+                else ""
+            )
+            cursor = conn.connection.cursor()
+            try:
+                cursor.execute(
+                    f"SELECT sku, date, mean{extra} FROM {table} WHERE run_id = "
+                    f"{mark.format('run')} AND date <= {mark.format('until')} ORDER BY sku, date",
+                    {"run": run.run_id, "until": until if pg else until.isoformat()},
+                )
+                rows = cursor.fetchall()
+            finally:
+                cursor.close()
+            width = 5 if both else 3
+            cols: list[Any] = list(zip(*rows, strict=True)) if rows else [() for _ in range(width)]
+            day = np.array(cols[1], dtype="datetime64[D]").astype(np.int64)
+            yield RunRows(
+                sku=np.array(cols[0], dtype=object),
+                day=day,
+                mean=np.array(cols[2], dtype=np.float64),
+                p10=np.array(cols[3], dtype=np.float64) if both else None,
+                p90=np.array(cols[4], dtype=np.float64) if both else None,
             )
 
 
-def save_scores(
-    engine: Engine,
-    run: Snapshot,
-    scores: Sequence[dict[str, Any]],
-    per_day: Sequence[dict[str, Any]],
-    days: int,
-    scored_at: dt.datetime,
-) -> None:
-    """Replace a run's stored scores and per-day sums with these, in one transaction."""
-    head = {"run_id": run.run_id, "model_version": run.model_version, "as_of": run.as_of}
+@dataclass
+class Scored:
+    """One run's scores, ready to store."""
+
+    run: Snapshot
+    scores: Sequence[dict[str, Any]]
+    per_day: Sequence[dict[str, Any]]
+    days: int
+
+
+def save_scores(engine: Engine, scored: Sequence[Scored], scored_at: dt.datetime) -> None:
+    """Replace these runs' stored scores and per-day sums, all in one transaction."""
+    ids = [s.run.run_id for s in scored]
+    scores, days = [], []
+    for s in scored:
+        head = {"run_id": s.run.run_id, "model_version": s.run.model_version, "as_of": s.run.as_of}
+        scores += [{**head, **row, "days": s.days, "scored_at": scored_at} for row in s.scores]
+        days += [{**head, **row} for row in s.per_day]
     with engine.begin() as conn:
-        conn.execute(delete(AccuracyScore).where(AccuracyScore.run_id == run.run_id))
-        conn.execute(delete(AccuracyDay).where(AccuracyDay.run_id == run.run_id))
+        for lo in range(0, len(ids), 500):
+            part = ids[lo : lo + 500]
+            conn.execute(delete(AccuracyScore).where(AccuracyScore.run_id.in_(part)))
+            conn.execute(delete(AccuracyDay).where(AccuracyDay.run_id.in_(part)))
         if scores:
-            conn.execute(
-                insert(AccuracyScore),
-                [{**head, **s, "days": days, "scored_at": scored_at} for s in scores],
-            )
-        if per_day:
-            conn.execute(insert(AccuracyDay), [{**head, **d} for d in per_day])
+            conn.execute(insert(AccuracyScore), scores)
+        if days:
+            conn.execute(insert(AccuracyDay), days)
 
 
 def stored_scores(engine: Engine, *, since: dt.date | None, levels: Sequence[str]) -> pd.DataFrame:
@@ -140,6 +168,8 @@ def last_scored_day(engine: Engine) -> dt.date | None:
 
 
 __all__ = [
+    "RunRows",
+    "Scored",
     "Snapshot",
     "day_sums",
     "last_scored_day",

@@ -22,8 +22,9 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from featurestore.accuracy import RunRows
 from training.estimators.baselines import moving_average, seasonal_naive
-from training.metrics import DEMAND_CLASSES, demand_class, naive_scale, rmsse
+from training.metrics import DEMAND_CLASSES, classify_demand, rmsse
 
 FloatArray = npt.NDArray[np.float64]
 SEGMENTS = ("category", "store", "demand_class")
@@ -65,6 +66,51 @@ class Actuals:
         return self.first_day + self.units.shape[1] - 1
 
 
+_STATS_ROWS = 2_000  # SKUs per block of history_stats (bounds its temporary arrays)
+
+
+def history_stats(
+    units: FloatArray, cols: Sequence[int]
+) -> dict[int, tuple[FloatArray, npt.NDArray[np.object_]]]:
+    """Per column ``c`` of ``cols``: each row's M5 scale (``naive_scale``, power 2) and demand
+    class (``demand_class``) of its history up to ``c`` inclusive, in one pass over the
+    history for every column (each run's origin) instead of one pass per run."""
+    wanted = sorted(set(int(c) for c in cols))
+    n, width = units.shape
+    sums = {c: np.zeros((6, n)) for c in wanted}
+    for lo in range(0, n, _STATS_ROWS):
+        u = units[lo : lo + _STATS_ROWS]
+        valid = ~np.isnan(u)
+        sold = valid & (u > 0)
+        first = np.where(sold.any(axis=1), sold.argmax(axis=1), width)
+        started = np.arange(width)[None, :] >= first[:, None]
+        ok = np.zeros_like(valid)
+        ok[:, 1:] = started[:, :-1] & valid[:, 1:] & valid[:, :-1]
+        diff = np.zeros_like(u)
+        diff[:, 1:] = np.where(ok[:, 1:], u[:, 1:] - u[:, :-1], 0.0)
+        size = np.where(sold, u, 0.0)
+        parts = (diff**2, ok, started & valid, sold, size, size**2)
+        running = np.zeros((6, len(u)))
+        prev = 0
+        for c in wanted:
+            stop = min(c + 1, width)
+            if stop > prev:
+                running += np.stack([p[:, prev:stop].sum(axis=1) for p in parts])
+                prev = stop
+            sums[c][:, lo : lo + len(u)] = running
+    out = {}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for c, (sq, n_diff, n_obs, n_sold, size_sum, size_sq) in sums.items():
+            scale_sq = sq / n_diff
+            adi = n_obs / n_sold
+            mean_size = size_sum / n_sold
+            cv2 = np.maximum(size_sq / n_sold - mean_size**2, 0.0) / mean_size**2
+            adi[n_sold == 0] = np.nan
+            cv2[n_sold == 0] = np.nan
+            out[c] = (scale_sq, classify_demand(adi, cv2))
+    return out
+
+
 @dataclass
 class RunScore:
     """One run's scores (rows for the accuracy table) and its per-day sums."""
@@ -82,26 +128,27 @@ def day_number(day: dt.date) -> int:
 
 
 def score_run(
-    forecasts: pd.DataFrame,
+    forecasts: RunRows,
     actuals: Actuals,
     *,
     as_of: dt.date,
-    quantiles: Sequence[float],
     detail_from: dt.date | None = None,
+    stats: tuple[FloatArray, npt.NDArray[np.object_]] | None = None,
 ) -> RunScore:
-    """Score a run's rows (sku, date, mean, quantiles: a list per row in ``quantiles`` order).
+    """Score a run's rows (featurestore.accuracy.run_rows).
 
     Rows without an actual yet (after the last known day, or a SKU the store no longer has) are
-    left out; a run with none scores nothing (``days == 0``).
+    left out; a run with none scores nothing (``days == 0``). ``stats``: ``history_stats`` at
+    the run's origin, when the caller computed them for many runs at once.
     """
     origin = day_number(as_of)
     col_origin = origin - actuals.first_day
     position = {s: i for i, s in enumerate(actuals.skus.tolist())}
-    sku_idx = np.array([position.get(s, -1) for s in forecasts["sku"].tolist()], dtype=np.int64)
-    day = forecasts["date"].to_numpy().astype("datetime64[D]").astype(np.int64)
+    sku_idx = np.array([position.get(s, -1) for s in forecasts.sku.tolist()], dtype=np.int64)
+    day = forecasts.day
     col = day - actuals.first_day
     known = (sku_idx >= 0) & (col >= 0) & (col < actuals.units.shape[1]) & (col_origin >= 0)
-    y = np.full(len(forecasts), np.nan)
+    y = np.full(len(day), np.nan)
     y[known] = actuals.units[sku_idx[known], col[known]]
     keep = known & ~np.isnan(y)
     if not keep.any():
@@ -109,8 +156,9 @@ def score_run(
     horizon_day = (day - origin).astype(np.int64)
     keep &= horizon_day >= 1
     sku_idx, col, y, horizon_day = sku_idx[keep], col[keep], y[keep], horizon_day[keep]
-    yhat = forecasts["mean"].to_numpy(dtype=np.float64)[keep]
-    lo, hi = _interval(forecasts, quantiles, keep)
+    yhat = forecasts.mean[keep]
+    lo = None if forecasts.p10 is None else forecasts.p10[keep]
+    hi = None if forecasts.p90 is None else forecasts.p90[keep]
 
     # What the store knew at as_of: the history that seasonal naive, the scales and the demand
     # classes come from (every run the same rule, whatever arrived later).
@@ -120,28 +168,36 @@ def score_run(
     naive_wide = seasonal_naive(past[used], horizon)
     slot = np.searchsorted(used, sku_idx)
     naive = naive_wide[slot, horizon_day - 1]
-    scale_sq = naive_scale(past[used], power=2)
-    classes = demand_class(past[used])
+    if stats is None:
+        stats = history_stats(actuals.units, [col_origin])[col_origin]
+    scale_sq, classes = stats[0][used], stats[1][used]
 
-    labels: dict[str, npt.NDArray[Any]] = {
-        "horizon": horizon_day.astype(str).astype(object),
-        "category": actuals.category[sku_idx],
-        "store": actuals.store[sku_idx],
-        "demand_class": classes[slot],
+    # Per level: each row's group code and the groups' names (codes, not strings, are sorted).
+    per_sku = {
+        "category": actuals.category,
+        "store": actuals.store,
+        "demand_class": np.full(len(actuals.skus), "", dtype=object),
     }
+    per_sku["demand_class"][used] = classes
+    labels: dict[str, tuple[npt.NDArray[np.int64], list[str]]] = {
+        "horizon": (horizon_day, []),
+    }
+    for level, values_of_sku in per_sku.items():
+        uniq, codes = np.unique(values_of_sku, return_inverse=True)
+        labels[level] = (codes[sku_idx], [str(u) for u in uniq])
     days = int(np.unique(col).size)
     out = RunScore(days=days)
     out.scores.append(
         _block("overall", "", np.arange(len(y)), y, yhat, naive, lo, hi, slot, scale_sq)
     )
     for level in ("horizon", *SEGMENTS):
-        values, inverse = np.unique(labels[level], return_inverse=True)
+        codes, group_names = labels[level]
+        values, inverse = np.unique(codes, return_inverse=True)
         order = np.argsort(inverse, kind="stable")
         splits = np.split(order, np.cumsum(np.bincount(inverse, minlength=len(values)))[:-1])
         for value, idx in zip(values.tolist(), splits, strict=True):
-            out.scores.append(
-                _block(level, str(value), idx, y, yhat, naive, lo, hi, slot, scale_sq)
-            )
+            name = str(value) if level == "horizon" else group_names[value]
+            out.scores.append(_block(level, name, idx, y, yhat, naive, lo, hi, slot, scale_sq))
     out.per_day = _per_day(col + actuals.first_day, y, yhat, naive, lo, hi)
     if detail_from is not None:
         near = col + actuals.first_day >= day_number(detail_from)
@@ -157,19 +213,6 @@ def score_run(
                 }
             )
     return out
-
-
-def _interval(
-    forecasts: pd.DataFrame, quantiles: Sequence[float], keep: npt.NDArray[np.bool_]
-) -> tuple[FloatArray | None, FloatArray | None]:
-    """The run's P10 and P90 of the kept rows (None when the run has not both)."""
-    levels = [round(float(q), 6) for q in quantiles]
-    if 0.1 not in levels or 0.9 not in levels:
-        return None, None
-    at_lo, at_hi = levels.index(0.1), levels.index(0.9)
-    rows = [q for q, k in zip(forecasts["quantiles"].tolist(), keep.tolist(), strict=True) if k]
-    values = np.asarray(rows, dtype=np.float64).reshape(len(rows), len(levels))
-    return values[:, at_lo], values[:, at_hi]
 
 
 def _clean(x: float) -> float | None:
@@ -295,6 +338,7 @@ __all__ = [
     "RunScore",
     "Window",
     "day_number",
+    "history_stats",
     "score_run",
     "window_of",
 ]

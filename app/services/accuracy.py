@@ -19,8 +19,16 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from featurestore import accuracy as store
-from featurestore.readers import last_sales_date, read_frame, read_products
-from training.accuracy import SEGMENTS, Actuals, Window, score_run, window_of
+from featurestore.readers import last_sales_date, read_products, read_units
+from training.accuracy import (
+    SEGMENTS,
+    Actuals,
+    Window,
+    day_number,
+    history_stats,
+    score_run,
+    window_of,
+)
 
 By = Literal["horizon", "segment", "model_version"]
 LEVELS_BY: dict[str, tuple[str, ...]] = {
@@ -63,17 +71,23 @@ def score_snapshots(
     if not runs:
         summary.seconds = time.perf_counter() - started
         return summary
-    history = read_frame(engine, end=last)
-    actuals = Actuals.of(history[["sku", "date", "units"]], read_products(engine))
-    del history
+    actuals = Actuals.of(read_units(engine, end=last), read_products(engine))
     scored_at = dt.datetime.now(dt.UTC)
     detail_from = last - dt.timedelta(days=detail_days - 1) if detail_days else None
     details = []
+    scored = []
+    # Scales and demand classes at every run's origin, in one pass over the history.
+    origins = {run.run_id: day_number(run.as_of) - actuals.first_day for run in runs}
+    stats = history_stats(actuals.units, [c for c in origins.values() if c >= 0])
     for i, (run, rows) in enumerate(zip(runs, store.run_rows(engine, runs, last), strict=True)):
         score = score_run(
-            rows, actuals, as_of=run.as_of, quantiles=run.quantiles, detail_from=detail_from
+            rows,
+            actuals,
+            as_of=run.as_of,
+            detail_from=detail_from,
+            stats=stats.get(origins[run.run_id]),
         )
-        store.save_scores(engine, run, score.scores, score.per_day, score.days, scored_at)
+        scored.append(store.Scored(run, score.scores, score.per_day, score.days))
         if score.detail is not None:
             details.append(score.detail.assign(model_version=run.model_version))
         if score.days:
@@ -83,6 +97,8 @@ def score_snapshots(
             summary.skipped += 1
         if progress is not None:
             progress(i + 1, len(runs))
+    # Every run's scores replaced in one transaction: a reader sees all old or all new.
+    store.save_scores(engine, scored, scored_at)
     if details:
         summary.detail = pd.concat(details, ignore_index=True)
     summary.overall = accuracy_report(engine, since=since, by="model_version")["groups"]
