@@ -32,7 +32,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 
 from featurestore.config import get_settings
-from featurestore.ingest.derived import AFFECTED_DAYS, DIRECT
+from featurestore.ingest import derived
+from featurestore.ingest.derived import AFFECTED_DAYS, DIRECT, as_daily_sku
 from featurestore.ingest.entities import INGEST_ENTITIES
 from featurestore.ingest.keys import KeyIndex, duplicate_rejects
 from featurestore.ingest.report import IngestError
@@ -121,6 +122,9 @@ def _push(
     spec = dataclasses.replace(
         INGEST_ENTITIES[entity], direct_first_load=False, bulk_append=False, analyze_after=False
     )
+    if entity == "orders":
+        # First and last sale days moved by the batch's days, not recomputed over all history.
+        spec = dataclasses.replace(spec, after_load=(derived.direct_days_kept, _sale_dates))
     known = {c.name for c in ent.columns}
     seen = {name for line in lines for name in line}
     unknown = sorted(seen - known)
@@ -162,7 +166,7 @@ def _push(
         if report.inserted or report.updated:
             store.merge()
             report.changed_at = dt.datetime.now(dt.UTC)
-            report.changed = _bump_versions(conn, touched, report.changed_at)
+            report.changed = _bump_versions(store, touched, report.changed_at)
     return report
 
 
@@ -242,16 +246,57 @@ def _compare(store: Store) -> tuple[int, int, list[str]]:
     return matched, updated, sorted(touched)
 
 
-def _bump_versions(conn: Connection, touched: list[str], now: dt.datetime) -> dict[str, int]:
+def _sale_dates(store: Store) -> None:
+    """first_sale_date and last_sale_date after a batch, from its days alone: a day with units
+    widens the SKU's range; a first or last sale day left with none (a cancellation) sends its
+    SKU's range through a full recompute (a seek per such SKU)."""
+    sku = as_daily_sku(store, "a.sku")
+    days = f"FROM {AFFECTED_DAYS} a JOIN daily_sales d ON d.sku = {sku} AND d.date = a.sale_date"
+    store.conn.exec_driver_sql(
+        "UPDATE products SET "
+        "first_sale_date = CASE WHEN first_sale_date IS NULL OR s.first_day < first_sale_date "
+        "THEN s.first_day ELSE first_sale_date END, "
+        "last_sale_date = CASE WHEN last_sale_date IS NULL OR s.last_day > last_sale_date "
+        "THEN s.last_day ELSE last_sale_date END "
+        f"FROM (SELECT {sku} AS sku, MIN(a.sale_date) AS first_day, MAX(a.sale_date) AS last_day "
+        f"{days} WHERE d.units > 0 GROUP BY {sku}) s "
+        "WHERE products.sku = s.sku AND (first_sale_date IS NULL OR last_sale_date IS NULL "
+        "OR s.first_day < first_sale_date OR s.last_day > last_sale_date)"
+    )
+    lost = (
+        store.conn.exec_driver_sql(
+            f"SELECT DISTINCT {sku} {days} JOIN products p ON p.sku = {sku} "
+            "WHERE d.units = 0 "
+            "AND (a.sale_date = p.first_sale_date OR a.sale_date = p.last_sale_date)"
+        )
+        .scalars()
+        .all()
+    )
+    for lo in range(0, len(lost), _IN_BATCH):
+        part = lost[lo : lo + _IN_BATCH]
+        marks = ", ".join(f":s{i}" for i in range(len(part)))
+        known = "FROM daily_sales d WHERE d.sku = products.sku AND d.units > 0"
+        store.conn.execute(
+            text(
+                f"UPDATE products SET first_sale_date = (SELECT MIN(d.date) {known}), "
+                f"last_sale_date = (SELECT MAX(d.date) {known}) WHERE sku IN ({marks})"
+            ),
+            {f"s{i}": v for i, v in enumerate(part)},
+        )
+
+
+def _bump_versions(store: Store, touched: list[str], now: dt.datetime) -> dict[str, int]:
     """A new data version for every SKU whose order-derived daily sales the batch touched.
 
     Days kept from a directly loaded daily total (the file path's rule) did not change: their
     SKUs keep their version and their cached forecasts. Sorted, so that concurrent batches lock
     the rows in one order.
     """
+    conn = store.conn
     derived = conn.exec_driver_sql(
         f"SELECT DISTINCT a.sku FROM {AFFECTED_DAYS} a JOIN daily_sales d "
-        f"ON d.sku = a.sku AND d.date = a.sale_date WHERE d.source <> '{DIRECT}'"
+        f"ON d.sku = {as_daily_sku(store, 'a.sku')} AND d.date = a.sale_date "
+        f"WHERE d.source <> '{DIRECT}'"
     ).scalars()
     skus = sorted(set(touched) & set(derived))
     if not skus:

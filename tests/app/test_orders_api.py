@@ -317,3 +317,49 @@ def test_a_stored_run_no_longer_answers_for_a_pushed_sku(shop: Shop, client: Tes
     undo = _line("RUN-1", sku, shop.last, 280.0) | {"status": "cancelled"}
     push_orders(shop.engine, None, [undo])
     assert _units(shop.engine, sku, shop.last) == units
+
+
+def test_sale_dates_follow_a_push_and_its_cancellation(shop: Shop) -> None:
+    """A push moves a SKU's last sale day only through its own days; emptying that day (every
+    line cancelled) sends the SKU back to the day before that had units."""
+    with shop.engine.connect() as conn:
+        sold = (
+            conn.execute(
+                text("SELECT sku FROM daily_sales WHERE date = :d AND units > 0 ORDER BY sku DESC"),
+                {"d": shop.last},
+            )
+            .scalars()
+            .all()
+        )
+    sku = next(s for s in sold if s in shop.skus)
+
+    def dates() -> tuple[object, object]:
+        with shop.engine.connect() as conn:
+            row = conn.execute(
+                text("SELECT first_sale_date, last_sale_date FROM products WHERE sku = :s"),
+                {"s": sku},
+            ).one()
+            return tuple(str(v)[:10] for v in row)
+
+    with shop.engine.connect() as conn:
+        lines = conn.execute(
+            text(
+                "SELECT order_id, line, quantity FROM order_lines WHERE sku = :s AND sale_date = :d"
+            ),
+            {"s": sku, "d": shop.last},
+        ).all()
+        before_last = conn.execute(
+            text("SELECT MAX(date) FROM daily_sales WHERE sku = :s AND date < :d AND units > 0"),
+            {"s": sku, "d": shop.last},
+        ).scalar_one()
+    first, last = dates()
+    assert last == shop.last and lines
+    cancel = [
+        _line(str(o), sku, shop.last, float(q), line=int(n)) | {"status": "cancelled"}
+        for o, n, q in lines
+    ]
+    assert push_orders(shop.engine, None, cancel).updated == len(lines)
+    assert dates() == (first, str(before_last)[:10])
+    restore = [_line(str(o), sku, shop.last, float(q), line=int(n)) for o, n, q in lines]
+    assert push_orders(shop.engine, None, restore).updated == len(lines)
+    assert dates() == (first, last)
