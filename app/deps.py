@@ -69,6 +69,18 @@ async def require_ops_key(request: Request, key: Annotated[str | None, Depends(_
         raise ForbiddenApiKey("this API key may not run operations")
 
 
+async def require_ingest_key(
+    request: Request, key: Annotated[str | None, Depends(_api_key)]
+) -> None:
+    """Pushing data needs a key with the ingest scope, or an ops key."""
+    settings = request.app.state.settings
+    keys = [k.get_secret_value() for k in settings.ingest_api_keys] + ops_keys(settings)
+    if not key:
+        raise MissingApiKey("send an ingest or ops API key in the X-API-Key header")
+    if not keys or not key_allowed(key, keys):
+        raise ForbiddenApiKey("this API key may not push data")
+
+
 async def _engine(request: Request) -> Engine:
     engine: Engine = request.app.state.engine
     return engine
@@ -96,3 +108,4 @@ RegistryDep = Annotated[Registry, Depends(_registry)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 ReadKey = Depends(require_read_key)
 OpsKey = Depends(require_ops_key)
+IngestKey = Depends(require_ingest_key)

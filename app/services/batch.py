@@ -41,6 +41,7 @@ def run_forecast_all(
     An as-of after the last sales day is refused: the days between would be forecast from no
     data at all, and such a run would otherwise be served as if it were today's.
     """
+    read_at = dt.datetime.now(dt.UTC)  # before the data is read: pushes after it are newer
     token = data_token(engine)
     last = last_sales_date(engine)
     if last is None:
@@ -64,5 +65,6 @@ def run_forecast_all(
             horizon=int(horizon or bundle.artifacts["model"].horizon),
             quantiles=list(quantiles),
             quantile_columns=[quantile_column(q) for q in quantiles],
+            read_at=read_at,
         )
     return BatchResult(frame, bundle.version, origin, run_id)
