@@ -90,7 +90,7 @@ def main(argv: list[str]) -> int:
                 models=["lgbm_tweedie"], folds=1, n_estimators=args.trees, cutoff=first_as_of
             )
             version = train(engine, models, options).version
-            registry.promote(version, reason="bench/accuracy.py")
+            registry.promote(version, reason="bench/live_accuracy.py")
             log(
                 f"champion {version} trained up to {first_as_of} in {time.perf_counter() - t:.0f} s"
             )
