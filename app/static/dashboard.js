@@ -169,6 +169,14 @@ async function skuPage() {
   const data = JSON.parse(island.textContent);
   const sku = encodeURIComponent(data.sku);
   const svg = document.getElementById("forecast-chart");
+  if (data.product.status === "discontinued") {
+    drawChart(svg, { labels: data.history.map((d) => d.date),
+      series: [{ name: "history", cls: "history", values: data.history.map((d) => d.units) }] });
+    note("forecast-note", "Discontinued: no forecast, no what-if.");
+    note("explain-note", "Discontinued: nothing to explain.");
+    document.getElementById("whatif").hidden = true;
+    return;
+  }
   try {
     const res = await api(`/v1/forecast/${sku}?quantiles=${QUANTILES}`);
     const fc = res.forecasts[0];
