@@ -1,4 +1,4 @@
-"""GET /v1/forecast/aggregate and `forecast-all --levels`: totals coherent with the SKU forecasts."""
+"""GET /v1/forecast/aggregate and `forecast-all --levels`: totals coherent with their SKUs."""
 
 from __future__ import annotations
 
