@@ -392,12 +392,11 @@ class AggregateDay(BaseModel):
 
 
 class AggregatePeriod(BaseModel):
-    """The total over every day of the horizon."""
+    """The total's mean over every day of the horizon (the sum of the daily means)."""
 
     start: dt.date
     end: dt.date
     mean: float
-    quantiles: dict[str, float]
 
 
 class AggregateResponse(BaseModel):

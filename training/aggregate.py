@@ -10,6 +10,8 @@ store's bad fortnight or a chain-wide drift moves all of them at once, as it mov
 Each cut-off's blocks are read at every cyclic shift of their days (day h takes the residual of
 day ``(h + shift) mod horizon``), which turns F cut-offs into F x horizon joint paths while keeping
 the days' and the SKUs' dependence inside each path. Each path's total is rounded to whole units.
+The shifts permute a cut-off's days, so a path's sum over the whole horizon takes one value per
+cut-off: no quantiles are given for the horizon's total (F values are no distribution).
 
 MinT reconciliation was measured against this (bench/aggregate.py, docs/benchmarks.md, Totals);
 the figures there say why the means stay bottom-up.
@@ -73,7 +75,6 @@ class Totals:
     mean: np.ndarray  # (groups, days) the sum of the SKUs' means
     quantiles: np.ndarray  # (groups, days, levels) whole units, non-decreasing in the level
     period_mean: np.ndarray  # (groups,) the sum over the days
-    period_quantiles: np.ndarray  # (groups, levels) of the total over all the days
     paths: int
 
 
@@ -124,7 +125,6 @@ def joint_totals(
         totals += np.tensordot(onehot[:, a:b], paths, axes=1)
     daily = np.rint(totals)  # (groups, paths, days)
     q = upper_quantiles(np.moveaxis(daily, 1, 2), qs)  # (groups, days, levels)
-    period = upper_quantiles(np.rint(totals.sum(axis=2)), qs)  # (groups, levels)
     mean = onehot @ mu
     return Totals(
         keys=list(keys),
@@ -133,7 +133,6 @@ def joint_totals(
         mean=mean,
         quantiles=np.maximum.accumulate(q, axis=2).clip(0.0, None),
         period_mean=mean.sum(axis=1),
-        period_quantiles=np.maximum.accumulate(period, axis=1).clip(0.0, None),
         paths=n_paths,
     )
 

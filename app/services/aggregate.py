@@ -160,7 +160,6 @@ class AggregateService:
                 "start": first,
                 "end": first + dt.timedelta(days=h - 1),
                 "mean": float(totals.period_mean[0]),
-                "quantiles": dict(zip(names, totals.period_quantiles[0].tolist(), strict=True)),
             },
         }
         if self.forecasts.use_cache:

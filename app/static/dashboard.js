@@ -261,8 +261,9 @@ async function totalsPage() {
         series: [{ name: "mean", cls: "mean", values: t.days.map((d) => d.mean), dots: true }],
         band: { lo: t.days.map((d) => d.quantiles.p10), hi: t.days.map((d) => d.quantiles.p90), name: "P10-P90" },
       });
-      out.textContent = `${t.period.start} to ${t.period.end}: ${fmt(t.period.mean)} units ` +
-        `[P10 ${fmt(t.period.quantiles.p10)}, P90 ${fmt(t.period.quantiles.p90)}] from ${t.skus} SKUs`;
+      const d1 = t.days[0];
+      out.textContent = `${t.period.start} to ${t.period.end}: ${fmt(t.period.mean)} units from ` +
+        `${t.skus} SKUs; first day ${fmt(d1.mean)} [P10 ${fmt(d1.quantiles.p10)}, P90 ${fmt(d1.quantiles.p90)}]`;
     } catch (err) { out.textContent = String(err.message); out.classList.add("error"); }
   }));
 }
