@@ -34,7 +34,8 @@ async function api(path, options) {
 //        yLabel}. Values line up with labels; null leaves a gap.
 function drawChart(svg, spec) {
   while (svg.firstChild) svg.removeChild(svg.firstChild);
-  const W = 720, H = svg.classList.contains("small") ? 220 : 300;
+  const small = svg.classList.contains("small");
+  const W = small ? 720 : 1000, H = small ? 240 : 320;
   const m = { l: 52, r: 12, t: 12, b: 40 };
   svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
   const n = spec.labels.length;
@@ -53,7 +54,8 @@ function drawChart(svg, spec) {
   }
   const ticks = n <= 1 ? [0] : [0, Math.floor((n - 1) / 3), Math.floor((2 * (n - 1)) / 3), n - 1];
   for (const i of new Set(ticks)) {
-    svgEl("text", { x: x(i), y: H - m.b + 16, "text-anchor": "middle" }, axes).textContent =
+    const anchor = i === 0 ? "start" : i === n - 1 ? "end" : "middle";
+    svgEl("text", { x: x(i), y: H - m.b + 16, "text-anchor": anchor }, axes).textContent =
       String(spec.labels[i]);
   }
   if (spec.xLabel) {
@@ -203,18 +205,19 @@ async function skuPage() {
 function drawBars(svg, values) {
   while (svg.firstChild) svg.removeChild(svg.firstChild);
   const names = Object.keys(values);
-  const W = 720, row = 28, H = 20 + row * names.length;
+  // Group names on the left, bars either side of zero, values in a column on the right.
+  const W = 480, row = 26, H = 12 + row * names.length;
   svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
   const span = Math.max(1e-9, ...names.map((k) => Math.abs(values[k])));
-  const mid = 180 + (W - 200) / 2, half = (W - 200) / 2;
+  const left = 120, right = W - 60, mid = (left + right) / 2, half = (right - left) / 2;
   svgEl("line", { x1: mid, x2: mid, y1: 4, y2: H - 4, class: "grid" }, svg);
   names.forEach((k, i) => {
     const v = values[k], w = (Math.abs(v) / span) * half;
-    svgEl("text", { x: 170, y: 22 + i * row, "text-anchor": "end" }, svg).textContent = k;
+    svgEl("text", { x: left - 8, y: 22 + i * row, "text-anchor": "end" }, svg).textContent = k;
     svgEl("rect", { x: v >= 0 ? mid : mid - w, y: 10 + i * row, width: Math.max(w, 0.5), height: 16,
       class: `bar ${v >= 0 ? "up" : "down"}`, "data-group": k }, svg);
-    svgEl("text", { x: v >= 0 ? mid + w + 4 : mid - w - 4, y: 22 + i * row,
-      "text-anchor": v >= 0 ? "start" : "end" }, svg).textContent = fmt(v);
+    svgEl("text", { x: W - 4, y: 22 + i * row, "text-anchor": "end" }, svg).textContent =
+      (v >= 0 ? "+" : "") + fmt(v);
   });
 }
 

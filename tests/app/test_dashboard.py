@@ -65,7 +65,9 @@ def live(
     """The app served on a free loopback port, with a champion and a stored nightly run."""
     root = tmp_path_factory.mktemp("dashboard")
     shutil.copy(sqlite_template, root / "store.db")
-    served = build_served(f"sqlite:///{root / 'store.db'}", root / "models")
+    # The README's pictures (make screenshots): a catalogue large enough for totals worth a look.
+    n_skus = 120 if os.environ.get("SALESFC_SCREENSHOT_DIR") else 16
+    served = build_served(f"sqlite:///{root / 'store.db'}", root / "models", n_skus)
     run_forecast_all(served.engine, served.registry)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
