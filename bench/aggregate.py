@@ -268,6 +268,46 @@ def latency_case(url: str, models: Path, repeats: int) -> dict[str, Any]:
     return out
 
 
+PAGES = (
+    "/dashboard",
+    "/dashboard/accuracy",
+    "/dashboard/sku?q=FOODS_3",
+    "/dashboard/sku?sku=FOODS_3_090_CA_1",
+    "/dashboard/totals?level=category",
+    "/dashboard/totals?level=store",
+)
+
+
+def pages_case(url: str, models: Path, repeats: int) -> dict[str, Any]:
+    """Each dashboard page's HTML through the whole app (in-process ASGI), warm."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from featurestore.config import Settings
+
+    key = "bench-read-key"
+    settings = Settings(database_url=url, models_dir=models, read_api_keys=[key])  # type: ignore[list-item]
+    out: dict[str, Any] = {}
+    with TestClient(create_app(settings)) as client:
+        client.headers["X-API-Key"] = key
+        for path in PAGES:
+            assert client.get(path).status_code == 200, path
+            times, loads = [], []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                res = client.get(path)
+                times.append((time.perf_counter() - t0) * 1000)
+                loads.append(load_avg())
+                assert res.status_code == 200
+            out[path] = {
+                "median_ms": round(statistics.median(times), 1),
+                "p90_ms": round(float(np.percentile(times, 90)), 1),
+                "load_1m": round(statistics.mean(loads), 2),
+            }
+            log(f"page {path}: {out[path]}")
+    return out
+
+
 def pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
@@ -326,6 +366,19 @@ def render(res: dict[str, Any]) -> str:
         lines.append(
             f"| {label} | {e['median_ms']} | {e['p90_ms']} | {e['max_ms']} | {e['load_1m']} |"
         )
+    pages = res.get("pages") or {}
+    if pages:
+        lines += [
+            "",
+            f"Dashboard pages on the same store (HTML through the whole app in-process, warm, "
+            f"{lat['computed']['repeats']} requests each; the plots' data are the API calls "
+            "above):",
+            "",
+            "| page | median ms | p90 ms | load average |",
+            "|---|---:|---:|---:|",
+        ]
+        for path, e in pages.items():
+            lines.append(f"| `{path}` | {e['median_ms']} | {e['p90_ms']} | {e['load_1m']} |")
     lines += ["", "### Verdicts", ""]
     for level in ("category", "store", "total"):
         e = cov["levels"][level]
@@ -367,6 +420,12 @@ def render(res: dict[str, Any]) -> str:
         f"{c['median_ms']} ms at load {c['load_1m']}: the predict path for up to 120 SKUs, not "
         "the totals, which take the difference between the two rows)."
     )
+    if pages:
+        slowest = max(e["p90_ms"] for e in pages.values())
+        lines.append(
+            f"- **A page answers in <= 300 ms: {'met' if slowest <= 300 else 'missed'}** "
+            f"(slowest p90 {slowest} ms over the pages above)."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -418,12 +477,15 @@ def main(argv: list[str]) -> int:
             cov.update(engine_url=args.store, models=str(args.models))
         else:
             cov = coverage_case(Path(tmp), args.folds, args.trees)
-        lat = latency_case(cov.pop("engine_url"), Path(cov.pop("models")), args.repeats)
+        url, models = cov.pop("engine_url"), Path(cov.pop("models"))
+        lat = latency_case(url, models, args.repeats)
+        pages = pages_case(url, models, args.repeats)
     res = {
         "when": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": cpu_model(),
         "coverage": cov,
         "latency": lat,
+        "pages": pages,
     }
     if args.json:
         args.json.write_text(json.dumps(res, indent=2, default=str))

@@ -14,7 +14,7 @@ from app.cli import cli
 from featurestore.config import get_settings
 from featurestore.db import engine_for
 from featurestore.readers import read_products
-from tests.app.conftest import Served
+from tests.app.conftest import OPS_KEY, READ_KEY, Served
 
 LEVELS = ("total", "category", "store", "category_store")
 
@@ -146,3 +146,35 @@ def test_forecast_all_levels_writes_coherent_totals(served_env: Served, tmp_path
     assert "totals" in shown.output and "total" in shown.output
     bad = runner.invoke(cli, ["forecast-all", "--no-store", "--levels", "brand"])
     assert bad.exit_code == 2 and "brand" in bad.output
+
+
+def test_dashboard_cookie_reads_but_never_operates(client: TestClient) -> None:
+    """The sign-in form's cookie opens the read API and the pages, not operations."""
+    bare = {"X-API-Key": ""}
+    res = client.get("/dashboard", headers=bare, follow_redirects=False)
+    assert (
+        res.status_code == 303 and res.headers["location"] == "/dashboard/login?next=%2Fdashboard"
+    )
+    wrong = client.post("/dashboard/login", data={"key": "nope"}, headers=bare)
+    assert wrong.status_code == 401 and "not a read key" in wrong.text
+    res = client.post(
+        "/dashboard/login",
+        data={"key": READ_KEY, "next": "https://elsewhere.example/x"},
+        headers=bare,
+        follow_redirects=False,
+    )
+    assert res.status_code == 303 and res.headers["location"] == "/dashboard"  # never off-site
+    cookie = res.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie
+    jar = {"salesfc_key": READ_KEY}
+    assert client.get("/v1/forecast/aggregate", params={"level": "total"}, headers=bare,
+                      cookies=jar).status_code == 200  # fmt: skip
+    page = client.get("/dashboard/totals", headers=bare, cookies=jar)
+    assert (
+        page.status_code == 200 and "default-src 'self'" in page.headers["content-security-policy"]
+    )
+    ops = client.post("/v1/models/rollback", headers=bare, cookies={"salesfc_key": OPS_KEY})
+    assert ops.status_code == 401  # operations take the header only
+    for name in ("dashboard.js", "dashboard.css"):
+        assert client.get(f"/dashboard/static/{name}", headers=bare).status_code == 200
+    assert client.get("/dashboard/static/..%2Fmain.py", headers=bare).status_code == 404
