@@ -272,7 +272,7 @@ PAGES = (
     "/dashboard",
     "/dashboard/accuracy",
     "/dashboard/sku?q=FOODS_3",
-    "/dashboard/sku?sku=FOODS_3_090_CA_1",
+    "/dashboard/sku?sku={sku}",
     "/dashboard/totals?level=category",
     "/dashboard/totals?level=store",
 )
@@ -288,9 +288,10 @@ def pages_case(url: str, models: Path, repeats: int) -> dict[str, Any]:
     key = "bench-read-key"
     settings = Settings(database_url=url, models_dir=models, read_api_keys=[key])  # type: ignore[list-item]
     out: dict[str, Any] = {}
+    sku = str(read_products(make_engine(url))["sku"].iloc[0])
     with TestClient(create_app(settings)) as client:
         client.headers["X-API-Key"] = key
-        for path in PAGES:
+        for path in (p.format(sku=sku) for p in PAGES):
             assert client.get(path).status_code == 200, path
             times, loads = [], []
             for _ in range(repeats):
