@@ -19,7 +19,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from app.errors import ModelNotReady, NotFound
+from app.errors import InsufficientHistory, ModelNotReady, NotFound
 from app.services.champion import Loaded
 from app.services.forecasting import ForecastService
 from app.services.inventory import Calibration, calibration
@@ -81,6 +81,20 @@ class AggregateService:
             raise NotFound(f"no {level} named {key!r}: known {level} keys are {sample}")
         return groups[key]
 
+    def _forecastable(self, skus: list[str], horizon: int) -> list[str]:
+        """The SKUs with days to forecast: sold before, or launching within the horizon.
+
+        A product known only by its row (no sale, no launch date, or a launch after the horizon)
+        has nothing to add to a total, and asking for its forecast would fail the whole request.
+        """
+        snap = self.forecasts.snapshot()
+        if snap.as_of is None:
+            raise ModelNotReady("the feature store holds no sales yet")
+        rows = snap.products.iloc[[snap.position[s] for s in skus]]
+        last = pd.Timestamp(snap.as_of + dt.timedelta(days=horizon))
+        keep = rows["first_sale_date"].notna() | (rows["launch_date"] <= last)
+        return [s for s, k in zip(skus, keep.tolist(), strict=True) if k]
+
     def _calibrated(self, loaded: Loaded) -> Calibration:
         found = self._calibration
         if found is None or found[0] != loaded.version:
@@ -109,6 +123,9 @@ class AggregateService:
         hit = self._memo.get(memo_key) if self.forecasts.use_cache else None
         if hit is not None:
             return hit
+        skus = self._forecastable(skus, h)
+        if not skus:
+            raise InsufficientHistory(f"no SKU of {level} {key!r} has days to forecast")
         cal = self._calibrated(loaded)
         if h > cal.blocks.horizon:
             raise ModelNotReady(

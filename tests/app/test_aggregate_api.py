@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from app.cli import cli
 from featurestore.config import get_settings
 from featurestore.db import engine_for
+from featurestore.ingest import ingest_file
 from featurestore.readers import read_products
 from tests.app.conftest import OPS_KEY, READ_KEY, Served
 
@@ -166,15 +167,47 @@ def test_dashboard_cookie_reads_but_never_operates(client: TestClient) -> None:
     assert res.status_code == 303 and res.headers["location"] == "/dashboard"  # never off-site
     cookie = res.headers["set-cookie"]
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie
-    jar = {"salesfc_key": READ_KEY}
-    assert client.get("/v1/forecast/aggregate", params={"level": "total"}, headers=bare,
-                      cookies=jar).status_code == 200  # fmt: skip
-    page = client.get("/dashboard/totals", headers=bare, cookies=jar)
+    client.cookies.clear()  # sent explicitly below
+    jar = {"X-API-Key": "", "Cookie": f"salesfc_key={READ_KEY}"}
+    res = client.get("/v1/forecast/aggregate", params={"level": "total"}, headers=jar)
+    assert res.status_code == 200
+    page = client.get("/dashboard/totals", headers=jar)
     assert (
         page.status_code == 200 and "default-src 'self'" in page.headers["content-security-policy"]
     )
-    ops = client.post("/v1/models/rollback", headers=bare, cookies={"salesfc_key": OPS_KEY})
+    ops = client.post(
+        "/v1/models/rollback", headers={"X-API-Key": "", "Cookie": f"salesfc_key={OPS_KEY}"}
+    )
     assert ops.status_code == 401  # operations take the header only
     for name in ("dashboard.js", "dashboard.css"):
         assert client.get(f"/dashboard/static/{name}", headers=bare).status_code == 200
     assert client.get("/dashboard/static/..%2Fmain.py", headers=bare).status_code == 404
+
+
+def test_a_product_with_nothing_to_forecast_leaves_its_total_alone(
+    client: TestClient, served: Served, tmp_path: Path
+) -> None:
+    """A product row without sales or launch date is not counted (it would fail the total)."""
+    products = read_products(served.engine)
+    row = products[products["status"] != "discontinued"].iloc[0]
+    before = client.get(
+        "/v1/forecast/aggregate", params={"level": "store", "key": row["store"]}
+    ).json()
+    csv = tmp_path / "products.csv"
+    csv.write_text(f"sku,category,store\nNEVER_SOLD_1,{row['category']},{row['store']}\n")
+    report = ingest_file(served.engine, "products", csv)
+    assert report.rows_accepted == 1
+    snap = client.app.state.forecasts.snapshot(force=True)  # type: ignore[attr-defined]
+    assert "NEVER_SOLD_1" in snap.position
+    try:
+        res = client.get("/v1/forecast/aggregate", params={"level": "store", "key": row["store"]})
+        assert res.status_code == 200, res.text
+        assert res.json()["skus"] == before["skus"]
+        lone = client.get(
+            "/v1/forecast/aggregate", params={"level": "category_store", "key": "(none)/nowhere"}
+        )
+        assert lone.status_code == 404
+    finally:
+        with served.engine.begin() as conn:
+            conn.exec_driver_sql("delete from products where sku = 'NEVER_SOLD_1'")
+        client.app.state.forecasts.snapshot(force=True)  # type: ignore[attr-defined]
