@@ -28,6 +28,7 @@ import pandas as pd
 
 from training.inventory import ResidualBlocks, path_values, upper_quantiles
 from training.predict import quantile_column
+from training.quantiles import QuantileCalibrator
 
 Level = Literal["total", "category", "store", "category_store"]
 LEVELS: tuple[str, ...] = get_args(Level)
@@ -177,3 +178,59 @@ def totals_frame(
             part[quantile_column(q)] = tot.quantiles[:, :, i].reshape(-1)
         parts.append(part)
     return pd.concat(parts, ignore_index=True)
+
+
+def replay(
+    rows: pd.DataFrame,
+    products: pd.DataFrame,
+    *,
+    levels: Sequence[str] = ("category", "store", "total"),
+    band: tuple[float, float] = (0.1, 0.9),
+) -> dict[str, dict[str, float | int]]:
+    """The totals' band replayed on the backtest, per level: at each cut-off, the P-lo..P-hi of
+    every group's daily total from the other cut-offs' residuals (cross-conformal: a fold never
+    calibrates itself), against the actual totals; beside it the sum of the SKUs' calibrated
+    quantiles (``QuantileCalibrator`` fitted on the other folds too).
+
+    ``rows``: one model's backtest rows (fold, sku, horizon, y, yhat).
+    """
+    blocks = ResidualBlocks.from_backtest(rows)
+    folds = np.unique(blocks.fold)
+    if len(folds) < 2:
+        raise ValueError("the replay needs at least two folds (one calibrates the other)")
+    attrs = products.set_index("sku")
+    inside: dict[str, list[np.ndarray]] = {lv: [] for lv in levels}
+    summed: dict[str, list[np.ndarray]] = {lv: [] for lv in levels}
+    for fold in folds.tolist():
+        mine = blocks.fold == fold
+        skus = blocks.sku[mine]
+        yhat = blocks.yhat[mine]
+        y = yhat + blocks.scaled[mine] * np.sqrt(yhat + 1.0)
+        other = blocks.subset(~mine)
+        fit = rows[rows["fold"] != fold]
+        cal = QuantileCalibrator().fit(
+            fit["y"].to_numpy(), fit["yhat"].to_numpy(), fit["horizon"].to_numpy()
+        )
+        days = yhat.shape[1]
+        h = np.tile(np.arange(1, days + 1), len(skus))
+        per_sku = cal.predict(yhat.reshape(-1), h, list(band)).reshape(len(skus), days, 2)
+        group_rows = attrs.reindex(skus).reset_index()
+        for level in levels:
+            codes, uniq = pd.factorize(group_keys(group_rows, level), sort=True)
+            tot = joint_totals(yhat, codes, list(uniq), skus, other, levels=band)
+            onehot = (codes[None, :] == np.arange(len(uniq))[:, None]).astype(np.float64)
+            actual = onehot @ np.rint(y)
+            lo, hi = tot.quantiles[:, :, 0], tot.quantiles[:, :, 1]
+            inside[level].append(((actual >= lo) & (actual <= hi)).ravel())
+            s_lo = np.tensordot(onehot, per_sku[:, :, 0], axes=1)
+            s_hi = np.tensordot(onehot, per_sku[:, :, 1], axes=1)
+            summed[level].append(((actual >= s_lo) & (actual <= s_hi)).ravel())
+    out: dict[str, dict[str, float | int]] = {}
+    for level in levels:
+        joint = np.concatenate(inside[level])
+        out[level] = {
+            "points": len(joint),
+            "coverage_joint": float(joint.mean()),
+            "coverage_summed": float(np.concatenate(summed[level]).mean()),
+        }
+    return out

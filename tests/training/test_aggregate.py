@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.aggregate import UnknownLevel, group_keys, joint_totals, totals_frame
+from training.aggregate import UnknownLevel, group_keys, joint_totals, replay, totals_frame
 from training.inventory import ResidualBlocks
 
 H = 14
@@ -140,3 +140,26 @@ def test_totals_frame_from_a_forecast_all_frame() -> None:
         expected = merged.groupby([level, "date"])["mean"].sum()
         got = out[out["level"] == level].set_index(["key", "date"])["mean"]
         np.testing.assert_allclose(got.to_numpy(), expected.to_numpy(), atol=1e-9)
+
+
+def test_replay_reports_each_levels_coverage_on_the_backtest() -> None:
+    """Cross-conformal replay per level: joint bands near 80%, summed SKU quantiles far above."""
+    rng = np.random.default_rng(4)
+    n, shock = 40, 0.15
+    levels = rng.uniform(1.0, 20.0, n)
+    rows = _backtest(rng, levels, folds=12, shock=shock)
+    products = pd.DataFrame(
+        {
+            "sku": [f"S{i:03d}" for i in range(n)],
+            "category": np.where(np.arange(n) % 2 == 0, "A", "B"),
+            "store": [f"s{i % 4}" for i in range(n)],
+        }
+    )
+    out = replay(rows, products, levels=("category", "store", "total"))
+    assert set(out) == {"category", "store", "total"}
+    assert out["total"]["points"] == 12 * H and out["store"]["points"] == 12 * H * 4
+    for level, scores in out.items():
+        assert 0.7 <= scores["coverage_joint"] <= 0.9, (level, scores)
+        assert scores["coverage_summed"] > scores["coverage_joint"] + 0.08, (level, scores)
+    with pytest.raises(ValueError, match="two folds"):
+        replay(rows[rows["fold"] == 0], products)
