@@ -20,6 +20,9 @@ from featurestore.config import Settings
 from training.registry import Registry
 
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False)
+# The dashboard's login form keeps the read key in this cookie (HttpOnly, SameSite=Strict): the
+# pages' own requests to the read API carry it. Operations still need the header.
+KEY_COOKIE = "salesfc_key"
 
 
 async def _settings(request: Request) -> Settings:
@@ -50,10 +53,12 @@ def read_keys(settings: Settings) -> list[str]:
 
 
 async def require_read_key(request: Request, key: Annotated[str | None, Depends(_api_key)]) -> None:
-    """Read endpoints need a read or ops key once a read key is configured."""
+    """Read endpoints need a read or ops key (header, or the dashboard's cookie) once a read
+    key is configured."""
     keys = read_keys(request.app.state.settings)
     if not keys:
         return
+    key = key or request.cookies.get(KEY_COOKIE)
     if not key:
         raise MissingApiKey("send an API key in the X-API-Key header")
     if not key_allowed(key, keys):

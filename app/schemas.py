@@ -507,3 +507,49 @@ class EventsResponse(BaseModel):
     """Drift decisions, newest first."""
 
     events: list[DriftEventBody]
+
+
+# ---------------------------------------------------------------- totals (issue #15)
+
+
+class AggregateDay(BaseModel):
+    """One day of a total: the sum of its SKUs' means and quantiles of the total itself."""
+
+    date: dt.date
+    mean: float = Field(description="the sum of the SKUs' means (coherent with /v1/forecast)")
+    quantiles: dict[str, float] = Field(description="whole units, from joint sample paths")
+
+
+class AggregatePeriod(BaseModel):
+    """The total's mean over every day of the horizon (the sum of the daily means)."""
+
+    start: dt.date
+    end: dt.date
+    mean: float
+
+
+class AggregateResponse(BaseModel):
+    """Daily totals of a category, store, category x store or the whole catalogue."""
+
+    level: str = Field(examples=["category"])
+    key: str = Field(examples=["FOODS"])
+    model_version: str
+    data_until: dt.date
+    horizon: int
+    skus: int = Field(description="active SKUs in the total")
+    cold_start_skus: int
+    paths: int = Field(description="joint sample paths behind the quantiles")
+    days: list[AggregateDay]
+    period: AggregatePeriod
+
+
+class AggregateKey(BaseModel):
+    key: str
+    skus: int
+
+
+class AggregateKeys(BaseModel):
+    """The groups of a level and their sizes."""
+
+    level: str
+    keys: list[AggregateKey]

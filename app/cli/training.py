@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pandas as pd
 import typer
 from rich import box
 from rich.console import Console
@@ -15,10 +16,12 @@ from rich.table import Table
 from sqlalchemy import Engine
 
 from app.cli.progress import Phases, TrainingSteps
+from app.services.aggregate import forecast_totals
 from app.services.batch import run_forecast_all
 from featurestore.config import get_settings
 from featurestore.db import get_engine
-from featurestore.readers import last_sales_date
+from featurestore.readers import last_sales_date, read_products
+from training.aggregate import LEVELS
 from training.backtest import SELECTION_METRICS, BacktestResult, inventory_report
 from training.errors import TrainingError
 from training.estimators import model_names
@@ -26,7 +29,7 @@ from training.options import InvalidOptions, TrainOptions, train_options
 from training.pipeline import ALL_MODELS, load_history
 from training.pipeline import backtest as run_backtest
 from training.pipeline import train as run_train
-from training.predict import write_forecasts
+from training.predict import quantile_column, write_forecasts
 from training.promotion import gate
 from training.registry import Registry
 from training.report import write_report
@@ -97,6 +100,41 @@ def _check_out(value: Path | None) -> Path | None:
     if value is not None and value.is_dir():
         raise typer.BadParameter(f"{value} is a directory; give a file name")
     return value
+
+
+def _check_levels(value: str | None) -> str | None:
+    if value is None:
+        return None
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [v for v in names if v not in LEVELS]
+    if unknown or not names:
+        raise typer.BadParameter(
+            f"{', '.join(unknown) or repr(value)}: choose among {', '.join(LEVELS)}"
+        )
+    return value
+
+
+def _totals_path(out: Path) -> Path:
+    """Where the totals go beside the SKU file: forecasts.parquet -> forecasts_totals.parquet."""
+    return out.with_name(f"{out.stem}_totals{out.suffix}")
+
+
+def _totals_table(totals: pd.DataFrame, names: list[str]) -> Table:
+    """Each total over the horizon (mean) and its first day with the outer quantiles."""
+    table = Table(box=box.SIMPLE_HEAD, title="totals", title_justify="left", pad_edge=False)
+    lo, hi = names[0], names[-1]
+    for col in ("level", "key", "SKUs", "horizon mean", f"day 1 mean [{lo}, {hi}]"):
+        table.add_column(col, justify="left" if col in {"level", "key"} else "right")
+    for (level, key), group in totals.groupby(["level", "key"], sort=False):
+        first = group.iloc[0]
+        table.add_row(
+            str(level),
+            str(key),
+            str(int(first["skus"])),
+            f"{group['mean'].sum():,.1f}",
+            f"{first['mean']:,.1f} [{first[lo]:,.0f}, {first[hi]:,.0f}]",
+        )
+    return table
 
 
 def _check_as_of(value: str | None) -> str | None:
@@ -308,6 +346,13 @@ def forecast_all_command(
     store: bool = typer.Option(
         True, "--store/--no-store", help="Store the run for GET /v1/forecasts and the cache"
     ),
+    totals_at: str | None = typer.Option(
+        None,
+        "--levels",
+        help=f"Also the totals at these levels ({', '.join(LEVELS)}): coherent means, quantiles "
+        "from joint sample paths; written beside --out as <name>_totals, else printed",
+        callback=_check_levels,
+    ),
 ) -> None:
     """Forecast every active SKU from the champion: sku, date, mean and quantiles per day."""
     settings = get_settings()
@@ -328,6 +373,19 @@ def forecast_all_command(
         if out is not None:
             phases.start(f"writing {len(frame):,} rows to {out.name}")
             write_forecasts(frame, out)
+        totals = None
+        if totals_at is not None:
+            phases.start(f"totals at {totals_at}")
+            totals = forecast_totals(
+                frame,
+                read_products(engine),
+                Registry(settings.models_dir),
+                result.model_version,
+                levels=[v.strip() for v in totals_at.split(",") if v.strip()],
+                quantiles=sorted(levels),
+            )
+            if out is not None:
+                write_forecasts(totals, _totals_path(out))
     where = [str(out)] if out is not None else []
     if result.run_id:
         where.append(f"run {result.run_id}")
@@ -335,6 +393,14 @@ def forecast_all_command(
         f"{frame['sku'].nunique():,} SKUs x {frame['date'].nunique()} days from "
         f"{result.model_version} (as of {result.as_of}): {', '.join(where) or 'not stored'}"
     )
+    if totals is not None:
+        if out is not None:
+            console.print(
+                f"{totals[['level', 'key']].drop_duplicates().shape[0]:,} totals: "
+                f"{_totals_path(out)}"
+            )
+        else:
+            console.print(_totals_table(totals, [quantile_column(q) for q in sorted(levels)]))
 
 
 # A last sales day older than this (against today) is reported: forecasts start from it.
