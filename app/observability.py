@@ -23,6 +23,8 @@ LATENCY = Histogram(
 )
 FORECASTS = Counter("salesfc_forecasts_served_total", "SKU forecasts answered", ["source"])
 MODEL = Gauge("salesfc_model_info", "The champion this worker serves", ["version"])
+CACHE_ENTRIES = Gauge("salesfc_forecast_cache_entries", "Forecasts held in this worker's cache")
+CACHE_BYTES = Gauge("salesfc_forecast_cache_bytes", "JSON bytes held in this worker's cache")
 COALESCED = Histogram(
     "salesfc_coalesced_batch_skus",
     "SKUs per coalesced compute of single-SKU forecasts",

@@ -3,7 +3,10 @@
 An entry is keyed by SKU, model version, data token (every file ingestion changes it), horizon
 and quantiles, so new data or a new champion is never answered from an older entry. Orders pushed
 for a SKU drop that SKU's entries only (``drop``), and a stored run read before the push no
-longer answers for it.
+longer answers for it. Entries of an older champion or data token can never answer again: the
+first entry of a new one drops them all, so a promote or a file load does not leave a second
+cache's worth of dead entries in the worker (docs/benchmarks.md, Soak). The entries and their
+bytes are on /metrics (``salesfc_forecast_cache_entries``, ``salesfc_forecast_cache_bytes``).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 
+from app.observability import CACHE_BYTES, CACHE_ENTRIES
 from app.services.encode import stored_json
 from featurestore import forecast_runs
 from training.predict import quantile_column
@@ -44,6 +48,9 @@ class ForecastCache:
     entries: OrderedDict[CacheKey, CachedForecast] = field(default_factory=OrderedDict)
     # Each SKU's keys, so that a push drops its entries without a scan of the whole cache.
     keys: dict[str, set[CacheKey]] = field(default_factory=dict)
+    # The (model version, data token) of the newest entry; older ones are dropped when it moves.
+    generation: tuple[str, str] | None = None
+    nbytes: int = 0
 
     def peek(
         self, skus: Iterable[str], version: str, token: str, horizon: int, levels: tuple[float, ...]
@@ -94,19 +101,44 @@ class ForecastCache:
         return found
 
     def remember(self, key: CacheKey, value: CachedForecast) -> None:
+        generation = (key[1], key[2])
+        if generation != self.generation:
+            self._keep_only(generation)
+        previous = self.entries.get(key)
+        if previous is not None:
+            self.nbytes -= len(previous.body)
         self.entries[key] = value
+        self.nbytes += len(value.body)
         self.keys.setdefault(key[0], set()).add(key)
         if len(self.entries) > self.size:
-            old, _ = self.entries.popitem(last=False)
+            old, dropped = self.entries.popitem(last=False)
+            self.nbytes -= len(dropped.body)
             self._unindex(old)
+        self._publish()
+
+    def _keep_only(self, generation: tuple[str, str]) -> None:
+        """Drop every entry of another model version or data token: none can answer again."""
+        self.generation = generation
+        stale = [k for k in self.entries if (k[1], k[2]) != generation]
+        for key in stale:
+            self.nbytes -= len(self.entries.pop(key).body)
+            self._unindex(key)
+
+    def _publish(self) -> None:
+        CACHE_ENTRIES.set(len(self.entries))
+        CACHE_BYTES.set(self.nbytes)
 
     def drop(self, skus: Iterable[str]) -> int:
         """Forget every entry of these SKUs (their data changed); how many were dropped."""
         dropped = 0
         for sku in skus:
             for key in list(self.keys.pop(sku, ())):
-                if self.entries.pop(key, None) is not None:
+                value = self.entries.pop(key, None)
+                if value is not None:
+                    self.nbytes -= len(value.body)
                     dropped += 1
+        if dropped:
+            self._publish()
         return dropped
 
     def _unindex(self, key: CacheKey) -> None:
