@@ -334,7 +334,8 @@ def render(
     lines = [
         "## Soak",
         "",
-        f"`.venv/bin/python bench/soak.py --minutes {args.minutes:g}` ({serve.dt.date.today()}): "
+        f"`.venv/bin/python bench/soak.py --minutes {args.minutes:g} --retrain-at "
+        f"{args.retrain_at:.2g} --promote-at {args.promote_at:.2g}` ({serve.dt.date.today()}): "
         f"2 workers, wrk with {CONNECTIONS} connections, the mix "
         + ", ".join(f"{k} {v}%" for k, v in MIX.items())
         + f" (cached: single-SKU GETs of the stored run; computed: what-if POSTs; batch: "
