@@ -7,6 +7,7 @@ once, and other workers learn of them at their next data-token check (app/servic
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 
 from sqlalchemy import Engine
@@ -19,6 +20,11 @@ from featurestore.data_versions import Version
 from featurestore.ingest import IngestError, RejectedLines, TooManyLines, push_lines
 from featurestore.pseudonyms import CustomerKeyMissing
 
+# Pushes a worker runs at once; the others wait their turn in the thread pool. A push is mostly
+# Python holding the GIL (validation, statements): more of them side by side add no throughput
+# and starve the forecasts computed beside them (docs/benchmarks.md, pushed orders).
+PUSH_SLOTS = threading.BoundedSemaphore(1)
+
 
 def push_orders(
     engine: Engine,
@@ -29,7 +35,8 @@ def push_orders(
 ) -> OrdersResponse:
     """Store a batch of order lines (all or nothing unless ``partial``) and say what it did."""
     try:
-        report = push_lines(engine, "orders", lines, partial=partial)
+        with PUSH_SLOTS:
+            report = push_lines(engine, "orders", lines, partial=partial)
     except RejectedLines as exc:
         ORDER_LINES.labels("rejected").inc(len(exc.rejects))
         refused = [{"index": r.index, "column": r.column, "reason": r.reason} for r in exc.rejects]

@@ -183,3 +183,25 @@ def test_the_accuracy_api(engine: Engine, settings: Settings) -> None:
         later = client.get("/v1/accuracy", params={"since": str(AS_OF + dt.timedelta(days=1))})
         assert later.json()["groups"] == []
         assert client.get("/v1/accuracy", params={"by": "sku"}).status_code == 422
+
+
+def test_the_accuracy_and_events_commands(engine: Engine, settings: Settings) -> None:
+    """`salesfc accuracy` scores the stored run and prints it; `salesfc events` lists drift
+    decisions (none without a champion to judge)."""
+    from typer.testing import CliRunner
+
+    from app.cli import cli
+    from featurestore import drift_events
+
+    run_id = load(engine)
+    runner = CliRunner()
+    scored = runner.invoke(cli, ["accuracy", "--since", str(AS_OF)])
+    assert scored.exit_code == 0, scored.output
+    assert "1 run(s) scored (6 SKU-days" in scored.output
+    assert stored(engine, run_id)[("overall", "")]["rows"] == 6
+    assert runner.invoke(cli, ["accuracy", "--since", "yesterday"]).exit_code == 2
+    empty = runner.invoke(cli, ["events"])
+    assert empty.exit_code == 0 and "no drift events yet" in empty.output
+    drift_events.record(engine, "checked", model_version="v-test", detail={"reason": "fine"})
+    listed = runner.invoke(cli, ["events", "--json"])
+    assert listed.exit_code == 0 and '"kind": "checked"' in listed.output
