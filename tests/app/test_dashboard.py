@@ -24,6 +24,7 @@ from playwright.sync_api import BrowserContext, Page, expect
 
 from app.main import create_app
 from app.services.batch import run_forecast_all
+from featurestore import jobs
 from tests.app.conftest import READ_KEY, Served, build_served
 from tests.conftest import IN_CI
 
@@ -139,8 +140,20 @@ def test_overview_shows_champion_registry_history_run_and_jobs(
 ) -> None:
     base, page = signed_in
     served = live[1]
+    job = jobs.create_job(served.engine, "retrain", {"folds": 1})
+    jobs.start_job(served.engine, job.id, os.getpid())
+    jobs.report_progress(served.engine, job.id, 0.4, "fitting lgbm_tweedie")
     page.goto(f"{base}/dashboard")
     ready(page)
+    row = page.locator(f"tr.job[data-job-id='{job.id}']")
+    expect(row.locator(".message")).to_have_text("fitting lgbm_tweedie")
+    assert row.locator("progress").evaluate("p => p.value") == pytest.approx(0.4)
+    # The page follows a running job: its progress moves without a reload.
+    jobs.report_progress(served.engine, job.id, 0.7, "refitting on all data")
+    expect(row.locator(".message")).to_have_text("refitting on all data", timeout=10_000)
+    assert row.locator("progress").evaluate("p => p.value") == pytest.approx(0.7)
+    jobs.finish_job(served.engine, job.id, ok=True, message="done")
+    expect(row.locator(".status")).to_have_text("succeeded", timeout=10_000)
     expect(page.locator("#champion")).to_contain_text(served.version)
     expect(page.locator("#champion table.scores")).to_contain_text("rmsse")
     # The registry's promotion and its reason (the fixture promoted with "test fixture").
