@@ -109,7 +109,7 @@ def ses(
     return np.repeat(np.clip(level, 0.0, None)[:, None], horizon, axis=1)
 
 
-def weekly_profile(history_units: np.ndarray, weeks: int = 8, shrink: float = 4.0) -> FloatArray:
+def weekly_profile(history_units: np.ndarray, weeks: int = 8, shrink: float = 1.0) -> FloatArray:
     """(n_series, 7) multiplicative weekday factors of the last ``weeks`` weeks, mean 1, shrunk
     toward 1 by ``shrink`` pseudo-weeks (column j: the weekday of the day j+1 after the end)."""
     h = _history(history_units)
@@ -132,13 +132,14 @@ def weekly_profile(history_units: np.ndarray, weeks: int = 8, shrink: float = 4.
     return factor
 
 
-def ses_weekly(history_units: np.ndarray, horizon: int) -> FloatArray:
-    """SES on the weekly-adjusted series, times the weekly profile (ETS(A,N,M)-like)."""
+def ses_weekly(history_units: np.ndarray, horizon: int, shrink: float = 1.0) -> FloatArray:
+    """SES on the weekly-adjusted series, times the weekly profile (ETS(A,N,M)-like); the
+    profile is shrunk toward flat by ``shrink`` pseudo-weeks (weekly_profile)."""
     h = _history(history_units)
     if horizon < 1:
         raise ValueError("horizon must be positive")
     n_days = h.shape[1]
-    factor = weekly_profile(h)
+    factor = weekly_profile(h, shrink=shrink)
     # Day d of the history has weekday position (d - n_days) mod 7 relative to the next day.
     pos = (np.arange(n_days) - n_days) % 7
     adjusted = h / np.maximum(factor[:, pos], 1e-6)
