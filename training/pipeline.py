@@ -155,6 +155,7 @@ def train(
     options: TrainOptions,
     progress: ProgressFn | None = None,
     compare_with: Registry | None = None,
+    tuning: dict[str, Any] | None = None,
 ) -> TrainOutcome:
     """Backtest, pick, calibrate, refit and save a bundle; returns where and what.
 
@@ -207,6 +208,8 @@ def train(
     metrics["cold_start"] = cold_metrics
     if comparison is not None:
         metrics["promotion"] = comparison.to_dict()
+    if tuning is not None:
+        metrics["tuning"] = tuning
     metrics["selection"] = {**selection.to_dict(), "fallback_skus": len(shipped.fallback)}
     metrics["train_seconds"] = round(time.perf_counter() - t0, 2)
     artifacts: dict[str, Any] = {
