@@ -229,7 +229,15 @@ def test_moving_average() -> None:
     np.testing.assert_allclose(fc[0], np.full(5, 13.0))
     np.testing.assert_array_equal(fc[1], np.zeros(5))
     np.testing.assert_allclose(E.moving_average(hist, 2, window=3)[0], [25.5, 25.5])
-    assert set(E.BASELINES) == {"seasonal_naive", "moving_average"}
+    assert set(E.BASELINES) == {
+        "seasonal_naive",
+        "moving_average",
+        "moving_average_56",
+        "ses",
+        "ses_weekly",
+        "croston",
+        "tsb",
+    }
 
 
 def test_mlp_subsamples_rows_within_budget(data: dict[str, np.ndarray]) -> None:
@@ -316,7 +324,7 @@ def fitted_by_name(data: dict[str, np.ndarray]) -> Any:
 
 
 def test_model_names_come_from_the_registry(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert E.model_names() == ("seasonal_naive", "moving_average", *E.REGISTRY)
+    assert E.model_names() == (*E.BASELINES, *E.REGISTRY)
     monkeypatch.setitem(E.REGISTRY, "extra", E.LinearEstimator)
     assert "extra" in E.model_names()
     assert E.family("seasonal_naive") is None
