@@ -25,7 +25,7 @@ from training.metrics import (
     value_added,
     value_added_report,
 )
-from training.predict import hide_after
+from training.predict import BASELINE_DAYS, hide_after
 from training.quantiles import QuantileCalibrator
 
 ProgressFn = Callable[[str], None]
@@ -150,17 +150,27 @@ def run_backtest(
         actual = history.loc[
             (history["date"] > cut) & (history["date"] <= end), ["sku", "date", "units"]
         ]
+        # The baselines share one frame per fold: their last BASELINE_DAYS days, hidden after
+        # the cut-off (they read nothing else).
+        recent: pd.DataFrame | None = None
         for candidate in candidates:
             model = copy.deepcopy(candidate)
             if progress:
                 progress(f"fold {fold + 1}/{len(cuts)} (cut-off {cut.date()}): {model.name}")
             t0 = time.perf_counter()
             model.fit(train, products)
-            # The frame to forecast from is made after the fit and let go after the predict: a
-            # copy of the history, it would otherwise add to the fit's peak memory.
-            frame = hide_after(history, cut, end)
-            pred = model.predict(frame, products, cut, horizon)
-            del frame, model
+            if candidate.is_baseline:
+                if recent is None:
+                    since = history["date"] > cut - pd.Timedelta(days=BASELINE_DAYS)
+                    recent = hide_after(history[since], cut, end)
+                pred = model.predict(recent, products, cut, horizon)
+            else:
+                # The frame to forecast from is made after the fit and let go after the
+                # predict: a copy of the history, it would otherwise add to the fit's peak memory.
+                frame = hide_after(history, cut, end)
+                pred = model.predict(frame, products, cut, horizon)
+                del frame
+            del model
             fit_seconds[candidate.name] = (
                 fit_seconds.get(candidate.name, 0.0) + time.perf_counter() - t0
             )
@@ -170,7 +180,7 @@ def run_backtest(
                     model=candidate.name, fold=fold, cutoff=cut
                 )
             )
-        del train  # before the next fold's copy is made
+        del train, recent  # before the next fold's copy is made
     predictions = pd.concat(parts, ignore_index=True)
     predictions = predictions.join(segments, on="sku")
     names = list(dict.fromkeys(predictions["model"]))
