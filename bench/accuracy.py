@@ -64,8 +64,8 @@ OLIST_NOTE = (
     "3,585 and with 10 1,372, too many for AutoETS in this run's time on a shared 2-core "
     "machine; most others sold once or twice in two years: every method forecasts ~0 for "
     "them and RMSSE, scaled by a near-zero naive error, would measure noise). On such sparse "
-    "series WAPE is the volume-weighted error of the few sales; RMSSE the per-series error against the "
-    "one-step naive forecast. The peers train on the scored products' series only (AutoETS "
+    "series WAPE is the volume-weighted error of the few sales; RMSSE the per-series error "
+    "against the one-step naive forecast. The peers train on the scored products' series only (AutoETS "
     "is local anyway; mlforecast's global model on all 32,951 dense series would not fit this "
     "machine's time), salesfc on all of them."
 )
