@@ -60,14 +60,14 @@ OLIST_CUTOFF = dt.date(2018, 7, 15)
 OLIST_MIN_DAYS = 15
 OLIST_NOTE = (
     "olist: all 32,951 products are ingested and trained on (the user path); scored are the "
-    f"products with at least {OLIST_MIN_DAYS} selling days up to the cut-off (726; with 5 days "
-    "3,585 and with 10 1,372, too many for AutoETS in this run's time on a shared 2-core "
+    f"products with at least {OLIST_MIN_DAYS} selling days up to the cut-off (726; with 5 "
+    "days 3,585 and with 10 1,372, too many for AutoETS in this run's time on a shared 2-core "
     "machine; most others sold once or twice in two years: every method forecasts ~0 for "
     "them and RMSSE, scaled by a near-zero naive error, would measure noise). On such sparse "
     "series WAPE is the volume-weighted error of the few sales; RMSSE the per-series error "
-    "against the one-step naive forecast. The peers train on the scored products' series only (AutoETS "
-    "is local anyway; mlforecast's global model on all 32,951 dense series would not fit this "
-    "machine's time), salesfc on all of them."
+    "against the one-step naive forecast. The peers train on the scored products' series "
+    "only (AutoETS is local anyway; mlforecast's global model on all 32,951 dense series "
+    "would not fit this run's time), salesfc on all of them."
 )
 TARGET_GAIN = 0.05  # the champion beats the best peer per metric by at least 5%
 TARGET_BIAS = 0.05
