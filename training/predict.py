@@ -331,6 +331,16 @@ class BundleForecaster:
                 mean[mine] = _means(self._member(name), history, origin, horizon, day, sub)
         return mean
 
+    def model_weight(self, sku: str) -> float:
+        """The bundle model's weight in a SKU's served forecast (1: the model alone; 1/k in an
+        ensemble of k; 0 where a baseline answers the SKU's demand class)."""
+        shipped = self.shipped
+        if shipped is None:
+            return 1.0
+        if sku in shipped.fallback or self.model.name not in shipped.members:
+            return 0.0
+        return 1.0 / len(shipped.members)
+
     @property
     def history_days(self) -> int:
         """Days of history up to the origin that a forecast reads (both models' builders)."""

@@ -182,6 +182,7 @@ def test_serving_forecasts_the_shipped_composition() -> None:
     )
     fc = BundleForecaster(bundle)  # type: ignore[arg-type]
     assert fc.history_days >= 364  # baselines read their year
+    assert fc.model_weight("ITEM_0_S") == 0.5 and fc.model_weight("ITEM_1_S") == 0.0
     got = fc.forecast_arrays(frame, products, origin, H, [0.5])
     expected = (own + ma) / 2
     fallback = got.sku == "ITEM_1_S"
