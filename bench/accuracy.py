@@ -438,7 +438,9 @@ def _pct(value: Any) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
-def render(results: list[dict[str, Any]], cmd: str, quick: bool) -> str:
+def render(
+    results: list[dict[str, Any]], cmd: str, quick: bool, notes: list[str] | None = None
+) -> str:
     """The markdown section: one table, the verdicts and the notes."""
     m = machine()
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -498,11 +500,13 @@ def render(results: list[dict[str, Any]], cmd: str, quick: bool) -> str:
         peer = r["peer_stats"].get("fit_seconds")
         if peer:
             timing += "; peers " + ", ".join(f"{k} {v} s" for k, v in peer.items())
-        lines.append(f"- {r['dataset']}: {r['note'] or ''} {timing}.".replace("  ", " "))
+        label = r["note"] or f"{r['dataset']}:"
+        lines.append(f"- {label} {timing}.")
         if r["facts"]:
             lines.append(
                 "  Traits present: " + ", ".join(f"{k} {v}" for k, v in r["facts"].items()) + "."
             )
+    lines += [f"- {n}" for n in notes or []]
     lines += [
         "",
         f"Machine: nproc {m['nproc']}, memory {m['memory']}, cpu {m['cpu']}, os {m['os']}.",
@@ -530,6 +534,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--no-peers", action="store_true", help="skip AutoETS and mlforecast")
     parser.add_argument("--write", action="store_true", help=f"write {DOC.name}'s section")
     parser.add_argument("--json", type=Path, help="also write the raw results as JSON")
+    parser.add_argument("--note", action="append", help="--render: add a line to the notes")
     parser.add_argument(
         "--render", help="no run: render the results of earlier --json files (comma-separated)"
     )
@@ -537,7 +542,9 @@ def main(argv: list[str]) -> int:
     if args.render:
         results = [r for f in args.render.split(",") for r in json.loads(Path(f).read_text())]
         commands = dict.fromkeys(str(r.get("command", "")) for r in results)
-        section = render(results, "`; `".join(c for c in commands if c), bool(args.quick))
+        section = render(
+            results, "`; `".join(c for c in commands if c), bool(args.quick), args.note
+        )
         print(section)
         if args.write:
             write_section(section)
