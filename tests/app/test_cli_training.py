@@ -59,7 +59,9 @@ def test_train_backtest_forecast_report(settings: Settings, tmp_path: Path) -> N
     )
     doc = json.loads(bt.read_text())
     assert len(doc["cutoffs"]) == 2 and doc["horizon"] == 14
-    assert set(doc["models"]) == {"seasonal_naive", "lgbm_tweedie/direct"}
+    singles = {"seasonal_naive", "lgbm_tweedie/direct"}
+    assert singles <= set(doc["models"])  # and the mean of the best three (--ensemble-top)
+    assert all(m.startswith("ensemble(") for m in set(doc["models"]) - singles)
     assert doc["champion"] == doc["ranking"][0]
     for name in doc["models"]:
         overall = doc["models"][name]["overall"]
