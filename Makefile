@@ -63,6 +63,7 @@ bench: $(STAMP)
 	.venv-peers/bin/python -m pip install --quiet 'mlforecast==1.1.0' 'statsforecast==2.1.1' 'lightgbm==4.7.0' psutil pyarrow
 	$(BIN)/python bench/ingest.py
 	SALESFC_PEER_PYTHON=.venv-peers/bin/python $(BIN)/python bench/train.py
+	SALESFC_PEER_PYTHON=.venv-peers/bin/python $(BIN)/python bench/accuracy.py --write
 	$(BIN)/python bench/serve.py
 
 ## soak: 10 minutes of mixed traffic at ~80% of the peak, 2 workers (docs/benchmarks.md, Soak)

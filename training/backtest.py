@@ -25,7 +25,7 @@ from training.metrics import (
     value_added,
     value_added_report,
 )
-from training.predict import hide_after
+from training.predict import BASELINE_DAYS, hide_after
 from training.quantiles import QuantileCalibrator
 
 ProgressFn = Callable[[str], None]
@@ -53,6 +53,10 @@ class BacktestResult:
     metric: str
     ranking: list[str] = field(default_factory=list)
     fit_seconds: dict[str, float] = field(default_factory=dict)
+    # Compositions (ensembles, fallbacks) by name: the models they are made of.
+    ensembles: dict[str, list[str]] = field(default_factory=dict)
+    # What the scaled metrics were scaled by (the earliest fold's history), to score compositions.
+    scale_history: pd.DataFrame | None = None
 
     @property
     def best(self) -> str:
@@ -134,6 +138,7 @@ def run_backtest(
             f"data starts {first.date()}, first cut-off {cuts[0].date()}"
         )
     segments = products.set_index("sku")[["category", "store"]]
+    learned_free = {c.name for c in candidates if c.is_baseline}
     parts: list[pd.DataFrame] = []
     fit_seconds: dict[str, float] = {}
     # Scaled metrics use the earliest fold's training history, as known before every forecast.
@@ -145,17 +150,27 @@ def run_backtest(
         actual = history.loc[
             (history["date"] > cut) & (history["date"] <= end), ["sku", "date", "units"]
         ]
+        # The baselines share one frame per fold: their last BASELINE_DAYS days, hidden after
+        # the cut-off (they read nothing else).
+        recent: pd.DataFrame | None = None
         for candidate in candidates:
             model = copy.deepcopy(candidate)
             if progress:
                 progress(f"fold {fold + 1}/{len(cuts)} (cut-off {cut.date()}): {model.name}")
             t0 = time.perf_counter()
             model.fit(train, products)
-            # The frame to forecast from is made after the fit and let go after the predict: a
-            # copy of the history, it would otherwise add to the fit's peak memory.
-            frame = hide_after(history, cut, end)
-            pred = model.predict(frame, products, cut, horizon)
-            del frame, model
+            if candidate.is_baseline:
+                if recent is None:
+                    since = history["date"] > cut - pd.Timedelta(days=BASELINE_DAYS)
+                    recent = hide_after(history[since], cut, end)
+                pred = model.predict(recent, products, cut, horizon)
+            else:
+                # The frame to forecast from is made after the fit and let go after the
+                # predict: a copy of the history, it would otherwise add to the fit's peak memory.
+                frame = hide_after(history, cut, end)
+                pred = model.predict(frame, products, cut, horizon)
+                del frame
+            del model
             fit_seconds[candidate.name] = (
                 fit_seconds.get(candidate.name, 0.0) + time.perf_counter() - t0
             )
@@ -165,7 +180,7 @@ def run_backtest(
                     model=candidate.name, fold=fold, cutoff=cut
                 )
             )
-        del train  # before the next fold's copy is made
+        del train, recent  # before the next fold's copy is made
     predictions = pd.concat(parts, ignore_index=True)
     predictions = predictions.join(segments, on="sku")
     names = list(dict.fromkeys(predictions["model"]))
@@ -178,16 +193,44 @@ def run_backtest(
         for name in names
     }
     ranking = sorted(names, key=lambda n: _score(reports[n]["overall"], metric))
-    if ensemble_top > 1:
-        learned = [n for n in ranking if n not in ("seasonal_naive", "moving_average")]
-        members = learned[:ensemble_top]
-        if len(members) > 1:
-            ens = ensemble_predictions(predictions, members)
-            name = "ensemble(" + "+".join(members) + ")"
-            predictions = pd.concat([predictions, ens.assign(model=name)], ignore_index=True)
-            reports[name] = evaluate(ens, train_history=scale_history)
-            ranking = sorted(reports, key=lambda n: _score(reports[n]["overall"], metric))
-    return BacktestResult(predictions, reports, cuts, horizon, metric, ranking, fit_seconds)
+    ensembles: dict[str, list[str]] = {}
+    members = ensemble_members(ranking, ensemble_top, is_learned=lambda n: n not in learned_free)
+    if len(members) > 1:
+        ens = ensemble_predictions(predictions, members)
+        name = "ensemble(" + "+".join(members) + ")"
+        predictions = pd.concat([predictions, ens.assign(model=name)], ignore_index=True)
+        reports[name] = evaluate(ens, train_history=scale_history)
+        ensembles[name] = members
+        ranking = sorted(reports, key=lambda n: _score(reports[n]["overall"], metric))
+    return BacktestResult(
+        predictions,
+        reports,
+        cuts,
+        horizon,
+        metric,
+        ranking,
+        fit_seconds,
+        ensembles=ensembles,
+        scale_history=scale_history,
+    )
+
+
+def ensemble_members(
+    ranking: Sequence[str], top: int, *, is_learned: Callable[[str], bool]
+) -> list[str]:
+    """The best ``top`` models of a ranking that one bundle can ship together: baselines and at
+    most one learned model (a bundle holds one fitted forecaster)."""
+    members: list[str] = []
+    learned = 0
+    for name in ranking:
+        if len(members) >= max(top, 0):
+            break
+        if is_learned(name):
+            if learned:
+                continue
+            learned += 1
+        members.append(name)
+    return members if top > 1 else []
 
 
 def ensemble_predictions(predictions: pd.DataFrame, members: Sequence[str]) -> pd.DataFrame:

@@ -33,6 +33,8 @@ from training.predict import quantile_column, write_forecasts
 from training.promotion import gate
 from training.registry import Registry
 from training.report import write_report
+from training.tune import tune as run_tune
+from training.tune import tuned_options
 
 console = Console(stderr=True)
 MODELS_HELP = f"Comma-separated candidates among: {', '.join(ALL_MODELS)}"
@@ -276,6 +278,89 @@ def train(
         }
         typer.echo(json.dumps(doc, indent=2, default=str))
         return
+    typer.echo(outcome.version)
+
+
+def tune(
+    trials: int = typer.Option(20, "--trials", min=1, help="Parameter draws to backtest at most"),
+    max_minutes: float = typer.Option(
+        30.0, "--max-minutes", min=0.1, help="Stop before a trial would end past this budget"
+    ),
+    seed: int = typer.Option(0, "--seed", help="Random seed of the search"),
+    cutoff: str | None = CUTOFF,
+    models: str = MODELS,
+    strategy: str = STRATEGY,
+    horizon: int = HORIZON,
+    folds: int = FOLDS,
+    step: int | None = STEP,
+    metric: str = METRIC,
+    n_estimators: int | None = TREES,
+    promote: str = typer.Option(
+        "if-better",
+        "--promote",
+        help="if-better (gate on the metric), always or never",
+        callback=_check_promote,
+    ),
+) -> None:
+    """Random search of LightGBM parameters on the rolling-origin backtest, then train with the
+    best; the parameters and the trials go into the bundle manifest."""
+    settings = get_settings()
+    options = _options(
+        cutoff=cutoff,
+        models=models,
+        strategy=strategy,
+        horizon=horizon,
+        folds=folds,
+        step=step,
+        metric=metric,
+        n_estimators=n_estimators,
+    )
+    registry = Registry(settings.models_dir)
+    never = promote == "never" and registry.champion() is not None
+    engine = get_engine()
+    with Phases("tune", console) as phases:
+        phases.start("reading history")
+        history, products = load_history(engine, options.cutoff)
+        phases.start(f"search ({trials} trials at most, {max_minutes:g} min)", total=trials)
+
+        def trial_done(message: str) -> None:
+            phases.advance()
+            phases.describe(message)
+            console.print(message)
+
+        try:
+            found = run_tune(
+                history,
+                products,
+                options,
+                trials=trials,
+                max_minutes=max_minutes,
+                seed=seed,
+                progress=trial_done,
+            )
+        except TrainingError as exc:
+            raise typer.BadParameter(str(exc)) from exc
+        del history, products
+        best = found.best
+        phases.start("training with the best parameters")
+        steps = TrainingSteps(phases, _fits(options))
+        outcome = run_train(
+            engine,
+            settings.models_dir,
+            tuned_options(options, found),
+            progress=steps,
+            compare_with=None if never else registry,
+            tuning=found.to_dict(),
+        )
+    if never or outcome.comparison is None:
+        state = f"champion stays {registry.champion()} (--promote never)"
+    else:
+        state = gate(registry, outcome.version, outcome.comparison, promote == "always")["decision"]
+    console.print(
+        f"best of {len(found.trials)} trials: {metric} {best['score']:.4f} "
+        f"(defaults {found.trials[0]['score']:.4f}) with {best['params'] or 'the defaults'}"
+    )
+    console.print(f"bundle [bold]{outcome.version}[/bold] ({outcome.champion_model}): {state}")
     typer.echo(outcome.version)
 
 
