@@ -26,7 +26,7 @@ from training.backtest import SELECTION_METRICS, BacktestResult, inventory_repor
 from training.errors import TrainingError
 from training.estimators import model_names
 from training.options import InvalidOptions, TrainOptions, train_options
-from training.pipeline import ALL_MODELS, load_history
+from training.pipeline import ALL_MODELS, TrainOutcome, load_history
 from training.pipeline import backtest as run_backtest
 from training.pipeline import train as run_train
 from training.predict import quantile_column, write_forecasts
@@ -200,6 +200,19 @@ ENSEMBLE = typer.Option(
     DEFAULTS.ensemble_top, "--ensemble-top", min=0, help="Also try the mean of the best N models"
 )
 TREES = typer.Option(None, "--n-estimators", min=1, help="Trees for the LightGBM models")
+PROMOTE_OPTION = typer.Option(
+    "if-better",
+    "--promote",
+    help="if-better (gate on the metric), always or never",
+    callback=_check_promote,
+)
+
+
+def _promotion(registry: Registry, outcome: TrainOutcome, promote: str, never: bool) -> str:
+    """The --promote decision on a trained bundle, in words (the gate's, or why it was skipped)."""
+    if never or outcome.comparison is None:
+        return f"champion stays {registry.champion()} (--promote never)"
+    return str(gate(registry, outcome.version, outcome.comparison, promote == "always")["decision"])
 
 
 def train(
@@ -212,12 +225,7 @@ def train(
     metric: str = METRIC,
     ensemble_top: int = ENSEMBLE,
     n_estimators: int | None = TREES,
-    promote: str = typer.Option(
-        "if-better",
-        "--promote",
-        help="if-better (gate on the metric), always or never",
-        callback=_check_promote,
-    ),
+    promote: str = PROMOTE_OPTION,
     if_no_champion: bool = typer.Option(
         False, "--if-no-champion", help="Do nothing when a champion bundle already exists"
     ),
@@ -243,8 +251,6 @@ def train(
         ensemble_top=ensemble_top,
         n_estimators=n_estimators,
     )
-    if promote not in ("if-better", "always", "never"):
-        raise typer.BadParameter("--promote must be if-better, always or never")
     registry = Registry(settings.models_dir)
     never = promote == "never" and registry.champion() is not None
     with Phases("train", console) as phases:
@@ -257,11 +263,7 @@ def train(
             progress=steps,
             compare_with=None if never else registry,
         )
-    if never or outcome.comparison is None:
-        state = f"champion stays {registry.champion()} (--promote never)"
-    else:
-        verdict = gate(registry, outcome.version, outcome.comparison, promote == "always")
-        state = verdict["decision"]
+    state = _promotion(registry, outcome, promote, never)
     console.print(_comparison(outcome.backtest, f"backtest by {metric}"))
     console.print(
         f"bundle [bold]{outcome.version}[/bold] ({outcome.champion_model}, "
@@ -295,12 +297,7 @@ def tune(
     step: int | None = STEP,
     metric: str = METRIC,
     n_estimators: int | None = TREES,
-    promote: str = typer.Option(
-        "if-better",
-        "--promote",
-        help="if-better (gate on the metric), always or never",
-        callback=_check_promote,
-    ),
+    promote: str = PROMOTE_OPTION,
 ) -> None:
     """Random search of LightGBM parameters on the rolling-origin backtest, then train with the
     best; the parameters and the trials go into the bundle manifest."""
@@ -352,10 +349,7 @@ def tune(
             compare_with=None if never else registry,
             tuning=found.to_dict(),
         )
-    if never or outcome.comparison is None:
-        state = f"champion stays {registry.champion()} (--promote never)"
-    else:
-        state = gate(registry, outcome.version, outcome.comparison, promote == "always")["decision"]
+    state = _promotion(registry, outcome, promote, never)
     console.print(
         f"best of {len(found.trials)} trials: {metric} {best['score']:.4f} "
         f"(defaults {found.trials[0]['score']:.4f}) with {best['params'] or 'the defaults'}"
