@@ -7,7 +7,8 @@ pool, a thread hop per dependency per request (more than a cached forecast costs
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Protocol, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
@@ -114,3 +115,27 @@ SettingsDep = Annotated[Settings, Depends(_settings)]
 ReadKey = Depends(require_read_key)
 OpsKey = Depends(require_ops_key)
 IngestKey = Depends(require_ingest_key)
+
+
+class _OnForecasts(Protocol):
+    forecasts: ForecastService
+
+
+S = TypeVar("S", bound=_OnForecasts)
+
+
+def on_forecasts(
+    name: str, make: Callable[[ForecastService], S]
+) -> Callable[[Request], Awaitable[S]]:
+    """A dependency giving the app's service ``name`` built over its ForecastService, made on
+    first use and again whenever ``app.state.forecasts`` is replaced."""
+
+    async def dependency(request: Request) -> S:
+        state = request.app.state
+        found: S | None = getattr(state, name, None)
+        if found is None or found.forecasts is not state.forecasts:
+            found = make(state.forecasts)
+            setattr(state, name, found)
+        return found
+
+    return dependency

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import anyio
 from fastapi import APIRouter, Depends, Query, Request
 
-from app.deps import ReadKey
+from app.deps import ReadKey, on_forecasts
 from app.errors import HorizonOutOfRange, InvalidRequest, NotFound, responses
 from app.routes.forecast import COMMON, Horizon, compute_limiter
 from app.schemas import PRINTABLE, AggregateKeys, AggregateResponse, parse_quantiles
@@ -21,15 +21,7 @@ LevelQuery = Annotated[
 ]
 
 
-async def _service(request: Request) -> AggregateService:
-    state = request.app.state
-    found: AggregateService | None = getattr(state, "aggregate", None)
-    if found is None or found.forecasts is not state.forecasts:
-        found = state.aggregate = AggregateService(state.forecasts)
-    return found
-
-
-AggregateDep = Annotated[AggregateService, Depends(_service)]
+AggregateDep = Annotated[AggregateService, Depends(on_forecasts("aggregate", AggregateService))]
 
 
 @router.get("/forecast/aggregate", response_model=AggregateResponse, responses=ERRORS)
