@@ -139,6 +139,11 @@ def _summary(result: BacktestResult, champion: str) -> dict[str, Any]:
     }
 
 
+def training_data(model: Forecaster) -> dict[str, Any]:
+    """What the fitted model was trained on: censored and capped days, yearly features."""
+    return {**getattr(model, "cleaning_", {}), "yearly_features": getattr(model, "yearly_", None)}
+
+
 def train(
     engine: Engine,
     models_dir: Path,
@@ -198,6 +203,7 @@ def train(
     if comparison is not None:
         metrics["promotion"] = comparison.to_dict()
     metrics["train_seconds"] = round(time.perf_counter() - t0, 2)
+    metrics["training_data"] = training_data(final)
     artifacts: dict[str, Any] = {
         "model": final,
         "calibration": calibration,
