@@ -277,7 +277,8 @@ ENTITIES: dict[str, Entity] = {
                     "str",
                     True,
                     32,
-                    doc="holiday, sporting, cultural, snap, ...",
+                    doc="holiday, sporting, cultural, snap, closed (the shop is closed that day: "
+                    "forecast 0, never a training target), ...",
                     example="holiday",
                 ),
                 Column("region", "str", max_length=16, doc="Blank: every region", example="US"),

@@ -192,7 +192,7 @@ def _blocks(
 
 # The default forecaster, chosen by the m5_tiny backtests (docs/benchmarks.md, Training).
 DEFAULT_STRATEGY: Strategy = "multi"
-DEFAULT_BUCKET = 14  # multi without floors: lag floors 14 and 28
+DEFAULT_BUCKET = 14  # multi with neither floors nor bucket given and no DEFAULT_FLOORS
 # multi: the lag floors of the stages (each stage is a feature build per request); the short
 # ones let yesterday's spike or stock-out move the first days (docs/benchmarks.md, Accuracy on
 # order-line data: features).
@@ -233,8 +233,8 @@ class Forecaster:
         model: str = "lgbm_tweedie",
         strategy: Strategy = DEFAULT_STRATEGY,
         horizon: int = 28,
-        bucket: int = DEFAULT_BUCKET,
-        floors: Sequence[int] | None = DEFAULT_FLOORS,
+        bucket: int | None = None,
+        floors: Sequence[int] | None = None,
         builder_params: dict[str, Any] | None = None,
         model_params: dict[str, Any] | None = None,
         min_rows_per_sku: int = 28,
@@ -336,7 +336,7 @@ class Forecaster:
         n_rows = int(mask.sum())
         self.n_train_rows_ = n_rows
         known = history if known_units.all() else history.loc[known_units]
-        buckets = _buckets(self.strategy, self.horizon, self.bucket, self.floors)
+        buckets = self._stage_buckets()
         # Above block_rows the stages run in turn: side by side, both stages' LightGBM datasets
         # and training state would be held at once.
         in_memory = n_rows <= self.block_rows or bounds is None
@@ -458,12 +458,21 @@ class Forecaster:
     def _stage_params(self) -> dict[str, Any]:
         """The estimator parameters of one stage (the tree budget shared when asked)."""
         params = dict(self.model_params or {})
-        stages = len(_buckets(self.strategy, self.horizon, self.bucket, self.floors))
+        stages = len(self._stage_buckets())
         if self.tree_budget == "total" and stages > 1:
             est = make_estimator(self.model, **params)
             if est.shares_tree_budget:
                 params.update(est.budget_params(stages))
         return params
+
+    def _stage_buckets(self) -> list[tuple[int, int, int]]:
+        """The stages: ``floors`` if given, else buckets of ``bucket`` days if given, else the
+        default floors."""
+        floors = self.floors
+        if floors is None and self.bucket is None:
+            floors = DEFAULT_FLOORS
+        bucket = DEFAULT_BUCKET if self.bucket is None else self.bucket
+        return _buckets(self.strategy, self.horizon, bucket, floors)
 
     def _keeps(self, name: str) -> bool:
         if not getattr(self, "yearly_", True) and name in YEARLY_FEATURES:
