@@ -411,5 +411,11 @@ def test_stock_out_and_closed_flags(engine: Engine) -> None:
     assert_contract(frame)
     assert series(frame, "A", "stock_out") == [0, 1, 0, 0, 0]
     assert series(frame, "A", "closed") == [0, 0, 1, 1, 0]
-    assert series(frame, "B", "closed") == [0, 0, 0, 1, 0]  # another region; the storm is everywhere
+    assert series(frame, "B", "closed") == [
+        0,
+        0,
+        0,
+        1,
+        0,
+    ]  # another region; the storm is everywhere
     assert series(frame, "A", "is_event") == [0, 0, 1, 1, 0]
