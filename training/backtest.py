@@ -38,6 +38,9 @@ LOWER_IS_BETTER = frozenset(SELECTION_METRICS)
 
 # Days between a fold and the same weekdays of the calendar window a year before.
 YEAR = 364
+# Days of history the year-ago fold needs before its cut-off (half a year: its features' windows
+# and enough rows per SKU to train on).
+YEAR_FOLD_MIN_HISTORY = 182
 
 
 def cutoffs(
@@ -52,7 +55,8 @@ def cutoffs(
 
     With ``first_date`` and two folds or more, the oldest fold moves to the calendar window a
     year before the one the model will forecast (cut-off ``last_date - 364``, same weekdays)
-    when the history reaches that far (2 x horizon days before it): folds placed only just
+    when the history reaches that far (YEAR_FOLD_MIN_HISTORY days, and 2 x horizon, before
+    it): folds placed only just
     before the cut-off never see the season being forecast (a December, a closure week).
     """
     last = pd.Timestamp(last_date)
@@ -60,7 +64,8 @@ def cutoffs(
     if first_date is None or folds < 2:
         return cuts
     year_ago = last - pd.Timedelta(days=YEAR)
-    if year_ago < cuts[0] and year_ago - pd.Timestamp(first_date) >= pd.Timedelta(days=2 * horizon):
+    need = pd.Timedelta(days=max(2 * horizon, YEAR_FOLD_MIN_HISTORY))
+    if year_ago < cuts[0] and year_ago - pd.Timestamp(first_date) >= need:
         cuts[0] = year_ago
     return cuts
 

@@ -364,8 +364,9 @@ def test_one_fold_sits_a_year_before_the_cutoff_when_history_allows() -> None:
     long = bt.cutoffs(last, folds=3, horizon=28, step=28, first_date=pd.Timestamp("2023-01-01"))
     assert long == [last - pd.Timedelta(days=364), *plain[1:]]
     assert long[0].day_of_week == last.day_of_week  # the same weekdays a year before
-    short = bt.cutoffs(last, folds=3, horizon=28, step=28, first_date=pd.Timestamp("2024-01-15"))
-    assert short == plain  # a year before the cut-off is too close to the data's start
+    for start in ("2023-09-01", "2024-01-15"):  # under half a year before it, or after it
+        short = bt.cutoffs(last, folds=3, horizon=28, step=28, first_date=pd.Timestamp(start))
+        assert short == plain
     assert bt.cutoffs(
         last, folds=1, horizon=28, step=28, first_date=pd.Timestamp("2020-01-01")
     ) == [last - pd.Timedelta(days=28)]
