@@ -193,10 +193,12 @@ def _blocks(
 # The default forecaster, chosen by the m5_tiny backtests (docs/benchmarks.md, Training).
 DEFAULT_STRATEGY: Strategy = "multi"
 DEFAULT_BUCKET = 14  # multi with neither floors nor bucket given and no DEFAULT_FLOORS
-# multi: the lag floors of the stages (each stage is a feature build per request); the short
-# ones let yesterday's spike or stock-out move the first days (docs/benchmarks.md, Accuracy on
-# order-line data: features).
-DEFAULT_FLOORS: tuple[int, ...] | None = (7, 14, 28)
+# multi: the default lag floors of the stages (None: buckets of DEFAULT_BUCKET days). A short
+# stage (floors=(1, 14, 28): day 1 from yesterday's units) lets yesterday's spike or stock-out
+# move the first day; it lost on the m5_tiny and olist hold-outs (docs/benchmarks.md, Accuracy
+# on order-line data: features), so it is an option, not the default.
+SHORT_FLOORS: tuple[int, ...] = (1, 14, 28)
+DEFAULT_FLOORS: tuple[int, ...] | None = None
 # Yearly features (week of year, month, lag 364) need this many days of known history: every
 # calendar period seen at least twice (a single year's Christmas closure is not a season).
 YEARLY_MIN_DAYS = 2 * 365
