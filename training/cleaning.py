@@ -7,7 +7,8 @@ The store keeps every day as it was sold; only the training targets change. A da
 - ``zero_run``: a run of zero days between two sales that is improbable at the SKU's rate of
   sale days (less than ``ZERO_RUN_CHANCE`` if days sold independently): a stock-out nobody flagged;
 - ``closed``: a calendar event of kind ``closed``, or a day the whole store sold nothing though
-  its usual day sells enough units that an empty day by chance is improbable (a closure).
+  its usual day of that weekday sells enough units that an empty day by chance is improbable (a
+  closure; a weekday it never sells on is its normal week and stays a zero target).
 
 A bulk order (a day far above the SKU's usual sale days, ``unit_caps``) is real revenue and poor
 training signal: targets are capped at the SKU's cap, and the feature builder caps the units its
@@ -25,8 +26,8 @@ import pandas as pd
 ZERO_RUN_CHANCE = 1e-3
 # Shorter zero runs are never censored (a day or two without a sale is ordinary).
 MIN_ZERO_RUN = 3
-# A store day with no sale is a closure when the store's median day sells at least this many
-# units (a Poisson day of that mean is empty with chance e**-10, about 5e-5).
+# A store day with no sale is a closure when the store's median day of that weekday sells at
+# least this many units (a Poisson day of that mean is empty with chance e**-10, about 5e-5).
 CLOSURE_MIN_MEDIAN = 10.0
 # Caps: a SKU's cap is the larger of CAP_MEDIAN x its median sale day and CAP_Q90 x its 90th
 # percentile, for SKUs with at least CAP_MIN_SALE_DAYS sale days (fewer: no cap).
@@ -100,20 +101,23 @@ def _flag(history: pd.DataFrame, name: str) -> np.ndarray:
 def _store_closures(
     history: pd.DataFrame, products: pd.DataFrame, units: np.ndarray, known: np.ndarray
 ) -> np.ndarray:
-    """Rows on days their whole store sold nothing while its median day sells plenty."""
+    """Rows on days their whole store sold nothing while its median day of that weekday sells
+    plenty. A weekday the store never sells on (closed on Sundays, no shipping on weekends)
+    is its normal week, taught as zero, not censored."""
     store_of = products.set_index("sku")["store"]
     store = history["sku"].map(store_of).fillna("").astype(str).to_numpy()
     frame = pd.DataFrame(
         {"store": store[known], "date": history["date"].to_numpy()[known], "u": units[known]}
     )
-    totals = frame.groupby(["store", "date"], sort=False)["u"].sum()
-    median = totals.groupby(level="store").median()
-    busy = median[median >= CLOSURE_MIN_MEDIAN].index
-    empty = totals[(totals == 0) & totals.index.get_level_values("store").isin(busy)]
-    if empty.empty:
+    totals = frame.groupby(["store", "date"], sort=False)["u"].sum().reset_index()
+    totals["dow"] = totals["date"].dt.day_of_week
+    median = totals.groupby(["store", "dow"])["u"].transform("median")
+    empty_rows = totals[(totals["u"] == 0) & (median >= CLOSURE_MIN_MEDIAN)]
+    empty = pd.MultiIndex.from_frame(empty_rows[["store", "date"]])
+    if len(empty) == 0:
         return np.zeros(len(history), dtype=bool)
     keys = pd.MultiIndex.from_arrays([store, history["date"].to_numpy()])
-    return keys.isin(empty.index) & known
+    return keys.isin(empty) & known
 
 
 def _improbable_zero_runs(sku: np.ndarray, units: np.ndarray, known: np.ndarray) -> np.ndarray:

@@ -64,6 +64,8 @@ def test_store_closures_and_closed_calendar_days_are_censored() -> None:
     frame.loc[(store == "S1") & (day == 120), "units"] = 0  # the whole store S1 closed
     frame.loc[(frame["sku"] == "ITEM_1_S").to_numpy() & (day == 130), "units"] = 0  # one SKU
     frame["closed"] = (day == 150).astype(np.int8)  # a closure in the calendar
+    sunday = (frame["date"].dt.day_of_week == 6).to_numpy()
+    frame.loc[(store == "S2") & sunday, "units"] = 0  # S2 never opens on Sundays: its week
     cleaning = clean_targets(frame, products)
     got = sorted(set(day[cleaning.censored].tolist()))
     assert got == [120, 150]
