@@ -2,7 +2,8 @@
 
 Strategies: ``direct`` (one model, lag floor = horizon), ``recursive`` (a one-step model fed its
 own forecasts) and ``multi`` (M5-style buckets: with 14, floor 14 answers days 1-14 and floor 28
-days 15-28). The default was picked by backtest (docs/benchmarks.md, Training). Forecasts are
+days 15-28; or explicit lag floors, e.g. ``SHORT_FLOORS`` (1, 14, 28) to read yesterday for day
+1). The default was picked by backtest (docs/benchmarks.md, Training). Forecasts are
 made by ``training.predict``.
 """
 
@@ -192,7 +193,7 @@ def _blocks(
 
 # The default forecaster, chosen by the m5_tiny backtests (docs/benchmarks.md, Training).
 DEFAULT_STRATEGY: Strategy = "multi"
-DEFAULT_BUCKET = 14  # multi with neither floors nor bucket given and no DEFAULT_FLOORS
+DEFAULT_BUCKET = 14  # multi without floors: lag floors 14 and 28
 # multi: the default lag floors of the stages (None: buckets of DEFAULT_BUCKET days). A short
 # stage (floors=(1, 14, 28): day 1 from yesterday's units) lets yesterday's spike or stock-out
 # move the first day; it lost on the m5_tiny and olist hold-outs (docs/benchmarks.md, Accuracy
@@ -235,8 +236,8 @@ class Forecaster:
         model: str = "lgbm_tweedie",
         strategy: Strategy = DEFAULT_STRATEGY,
         horizon: int = 28,
-        bucket: int | None = None,
-        floors: Sequence[int] | None = None,
+        bucket: int = DEFAULT_BUCKET,
+        floors: Sequence[int] | None = DEFAULT_FLOORS,
         builder_params: dict[str, Any] | None = None,
         model_params: dict[str, Any] | None = None,
         min_rows_per_sku: int = 28,
@@ -468,13 +469,8 @@ class Forecaster:
         return params
 
     def _stage_buckets(self) -> list[tuple[int, int, int]]:
-        """The stages: ``floors`` if given, else buckets of ``bucket`` days if given, else the
-        default floors."""
-        floors = self.floors
-        if floors is None and self.bucket is None:
-            floors = DEFAULT_FLOORS
-        bucket = DEFAULT_BUCKET if self.bucket is None else self.bucket
-        return _buckets(self.strategy, self.horizon, bucket, floors)
+        """The stages: the lag ``floors`` if given, else buckets of ``bucket`` days."""
+        return _buckets(self.strategy, self.horizon, self.bucket, self.floors)
 
     def _keeps(self, name: str) -> bool:
         if not getattr(self, "yearly_", True) and name in YEARLY_FEATURES:
