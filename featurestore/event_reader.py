@@ -17,6 +17,8 @@ from featurestore.read_statements import ALL_EVENTS, EVENTS, from_day_number, ro
 EVENT_CAP = 365
 HOLIDAY_KINDS = ("holiday", "national")
 SNAP_KIND = "snap"
+# A day the shop (the region's stores) is closed: forecast 0, never a training target.
+CLOSED_KIND = "closed"
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,7 @@ def _region_set(region: str | None) -> tuple[str, ...]:
 
 def grid_events(
     conn: Connection, grid: HistoryGrid, lo: int, hi: int, cached: EventRows | None = None
-) -> tuple[BOOL, BOOL, BOOL, I64, I64]:
+) -> tuple[BOOL, BOOL, BOOL, I64, I64, BOOL]:
     region_sets = sorted({_region_set(r) for r in grid.regions})
     codes = sorted({code for rs in region_sets for code in rs})
     if cached is None:
@@ -74,12 +76,14 @@ def grid_events(
     e_day, kinds, e_region = cached.day, cached.kind, cached.region
     e_snap = kinds == SNAP_KIND
     e_holiday = np.isin(kinds, HOLIDAY_KINDS)
+    e_closed = kinds == CLOSED_KIND
 
     days = np.arange(lo, hi + 1, dtype=np.int64)
     width = len(days)
     holiday = np.zeros((len(region_sets), width), dtype=bool)
     event = np.zeros_like(holiday)
     snap = np.zeros_like(holiday)
+    closed = np.zeros_like(holiday)
     to_event = np.full((len(region_sets), width), EVENT_CAP, dtype=np.int64)
     since_event = np.full_like(to_event, EVENT_CAP)
     for g, regions in enumerate(region_sets):  # a handful of regions, not rows
@@ -88,6 +92,7 @@ def grid_events(
         holiday[g, e_day[inside & e_holiday] - lo] = True
         event[g, e_day[inside & ~e_snap] - lo] = True
         snap[g, e_day[inside & e_snap] - lo] = True
+        closed[g, e_day[inside & e_closed] - lo] = True
         marks = np.unique(e_day[mine & ~e_snap])
         if len(marks):
             nxt = np.searchsorted(marks, days, side="left")
@@ -109,4 +114,5 @@ def grid_events(
         snap[row_group, col],
         to_event[row_group, col],
         since_event[row_group, col],
+        closed[row_group, col],
     )

@@ -105,6 +105,7 @@ SALES = Query.over(
         DailySales.units,
         DailySales.avg_price,
         DailySales.on_promotion,
+        DailySales.in_stock,
     ).where(
         DailySales.date >= bindparam("lo"),
         DailySales.date <= bindparam("hi"),
@@ -113,6 +114,7 @@ SALES = Query.over(
             DailySales.units != 0,
             DailySales.avg_price.is_not(None),
             DailySales.on_promotion.is_(True),
+            DailySales.in_stock.is_(False),
         ),
     ),
     DailySales.sku,

@@ -18,6 +18,7 @@ import pandas as pd
 from sqlalchemy import Connection, Engine
 
 from featurestore.event_reader import (
+    CLOSED_KIND,
     EVENT_CAP,
     HOLIDAY_KINDS,
     SNAP_KIND,
@@ -46,9 +47,10 @@ from featurestore.read_statements import (
     row_columns,
     sku_chunks,
 )
-from featurestore.schema import HISTORY_COLUMNS, HISTORY_VALUES, PRODUCT_COLUMNS
+from featurestore.schema import HISTORY_COLUMNS, HISTORY_FLAGS, HISTORY_VALUES, PRODUCT_COLUMNS
 
 __all__ = [
+    "CLOSED_KIND",
     "DISCONTINUED",
     "EVENT_CAP",
     "HOLIDAY_KINDS",
@@ -79,7 +81,8 @@ def _gc_paused() -> Iterator[None]:
 
 
 def _empty_history() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in HISTORY_COLUMNS.items()})
+    columns = {**HISTORY_COLUMNS, **HISTORY_FLAGS}
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in columns.items()})
 
 
 def _object_series(values: Any) -> pd.Series:
@@ -204,12 +207,12 @@ def _grid_units(
     if lo > as_of:
         return units, None
     rows = fetch(conn, SALES, chunks, lo=from_day_number(lo), hi=from_day_number(min(hi, as_of)))
-    s_sku, s_day, s_units, s_avg, s_promo = row_columns(rows, 5)
+    s_sku, s_day, s_units, s_avg, s_promo, s_stock = row_columns(rows, 6)
     idx = lookup_positions(index, s_sku)
     day = np.asarray(s_day, dtype=np.int64)
     pos, inside = grid.positions(idx, day)
     units[pos[inside]] = np.asarray(s_units, dtype=np.float32)[inside]
-    return units, (idx, day, pos, inside, s_avg, s_promo)
+    return units, (idx, day, pos, inside, s_avg, s_promo, s_stock)
 
 
 def _fill(
@@ -229,18 +232,22 @@ def _fill(
 
     units, sales = _grid_units(conn, grid, index, chunks, as_of)
     sale_promo = np.zeros(n, dtype=bool)
+    stock_out = np.zeros(n, dtype=bool)
     avg_idx = np.empty(0, dtype=np.int64)
     avg_day = np.empty(0, dtype=np.int64)
     avg_val = np.empty(0, dtype=np.float64)
     if sales is not None:
-        idx, day, pos, inside, s_avg, s_promo = sales
+        idx, day, pos, inside, s_avg, s_promo, s_stock = sales
         sale_promo[pos[inside]] = np.asarray(s_promo, dtype=bool)[inside]
+        stock_out[pos[inside]] = np.array([v is False for v in s_stock], dtype=bool)[inside]
         avg = np.asarray(s_avg, dtype=np.float64)  # None -> nan
         known = (idx >= 0) & ~np.isnan(avg)
         avg_idx, avg_day, avg_val = idx[known], day[known], avg[known]
 
     price = grid_prices(conn, grid, index, chunks, hi)
     missing = np.isnan(price)
+    # Without a listed price the day's price is the one paid on order lines (carried forward).
+    price_paid = missing.copy()
     if missing.any():
         if start is not None:
             seed_idx, seed_val = avg_price_seed(conn, grid, index, price, start, as_of)
@@ -251,7 +258,9 @@ def _fill(
         price[missing] = fallback
 
     promo_any, depth, display, mailer = grid_promotions(conn, grid, index, chunks, lo, hi)
-    is_holiday, is_event, is_snap, to_event, since_event = grid_events(conn, grid, lo, hi, events)
+    is_holiday, is_event, is_snap, to_event, since_event, closed = grid_events(
+        conn, grid, lo, hi, events
+    )
 
     values: dict[str, np.ndarray] = {
         "units": units,
@@ -273,5 +282,8 @@ def _fill(
             "date": grid.day.astype("datetime64[D]").astype(HISTORY_COLUMNS["date"]),
             # In the contract's order and dtypes (featurestore.schema.HISTORY_VALUES).
             **{c: values[c].astype(t, copy=False) for c, t in HISTORY_VALUES.items()},
+            "price_paid": (price_paid & ~np.isnan(price)).astype(HISTORY_FLAGS["price_paid"]),
+            "stock_out": stock_out.astype(HISTORY_FLAGS["stock_out"]),
+            "closed": closed.astype(HISTORY_FLAGS["closed"]),
         }
     )

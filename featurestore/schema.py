@@ -277,7 +277,8 @@ ENTITIES: dict[str, Entity] = {
                     "str",
                     True,
                     32,
-                    doc="holiday, sporting, cultural, snap, ...",
+                    doc="holiday, sporting, cultural, snap, closed (the shop is closed that day: "
+                    "forecast 0, never a training target), ...",
                     example="holiday",
                 ),
                 Column("region", "str", max_length=16, doc="Blank: every region", example="US"),
@@ -315,6 +316,16 @@ HISTORY_COLUMNS: dict[str, str] = {
 # The key of a history row; every other column is a numeric value (what array readers carry).
 HISTORY_KEY = ("sku", "date")
 HISTORY_VALUES: dict[str, str] = {c: t for c, t in HISTORY_COLUMNS.items() if c not in HISTORY_KEY}
+# Flags the readers add after the contract's columns. A frame without them (one built by hand)
+# means 0 everywhere: every price a list or planned price, no stock-out, no closure.
+HISTORY_FLAGS: dict[str, str] = {
+    # 1 where ``price`` is not a listed or planned price (prices table) but the price paid on
+    # order lines (daily_sales.avg_price), known only on days with a sale: features may read it
+    # up to their origin only.
+    "price_paid": "int8",
+    "stock_out": "int8",  # daily_sales.in_stock is false: the day's units are censored demand
+    "closed": "int8",  # a calendar event of kind "closed" in the SKU's region: nothing sells
+}
 
 # Static attributes per SKU (featurestore.readers.read_products), one row per SKU, sorted by sku.
 PRODUCT_COLUMNS: dict[str, str] = {

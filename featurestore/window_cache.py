@@ -19,12 +19,14 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from featurestore.readers import EventRows, latest_window
-from featurestore.schema import HISTORY_VALUES
+from featurestore.schema import HISTORY_FLAGS, HISTORY_VALUES
 
 __all__ = ["ROW_BYTES", "CatalogueWindow"]
 
 # The frame's own dtypes per value column: a slice is a copy, never a conversion.
-_COLUMNS: dict[str, np.dtype[Any]] = {c: np.dtype(t) for c, t in HISTORY_VALUES.items()}
+_COLUMNS: dict[str, np.dtype[Any]] = {
+    c: np.dtype(t) for c, t in {**HISTORY_VALUES, **HISTORY_FLAGS}.items()
+}
 _DAY = np.int32
 ROW_BYTES = sum(np.dtype(t).itemsize for t in _COLUMNS.values()) + np.dtype(_DAY).itemsize
 _EPOCH = date(1970, 1, 1)

@@ -36,10 +36,38 @@ SELECTION_METRICS = ("rmsse", "wape", "mase", "rmse", "mae", "mse", "abs_bias")
 LOWER_IS_BETTER = frozenset(SELECTION_METRICS)
 
 
-def cutoffs(last_date: pd.Timestamp, *, folds: int, horizon: int, step: int) -> list[pd.Timestamp]:
-    """Fold cut-offs, oldest first; the last fold's horizon ends on ``last_date``."""
+# Days between a fold and the same weekdays of the calendar window a year before.
+YEAR = 364
+# Days of history the year-ago fold needs before its cut-off (half a year: its features' windows
+# and enough rows per SKU to train on).
+YEAR_FOLD_MIN_HISTORY = 182
+
+
+def cutoffs(
+    last_date: pd.Timestamp,
+    *,
+    folds: int,
+    horizon: int,
+    step: int,
+    first_date: pd.Timestamp | None = None,
+) -> list[pd.Timestamp]:
+    """Fold cut-offs, oldest first; the last fold's horizon ends on ``last_date``.
+
+    With ``first_date`` and two folds or more, the oldest fold moves to the calendar window a
+    year before the one the model will forecast (cut-off ``last_date - 364``, same weekdays)
+    when the history reaches that far (YEAR_FOLD_MIN_HISTORY days, and 2 x horizon, before
+    it): folds placed only just
+    before the cut-off never see the season being forecast (a December, a closure week).
+    """
     last = pd.Timestamp(last_date)
-    return [last - pd.Timedelta(days=horizon + step * k) for k in reversed(range(folds))]
+    cuts = [last - pd.Timedelta(days=horizon + step * k) for k in reversed(range(folds))]
+    if first_date is None or folds < 2:
+        return cuts
+    year_ago = last - pd.Timedelta(days=YEAR)
+    need = pd.Timedelta(days=max(2 * horizon, YEAR_FOLD_MIN_HISTORY))
+    if year_ago < cuts[0] and year_ago - pd.Timestamp(first_date) >= need:
+        cuts[0] = year_ago
+    return cuts
 
 
 @dataclass
@@ -130,8 +158,8 @@ def run_backtest(
         raise ValueError(f"cannot rank by {metric!r}; choose from {', '.join(SELECTION_METRICS)}")
     step = step or horizon
     last = pd.Timestamp(history.loc[history["units"].notna(), "date"].max())
-    cuts = cutoffs(last, folds=folds, horizon=horizon, step=step)
     first = pd.Timestamp(history["date"].min())
+    cuts = cutoffs(last, folds=folds, horizon=horizon, step=step, first_date=first)
     if cuts[0] - first < pd.Timedelta(days=2 * horizon):
         raise ValueError(
             f"not enough history for {folds} folds of {horizon} days: "

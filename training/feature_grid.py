@@ -8,7 +8,7 @@ training frame's features bit for bit.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +35,7 @@ class HistoryArrays:
     units: np.ndarray
     price: np.ndarray
     promo: np.ndarray
+    price_paid: np.ndarray  # bool: the price is one paid on order lines, not a listed one
     by_sku: IntArray  # row positions grouped by SKU code
     bounds: IntArray  # by_sku[bounds[c]:bounds[c + 1]] are the rows of SKU code c
 
@@ -81,10 +82,15 @@ def chunk_features(
         raise ValueError("history has duplicate (sku, date) rows")
     units = np.full((m, width), np.nan)
     units.reshape(-1)[flat] = data.units[rows]
+    cap = statics["unit_cap"][chunk]
+    if np.isfinite(cap).any():
+        np.minimum(units, cap[:, np.newaxis], out=units)
     price = np.full((m, width), np.nan)
     price.reshape(-1)[flat] = data.price[rows]
     promo = np.zeros((m, width), dtype=bool)
     promo.reshape(-1)[flat] = data.promo[rows]
+    paid = np.zeros((m, width), dtype=bool)
+    paid.reshape(-1)[flat] = data.price_paid[rows]
 
     tg = slot[data.codes[targets]]
     tc = data.days[targets] - lo
@@ -154,7 +160,7 @@ def chunk_features(
             yield f"zero_share_{w}", np.where(cnt > 0, zeros / cnt, np.nan)
         del units, valid, last_sale, last_break
 
-        p = at(price, tc)
+        p = _price_known(price, paid, tc, e, at)
         yield "price", p
         pstack = np.stack(
             [np.where(np.isnan(price), 0.0, price), (~np.isnan(price)).astype(np.float64)]
@@ -164,7 +170,7 @@ def chunk_features(
             mean = np.where(pn > 0, ps / pn, np.nan)
             yield f"price_ratio_{w}", np.where(mean > 0, p / mean, np.nan)
         del pstack
-        before = at(price, tc - 7)
+        before = _price_known(price, paid, tc - 7, e, at)
         yield "price_change_7", np.where(before > 0, p / before - 1.0, np.nan)
         ref = statics["category_price"][data.codes[targets]]
         yield "price_ratio_category", np.where(ref > 0, p / ref, np.nan)
@@ -195,6 +201,23 @@ def chunk_features(
     yield "age", np.minimum(day - statics["start"][sku_code], plan.required_history)
     for key in ENCODED:
         yield f"te_{key}", statics[f"te_{key}"][sku_code]
+
+
+def _price_known(
+    price: np.ndarray,
+    paid: np.ndarray,
+    cols: IntArray,
+    e: IntArray,
+    at: Callable[[np.ndarray, IntArray], FloatArray],
+) -> FloatArray:
+    """The price of day ``cols`` as known at the origin ``e``: a listed or planned price is
+    known ahead, but a price paid on order lines after the origin exists only because a sale
+    happened then, so such a day gets the last price known at the origin instead."""
+    value = at(price, cols)
+    late = (cols > e) & (at(paid, cols) > 0)
+    if not late.any():
+        return value
+    return np.where(late, at(price, e), value)
 
 
 def _calendar(day: IntArray) -> Iterator[tuple[str, FloatArray]]:

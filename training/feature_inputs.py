@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from featurestore.schema import HISTORY_COLUMNS, HISTORY_VALUES
+from featurestore.schema import HISTORY_COLUMNS, HISTORY_FLAGS, HISTORY_VALUES
 from training.feature_grid import (
     CALENDAR_COLUMNS,
     CATEGORICAL,
@@ -34,6 +34,7 @@ class Prepared:
     data: HistoryArrays
     covariates: dict[str, np.ndarray]
     attrs: dict[str, np.ndarray]
+    flags: dict[str, np.ndarray]  # HISTORY_FLAGS as bool arrays (all False when not given)
 
 
 def prepare(history: pd.DataFrame, products: pd.DataFrame) -> Prepared:
@@ -43,13 +44,15 @@ def prepare(history: pd.DataFrame, products: pd.DataFrame) -> Prepared:
         sku=history["sku"].to_numpy(dtype=object),
         dates=history["date"].to_numpy(),
         days=_day_numbers(history["date"]),
-        columns={c: _numeric(history[c]) for c in _ARRAY_COLUMNS},
+        columns={c: _numeric(history[c]) for c in _ARRAY_COLUMNS + _FLAG_COLUMNS if c in history},
         products=products,
     )
 
 
 # The numeric history columns the builders read: every value column of the contract.
 _ARRAY_COLUMNS = tuple(HISTORY_VALUES)
+# The readers' flags: absent from a hand-built frame, they are 0 there (HISTORY_FLAGS).
+_FLAG_COLUMNS = tuple(HISTORY_FLAGS)
 
 
 def prepare_arrays(
@@ -64,7 +67,8 @@ def prepare_arrays(
 
     ``sku`` (object), ``dates`` (the date column as datetime64), ``days`` (the same as integer
     days since 1970-01-01) and ``columns`` (units, price, promotion and calendar columns with
-    the frame's dtypes, NaN for unknown units) give exactly what ``prepare`` of the frame gives.
+    the frame's dtypes, NaN for unknown units; the HISTORY_FLAGS when known) give exactly what
+    ``prepare`` of the frame gives.
     """
     check_products(products)
     n = len(sku)
@@ -77,12 +81,16 @@ def prepare_arrays(
     grouped = bool((codes[1:] >= codes[:-1]).all())
     by_sku = np.arange(n) if grouped else np.argsort(codes, kind="stable")
     bounds = np.searchsorted(codes[by_sku], np.arange(len(uniques) + 1))
+    flags = {
+        c: (columns[c] > 0) if c in columns else np.zeros(n, dtype=bool) for c in _FLAG_COLUMNS
+    }
     data = HistoryArrays(
         codes=codes,
         days=np.asarray(days, dtype=np.int64),
         units=units_all,
         price=columns["price"],
         promo=columns["on_promotion"] > 0,
+        price_paid=flags["price_paid"],
         by_sku=by_sku,
         bounds=bounds,
     )
@@ -94,6 +102,7 @@ def prepare_arrays(
         data=data,
         covariates={c: columns[c] for c in (*PROMO_COLUMNS, *CALENDAR_COLUMNS)},
         attrs=sku_attributes(products, uniques),
+        flags=flags,
     )
 
 
@@ -117,7 +126,7 @@ def sku_attributes(products: pd.DataFrame, skus: np.ndarray) -> dict[str, np.nda
         raise ValueError("products frame has duplicate skus")
     pos = np.array([where.get(s, -1) for s in skus], dtype=np.int64)
     hit = pos >= 0
-    attrs: dict[str, np.ndarray] = {}
+    attrs: dict[str, np.ndarray] = {"sku": np.asarray(skus, dtype=object)}
     for key in ("item_id", *CATEGORICAL):
         values = np.full(len(skus), None, dtype=object)
         values[hit] = products[key].to_numpy(dtype=object)[pos[hit]]

@@ -19,6 +19,7 @@ import pandas as pd
 from sklearn.exceptions import NotFittedError
 
 from featurestore.schema import HISTORY_COLUMNS
+from training.cleaning import unit_caps
 from training.feature_grid import (
     CALENDAR_COLUMNS,
     CATEGORICAL,
@@ -124,6 +125,7 @@ class FeatureBuilder:
         zero_windows: Sequence[int] = (28, 91),
         price_windows: Sequence[int] = (28, 91),
         promo_lookahead: int = 0,
+        cap_units: bool = True,
     ) -> None:
         self.min_lag = min_lag
         self.lags = lags
@@ -133,6 +135,9 @@ class FeatureBuilder:
         self.zero_windows = zero_windows
         self.price_windows = price_windows
         self.promo_lookahead = promo_lookahead
+        # Units above a SKU's bulk-order cap (training.cleaning.unit_caps, learned at fit) are
+        # read at the cap by the unit features: one 5,000-unit order does not move every window.
+        self.cap_units = cap_units
 
     # -- parameters ---------------------------------------------------------------------------
 
@@ -217,6 +222,14 @@ class FeatureBuilder:
         self.feature_names_ = list(self.features_order_)
         self.categorical_features_ = list(CATEGORICAL)
         self.n_fit_rows_ = len(known)
+        self.unit_caps_ = (
+            unit_caps(
+                known["sku"].to_numpy(dtype=object),
+                known["units"].to_numpy(dtype=np.float64, na_value=np.nan),
+            )
+            if self.cap_units
+            else {}
+        )
         return self
 
     def _check_fitted(self) -> None:
@@ -312,6 +325,8 @@ class FeatureBuilder:
             ],
             dtype=np.float64,
         )
+        caps = getattr(self, "unit_caps_", {})
+        out["unit_cap"] = np.array([caps.get(str(v), np.inf) for v in attrs["sku"]])
         first = np.minimum.reduceat(data.days[data.by_sku], data.bounds[:-1])
         launch = attrs["launch_date"]
         launch_days = np.where(np.isnat(launch), first, launch.astype(np.int64))

@@ -2,7 +2,8 @@
 
 Strategies: ``direct`` (one model, lag floor = horizon), ``recursive`` (a one-step model fed its
 own forecasts) and ``multi`` (M5-style buckets: with 14, floor 14 answers days 1-14 and floor 28
-days 15-28). The default was picked by backtest (docs/benchmarks.md, Training). Forecasts are
+days 15-28; or explicit lag floors, e.g. ``SHORT_FLOORS`` (1, 14, 28) to read yesterday for day
+1). The default was picked by backtest (docs/benchmarks.md, Training). Forecasts are
 made by ``training.predict``.
 """
 
@@ -19,6 +20,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from training.cleaning import clean_targets
 from training.estimators import (
     BASELINES,
     Estimator,
@@ -51,6 +53,15 @@ def _select(
     out = X if cols is None else X[:, cols]
     clock["features"] += time.perf_counter() - t0
     return out
+
+
+def _capped(builder: FeatureBuilder, sku: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Targets capped at their SKU's bulk-order cap (the builder's, learned at fit)."""
+    caps = builder.unit_caps_
+    if not caps:
+        return y
+    cap = pd.Series(caps, dtype=np.float64).reindex(pd.Index(sku)).to_numpy()
+    return np.minimum(y, np.nan_to_num(cap, nan=np.inf)).astype(y.dtype, copy=False)
 
 
 class NotFittedForecaster(RuntimeError):
@@ -95,12 +106,26 @@ class _Design:
         return _Stage(min_lag, first_h, last_h, self.builder, estimator, self.cols, self.kept)
 
 
-def _buckets(strategy: Strategy, horizon: int, bucket: int) -> list[tuple[int, int, int]]:
-    """(min_lag, first horizon, last horizon) per stage."""
+def _buckets(
+    strategy: Strategy, horizon: int, bucket: int, floors: Sequence[int] | None = None
+) -> list[tuple[int, int, int]]:
+    """(min_lag, first horizon, last horizon) per stage.
+
+    ``floors`` (multi only) gives the lag floors themselves: floor f answers the days after the
+    previous floor up to f, so (1, 7, 14, 28) forecasts day 1 from yesterday's units, days 2-7
+    from a week back, and so on; the last floor reaches at least the horizon.
+    """
     if strategy == "direct":
         return [(horizon, 1, horizon)]
     if strategy == "recursive":
         return [(1, 1, horizon)]
+    if floors is not None:
+        kept = [*sorted({int(f) for f in floors if 1 <= int(f) < horizon}), horizon]
+        out, first = [], 1
+        for f in kept:
+            out.append((f, first, f))
+            first = f + 1
+        return out
     stages = []
     for first in range(1, horizon + 1, bucket):
         last = min(first + bucket - 1, horizon)
@@ -113,13 +138,16 @@ def _training_rows(
     min_rows_per_sku: int,
     max_train_days: int | None,
     max_train_rows: int | None = None,
+    censored: np.ndarray | None = None,
 ) -> Any:
-    """Boolean mask of rows worth training on: known units, past each SKU's first days, within
-    the last ``max_train_days``; above ``max_train_rows`` such rows, a uniform sample of them
-    (seeded by the history's size, so the same history trains on the same rows)."""
+    """Boolean mask of rows worth training on: known units, not censored, past each SKU's first
+    days, within the last ``max_train_days``; above ``max_train_rows`` such rows, a uniform
+    sample of them (seeded by the history's size, so the same history trains on the same rows)."""
     known = history["units"].notna().to_numpy()
     age = history.groupby("sku", sort=False).cumcount().to_numpy()
     mask = known & (age >= min_rows_per_sku)
+    if censored is not None:
+        mask &= ~censored
     if max_train_days is not None:
         last = history.loc[known, "date"].max()
         mask &= (history["date"] > last - pd.Timedelta(days=max_train_days)).to_numpy()
@@ -165,7 +193,17 @@ def _blocks(
 
 # The default forecaster, chosen by the m5_tiny backtests (docs/benchmarks.md, Training).
 DEFAULT_STRATEGY: Strategy = "multi"
-DEFAULT_BUCKET = 14  # multi: lag floors 14 and 28 (each stage is a feature build per request)
+DEFAULT_BUCKET = 14  # multi without floors: lag floors 14 and 28
+# multi: the default lag floors of the stages (None: buckets of DEFAULT_BUCKET days). A short
+# stage (floors=(1, 14, 28): day 1 from yesterday's units) lets yesterday's spike or stock-out
+# move the first day; it lost on the m5_tiny and olist hold-outs (docs/benchmarks.md, Accuracy
+# on order-line data: features), so it is an option, not the default.
+SHORT_FLOORS: tuple[int, ...] = (1, 14, 28)
+DEFAULT_FLOORS: tuple[int, ...] | None = None
+# Yearly features (week of year, month, lag 364) need this many days of known history: every
+# calendar period seen at least twice (a single year's Christmas closure is not a season).
+YEARLY_MIN_DAYS = 2 * 365
+YEARLY_FEATURES = ("week", "month", "lag_364")
 DEFAULT_BUILDER_PARAMS: dict[str, Any] = {
     "windows": (7, 28, 91),
     "zero_windows": (28,),
@@ -199,6 +237,7 @@ class Forecaster:
         strategy: Strategy = DEFAULT_STRATEGY,
         horizon: int = 28,
         bucket: int = DEFAULT_BUCKET,
+        floors: Sequence[int] | None = DEFAULT_FLOORS,
         builder_params: dict[str, Any] | None = None,
         model_params: dict[str, Any] | None = None,
         min_rows_per_sku: int = 28,
@@ -210,11 +249,13 @@ class Forecaster:
         block_rows: int = 500_000,
         bin_sample_rows: int = 200_000,
         parallel_stages: bool = True,
+        clean: bool = True,
     ) -> None:
         self.model = model
         self.strategy = strategy
         self.horizon = horizon
         self.bucket = bucket
+        self.floors = None if floors is None else tuple(int(f) for f in floors)
         self.builder_params = (
             dict(DEFAULT_BUILDER_PARAMS) if builder_params is None else builder_params
         )
@@ -233,6 +274,8 @@ class Forecaster:
         self.bin_sample_rows = bin_sample_rows
         # LightGBM stages train side by side, the threads shared between them (see fit).
         self.parallel_stages = parallel_stages
+        # Censor stock-outs and closures from the targets and cap bulk orders (training.cleaning).
+        self.clean = clean
 
     @property
     def name(self) -> str:
@@ -278,14 +321,25 @@ class Forecaster:
         if bounds is None:  # the builder wants each SKU's rows together; readers give them so
             history = history.sort_values(["sku", "date"], kind="stable", ignore_index=True)
             bounds = _sku_starts(history)
+        known_units = history["units"].notna().to_numpy()
+        dates = history.loc[known_units, "date"]
+        span = (dates.max() - dates.min()).days + 1 if len(dates) else 0
+        # Catalogue-wide: one frozen feature list per stage, and the catalogue's span is what
+        # the trees split on (a per-SKU rule would leave the columns to SKUs that have them).
+        self.yearly_ = span >= YEARLY_MIN_DAYS
+        cleaning = clean_targets(history, products) if self.clean else None
+        self.cleaning_ = {} if cleaning is None else cleaning.summary()
         mask = _training_rows(
-            history, self.min_rows_per_sku, self.max_train_days, self.max_train_rows
+            history,
+            self.min_rows_per_sku,
+            self.max_train_days,
+            self.max_train_rows,
+            None if cleaning is None else cleaning.censored,
         )
         n_rows = int(mask.sum())
         self.n_train_rows_ = n_rows
-        known_units = history["units"].notna().to_numpy()
         known = history if known_units.all() else history.loc[known_units]
-        buckets = _buckets(self.strategy, self.horizon, self.bucket)
+        buckets = self._stage_buckets()
         # Above block_rows the stages run in turn: side by side, both stages' LightGBM datasets
         # and training state would be held at once.
         in_memory = n_rows <= self.block_rows or bounds is None
@@ -352,10 +406,10 @@ class Forecaster:
             clock["features"] += time.perf_counter() - t0
             cols_or_all = None if keep.all() else cols
             build = partial(_select, builder, products, cols_or_all, clock)
-            X, y = self._feature_blocks(history, mask, bounds, build, len(kept))
+            X, y = self._feature_blocks(history, mask, bounds, build, len(kept), builder)
         else:
             fm = builder.transform(history, products, rows=mask)
-            X, y = (fm.X if keep.all() else fm.X[:, cols]), fm.y
+            X, y = (fm.X if keep.all() else fm.X[:, cols]), _capped(builder, fm.sku, fm.y)
             del fm
             clock["features"] += time.perf_counter() - t0
         if progress:
@@ -407,14 +461,20 @@ class Forecaster:
     def _stage_params(self) -> dict[str, Any]:
         """The estimator parameters of one stage (the tree budget shared when asked)."""
         params = dict(self.model_params or {})
-        stages = len(_buckets(self.strategy, self.horizon, self.bucket))
+        stages = len(self._stage_buckets())
         if self.tree_budget == "total" and stages > 1:
             est = make_estimator(self.model, **params)
             if est.shares_tree_budget:
                 params.update(est.budget_params(stages))
         return params
 
+    def _stage_buckets(self) -> list[tuple[int, int, int]]:
+        """The stages: the lag ``floors`` if given, else buckets of ``bucket`` days."""
+        return _buckets(self.strategy, self.horizon, self.bucket, self.floors)
+
     def _keeps(self, name: str) -> bool:
+        if not getattr(self, "yearly_", True) and name in YEARLY_FEATURES:
+            return False
         return feature_group(name) not in self.drop_groups and name not in self.drop_features
 
     def _feature_blocks(
@@ -424,6 +484,7 @@ class Forecaster:
         bounds: np.ndarray,
         build: Callable[[pd.DataFrame, np.ndarray], np.ndarray],
         n_features: int,
+        builder: FeatureBuilder,
     ) -> tuple[FeatureBlocks, np.ndarray]:
         """The training matrix as blocks of whole SKUs, with its targets and a bin sample."""
         ranges, sample_pos = _blocks(
@@ -435,7 +496,11 @@ class Forecaster:
 
         sample = build(history.iloc[sample_pos], mask[sample_pos])
         blocks = [(int(mask[a:b].sum()), partial(block, a, b)) for a, b in ranges]
-        y = history["units"].to_numpy(dtype=np.float32)[mask]
+        y = _capped(
+            builder,
+            history["sku"].to_numpy(dtype=object)[mask],
+            history["units"].to_numpy(dtype=np.float32)[mask],
+        )
         return FeatureBlocks(n_features, [bl for bl in blocks if bl[0] > 0], sample), y
 
     def _check_fitted(self) -> None:

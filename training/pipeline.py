@@ -149,6 +149,11 @@ def _shipped(selection: Selection, final: Forecaster, history: pd.DataFrame) -> 
     )
 
 
+def training_data(model: Forecaster) -> dict[str, Any]:
+    """What the fitted model was trained on: censored and capped days, yearly features."""
+    return {**getattr(model, "cleaning_", {}), "yearly_features": getattr(model, "yearly_", None)}
+
+
 def train(
     engine: Engine,
     models_dir: Path,
@@ -212,6 +217,7 @@ def train(
         metrics["tuning"] = tuning
     metrics["selection"] = {**selection.to_dict(), "fallback_skus": len(shipped.fallback)}
     metrics["train_seconds"] = round(time.perf_counter() - t0, 2)
+    metrics["training_data"] = training_data(final)
     artifacts: dict[str, Any] = {
         "model": final,
         "selection": shipped,

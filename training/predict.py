@@ -59,6 +59,13 @@ class History:
     _frame: pd.DataFrame | None = None
     _prepared: Prepared | None = None
 
+    @property
+    def closed(self) -> np.ndarray:
+        """Rows on days the shop is closed (calendar events of kind "closed"): forecast 0."""
+        if "closed" not in self.source:
+            return np.zeros(len(self.sku), dtype=bool)
+        return np.asarray(self.source["closed"]) > 0
+
     @classmethod
     def of(cls, source: pd.DataFrame | Mapping[str, np.ndarray], products: pd.DataFrame) -> History:
         """The history of a frame (reindexed from 0) or of column arrays."""
@@ -192,7 +199,7 @@ def predict_frame(
             "sku": history.sku[keep],
             "date": history.dates[keep],
             "horizon": day[keep].astype(np.int16),
-            "mean": np.clip(out[keep], 0.0, None),
+            "mean": np.where(history.closed[keep], 0.0, np.clip(out[keep], 0.0, None)),
         }
     )
     if with_stage:
@@ -402,15 +409,18 @@ class BundleForecaster:
             out[target & cold] = _means(
                 self.cold_model, history, origin, horizon, day, target & cold
             )
-        mean = out[target]
+        closed = history.closed[target]
+        mean = np.where(closed, 0.0, out[target])
         h = day[target].astype(np.int16)
-        q = self.calibration.predict(mean, h, levels)
+        q = np.asarray(self.calibration.predict(mean, h, levels), dtype=np.float64)
+        q = q.reshape(len(mean), len(levels))
+        q[closed] = 0.0
         return Forecasts(
             sku=sku[target],
             day=history.days[target],
             horizon=h,
             mean=mean,
-            quantiles=np.asarray(q, dtype=np.float64).reshape(len(mean), len(levels)),
+            quantiles=q,
             cold_start=cold[target],
             levels=levels,
         )

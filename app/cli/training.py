@@ -6,6 +6,7 @@ import datetime as dt
 import json
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pandas as pd
@@ -265,6 +266,7 @@ def train(
         )
     state = _promotion(registry, outcome, promote, never)
     console.print(_comparison(outcome.backtest, f"backtest by {metric}"))
+    console.print(training_data_line(outcome.metrics.get("training_data") or {}))
     console.print(
         f"bundle [bold]{outcome.version}[/bold] ({outcome.champion_model}, "
         f"{metric} {outcome.score:.4f}): {state}"
@@ -277,6 +279,7 @@ def train(
             "score": outcome.score,
             "state": state,
             "comparison": outcome.backtest.table().to_dict(orient="records"),
+            "training_data": outcome.metrics.get("training_data"),
         }
         typer.echo(json.dumps(doc, indent=2, default=str))
         return
@@ -529,3 +532,17 @@ def report(
         phases.start(f"reporting on {bundle.version}")
         path = write_report(bundle, out, skus=skus)
     console.print(f"report on {bundle.version} written to {path}")
+
+
+def training_data_line(data: dict[str, Any]) -> str:
+    """The cleaning of the champion's training targets, in one line."""
+    if not data.get("rows"):
+        return "training data: not cleaned"
+    yearly = "kept" if data.get("yearly_features") else "dropped (under two years of history)"
+    return (
+        f"training data: {data.get('censored_days', 0):,} days censored "
+        f"({data.get('stock_out_days', 0):,} flagged out of stock, "
+        f"{data.get('zero_run_days', 0):,} in improbable zero runs, "
+        f"{data.get('closed_days', 0):,} closed), "
+        f"{data.get('capped_days', 0):,} bulk-order days capped; yearly features {yearly}"
+    )

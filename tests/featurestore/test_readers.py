@@ -18,7 +18,7 @@ from featurestore.readers import (
     read_frame,
     read_products,
 )
-from featurestore.schema import HISTORY_COLUMNS, PRODUCT_COLUMNS
+from featurestore.schema import HISTORY_COLUMNS, HISTORY_FLAGS, PRODUCT_COLUMNS
 from featurestore.tables import CalendarEvent, DailySales, Price, Product, Promotion
 
 D0 = date(2024, 3, 1)
@@ -55,7 +55,7 @@ def dates(frame: pd.DataFrame, sku: str) -> list[date]:
 
 
 def assert_contract(frame: pd.DataFrame) -> None:
-    assert {c: str(t) for c, t in frame.dtypes.items()} == HISTORY_COLUMNS
+    assert {c: str(t) for c, t in frame.dtypes.items()} == {**HISTORY_COLUMNS, **HISTORY_FLAGS}
     assert isinstance(frame.index, pd.RangeIndex)
     assert all(type(s) is str for s in frame["sku"])
     ordered = frame.sort_values(["sku", "date"], kind="stable").reset_index(drop=True)
@@ -65,7 +65,7 @@ def assert_contract(frame: pd.DataFrame) -> None:
 def test_empty_store_gives_an_empty_frame_with_the_contract(engine: Engine) -> None:
     frame = read_frame(engine)
     assert frame.empty
-    assert {c: str(t) for c, t in frame.dtypes.items()} == HISTORY_COLUMNS
+    assert {c: str(t) for c, t in frame.dtypes.items()} == {**HISTORY_COLUMNS, **HISTORY_FLAGS}
     assert last_sales_date(engine) is None
     assert latest_window(engine, None, 7).empty
 
@@ -365,3 +365,57 @@ def test_read_products(engine: Engine) -> None:
     assert frame["status"].tolist() == ["discontinued", "active"]
     assert read_products(engine, ["B", "Z"])["sku"].tolist() == ["B"]
     assert read_products(engine, []).empty
+
+
+# -- flags: paid prices, stock-outs, closures ---------------------------------------------------
+
+
+def test_price_paid_flags_order_line_prices_not_listed_ones(engine: Engine) -> None:
+    # PAID has only order-derived average prices; LISTED has a listed price from day 2 on.
+    add(engine, Product, [product("PAID"), product("LISTED")])
+    add(
+        engine,
+        DailySales,
+        [
+            sale("PAID", 0, 2, avg_price=4.0),
+            sale("PAID", 3, 1, avg_price=5.0),
+            sale("LISTED", 0, 1, avg_price=7.0),
+        ],
+    )
+    add(engine, Price, [{"sku": "LISTED", "valid_from": d(2), "price": 6.0}])
+    frame = read_frame(engine, end=d(5), as_of=d(4))
+    assert_contract(frame)
+    assert series(frame, "PAID", "price") == [4.0, 4.0, 4.0, 5.0, 5.0, 5.0]
+    assert series(frame, "PAID", "price_paid") == [1, 1, 1, 1, 1, 1]
+    assert series(frame, "LISTED", "price") == [7.0, 7.0, 6.0, 6.0, 6.0, 6.0]
+    assert series(frame, "LISTED", "price_paid") == [1, 1, 0, 0, 0, 0]
+
+
+def test_stock_out_and_closed_flags(engine: Engine) -> None:
+    add(engine, Product, [product("A"), product("B", region="US-TX")])
+    add(
+        engine,
+        DailySales,
+        [sale("A", 0, 3), sale("A", 1, 0, in_stock=False), sale("A", 2, 1, in_stock=True)],
+    )
+    add(engine, DailySales, [sale("B", 0, 1)])
+    add(
+        engine,
+        CalendarEvent,
+        [
+            {"date": d(2), "name": "Inventory day", "kind": "closed", "region": "US-CA"},
+            {"date": d(3), "name": "Storm", "kind": "Closed", "region": ""},
+        ],
+    )
+    frame = read_frame(engine, end=d(4), as_of=d(2))
+    assert_contract(frame)
+    assert series(frame, "A", "stock_out") == [0, 1, 0, 0, 0]
+    assert series(frame, "A", "closed") == [0, 0, 1, 1, 0]
+    assert series(frame, "B", "closed") == [
+        0,
+        0,
+        0,
+        1,
+        0,
+    ]  # another region; the storm is everywhere
+    assert series(frame, "A", "is_event") == [0, 0, 1, 1, 0]

@@ -450,6 +450,68 @@ def test_no_feature_sees_data_after_its_origin(
     assert_same_features(before.X, after.X, before.feature_names)
 
 
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    n_days=st.integers(30, 80),
+    min_lag=st.integers(1, 14),
+    origin_at=st.floats(0.0, 1.0),
+    step=st.integers(1, 14),
+    listed_from=st.integers(0, 90),
+)
+def test_no_feature_sees_paid_prices_or_sales_after_its_origin(
+    seed: int, n_days: int, min_lag: int, origin_at: float, step: int, listed_from: int
+) -> None:
+    """Order-line data: a paid price exists only where a sale did. Changing the units and the
+    paid prices of every day after the origin (the target day's included), and everything after
+    the target day, changes no feature of any target in (origin, origin + min_lag]."""
+    frame = make_history(2, n_days, seed=seed, offsets=[0, n_days // 4])
+    # SKU 0 has paid prices only; SKU 1 paid ones until a list price starts ``listed_from``.
+    day = (frame["date"] - frame["date"].min()).dt.days.to_numpy()
+    sku1 = (frame["sku"] == "ITEM_1_S").to_numpy()
+    frame["price_paid"] = np.where(sku1 & (day >= listed_from), 0, 1).astype(np.int8)
+    products = make_products(sorted(frame["sku"].unique()))
+    builder = FeatureBuilder(min_lag=min_lag, **{**SMALL, "max_lookback": 20}).fit(frame, products)
+    dates = frame["date"]
+    origin = dates.min() + pd.Timedelta(days=int(origin_at * (n_days - 1 - min_lag)))
+    target = origin + pd.Timedelta(days=min(step, min_lag))
+    rows = (dates == target).to_numpy()
+    before = builder.transform(frame, products, rows=rows)
+    rng = np.random.default_rng(seed)
+    changed = frame.copy()
+    after_origin = (dates > origin).to_numpy()
+    changed.loc[after_origin, "units"] = rng.poisson(5.0, after_origin.sum()).astype(np.float32)
+    paid_late = after_origin & (frame["price_paid"] > 0).to_numpy()
+    changed.loc[paid_late, "price"] = rng.uniform(0.5, 20.0, paid_late.sum()).astype(np.float32)
+    after_target = (dates > target).to_numpy()
+    for c in COVARIATES:
+        values = changed[c].to_numpy()
+        changed.loc[after_target, c] = (
+            values[after_target] + rng.integers(1, 3, after_target.sum())
+        ).astype(values.dtype)
+    after = builder.transform(changed, products, rows=rows)
+    assert_same_features(before.X, after.X, before.feature_names)
+
+
+def test_a_listed_target_day_price_reaches_the_features_a_paid_one_does_not() -> None:
+    frame = make_history(1, 60, seed=2)
+    products = make_products(["ITEM_0_S"])
+    builder = FeatureBuilder(min_lag=7, **SMALL).fit(frame, products)
+    target = frame["date"].iloc[50]
+    rows = (frame["date"] == target).to_numpy()
+    for paid, moves in ((0, True), (1, False)):
+        base = frame.assign(price_paid=np.int8(paid))
+        changed = base.copy()
+        changed.loc[changed["date"] == target, "price"] *= 2
+        a = column(builder.transform(base, products, rows=rows), "price")
+        b = column(builder.transform(changed, products, rows=rows), "price")
+        assert (a != b).all() == moves
+    # A paid target day reads the last price known at the origin (7 days before).
+    paid = frame.assign(price_paid=np.int8(1))
+    known = frame.loc[frame["date"] == target - pd.Timedelta(days=7), "price"].to_numpy()
+    assert column(builder.transform(paid, products, rows=rows), "price") == pytest.approx(known)
+
+
 def test_data_up_to_the_origin_does_reach_the_features() -> None:
     # The leakage property is not vacuous: the origin's own units feed the lag-min_lag feature.
     frame = make_history(1, 60, seed=5)

@@ -300,3 +300,96 @@ def test_training_rows_above_the_cap_are_a_seeded_uniform_sample(
     model = Forecaster(max_train_rows=cap, model_params=SMALL, horizon=H, bucket=7)
     model.fit(history, products)
     assert model.n_train_rows_ == cap
+
+
+# -- issue 12: fresh data, yearly features, the year-ago fold, closures --------------------------
+
+
+def _with_horizon(history: pd.DataFrame, origin: pd.Timestamp, days: int) -> pd.DataFrame:
+    """The history to the origin plus ``days`` future rows (units unknown, covariates kept)."""
+    past = history[history["date"] <= origin]
+    last = past.groupby("sku", sort=False).tail(1)
+    future = [
+        last.assign(date=origin + pd.Timedelta(days=k), units=np.nan) for k in range(1, days + 1)
+    ]
+    from tests.training.frames import as_history
+
+    return as_history(pd.concat([past, *future], ignore_index=True))
+
+
+def test_a_spike_or_a_stock_out_on_the_last_day_moves_day_one(
+    data: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    """A short first stage reads yesterday: the last day's news reaches day 1 (with the lag
+    floors 14 and 28 alone it reaches nothing before day 14)."""
+    from training.forecaster import SHORT_FLOORS
+
+    history, products = data
+    origin = history["date"].max() - pd.Timedelta(days=28)
+    train = history[history["date"] <= origin].reset_index(drop=True)
+    model = Forecaster(model_params=SMALL, floors=SHORT_FLOORS).fit(train, products)
+    assert [(s.min_lag, s.first_h, s.last_h) for s in model.stages_] == [
+        (1, 1, 1),
+        (14, 2, 14),
+        (28, 15, 28),
+    ]
+    last = (train["date"] == origin).to_numpy()
+    typical = float(train["units"].mean())
+    spike = train.copy()
+    spike.loc[last, "units"] = 20 * typical + 20
+    out = spike.copy()
+    week = (train["date"] > origin - pd.Timedelta(days=7)).to_numpy()
+    out.loc[week, "units"] = 0  # a week sold out up to the last day
+
+    def day_one(frame: pd.DataFrame) -> np.ndarray:
+        pred = model.predict(_with_horizon(frame, origin, 28), products, origin)
+        return pred.loc[pred["horizon"] == 1, "mean"].to_numpy()
+
+    base = day_one(train)
+    assert (day_one(spike) != base).all()
+    # Most SKUs' day 1 moves (a SKU whose last week held no sale anyway may not).
+    assert (day_one(out) != base).mean() >= 0.5
+    model = Forecaster(model_params=SMALL, bucket=14).fit(train, products)
+    base = day_one(train)
+    assert np.array_equal(day_one(spike), base) and np.array_equal(day_one(out), base)
+
+
+def test_yearly_features_need_two_years_of_history() -> None:
+    products = make_products(["ITEM_0_S", "ITEM_1_S"])
+    short = make_history(2, 500, seed=1)
+    long = make_history(2, 800, seed=1)
+    yearly = {"week", "month", "lag_364"}
+    for frame, kept in ((short, False), (long, True)):
+        model = Forecaster(model_params=SMALL, horizon=H, bucket=7, floors=None)
+        model.fit(frame, products)
+        assert model.yearly_ is kept
+        for names in model.stage_features().values():
+            assert (yearly <= set(names)) is kept
+            assert bool(yearly & set(names)) is kept
+
+
+def test_one_fold_sits_a_year_before_the_cutoff_when_history_allows() -> None:
+    last = pd.Timestamp("2024-12-31")
+    plain = bt.cutoffs(last, folds=3, horizon=28, step=28)
+    assert plain == [last - pd.Timedelta(days=28 * k) for k in (3, 2, 1)]
+    long = bt.cutoffs(last, folds=3, horizon=28, step=28, first_date=pd.Timestamp("2023-01-01"))
+    assert long == [last - pd.Timedelta(days=364), *plain[1:]]
+    assert long[0].day_of_week == last.day_of_week  # the same weekdays a year before
+    for start in ("2023-09-01", "2024-01-15"):  # under half a year before it, or after it
+        short = bt.cutoffs(last, folds=3, horizon=28, step=28, first_date=pd.Timestamp(start))
+        assert short == plain
+    assert bt.cutoffs(
+        last, folds=1, horizon=28, step=28, first_date=pd.Timestamp("2020-01-01")
+    ) == [last - pd.Timedelta(days=28)]
+
+
+def test_closed_days_are_forecast_zero(data: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    history, products = data
+    origin = history["date"].max() - pd.Timedelta(days=H)
+    train, frame = _split(history, origin)
+    model = Forecaster(model_params=SMALL, horizon=H, bucket=7, floors=None).fit(train, products)
+    shut = origin + pd.Timedelta(days=3)
+    closed = frame.assign(closed=(frame["date"] == shut).astype(np.int8))
+    pred = model.predict(closed, products, origin)
+    assert (pred.loc[pred["date"] == shut, "mean"] == 0).all()
+    assert (pred.loc[pred["date"] != shut, "mean"] > 0).all()

@@ -149,10 +149,25 @@ def _summary(bundle: Bundle) -> str:
         "backtest cut-offs": ", ".join(str(c) for c in metrics.get("cutoffs") or []) or "-",
         "features": str(len(m.features)),
         "training time": fmt(metrics.get("train_seconds"), "sec"),
+        "training targets": _training_data(metrics.get("training_data") or {}),
         "git commit": m.git_sha or "-",
     }
     dl = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in meta.items())
     return f'<div class="cards">{"".join(cards)}</div><dl class="meta">{dl}</dl>'
+
+
+def _training_data(data: Mapping[str, Any]) -> str:
+    """Censored and capped training days (training.cleaning), as the train command prints."""
+    if not data.get("rows"):
+        return "-"
+    return (
+        f"{fmt(data.get('censored_days'), 'int')} days censored (stock-out flag "
+        f"{fmt(data.get('stock_out_days'), 'int')}, "
+        f"zero runs {fmt(data.get('zero_run_days'), 'int')}, "
+        f"closed {fmt(data.get('closed_days'), 'int')}); "
+        f"{fmt(data.get('capped_days'), 'int')} bulk-order days capped; yearly features "
+        + ("kept" if data.get("yearly_features") else "dropped")
+    )
 
 
 def _comparison(metrics: Mapping[str, Any]) -> str:

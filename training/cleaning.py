@@ -1,0 +1,164 @@
+"""What a model is trained on: censored days left out of the targets, bulk orders capped.
+
+The store keeps every day as it was sold; only the training targets change. A day is censored
+(not taught as demand) when its units do not measure demand:
+
+- ``stock_out``: the sales file said the SKU was out of stock (``daily_sales.in_stock`` false);
+- ``zero_run``: a run of zero days between two sales that is improbable at the SKU's rate of
+  sale days (less than ``ZERO_RUN_CHANCE`` if days sold independently): a stock-out nobody flagged;
+- ``closed``: a calendar event of kind ``closed``, or a day the whole store sold nothing though
+  its usual day of that weekday sells enough units that an empty day by chance is improbable (a
+  closure; a weekday it never sells on is its normal week and stays a zero target).
+
+A bulk order (a day far above the SKU's usual sale days, ``unit_caps``) is real revenue and poor
+training signal: targets are capped at the SKU's cap, and the feature builder caps the units its
+lags and windows read the same way (training and serving alike).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+# A zero run is a stock-out when its chance at the SKU's sale-day rate is below this.
+ZERO_RUN_CHANCE = 1e-3
+# Shorter zero runs are never censored (a day or two without a sale is ordinary).
+MIN_ZERO_RUN = 3
+# A store day with no sale is a closure when the store's median day of that weekday sells at
+# least this many units (a Poisson day of that mean is empty with chance e**-10, about 5e-5).
+CLOSURE_MIN_MEDIAN = 10.0
+# Caps: a SKU's cap is the larger of CAP_MEDIAN x its median sale day and CAP_Q90 x its 90th
+# percentile, for SKUs with at least CAP_MIN_SALE_DAYS sale days (fewer: no cap).
+CAP_MEDIAN = 10.0
+CAP_Q90 = 3.0
+CAP_MIN_SALE_DAYS = 3
+
+
+@dataclass
+class Cleaning:
+    """The rows of a history frame kept out of the targets, and the targets' caps."""
+
+    censored: np.ndarray  # bool per row: not a training target
+    caps: dict[str, float]  # per SKU; SKUs without a cap are absent
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, int]:
+        """Censored and capped target rows, by reason (what the train output and manifest show)."""
+        return dict(self.counts)
+
+
+def unit_caps(sku: np.ndarray, units: np.ndarray) -> dict[str, float]:
+    """Per SKU, the units above which a day is a bulk order (see the module's docstring)."""
+    sold = ~np.isnan(units) & (units > 0)
+    if not sold.any():
+        return {}
+    frame = pd.DataFrame({"sku": sku[sold], "units": units[sold].astype(np.float64)})
+    grouped = frame.groupby("sku", sort=False)["units"]
+    stats = pd.DataFrame(
+        {"n": grouped.size(), "median": grouped.median(), "q90": grouped.quantile(0.9)}
+    )
+    stats = stats[stats["n"] >= CAP_MIN_SALE_DAYS]
+    # Whole units: integer histories keep the builder's exact integer sums.
+    cap = np.ceil(
+        np.maximum(CAP_MEDIAN * stats["median"].to_numpy(), CAP_Q90 * stats["q90"].to_numpy())
+    )
+    return {str(k): float(v) for k, v in zip(stats.index, cap, strict=True)}
+
+
+def clean_targets(history: pd.DataFrame, products: pd.DataFrame) -> Cleaning:
+    """Censored rows and caps of a training history (rows grouped by SKU, days consecutive)."""
+    sku = history["sku"].to_numpy(dtype=object)
+    units = history["units"].to_numpy(dtype=np.float64, na_value=np.nan)
+    known = ~np.isnan(units)
+    n = len(units)
+    stock_out = _flag(history, "stock_out") & known
+    closed_calendar = _flag(history, "closed") & known
+    closed_store = _store_closures(history, products, units, known)
+    runs = _improbable_zero_runs(sku, units, known)
+    censored = stock_out | closed_calendar | closed_store | runs
+    caps = unit_caps(sku[known], units[known])  # as the feature builder's (fit on known rows)
+    cap_of = pd.Series(caps, dtype=np.float64).reindex(pd.Index(sku)).to_numpy()
+    capped = known & ~censored & (units > np.nan_to_num(cap_of, nan=np.inf))
+    counts = {
+        "stock_out_days": int(stock_out.sum()),
+        "zero_run_days": int((runs & ~stock_out).sum()),
+        "closed_days": int(((closed_calendar | closed_store) & ~stock_out & ~runs).sum()),
+        "censored_days": int(censored.sum()),
+        "capped_days": int(capped.sum()),
+        "rows": n,
+    }
+    return Cleaning(censored=censored, caps=caps, counts=counts)
+
+
+def _flag(history: pd.DataFrame, name: str) -> np.ndarray:
+    if name not in history:
+        return np.zeros(len(history), dtype=bool)
+    return history[name].to_numpy(dtype=np.float64, na_value=0.0) > 0
+
+
+def _store_closures(
+    history: pd.DataFrame, products: pd.DataFrame, units: np.ndarray, known: np.ndarray
+) -> np.ndarray:
+    """Rows on days their whole store sold nothing while its median day of that weekday sells
+    plenty. A weekday the store never sells on (closed on Sundays, no shipping on weekends)
+    is its normal week, taught as zero, not censored."""
+    store_of = products.set_index("sku")["store"]
+    store = history["sku"].map(store_of).fillna("").astype(str).to_numpy()
+    frame = pd.DataFrame(
+        {"store": store[known], "date": history["date"].to_numpy()[known], "u": units[known]}
+    )
+    totals = frame.groupby(["store", "date"], sort=False)["u"].sum().reset_index()
+    totals["dow"] = totals["date"].dt.day_of_week
+    median = totals.groupby(["store", "dow"])["u"].transform("median")
+    empty_rows = totals[(totals["u"] == 0) & (median >= CLOSURE_MIN_MEDIAN)]
+    empty = pd.MultiIndex.from_frame(empty_rows[["store", "date"]])
+    if len(empty) == 0:
+        return np.zeros(len(history), dtype=bool)
+    keys = pd.MultiIndex.from_arrays([store, history["date"].to_numpy()])
+    return keys.isin(empty) & known
+
+
+def _improbable_zero_runs(sku: np.ndarray, units: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Rows in zero runs between two sales of the same SKU that are improbable at its rate."""
+    n = len(units)
+    out = np.zeros(n, dtype=bool)
+    if n == 0:
+        return out
+    change = np.empty(n, dtype=bool)
+    change[0] = True
+    np.not_equal(sku[1:], sku[:-1], out=change[1:])
+    code = np.cumsum(change) - 1
+    zero = known & (units == 0)
+    sold = known & (units > 0)
+    # Per SKU: share of known days with a sale.
+    n_known = np.bincount(code, weights=known, minlength=code[-1] + 1)
+    n_sold = np.bincount(code, weights=sold, minlength=code[-1] + 1)
+    rate = np.divide(n_sold, n_known, out=np.zeros_like(n_sold), where=n_known > 0)
+    with np.errstate(divide="ignore"):
+        longest = np.where(
+            (rate > 0) & (rate < 1),
+            np.log(ZERO_RUN_CHANCE) / np.log1p(-np.minimum(rate, 1 - 1e-12)),
+            np.inf,
+        )
+    need = np.maximum(np.ceil(longest), MIN_ZERO_RUN)
+    # Runs of zeros: a new run starts at a zero after a non-zero (or a new SKU).
+    start = zero & (change | ~np.r_[False, zero[:-1]])
+    run_id = np.cumsum(start) - 1
+    ids = run_id[zero]
+    if len(ids) == 0:
+        return out
+    length = np.bincount(ids)
+    first = np.flatnonzero(start)
+    last = first + length - 1
+    # Bounded by sales of the same SKU on both sides: a restock followed (not a discontinuation
+    # or the end of the data) and the SKU was selling before (not its launch).
+    before = first - 1
+    after = last + 1
+    ok = (before >= 0) & (after < n)
+    ok[ok] &= (code[before[ok]] == code[first[ok]]) & (code[after[ok]] == code[first[ok]])
+    ok[ok] &= sold[before[ok]] & sold[after[ok]]
+    improbable = ok & (length >= need[code[first]])
+    out[zero] = improbable[ids]
+    return out
