@@ -18,7 +18,7 @@ from pydantic import (
 from app.errors import InvalidRequest
 from featurestore.ingest.lines import MAX_LINES
 from training.backtest import SELECTION_METRICS
-from training.options import TrainOptions, valid_metric, valid_models
+from training.options import TrainOptions, valid_floors, valid_metric, valid_models
 
 MAX_BATCH = 1000
 # Price changes and promotions per what-if: one of each for every SKU of a full batch.
@@ -264,6 +264,12 @@ class RetrainRequest(BaseModel):
     horizon: int = Field(default=_TRAIN.horizon, ge=1, le=366)
     n_estimators: int | None = Field(default=None, ge=1, le=5000)
     metric: str = Field(default=_TRAIN.metric, examples=list(SELECTION_METRICS))
+    lag_floors: list[int] | None = Field(
+        default=None,
+        max_length=28,
+        description="the multi strategy's lag floors, e.g. [1, 14, 28]: day 1 reads yesterday",
+        examples=[[1, 14, 28]],
+    )
 
     # Checked here, not in the worker: a request the job would fail on answers 422 and queues
     # nothing (InvalidOptions is a ValueError, which pydantic reports per field).
@@ -276,6 +282,12 @@ class RetrainRequest(BaseModel):
     @classmethod
     def _rankable_metric(cls, value: str) -> str:
         return valid_metric(value)
+
+    @model_validator(mode="after")
+    def _floors_within_horizon(self) -> RetrainRequest:
+        if self.lag_floors is not None:
+            self.lag_floors = list(valid_floors(self.lag_floors, self.horizon)) or None
+        return self
 
 
 class JobInfo(BaseModel):

@@ -29,8 +29,8 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import accuracy as acc  # noqa: E402
-from peers import score_long  # noqa: E402
+import accuracy as acc
+from peers import score_long
 
 HORIZON = 28
 
@@ -92,9 +92,10 @@ def _scores(actual: pd.DataFrame, pred: pd.DataFrame, train: pd.DataFrame) -> di
     first = pred["date"] <= pred["date"].min() + pd.Timedelta(days=6)
     week = score_long(actual[actual["date"].isin(pred.loc[first, "date"])], pred[first], train)
     keys = ("rmsse", "rmsse_untrimmed", "wape", "bias")
-    return {**{k: round(float(out[k]), 4) for k in keys}, "d1_7": {
-        k: round(float(week[k]), 4) for k in ("rmsse", "wape", "bias")
-    }}
+    return {
+        **{k: round(float(out[k]), 4) for k in keys},
+        "d1_7": {k: round(float(week[k]), 4) for k in ("rmsse", "wape", "bias")},
+    }
 
 
 def main(argv: list[str]) -> int:

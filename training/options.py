@@ -44,6 +44,9 @@ class TrainOptions:
     metric: str = "rmsse"
     ensemble_top: int = DEFAULT_ENSEMBLE_TOP
     n_estimators: int | None = None
+    # multi only: the stages' lag floors (e.g. (1, 14, 28): day 1 from yesterday's units);
+    # None keeps the forecaster's default stages (training.forecaster.DEFAULT_FLOORS).
+    lag_floors: tuple[int, ...] | None = None
     cold_start_share: float = 0.1
     model_params: dict[str, Any] = field(default_factory=dict)
 
@@ -71,6 +74,11 @@ def train_options(choices: Mapping[str, Any]) -> TrainOptions:
         given["metric"] = valid_metric(given["metric"])
     if given.get("strategy", DEFAULT_STRATEGY) not in STRATEGIES:
         raise InvalidOptions(f"strategy must be {', '.join(STRATEGIES[:-1])} or {STRATEGIES[-1]}")
+    if "lag_floors" in given:
+        floors = valid_floors(given["lag_floors"], int(given.get("horizon", 28)))
+        if floors and given.get("strategy", DEFAULT_STRATEGY) != "multi":
+            raise InvalidOptions("lag floors apply to the multi strategy only")
+        given["lag_floors"] = floors or None
     for name in ("horizon", "folds", "step", "ensemble_top", "n_estimators"):
         if name in given:
             given[name] = int(given[name])
@@ -97,6 +105,21 @@ def valid_models(value: str | Sequence[str]) -> list[str]:
             f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(known)}"
         )
     return names
+
+
+def valid_floors(value: str | Sequence[int], horizon: int) -> tuple[int, ...]:
+    """Lag floors for the multi strategy: positive days, increasing, the last at most the
+    horizon (the horizon closes the last stage anyway); "" or [] keeps the default stages."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    try:
+        floors = tuple(int(str(f).strip()) for f in items if str(f).strip())
+    except ValueError as exc:
+        raise InvalidOptions(f"lag floors must be whole days, got {value!r}") from exc
+    if any(f < 1 or f > horizon for f in floors):
+        raise InvalidOptions(f"lag floors must be between 1 and the horizon ({horizon})")
+    if list(floors) != sorted(set(floors)):
+        raise InvalidOptions("lag floors must be increasing, e.g. 1,14,28")
+    return floors
 
 
 def valid_metric(value: str) -> str:

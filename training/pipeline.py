@@ -95,7 +95,11 @@ def _candidates(options: TrainOptions) -> list[Forecaster]:
             params.setdefault("n_estimators", options.n_estimators)
         out.append(
             Forecaster(
-                model=name, strategy=options.strategy, horizon=options.horizon, model_params=params
+                model=name,
+                strategy=options.strategy,
+                horizon=options.horizon,
+                model_params=params,
+                **({} if options.lag_floors is None else {"floors": options.lag_floors}),
             )
         )
     return out

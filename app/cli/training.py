@@ -201,6 +201,12 @@ ENSEMBLE = typer.Option(
     DEFAULTS.ensemble_top, "--ensemble-top", min=0, help="Also try the mean of the best N models"
 )
 TREES = typer.Option(None, "--n-estimators", min=1, help="Trees for the LightGBM models")
+FLOORS = typer.Option(
+    None,
+    "--lag-floors",
+    help="multi only: the stages' lag floors, e.g. 1,14,28 (day 1 reads yesterday's units; "
+    "default 14,28)",
+)
 PROMOTE_OPTION = typer.Option(
     "if-better",
     "--promote",
@@ -226,6 +232,7 @@ def train(
     metric: str = METRIC,
     ensemble_top: int = ENSEMBLE,
     n_estimators: int | None = TREES,
+    lag_floors: str | None = FLOORS,
     promote: str = PROMOTE_OPTION,
     if_no_champion: bool = typer.Option(
         False, "--if-no-champion", help="Do nothing when a champion bundle already exists"
@@ -251,6 +258,7 @@ def train(
         metric=metric,
         ensemble_top=ensemble_top,
         n_estimators=n_estimators,
+        lag_floors=lag_floors,
     )
     registry = Registry(settings.models_dir)
     never = promote == "never" and registry.champion() is not None
@@ -375,6 +383,7 @@ def backtest(
     metric: str = METRIC,
     ensemble_top: int = ENSEMBLE,
     n_estimators: int | None = TREES,
+    lag_floors: str | None = FLOORS,
 ) -> None:
     """Rolling-origin evaluation of the candidates: metrics overall, by segment and by horizon."""
     options = _options(
@@ -387,6 +396,7 @@ def backtest(
         metric=metric,
         ensemble_top=ensemble_top,
         n_estimators=n_estimators,
+        lag_floors=lag_floors,
     )
     with Phases("backtest", console) as phases:
         phases.start("reading history")

@@ -107,6 +107,9 @@ def test_retrain_refuses_unknown_models_and_metrics_up_front(
     assert "metric 'garbage' cannot rank models" in fields["metric"]
     r2 = client.post("/v1/retrain", json={"metric": "r2"}, headers={"X-API-Key": OPS_KEY})
     assert r2.status_code == 422 and "metric 'r2' cannot rank models" in r2.text
+    floors = {"lag_floors": [1, 14, 35], "horizon": 28}
+    r3 = client.post("/v1/retrain", json=floors, headers={"X-API-Key": OPS_KEY})
+    assert r3.status_code == 422 and "between 1 and the horizon (28)" in r3.text
     assert len(jobs.list_jobs(served.engine)) == queued
 
 

@@ -41,8 +41,26 @@ def test_cli_and_json_spellings_make_the_same_options() -> None:
         ({"models": "lgbm_tweedie,nope"}, "unknown model(s) nope; choose from"),
         ({"metric": "r2"}, "metric 'r2' cannot rank models; choose from rmsse, wape"),
         ({"metric": "bias"}, "metric 'bias' cannot rank models"),
+        ({"lag_floors": "1,x"}, "lag floors must be whole days"),
+        ({"lag_floors": "0,14"}, "lag floors must be between 1 and the horizon (28)"),
+        ({"lag_floors": "1,14", "horizon": 7}, "between 1 and the horizon (7)"),
+        ({"lag_floors": "14,1"}, "lag floors must be increasing"),
+        ({"lag_floors": "1,14", "strategy": "direct"}, "apply to the multi strategy only"),
     ],
 )
 def test_invalid_choices_are_named(choices: dict[str, object], message: str) -> None:
     with pytest.raises(InvalidOptions, match=message.replace("(", r"\(").replace(")", r"\)")):
         train_options(choices)
+
+
+def test_lag_floors_reach_the_candidates() -> None:
+    from training.pipeline import _candidates
+
+    options = train_options({"lag_floors": " 1, 14,28", "models": "lgbm_tweedie,moving_average"})
+    assert options.lag_floors == (1, 14, 28)
+    learned = _candidates(options)[0]
+    assert [stage[0] for stage in learned._stage_buckets()] == [1, 14, 28]
+    # No floors given (or an empty list): the forecaster's default stages.
+    assert train_options({"lag_floors": ""}).lag_floors is None
+    default = _candidates(train_options({"models": "lgbm_tweedie"}))[0]
+    assert [stage[0] for stage in default._stage_buckets()] == [14, 28]
