@@ -25,7 +25,7 @@ from training.bundle import save_bundle
 from training.coldstart import backtest_cold_start, fit_cold_start
 from training.errors import TrainingError
 from training.estimators import family, model_names
-from training.forecaster import STRATEGY_NOTE, Forecaster
+from training.forecaster import DEFAULT_FLOORS, STRATEGY_NOTE, Forecaster
 from training.memory import release_large_blocks
 from training.metrics import value_added
 from training.options import TrainOptions
@@ -99,7 +99,7 @@ def _candidates(options: TrainOptions) -> list[Forecaster]:
                 strategy=options.strategy,
                 horizon=options.horizon,
                 model_params=params,
-                **({} if options.lag_floors is None else {"floors": options.lag_floors}),
+                floors=DEFAULT_FLOORS if options.lag_floors is None else options.lag_floors,
             )
         )
     return out
