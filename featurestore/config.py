@@ -71,6 +71,13 @@ class Settings(BaseSettings):
         default=2.0, gt=0, description="Seconds /readyz waits for the database before a 503"
     )
     selection_metric: str = "rmsse"
+    dask_scheduler: str | None = Field(
+        default=None,
+        description=(
+            "Dask scheduler of --engine dask (tcp://host:8786), or local for a LocalCluster "
+            "sized to this machine; --scheduler overrides it"
+        ),
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = Field(default=1, ge=1)

@@ -124,16 +124,9 @@ def run_backtest(
 
     if metric not in LOWER_IS_BETTER:
         raise ValueError(f"cannot rank by {metric!r}; choose from {', '.join(SELECTION_METRICS)}")
-    step = step or horizon
     last = pd.Timestamp(history.loc[history["units"].notna(), "date"].max())
-    cuts = cutoffs(last, folds=folds, horizon=horizon, step=step)
     first = pd.Timestamp(history["date"].min())
-    if cuts[0] - first < pd.Timedelta(days=2 * horizon):
-        raise ValueError(
-            f"not enough history for {folds} folds of {horizon} days: "
-            f"data starts {first.date()}, first cut-off {cuts[0].date()}"
-        )
-    segments = products.set_index("sku")[["category", "store"]]
+    cuts = fold_cutoffs(first, last, folds=folds, horizon=horizon, step=step)
     parts: list[pd.DataFrame] = []
     fit_seconds: dict[str, float] = {}
     # Scaled metrics use the earliest fold's training history, as known before every forecast.
@@ -166,15 +159,54 @@ def run_backtest(
                 )
             )
         del train  # before the next fold's copy is made
+    return scored_backtest(
+        parts,
+        products,
+        series_stats(scale_history),
+        cuts,
+        horizon=horizon,
+        metric=metric,
+        ensemble_top=ensemble_top,
+        fit_seconds=fit_seconds,
+    )
+
+
+def fold_cutoffs(
+    first: pd.Timestamp, last: pd.Timestamp, *, folds: int, horizon: int, step: int | None
+) -> list[pd.Timestamp]:
+    """The folds' cut-offs for data from ``first`` to ``last``; too short a history is refused."""
+    cuts = cutoffs(last, folds=folds, horizon=horizon, step=step or horizon)
+    if cuts[0] - first < pd.Timedelta(days=2 * horizon):
+        raise ValueError(
+            f"not enough history for {folds} folds of {horizon} days: "
+            f"data starts {first.date()}, first cut-off {cuts[0].date()}"
+        )
+    return cuts
+
+
+def scored_backtest(
+    parts: Sequence[pd.DataFrame],
+    products: pd.DataFrame,
+    stats: pd.DataFrame,
+    cuts: list[pd.Timestamp],
+    *,
+    horizon: int,
+    metric: str,
+    ensemble_top: int,
+    fit_seconds: dict[str, float],
+) -> BacktestResult:
+    """Reports and ranking from the folds' predictions (model, fold, cutoff, sku, date, horizon,
+    y, yhat); ``stats`` are the series_stats of the history up to the first cut-off."""
+    segments = products.set_index("sku")[["category", "store"]]
     predictions = pd.concat(parts, ignore_index=True)
     predictions = predictions.join(segments, on="sku")
     names = list(dict.fromkeys(predictions["model"]))
-    classes = series_stats(scale_history)["demand_class"]
+    classes = stats["demand_class"]
     predictions["demand_class"] = (
         predictions["sku"].map(classes).fillna("no_demand").astype(str).to_numpy()
     )
     reports = {
-        name: evaluate(predictions[predictions["model"] == name], train_history=scale_history)
+        name: evaluate(predictions[predictions["model"] == name], train_stats=stats)
         for name in names
     }
     ranking = sorted(names, key=lambda n: _score(reports[n]["overall"], metric))
@@ -185,7 +217,7 @@ def run_backtest(
             ens = ensemble_predictions(predictions, members)
             name = "ensemble(" + "+".join(members) + ")"
             predictions = pd.concat([predictions, ens.assign(model=name)], ignore_index=True)
-            reports[name] = evaluate(ens, train_history=scale_history)
+            reports[name] = evaluate(ens, train_stats=stats)
             ranking = sorted(reports, key=lambda n: _score(reports[n]["overall"], metric))
     return BacktestResult(predictions, reports, cuts, horizon, metric, ranking, fit_seconds)
 
@@ -253,8 +285,10 @@ __all__ = [
     "calibrate",
     "coverage_report",
     "cutoffs",
+    "fold_cutoffs",
     "hide_after",
     "inventory_report",
     "run_backtest",
+    "scored_backtest",
     "value_added",
 ]

@@ -55,6 +55,7 @@ __all__ = [
     "default_lags",
     "prepare",
     "prepare_arrays",
+    "sku_totals",
 ]
 
 # EWM weights below this share of the newest day's weight are dropped (bounds the lookback).
@@ -190,13 +191,15 @@ class FeatureBuilder:
 
     def fit(self, history: pd.DataFrame, products: pd.DataFrame) -> FeatureBuilder:
         """Learn vocabularies, mean encodings and category prices from rows with known units."""
-        plan = self._make_plan()
+        self._make_plan()
         check_columns(history, tuple(HISTORY_COLUMNS), "history")
+        return self.fit_totals(sku_totals(history), products)
+
+    def fit_totals(self, per_sku: pd.DataFrame, products: pd.DataFrame) -> FeatureBuilder:
+        """``fit`` from the per-SKU totals (``sku_totals``) alone: SKU partitions' totals,
+        concatenated in SKU order, fit the builder exactly as the whole history does."""
+        plan = self._make_plan()
         check_products(products)
-        known = history.loc[history["units"].notna(), ["sku", "units", "price"]]
-        per_sku = known.groupby("sku", sort=False).agg(
-            s=("units", "sum"), n=("units", "size"), ps=("price", "sum"), pn=("price", "count")
-        )
         attrs = sku_attributes(products, per_sku.index.to_numpy(dtype=object))
         sums, counts = per_sku["s"].to_numpy(np.float64), per_sku["n"].to_numpy(np.float64)
         encodings: dict[str, dict[str, float]] = {}
@@ -216,7 +219,7 @@ class FeatureBuilder:
         self.features_order_ = tuple(plan.names())
         self.feature_names_ = list(self.features_order_)
         self.categorical_features_ = list(CATEGORICAL)
-        self.n_fit_rows_ = len(known)
+        self.n_fit_rows_ = int(per_sku["n"].sum())
         return self
 
     def _check_fitted(self) -> None:
@@ -317,6 +320,14 @@ class FeatureBuilder:
         launch_days = np.where(np.isnat(launch), first, launch.astype(np.int64))
         out["start"] = np.minimum(first, launch_days).astype(np.float64)
         return out
+
+
+def sku_totals(history: pd.DataFrame) -> pd.DataFrame:
+    """Per SKU (in order of appearance): sum and count of known units, sum and count of prices."""
+    known = history.loc[history["units"].notna(), ["sku", "units", "price"]]
+    return known.groupby("sku", sort=False).agg(
+        s=("units", "sum"), n=("units", "size"), ps=("price", "sum"), pn=("price", "count")
+    )
 
 
 def _group_means(keys: np.ndarray, sums: np.ndarray, counts: np.ndarray) -> dict[str, float]:

@@ -20,11 +20,13 @@ from featurestore.config import get_settings
 from featurestore.db import get_engine
 from featurestore.readers import last_sales_date
 from training.backtest import SELECTION_METRICS, BacktestResult, inventory_report
+from training.engine import ENGINES
+from training.engine.runner import LocalRunner
+from training.engine.select import batch_forecaster, history_runner
 from training.errors import TrainingError
 from training.estimators import model_names
 from training.options import InvalidOptions, TrainOptions, train_options
-from training.pipeline import ALL_MODELS, load_history
-from training.pipeline import backtest as run_backtest
+from training.pipeline import ALL_MODELS, backtest_on, load_history
 from training.pipeline import train as run_train
 from training.predict import write_forecasts
 from training.promotion import gate
@@ -162,6 +164,24 @@ ENSEMBLE = typer.Option(
 TREES = typer.Option(None, "--n-estimators", min=1, help="Trees for the LightGBM models")
 
 
+def _check_engine(value: str) -> str:
+    if value not in ENGINES:
+        raise typer.BadParameter(f"{value!r}: choose {' or '.join(ENGINES)}")
+    return value
+
+
+ENGINE_HELP = "local (this process) or dask (SKU partitions on a Dask cluster: see --scheduler)"
+ENGINE = typer.Option(
+    "local", "--engine", envvar="SALESFC_ENGINE", help=ENGINE_HELP, callback=_check_engine
+)
+SCHEDULER = typer.Option(
+    None,
+    "--scheduler",
+    help="With --engine dask: the scheduler's address (tcp://host:8786), or local for a "
+    "LocalCluster on this machine (default: SALESFC_DASK_SCHEDULER)",
+)
+
+
 def train(
     cutoff: str | None = CUTOFF,
     models: str = MODELS,
@@ -184,6 +204,8 @@ def train(
     as_json: bool = typer.Option(
         False, "--json", help="Print the bundle, verdict and comparison as JSON on stdout"
     ),
+    engine: str = ENGINE,
+    scheduler: str | None = SCHEDULER,
 ) -> None:
     """Backtest the candidates, refit the best on all data up to the cut-off, write a bundle."""
     settings = get_settings()
@@ -207,16 +229,21 @@ def train(
         raise typer.BadParameter("--promote must be if-better, always or never")
     registry = Registry(settings.models_dir)
     never = promote == "never" and registry.champion() is not None
+    store = get_engine()
     with Phases("train", console) as phases:
-        phases.start("reading history")
-        steps = TrainingSteps(phases, _fits(options))
-        outcome = run_train(
-            get_engine(),
-            settings.models_dir,
-            options,
-            progress=steps,
-            compare_with=None if never else registry,
-        )
+        phases.start("reading history" + (" on the Dask workers" if engine == "dask" else ""))
+        with history_runner(
+            engine, scheduler, store, settings.database_url, options.cutoff
+        ) as runner:
+            steps = TrainingSteps(phases, _fits(options))
+            outcome = run_train(
+                store,
+                settings.models_dir,
+                options,
+                progress=steps,
+                compare_with=None if never else registry,
+                runner=runner,
+            )
     if never or outcome.comparison is None:
         state = f"champion stays {registry.champion()} (--promote never)"
     else:
@@ -255,6 +282,8 @@ def backtest(
     metric: str = METRIC,
     ensemble_top: int = ENSEMBLE,
     n_estimators: int | None = TREES,
+    engine: str = ENGINE,
+    scheduler: str | None = SCHEDULER,
 ) -> None:
     """Rolling-origin evaluation of the candidates: metrics overall, by segment and by horizon."""
     options = _options(
@@ -268,12 +297,17 @@ def backtest(
         ensemble_top=ensemble_top,
         n_estimators=n_estimators,
     )
+    store = get_engine()
     with Phases("backtest", console) as phases:
-        phases.start("reading history")
-        history, products = load_history(get_engine(), options.cutoff)
-        steps = TrainingSteps(phases, _fits(options))
-        result = run_backtest(history, products, options, steps)
-        steps.finish()
+        phases.start("reading history" + (" on the Dask workers" if engine == "dask" else ""))
+        with history_runner(
+            engine, scheduler, store, get_settings().database_url, options.cutoff
+        ) as runner:
+            if runner is None:
+                runner = LocalRunner(*load_history(store, options.cutoff))
+            steps = TrainingSteps(phases, _fits(options))
+            result = backtest_on(runner, options, steps)
+            steps.finish()
     title = f"backtest: {len(result.cutoffs)} folds x {horizon} days, by {metric}"
     console.print(_comparison(result, title))
     if json_path is not None:
@@ -308,6 +342,8 @@ def forecast_all_command(
     store: bool = typer.Option(
         True, "--store/--no-store", help="Store the run for GET /v1/forecasts and the cache"
     ),
+    engine_name: str = ENGINE,
+    scheduler: str | None = SCHEDULER,
 ) -> None:
     """Forecast every active SKU from the champion: sku, date, mean and quantiles per day."""
     settings = get_settings()
@@ -316,14 +352,16 @@ def forecast_all_command(
     origin = _origin(engine, _parse_date(as_of))
     with Phases("forecast-all", console) as phases:
         phases.start("forecasting the catalogue")
-        result = run_forecast_all(
-            engine,
-            Registry(settings.models_dir),
-            as_of=origin,
-            horizon=horizon,
-            quantiles=levels,
-            store=store,
-        )
+        with batch_forecaster(engine_name, scheduler, settings.database_url) as forecast:
+            result = run_forecast_all(
+                engine,
+                Registry(settings.models_dir),
+                as_of=origin,
+                horizon=horizon,
+                quantiles=levels,
+                store=store,
+                forecast=forecast,
+            )
         frame = result.frame
         if out is not None:
             phases.start(f"writing {len(frame):,} rows to {out.name}")
