@@ -15,7 +15,6 @@ from app.cli import cli
 from featurestore.config import Settings
 from featurestore.db import get_engine
 from featurestore.forecast_runs import latest_run
-from featurestore.inventory_plans import latest_plan
 from training.engine.cluster import worker_url
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,7 +39,7 @@ def _ok(runner: CliRunner, args: list[str]) -> str:
     return result.output
 
 
-def test_train_forecast_and_plan_on_a_local_cluster(settings: Settings, tmp_path: Path) -> None:
+def test_train_and_forecast_all_on_a_local_cluster(settings: Settings, tmp_path: Path) -> None:
     runner = CliRunner()
     _ok(runner, ["demo-data", "--skus", "10", "--days", "200", "--seed", "3"])
     version = _ok(runner, ["train", *TRAIN, *DASK]).strip().splitlines()[-1]
@@ -56,12 +55,8 @@ def test_train_forecast_and_plan_on_a_local_cluster(settings: Settings, tmp_path
     run = latest_run(get_engine())
     assert run is not None and run.model_version == version
 
-    plan, local_plan = tmp_path / "plan.csv", tmp_path / "local_plan.csv"
-    _ok(runner, ["inventory-plan", "--out", str(local_plan), "--no-store"])
-    assert latest_plan(get_engine()) is None
-    _ok(runner, ["inventory-plan", "--out", str(plan), *DASK])
-    pd.testing.assert_frame_equal(pd.read_csv(plan), pd.read_csv(local_plan), rtol=1e-9)
-    assert latest_plan(get_engine()) is not None
+    # inventory-plan takes the same options (its plan against local: tests/training).
+    assert "--scheduler" in _ok(runner, ["inventory-plan", "--help"])
 
 
 @pytest.mark.parametrize(

@@ -20,8 +20,10 @@ import pandas as pd
 import pytest
 from sqlalchemy import Engine
 
+from app.services.inventory import run_inventory_plan
 from featurestore import migrations
 from featurestore.db import make_engine
+from featurestore.inventory_plans import latest_plan
 from featurestore.readers import SkuRange, read_frame, read_range, sku_ranges
 from tests.conftest import create_pg_database, drop_pg_database
 from training.bundle import load_bundle
@@ -31,6 +33,7 @@ from training.engine.runner import LocalRunner
 from training.options import TrainOptions
 from training.pipeline import backtest_on, load_history, train
 from training.predict import forecast_all
+from training.registry import Registry
 from training.synth import SynthConfig, generate, write_catalogue
 
 distributed = pytest.importorskip("distributed")
@@ -92,6 +95,22 @@ def store(
         engine.dispose()
     finally:
         drop_pg_database(admin, url)
+
+
+@dataclass
+class Champion:
+    registry: Registry
+    version: str
+
+
+@pytest.fixture(scope="module")
+def champion(store: Store, tmp_path_factory: pytest.TempPathFactory) -> Champion:
+    """A locally trained, promoted bundle of the store (forecast-all and the plan use it)."""
+    models = tmp_path_factory.mktemp("champion")
+    outcome = train(store.engine, models, options())
+    registry = Registry(models)
+    registry.promote(outcome.version, reason="test")
+    return Champion(registry, outcome.version)
 
 
 def _no_whole_history(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -221,10 +240,9 @@ def _kill_one_worker_when_busy(client: Any, prefix: str, done: threading.Event) 
 
 
 def test_forecast_all_survives_a_killed_worker_with_the_local_answer(
-    store: Store, client: Any, tmp_path: Path
+    store: Store, client: Any, champion: Champion
 ) -> None:
-    outcome = train(store.engine, tmp_path / "models", options())
-    bundle = load_bundle(outcome.path, models_dir=tmp_path / "models")
+    bundle = champion.registry.load(champion.version)
     local = forecast_all(store.engine, bundle)
     done = threading.Event()
     result: dict[str, pd.DataFrame] = {}
@@ -245,6 +263,18 @@ def test_forecast_all_survives_a_killed_worker_with_the_local_answer(
     assert killed[0] not in client.scheduler_info()["workers"]
     pd.testing.assert_frame_equal(result["frame"], local, check_exact=False, rtol=1e-9)
     client.wait_for_workers(2, timeout=60)  # the nanny restarts it for the next tests
+
+
+def test_inventory_plan_on_dask_is_the_local_plan_and_stored_whole(
+    store: Store, client: Any, champion: Champion
+) -> None:
+    local = run_inventory_plan(store.engine, champion.registry, store=False)
+    dask = run_inventory_plan(
+        store.engine, champion.registry, forecast=DaskForecastAll(client, store.url, partitions=3)
+    )
+    pd.testing.assert_frame_equal(dask.frame, local.frame, check_exact=False, rtol=1e-9)
+    stored = latest_plan(store.engine)
+    assert stored is not None and stored.plan_id == dask.plan_id
 
 
 def test_a_worker_dying_with_partitions_costs_a_reread_not_the_run(
