@@ -179,8 +179,13 @@ CHILDREN = {
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     me = [sys.executable, str(Path(__file__).resolve())]
     size = ["--skus", str(args.skus), "--days", str(args.days), "--work", args.work]
-    results = [spawn([*me, "--child", "prepare", *size, *(["--fresh"] if args.fresh else [])],
-                     args.threads, "prepare")]
+    results = [
+        spawn(
+            [*me, "--child", "prepare", *size, *(["--fresh"] if args.fresh else [])],
+            args.threads,
+            "prepare",
+        )
+    ]
     trained: dict[str, str] = {}
     for engine in args.engines.split(","):
         r = spawn([*me, "--child", f"train-{engine}", *size], args.threads, f"train {engine}")
