@@ -268,9 +268,13 @@ def test_forecast_all_survives_a_killed_worker_with_the_local_answer(
 def test_inventory_plan_on_dask_is_the_local_plan_and_stored_whole(
     store: Store, client: Any, champion: Champion
 ) -> None:
-    local = run_inventory_plan(store.engine, champion.registry, store=False)
+    days = {"lead_time_days": 3, "review_days": 4}  # within the 7-day model's horizon
+    local = run_inventory_plan(store.engine, champion.registry, store=False, **days)
     dask = run_inventory_plan(
-        store.engine, champion.registry, forecast=DaskForecastAll(client, store.url, partitions=3)
+        store.engine,
+        champion.registry,
+        forecast=DaskForecastAll(client, store.url, partitions=3),
+        **days,
     )
     pd.testing.assert_frame_equal(dask.frame, local.frame, check_exact=False, rtol=1e-9)
     stored = latest_plan(store.engine)

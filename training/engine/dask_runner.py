@@ -368,7 +368,12 @@ class DaskRunner:
         thread.start()
         while thread.is_alive():
             thread.join(0.5)
-            if thread.is_alive() and not before <= set(client.scheduler_info()["workers"]):
+            alive = set(client.scheduler_info()["workers"])
+            if thread.is_alive() and not before <= alive:
+                # The survivors' LightGBM waits on the lost peer inside C++ (up to its time_out)
+                # and holds their threads: restarting them frees the cluster now. What they held
+                # is recomputed from its lineage if it is asked for again.
+                client.restart_workers(sorted(before & alive), raise_for_error=False)
                 raise WorkerLost(
                     "a Dask worker was lost while LightGBM trained across the workers; "
                     "nothing was written: run the command again"
