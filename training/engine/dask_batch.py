@@ -55,7 +55,7 @@ class DaskForecastAll:
         if last is None:
             raise TrainingError("the feature store has no sales history: ingest data first")
         client = self.client
-        workers = len(client.scheduler_info()["workers"])
+        workers = len(client.ncores())
         active = sku_ranges(engine, 1, active_only=True)
         if not active:
             raise TrainingError("no active SKUs to forecast")

@@ -129,7 +129,7 @@ class DaskRunner:
         from training.pipeline import check_cutoff
 
         check_cutoff(engine, cutoff)
-        workers = list(client.scheduler_info()["workers"])
+        workers = list(client.ncores())
         if not workers:
             raise TrainingError("the Dask cluster has no workers")
         products = read_products(engine)
@@ -351,7 +351,7 @@ class DaskRunner:
             ]
         )
         reg = DaskLGBMRegressor(client=client, **_sklearn_params(est))
-        before = set(client.scheduler_info()["workers"])
+        before = set(client.ncores())
         outcome: dict[str, Any] = {}
 
         def run() -> None:
@@ -368,7 +368,7 @@ class DaskRunner:
         thread.start()
         while thread.is_alive():
             thread.join(0.5)
-            alive = set(client.scheduler_info()["workers"])
+            alive = set(client.ncores())
             if thread.is_alive() and not before <= alive:
                 # The survivors' LightGBM waits on the lost peer inside C++ (up to its time_out)
                 # and holds their threads: restarting them frees the cluster now. What they held
