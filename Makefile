@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run serve test check lint format bench soak lock clean
+.PHONY: install run serve test check lint format bench soak lock clean browser screenshots
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,8 +24,24 @@ run: $(STAMP)
 	$(BIN)/salesfc serve
 
 ## test: the whole suite (SQLite always; PostgreSQL too, required when CI=true)
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest
+
+# The dashboard's browser tests drive Debian's Chromium through Playwright, which downloads
+# no browser of its own (nothing outside the package registries).
+CHROMIUM ?= /usr/bin/chromium
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
+
+## browser: install Debian's chromium when $(CHROMIUM) is missing (root, or sudo)
+browser:
+	@test -x $(CHROMIUM) || { \
+		SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; \
+	}
+
+## screenshots: the README's dashboard screenshots (docs/img/), taken by the browser tests
+screenshots: $(STAMP) browser
+	SALESFC_SCREENSHOT_DIR=docs/img $(BIN)/python -m pytest -q -p no:cacheprovider tests/app/test_dashboard.py
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check .
@@ -47,6 +63,7 @@ bench: $(STAMP)
 	.venv-peers/bin/python -m pip install --quiet 'mlforecast==1.1.0' 'statsforecast==2.1.1' 'lightgbm==4.7.0' psutil pyarrow
 	$(BIN)/python bench/ingest.py
 	SALESFC_PEER_PYTHON=.venv-peers/bin/python $(BIN)/python bench/train.py
+	SALESFC_PEER_PYTHON=.venv-peers/bin/python $(BIN)/python bench/accuracy.py --write
 	$(BIN)/python bench/serve.py
 
 ## soak: 10 minutes of mixed traffic at ~80% of the peak, 2 workers (docs/benchmarks.md, Soak)

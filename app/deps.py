@@ -7,7 +7,8 @@ pool, a thread hop per dependency per request (more than a cached forecast costs
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Protocol, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
@@ -20,6 +21,9 @@ from featurestore.config import Settings
 from training.registry import Registry
 
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False)
+# The dashboard's login form keeps the read key in this cookie (HttpOnly, SameSite=Strict): the
+# pages' own requests to the read API carry it. Operations still need the header.
+KEY_COOKIE = "salesfc_key"
 
 
 async def _settings(request: Request) -> Settings:
@@ -50,10 +54,12 @@ def read_keys(settings: Settings) -> list[str]:
 
 
 async def require_read_key(request: Request, key: Annotated[str | None, Depends(_api_key)]) -> None:
-    """Read endpoints need a read or ops key once a read key is configured."""
+    """Read endpoints need a read or ops key (header, or the dashboard's cookie) once a read
+    key is configured."""
     keys = read_keys(request.app.state.settings)
     if not keys:
         return
+    key = key or request.cookies.get(KEY_COOKIE)
     if not key:
         raise MissingApiKey("send an API key in the X-API-Key header")
     if not key_allowed(key, keys):
@@ -67,6 +73,18 @@ async def require_ops_key(request: Request, key: Annotated[str | None, Depends(_
         raise MissingApiKey("send an ops API key in the X-API-Key header")
     if not keys or not key_allowed(key, keys):
         raise ForbiddenApiKey("this API key may not run operations")
+
+
+async def require_ingest_key(
+    request: Request, key: Annotated[str | None, Depends(_api_key)]
+) -> None:
+    """Pushing data needs a key with the ingest scope, or an ops key."""
+    settings = request.app.state.settings
+    keys = [k.get_secret_value() for k in settings.ingest_api_keys] + ops_keys(settings)
+    if not key:
+        raise MissingApiKey("send an ingest or ops API key in the X-API-Key header")
+    if not keys or not key_allowed(key, keys):
+        raise ForbiddenApiKey("this API key may not push data")
 
 
 async def _engine(request: Request) -> Engine:
@@ -96,3 +114,28 @@ RegistryDep = Annotated[Registry, Depends(_registry)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 ReadKey = Depends(require_read_key)
 OpsKey = Depends(require_ops_key)
+IngestKey = Depends(require_ingest_key)
+
+
+class _OnForecasts(Protocol):
+    forecasts: ForecastService
+
+
+S = TypeVar("S", bound=_OnForecasts)
+
+
+def on_forecasts(
+    name: str, make: Callable[[ForecastService], S]
+) -> Callable[[Request], Awaitable[S]]:
+    """A dependency giving the app's service ``name`` built over its ForecastService, made on
+    first use and again whenever ``app.state.forecasts`` is replaced."""
+
+    async def dependency(request: Request) -> S:
+        state = request.app.state
+        found: S | None = getattr(state, name, None)
+        if found is None or found.forecasts is not state.forecasts:
+            found = make(state.forecasts)
+            setattr(state, name, found)
+        return found
+
+    return dependency

@@ -224,3 +224,14 @@ def install_handlers(app: FastAPI) -> None:
                 f"the feature store failed on this request (request id {request_id})"
             )
         return JSONResponse(error_body(err.code, err.detail), status_code=err.status_code)
+
+
+class InvalidLines(SalesfcError):
+    """Lines of a pushed batch failed validation: ``detail`` lists each (index, column, reason)."""
+
+    status_code = 422
+    code = "invalid_lines"
+
+    def __init__(self, message: str, lines: list[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.detail = {"message": message, "lines": lines}  # type: ignore[assignment]

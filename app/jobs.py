@@ -72,6 +72,8 @@ def run_job(engine: Engine, settings: Settings, job_id: str, params: dict[str, A
     try:
         choices = dict(params)
         force = bool(choices.pop("force", False))
+        # Why the job was started (a drift check records it): kept in params, not an option.
+        choices.pop("reason", None)
         options = train_options(choices)
         registry = Registry(settings.models_dir)
         outcome = train(engine, Path(settings.models_dir), options, progress, compare_with=registry)

@@ -11,7 +11,18 @@ from fastapi import FastAPI
 from app.errors import install_handlers
 from app.limits import BodyLimit
 from app.observability import configure_logging, install_middleware
-from app.routes import export, forecast, health, inventory, jobs, models
+from app.routes import (
+    accuracy,
+    aggregate,
+    dashboard,
+    export,
+    forecast,
+    health,
+    inventory,
+    jobs,
+    models,
+    orders,
+)
 from app.services.champion import ChampionHolder
 from app.services.forecasting import ForecastService
 from app.services.lane import StoredForecastLane
@@ -67,6 +78,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Cached single-SKU forecasts are answered in front of the router (inside the access log).
     app.add_middleware(StoredForecastLane)
     install_middleware(app)
-    for module in (health, forecast, export, models, jobs, inventory):
+    # aggregate before forecast: GET /v1/forecast/{sku} would take /v1/forecast/aggregate.
+    app.include_router(aggregate.router)
+    for module in (health, forecast, export, models, jobs, inventory, orders, accuracy):
         app.include_router(module.router)
+    app.include_router(dashboard.router)
     return app

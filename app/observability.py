@@ -23,12 +23,29 @@ LATENCY = Histogram(
 )
 FORECASTS = Counter("salesfc_forecasts_served_total", "SKU forecasts answered", ["source"])
 MODEL = Gauge("salesfc_model_info", "The champion this worker serves", ["version"])
+CACHE_ENTRIES = Gauge("salesfc_forecast_cache_entries", "Forecasts held in this worker's cache")
+CACHE_BYTES = Gauge("salesfc_forecast_cache_bytes", "JSON bytes held in this worker's cache")
 COALESCED = Histogram(
     "salesfc_coalesced_batch_skus",
     "SKUs per coalesced compute of single-SKU forecasts",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
 JOBS = Counter("salesfc_job_outcomes_total", "Background job outcomes", ["kind", "status"])
+LIVE_WAPE = Gauge("salesfc_live_wape", "The champion's WAPE over the last scored days", ["window"])
+LIVE_BIAS = Gauge(
+    "salesfc_live_bias", "The champion's bias sum(f - y) / sum(y), last scored days", ["window"]
+)
+LIVE_COVERAGE = Gauge(
+    "salesfc_live_coverage", "Share of actuals in the champion's P10..P90", ["window"]
+)
+FALLBACK_ACTIVE = Gauge("salesfc_fallback_active", "1 while the fallback baseline is served")
+FALLBACK_SKUS = Gauge("salesfc_fallback_skus", "SKUs served by the fallback baseline")
+FALLBACKS = Counter(
+    "salesfc_fallback_forecasts_total", "SKU forecasts made by the fallback baseline"
+)
+ORDER_LINES = Counter(
+    "salesfc_order_lines_total", "Order lines pushed (POST /v1/orders)", ["outcome"]
+)
 
 
 def _add_pid(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Mapping[str, Any]:

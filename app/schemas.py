@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
-from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from app.errors import InvalidRequest
+from featurestore.ingest.lines import MAX_LINES
 from training.backtest import SELECTION_METRICS
 from training.options import TrainOptions, valid_metric, valid_models
 
@@ -183,6 +191,11 @@ class SkuForecast(BaseModel):
         "the window); null when every day is there",
         examples=["10 of 14 days: launches 2016-04-29, nothing is forecast before it"],
     )
+    fallback: bool = Field(
+        default=False,
+        description="made by the fallback baseline: the champion lost to seasonal naive on "
+        "this SKU in live accuracy (GET /v1/events), until a new champion is promoted",
+    )
 
 
 class ForecastResponse(BaseModel):
@@ -204,6 +217,10 @@ class Readiness(BaseModel):
     database: bool
     model_version: str | None
     detail: str | None = None
+    fallback: dict[str, Any] | None = Field(
+        default=None,
+        description="the fallback in force for this champion (SKUs or all, baseline, since)",
+    )
 
 
 class ModelInfo(BaseModel):
@@ -378,3 +395,161 @@ class InventoryResponse(BaseModel):
     model_version: str
     data_until: dt.date
     items: list[InventoryDecision]
+
+
+# POST /v1/orders: lines with the columns of `salesfc ingest orders` (docs/api.md).
+OrderValue = str | int | float | bool | None
+
+
+class OrdersRequest(BaseModel):
+    """A batch of order lines, each an object with the order file's columns."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lines: list[dict[str, OrderValue]] = Field(
+        min_length=1,
+        max_length=MAX_LINES,
+        description=(
+            "order_id, line, sku, customer_id, ordered_at, quantity, unit_price, discount, "
+            "status: the same columns and rules as `salesfc ingest orders`"
+        ),
+        examples=[
+            [
+                {
+                    "order_id": "SO-100234",
+                    "line": 1,
+                    "sku": "FOODS_3_090_CA_1",
+                    "customer_id": "C-48213",
+                    "ordered_at": "2016-04-24T15:04:00Z",
+                    "quantity": 2,
+                    "unit_price": 1.25,
+                    "discount": 0,
+                    "status": "completed",
+                }
+            ]
+        ],
+    )
+
+
+class LineRejectBody(BaseModel):
+    """Why a line was refused: its index in ``lines`` (from 0), the column and the reason."""
+
+    index: int
+    column: str
+    reason: str
+
+
+class OrdersResponse(BaseModel):
+    """What a batch did: lines received; stored ones new, unchanged or updated; refused ones."""
+
+    received: int
+    inserted: int
+    unchanged: int
+    updated: int
+    rejected: list[LineRejectBody] = Field(
+        default_factory=list, description="with ?partial=true: the lines left out"
+    )
+    skus_changed: list[str] = Field(
+        default_factory=list,
+        description="SKUs whose daily sales changed: their next forecast reflects the batch",
+    )
+
+
+class AccuracyGroup(BaseModel):
+    """Live accuracy of one group (model version; horizon day; segment) over its scored runs."""
+
+    model_version: str
+    horizon: int | None = Field(default=None, description="by=horizon: days after the run")
+    level: str | None = Field(
+        default=None, description="by=segment: category, store or demand_class"
+    )
+    segment: str | None = Field(default=None, description="by=segment: the segment's value")
+    runs: int = Field(description="stored forecast runs scored")
+    first_as_of: dt.date
+    last_as_of: dt.date
+    rows: int = Field(description="SKU-days with actuals")
+    actual_units: float
+    wape: float | None
+    rmsse: float | None
+    bias: float | None = Field(description="sum(forecast - actual) / sum(actual)")
+    mae: float | None
+    coverage: float | None = Field(description="share of actuals inside P10..P90")
+    naive_wape: float | None = Field(description="seasonal naive on the same SKU-days")
+    naive_rmsse: float | None
+    naive_bias: float | None
+    naive_mae: float | None
+    wape_vs_naive: float | None = Field(description="1 - WAPE / naive WAPE: above 0 is better")
+
+
+class AccuracyResponse(BaseModel):
+    """Stored live accuracy of forecast runs made from ``since`` on, grouped by ``by``."""
+
+    since: dt.date | None
+    by: str
+    groups: list[AccuracyGroup]
+
+
+class DriftEventBody(BaseModel):
+    """One drift decision."""
+
+    id: int
+    at: dt.datetime
+    kind: str = Field(
+        description="checked, insufficient_data, retrain_started, retrain_skipped, "
+        "fallback_on, fallback_pending, fallback_off"
+    )
+    model_version: str | None
+    job_id: str | None
+    detail: dict[str, Any]
+
+
+class EventsResponse(BaseModel):
+    """Drift decisions, newest first."""
+
+    events: list[DriftEventBody]
+
+
+# ---------------------------------------------------------------- totals (issue #15)
+
+
+class AggregateDay(BaseModel):
+    """One day of a total: the sum of its SKUs' means and quantiles of the total itself."""
+
+    date: dt.date
+    mean: float = Field(description="the sum of the SKUs' means (coherent with /v1/forecast)")
+    quantiles: dict[str, float] = Field(description="whole units, from joint sample paths")
+
+
+class AggregatePeriod(BaseModel):
+    """The total's mean over every day of the horizon (the sum of the daily means)."""
+
+    start: dt.date
+    end: dt.date
+    mean: float
+
+
+class AggregateResponse(BaseModel):
+    """Daily totals of a category, store, category x store or the whole catalogue."""
+
+    level: str = Field(examples=["category"])
+    key: str = Field(examples=["FOODS"])
+    model_version: str
+    data_until: dt.date
+    horizon: int
+    skus: int = Field(description="active SKUs in the total")
+    cold_start_skus: int
+    paths: int = Field(description="joint sample paths behind the quantiles")
+    days: list[AggregateDay]
+    period: AggregatePeriod
+
+
+class AggregateKey(BaseModel):
+    key: str
+    skus: int
+
+
+class AggregateKeys(BaseModel):
+    """The groups of a level and their sizes."""
+
+    level: str
+    keys: list[AggregateKey]

@@ -8,6 +8,7 @@ training.metrics (numpy/pandas only) for the scores, so both interpreters can im
 
 Usage: python bench/peers.py m5 {snaive,ets,mlforecast} [--trees 500] [--threads 2]
        python bench/peers.py frame --data FILE.parquet [--trees 500] [--threads 2]
+       python bench/peers.py heldout --data FRAME.parquet --out PRED.parquet
 """
 
 from __future__ import annotations
@@ -358,12 +359,57 @@ def case_frame(data: Path, trees: int, threads: int, rolling: str = ROLLING) -> 
     }
 
 
+def case_heldout(
+    data: Path, out: Path, methods: list[str], trees: int, threads: int, rolling: str = ROLLING
+) -> dict[str, Any]:
+    """Peers on a held-out frame written by bench/accuracy.py; their forecasts go to ``out``.
+
+    ``data`` holds sku, date, y, price, category, store and ``scored`` (bool per row): y is NaN
+    after the cut-off (the held-out days, whose price is the one known at the cut-off). Every
+    SKU trains mlforecast's global model; the scored SKUs are forecast (AutoETS fits only them).
+    ``out`` gets method, sku, date, yhat, lo, hi (lo/hi: AutoETS's 80% band, else NaN).
+    """
+    frame = pd.read_parquet(data)
+    frame["sku"] = frame["sku"].astype(object)
+    held = frame["y"].isna()
+    train = frame[~held].reset_index(drop=True)
+    test = frame[held & frame["scored"]].reset_index(drop=True)
+    horizon = int(test["date"].nunique())
+    parts, seconds = [], {}
+    for method in methods:
+        t0 = time.perf_counter()
+        if method == "ets":
+            scored_train = train[train["sku"].isin(test["sku"].unique())]
+            pred, band = auto_ets(scored_train, horizon, threads)
+            pred = pred.merge(band, on=["sku", "date"], how="left")
+        elif method == "mlforecast":
+            pred, _ = mlforecast_run(train, test, trees, threads, rolling)
+            pred = pred.assign(lo=np.nan, hi=np.nan)
+        else:
+            raise SystemExit(f"unknown peer method {method!r}")
+        seconds[method] = round(time.perf_counter() - t0, 2)
+        parts.append(pred.assign(method=method))
+    result = pd.concat(parts, ignore_index=True)
+    result["sku"] = result["sku"].astype(str)
+    result[["method", "sku", "date", "yhat", "lo", "hi"]].to_parquet(out, index=False)
+    return {
+        "case": "heldout",
+        "methods": methods,
+        "fit_seconds": seconds,
+        "rows": len(result),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "versions": versions("mlforecast", "statsforecast", "lightgbm", "pandas", "numpy"),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse the case and print its JSON line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("case", choices=["m5", "frame"])
+    parser.add_argument("case", choices=["m5", "frame", "heldout"])
     parser.add_argument("method", nargs="?", default="mlforecast")
     parser.add_argument("--data", type=Path)
+    parser.add_argument("--out", type=Path, help="heldout: where the forecasts go")
+    parser.add_argument("--methods", default="ets,mlforecast", help="heldout: peer methods")
     parser.add_argument("--trees", type=int, default=500)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rolling", default=ROLLING, help="rolling means as lag:window,...")
@@ -371,7 +417,12 @@ def main(argv: list[str] | None = None) -> None:
         "--backtest-folds", type=int, default=0, help="m5 mlforecast: also cross-validate"
     )
     args = parser.parse_args(argv)
-    if args.case == "m5":
+    if args.case == "heldout":
+        if args.data is None or args.out is None:
+            parser.error("heldout needs --data and --out")
+        methods = [m for m in args.methods.split(",") if m]
+        emit(case_heldout(args.data, args.out, methods, args.trees, args.threads, args.rolling))
+    elif args.case == "m5":
         emit(case_m5(args.method, args.trees, args.threads, args.rolling, args.backtest_folds))
     else:
         if args.data is None:

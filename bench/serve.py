@@ -2,8 +2,10 @@
 
 Sets up a temporary PostgreSQL database, a champion and a forecast-all run, profiles a computed
 forecast in-process, then loads `salesfc serve` (cases bare, computed, stored, batch,
-batch-stored) with wrk; the figures, the command line and the decisions they support are in
-docs/benchmarks.md, Serving.
+batch-stored, orders) with wrk; the figures, the command line and the decisions they support are
+in docs/benchmarks.md, Serving. Case orders pushes batches of ORDER_LINES order lines (POST
+/v1/orders) while a second wrk asks for computed forecasts beside it (docs/benchmarks.md, Live
+accuracy and pushed orders).
 """
 
 from __future__ import annotations
@@ -51,12 +53,15 @@ HORIZON = 28
 QUANTILES = (0.1, 0.5, 0.9)
 TREES = 500
 BATCH = 1000
-CASES = ("bare", "computed", "stored", "batch", "batch-stored")
+CASES = ("bare", "computed", "stored", "batch", "batch-stored", "orders")
+ORDER_LINES = 100  # lines per POST /v1/orders of case orders
+INGEST_KEY = "bench-ingest-key"
 MLFORECAST_MS = 155.0  # mlforecast's single-SKU predict, measured once on this machine, not re-run
 TARGETS = {
     "computed": "p99 <= 15 ms at 8 connections (> 10x faster than mlforecast's ~155 ms)",
     "stored": ">= 50% of the bare endpoint's requests/s",
     "batch": "<= 1 s",
+    "orders": ">= 5,000 lines/s stored; computed forecast p99 beside it <= 2x its figure alone",
 }
 LUA_DONE = r"""
 done = function(summary, latency, requests)
@@ -779,6 +784,7 @@ def server(kind: str, workers: int, setup: Setup, work: Path, cache: bool = True
             SALESFC_FORECAST_CACHE="true" if cache else "false",
             SALESFC_READ_API_KEYS="[]",
             SALESFC_OPS_API_KEYS="[]",
+            SALESFC_INGEST_API_KEYS=json.dumps([INGEST_KEY]),
         )
     logfile = work / f"server_{kind}_{workers}w_{'cache' if cache else 'nocache'}.log"
     with logfile.open("wb") as sink:
@@ -837,7 +843,39 @@ def write_scripts(work: Path, setup: Setup) -> dict[str, Path]:
         f"wrk.body = {json.dumps(body)}\n"
         'wrk.headers["Content-Type"] = "application/json"\n' + LUA_DONE
     )
-    return {"rotate": rotate, "batch": batch}
+    return {"rotate": rotate, "batch": batch, "orders": orders_script(work, setup)}
+
+
+def orders_script(work: Path, setup: Setup) -> Path:
+    """wrk Lua: each POST a new batch of ORDER_LINES lines (orders of 1-3 lines, new ids, the
+    SKUs in rotation, on the last sales day), so every line is an insert."""
+    skus = ",".join(json.dumps(s) for s in setup.single_skus)
+    line = (
+        '{"order_id":"W%s-%d-%d","line":%d,"sku":"%s","ordered_at":"'
+        + f"{setup.as_of}"
+        + 'T12:00:00Z","quantity":1,"unit_price":2.5}'
+    )
+    script = work / "orders.lua"
+    script.write_text(
+        f"local skus = {{{skus}}}\n"
+        "local n = #skus\n"
+        f'local run = "{uuid.uuid4().hex[:8]}"\n'
+        "local counter = 0\n"
+        'wrk.method = "POST"\n'
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        f'wrk.headers["X-API-Key"] = "{INGEST_KEY}"\n'
+        "request = function()\n"
+        "  counter = counter + 1\n"
+        "  local parts = {}\n"
+        f"  for i = 1, {ORDER_LINES} do\n"
+        f"    parts[i] = string.format({json.dumps(line)}, run, counter,\n"
+        "      math.floor(i / 3), i % 3 + 1, skus[((counter * 7 + i) % n) + 1])\n"
+        "  end\n"
+        '  return wrk.format(nil, "/v1/orders", nil, \'{"lines":[\' .. table.concat(parts, ",")'
+        " .. ']}')\n"
+        "end\n" + LUA_DONE
+    )
+    return script
 
 
 def _batch_body(setup: Setup) -> bytes:
@@ -997,6 +1035,7 @@ def coalesced_note(base: str) -> str:
 
 
 SERVERS = {
+    "orders": ("app", False),
     "bare": ("bare", True),
     "computed": ("app", False),
     "batch": ("app", False),
@@ -1016,10 +1055,105 @@ def load_cases(setup: Setup, work: Path, args: argparse.Namespace) -> list[Run]:
     for workers in args.workers:
         for case in args.cases:
             kind, cache = SERVERS[case]
+            if case == "orders":  # 8 writing connections beside 8 reading ones
+                with server(kind, workers, setup, work, cache=cache) as base:
+                    runs.extend(measure_orders(base, workers, scripts, setup, args))
+                continue
             for connections in args.connections:
                 with server(kind, workers, setup, work, cache=cache) as base:
                     runs.append(measure(base, case, workers, connections, scripts, setup, args))
     return runs
+
+
+def _post_orders(base: str, setup: Setup, tag: str) -> dict[str, Any]:
+    lines = [
+        {
+            "order_id": f"CHECK-{tag}-{i // 3}",
+            "line": i % 3 + 1,
+            "sku": setup.single_skus[i % len(setup.single_skus)],
+            "ordered_at": f"{setup.as_of}T12:00:00Z",
+            "quantity": 1,
+            "unit_price": 2.5,
+        }
+        for i in range(ORDER_LINES)
+    ]
+    req = urllib.request.Request(
+        base + "/v1/orders",
+        data=json.dumps({"lines": lines}).encode(),
+        headers={"Content-Type": "application/json", "X-API-Key": INGEST_KEY},
+    )
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        answer: dict[str, Any] = json.loads(resp.read())
+    if answer.get("inserted") != ORDER_LINES:
+        raise RuntimeError(f"orders: unexpected answer {answer}")
+    return answer
+
+
+def _wrk_proc(url: str, script: Path, connections: int, seconds: float) -> subprocess.Popen[str]:
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout=60s"]
+    return subprocess.Popen(
+        [*cmd, "-s", str(script), url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _figures(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    out, err = proc.communicate()
+    if proc.returncode:
+        raise RuntimeError(f"wrk failed: {err}")
+    line = next(x for x in out.splitlines() if x.startswith("BENCHJSON "))
+    figures: dict[str, Any] = json.loads(line.removeprefix("BENCHJSON "))
+    return figures
+
+
+def _run_of(case: str, workers: int, connections: int, idle: float, fig: dict[str, Any]) -> Run:
+    run = Run(case, workers, connections, round(idle, 2))
+    run.errors = sum(fig[k] for k in ("connect", "read", "write", "status", "timeout"))
+    run.seconds = round(fig["duration_us"] / 1e6, 2)
+    run.requests = fig["requests"]
+    run.rps = round(fig["requests"] / (fig["duration_us"] / 1e6), 2)
+    if run.requests >= connections:
+        run.p50_ms = round(fig["p50_us"] / 1000, 2)
+        run.p99_ms = round(fig["p99_us"] / 1000, 2)
+        run.max_ms = round(fig["max_us"] / 1000, 2)
+    return run
+
+
+def measure_orders(
+    base: str, workers: int, scripts: dict[str, Path], setup: Setup, args: argparse.Namespace
+) -> list[Run]:
+    """POST /v1/orders at 8 connections while GET /v1/forecast (computed) runs at 8 beside it.
+
+    Two runs: ``orders`` (its rps x ORDER_LINES = lines/s stored) and ``orders-get`` (the
+    forecasts answered meanwhile, for their p99).
+    """
+    times = []
+    for i in range(4):
+        t = time.perf_counter()
+        _post_orders(base, setup, f"{uuid.uuid4().hex[:6]}-{i}")
+        times.append((time.perf_counter() - t) * 1000)
+    _, idle_get = check_response(base, "computed", setup, n=6)
+    wrk(base + "/", scripts["rotate"], 8, args.warmup, 30)
+    seconds = args.duration
+    load_before = round(os.getloadavg()[0], 2)
+    posts = _wrk_proc(base + "/v1/orders", scripts["orders"], 8, seconds)
+    gets = _wrk_proc(base + "/", scripts["rotate"], 8, seconds)
+    post_fig, get_fig = _figures(posts), _figures(gets)
+    load_after = round(os.getloadavg()[0], 2)
+    out = []
+    for case, fig, idle in (
+        ("orders", post_fig, statistics.median(times[1:])),
+        ("orders-get", get_fig, idle_get),
+    ):
+        run = _run_of(case, workers, 8, idle, fig)
+        run.load_before, run.load_after = load_before, load_after
+        out.append(run)
+        log(
+            f"  {case:12s} w={workers} c=8   {run.rps:9.1f} req/s  p50 {run.p50_ms} ms  "
+            f"p99 {run.p99_ms} ms  idle {run.idle_ms} ms  errors {run.errors}  "
+            f"load {load_before}/{load_after}"
+        )
+    log(f"  orders: {out[0].rps * ORDER_LINES:,.0f} lines/s stored")
+    return out
 
 
 # ---------------------------------------------------------------- docs/benchmarks.md
@@ -1129,6 +1263,28 @@ def verdicts(runs: list[Run]) -> list[str]:
                 f"{idle / 1000:.2f} s (median of sequential requests; target <= 1 s) - "
                 f"**{'met' if idle <= 1000 else 'missed'}**. Under concurrent batches "
                 f"(not a latency target): {loaded}"
+            )
+        orders = _get_run(runs, "orders", workers, 8)
+        beside = _get_run(runs, "orders-get", workers, 8)
+        alone = _get_run(runs, "computed", workers, 8)
+        if orders and beside:
+            lines = orders.rps * ORDER_LINES
+            ratio = (
+                beside.p99_ms / alone.p99_ms
+                if alone and alone.p99_ms and beside.p99_ms is not None
+                else None
+            )
+            out.append(
+                f"- orders, {workers} worker(s): {lines:,.0f} lines/s stored (batches of "
+                f"{ORDER_LINES}, 8 connections, {orders.errors} errors; target >= 5,000) - "
+                f"**{'met' if lines >= 5000 and not orders.errors else 'missed'}**; computed "
+                f"forecast p99 beside it {_fmt(beside.p99_ms)} ms against "
+                f"{_fmt(alone.p99_ms if alone else None)} ms alone"
+                + (
+                    f" = {ratio:.2f}x (target <= 2x) - **{'met' if ratio <= 2 else 'missed'}**"
+                    if ratio is not None
+                    else " (computed alone not measured in this run)"
+                )
             )
     return out
 
@@ -1331,6 +1487,9 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     args.argv = argv
     args.cases = [c for c in args.cases.split(",") if c]
+    if "orders" in args.cases and "computed" in args.cases:
+        # The forecasts beside the writes are compared with computed alone at 8 connections.
+        args.cases = [c for c in args.cases if c != "orders"] + ["orders"]
     unknown = sorted(set(args.cases) - set(CASES))
     if unknown:
         parser.error(f"unknown case(s): {', '.join(unknown)}")

@@ -3,9 +3,11 @@
 Sets up the serving benchmark's store (bench/serve.py: a temporary PostgreSQL database, m5_tiny
 or a synthetic catalogue, a champion and a forecast-all run), starts `salesfc serve`, measures
 the peak of the mix with wrk, then runs the mix in consecutive wrk windows at ~80% of it (a Lua
-delay per connection) with a retrain a third of the way in and a promote two thirds in. Per
-window: requests/s, p50/p99, errors and each worker's memory (RSS). Loopback only; bounded in
-time; the database is dropped at the end. Figures: docs/benchmarks.md, Soak.
+delay per connection) with a retrain (a third of the way in by default) and a promote back to the
+first champion (two thirds in, or when the retrain ends if later). Per window: requests/s,
+p50/p99, errors and each worker's memory (RSS); memory is judged after the last bundle swap.
+Loopback only; bounded in time; the database is dropped at the end. Figures:
+docs/benchmarks.md, Soak.
 
     .venv/bin/python bench/soak.py --minutes 10
 """
@@ -220,30 +222,70 @@ def _iso(ordinal: int) -> str:
     return dt.date.fromordinal(ordinal).isoformat()
 
 
-def ops(base: str, setup: serve.Setup, at: dict[str, float], log: list[str]) -> None:
+@dataclass
+class Event:
+    """Something the operator thread did, at ``at_s`` seconds into the soak."""
+
+    at_s: float
+    text: str
+    swap: bool  # the champion changed: the workers load another bundle
+
+    def __str__(self) -> str:
+        return f"{self.at_s:.0f}s {self.text}"
+
+
+def ops(base: str, setup: serve.Setup, at: dict[str, float], log: list[Event]) -> None:
     """A retrain at ``at['retrain']`` seconds (waited for) and a promote at ``at['promote']``."""
     t0 = time.monotonic()
     time.sleep(at["retrain"])
     status, _, raw = _request("POST", base + "/v1/retrain", RETRAIN)
     job = json.loads(raw)
     JOBS.append(str(job.get("id")))
-    log.append(f"{time.monotonic() - t0:.0f}s retrain queued ({status}, job {job.get('id')})")
-    while time.monotonic() - t0 < at["promote"]:
+    log.append(Event(time.monotonic() - t0, f"retrain queued ({status})", swap=False))
+    # Waited for even past the promote time: its own promote must come before ours, or the
+    # swap after the measured stretch would go unrecorded.
+    while True:
         time.sleep(2)
         _, _, raw = _request("GET", base + f"/v1/jobs/{job['id']}")
         state = json.loads(raw)
         if state.get("status") in {"succeeded", "failed"}:
-            log.append(
-                f"{time.monotonic() - t0:.0f}s retrain {state['status']}: {state['message']}"
-            )
+            # force: a retrain that succeeded promoted its bundle.
+            done = state["status"] == "succeeded"
+            log.append(Event(time.monotonic() - t0, f"retrain {state['status']}", swap=done))
             break
-    else:
-        log.append(f"{time.monotonic() - t0:.0f}s retrain still running at the promote")
     time.sleep(max(0.0, at["promote"] - (time.monotonic() - t0)))
     # The retrain promoted its bundle (force): promote the first champion back, an explicit
     # promote under load as an operator would roll forward or back.
     status, _, raw = _request("POST", base + f"/v1/models/{setup.version}/promote")
-    log.append(f"{time.monotonic() - t0:.0f}s promote {setup.version}: {status}")
+    log.append(Event(time.monotonic() - t0, f"promote back to the first champion: {status}", True))
+
+
+def memory_verdict(windows: list[Window], events: list[Event]) -> dict[str, Any]:
+    """Worker RSS over the stretch after the last bundle swap (one window to settle).
+
+    A swap loads another bundle and refills the caches, so memory may step once; flat means
+    no growth after that step: the last window's RSS minus the settled window's, per worker.
+    """
+    swaps = [e.at_s for e in events if e.swap]
+    since = max(swaps, default=0.0)
+    after = [w for w in windows if w.start_s >= since]
+    steady = after[1:] if len(after) > 2 else after
+    if len(steady) < 2:
+        return {"since_s": since, "minutes": 0.0, "growth_mb": [], "flat": None}
+    first, last = steady[0], steady[-1]
+    minutes = (last.start_s - first.start_s) / 60
+    growth = [round(b - a, 1) for a, b in zip(first.rss_mb, last.rss_mb, strict=False)]
+    peak = [max(w.rss_mb[i] for w in steady) for i in range(len(first.rss_mb))]
+    return {
+        "since_s": round(first.start_s),
+        "minutes": round(minutes, 1),
+        "settled_mb": first.rss_mb,
+        "last_mb": last.rss_mb,
+        "peak_mb": peak,
+        "growth_mb": growth,
+        # Flat: within 2% of the settled size (allocator noise), never a steady climb.
+        "flat": all(g <= 0.02 * a for g, a in zip(growth, first.rss_mb, strict=False)),
+    }
 
 
 def soak(base: str, pid: int, script: Path, seconds: float, window: float) -> list[Window]:
@@ -277,40 +319,59 @@ def render(
     peak: dict[str, Any],
     target: float,
     windows: list[Window],
-    events: list[str],
+    events: list[Event],
     load: tuple[float, float],
 ) -> str:
     total = sum(w.requests for w in windows)
     errors = sum(w.errors for w in windows)
     rss0, rss1 = windows[0].rss_mb, windows[-1].rss_mb
+    verdict = memory_verdict(windows, events)
+    for w in windows:
+        w.event = "; ".join(
+            e.text for e in events if w.start_s <= e.at_s < w.start_s + args.window + 1
+        )
     peak_rps = peak["requests"] / (peak["duration_us"] / 1e6)
     lines = [
         "## Soak",
         "",
-        f"`.venv/bin/python bench/soak.py --minutes {args.minutes:g}` ({serve.dt.date.today()}): "
+        f"`.venv/bin/python bench/soak.py --minutes {args.minutes:g} --retrain-at "
+        f"{args.retrain_at:.2g} --promote-at {args.promote_at:.2g}` ({serve.dt.date.today()}): "
         f"2 workers, wrk with {CONNECTIONS} connections, the mix "
         + ", ".join(f"{k} {v}%" for k, v in MIX.items())
         + f" (cached: single-SKU GETs of the stored run; computed: what-if POSTs; batch: "
         f"{BATCH} SKUs; export: pages of {EXPORT_PAGE} SKUs). Store: {setup.data['skus']} SKUs "
         f"({setup.data['source']}). Peak of the mix {peak_rps:,.0f} req/s (p99 "
         f"{peak['p99_us'] / 1000:.1f} ms); the soak aims at 80% ({target:,.0f} req/s) with a "
-        "per-connection delay. A retrain (force) and a promote run in the middle.",
+        "per-connection delay. A retrain (force: its bundle is promoted when it ends) starts at "
+        f"{args.retrain_at:.0%} of the soak and the first champion is promoted back at "
+        f"{args.promote_at:.0%}.",
         "",
-        "| from s | requests | req/s | p50 ms | p99 ms | max ms | errors | RSS per worker MB |",
-        "|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| from s | requests | req/s | p50 ms | p99 ms | max ms | errors | RSS per worker MB "
+        "| event |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for w in windows:
         rss = " / ".join(f"{r:.0f}" for r in w.rss_mb)
         lines.append(
             f"| {w.start_s} | {w.requests:,} | {w.rps:,.1f} | {w.p50_ms:.2f} | {w.p99_ms:.2f} "
-            f"| {w.max_ms:.1f} | {w.errors} | {rss} |"
+            f"| {w.max_ms:.1f} | {w.errors} | {rss} | {w.event} |"
         )
     lines += [
         "",
         f"Totals: {total:,} requests, {errors} errors (target 0). Worker RSS first window "
         f"{' / '.join(f'{r:.0f}' for r in rss0)} MB, last {' / '.join(f'{r:.0f}' for r in rss1)} "
-        "MB (target flat).",
-        "Events: " + "; ".join(events) + ".",
+        "MB.",
+        "Memory after the last bundle swap (from the window after it, "
+        f"{verdict['minutes']:g} minutes): "
+        + (
+            "too short to judge."
+            if verdict["flat"] is None
+            else f"{' / '.join(f'{r:.0f}' for r in verdict['settled_mb'])} MB settled, "
+            f"{' / '.join(f'{r:.0f}' for r in verdict['last_mb'])} MB last, growth "
+            f"{' / '.join(f'{g:+.1f}' for g in verdict['growth_mb'])} MB: "
+            + ("**flat** (within 2%)." if verdict["flat"] else "**growing** (more than 2%).")
+        ),
+        "Events: " + "; ".join(str(e) for e in events) + ".",
         "",
         f"Machine: {', '.join(f'{k} {v}' for k, v in serve.machine().items())}; load average "
         f"(1 min) before / after {load[0]:.2f} / {load[1]:.2f} (a machine shared with other "
@@ -339,7 +400,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--bundle-cache", type=Path, help="reuse/keep the champion here")
     parser.add_argument("--json", type=Path, help="write the figures here too")
     parser.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md")
+    parser.add_argument(
+        "--retrain-at", type=float, default=1 / 3, help="share of the soak when the retrain starts"
+    )
+    parser.add_argument(
+        "--promote-at", type=float, default=2 / 3, help="share of the soak of the promote back"
+    )
     args = parser.parse_args(argv)
+    if not 0 <= args.retrain_at < args.promote_at < 1:
+        parser.error("need 0 <= --retrain-at < --promote-at < 1")
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found (apt-get install wrk)")
     load_before = os.getloadavg()[0]
@@ -360,8 +429,8 @@ def main(argv: list[str]) -> int:
             delay_ms = 1000 * CONNECTIONS * (1 / target - 1 / peak_rps)
             serve.log(f"peak {peak_rps:.0f} req/s; soaking at ~{target:.0f} (delay {delay_ms:.1f})")
             seconds = args.minutes * 60
-            events: list[str] = []
-            at = {"retrain": seconds / 3, "promote": 2 * seconds / 3}
+            events: list[Event] = []
+            at = {"retrain": seconds * args.retrain_at, "promote": seconds * args.promote_at}
             operator = threading.Thread(target=ops, args=(base, setup, at, events), daemon=True)
             operator.start()
             windows = soak(
@@ -375,7 +444,12 @@ def main(argv: list[str]) -> int:
         if args.json:
             args.json.write_text(
                 json.dumps(
-                    {"peak": peak, "windows": [asdict(w) for w in windows], "events": events}
+                    {
+                        "peak": peak,
+                        "windows": [asdict(w) for w in windows],
+                        "events": [asdict(e) for e in events],
+                        "memory": memory_verdict(windows, events),
+                    }
                 )
             )
         if not args.no_doc:

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     )
     read_api_keys: list[SecretStr] = Field(default_factory=list)
     ops_api_keys: list[SecretStr] = Field(default_factory=list)
+    ingest_api_keys: list[SecretStr] = Field(
+        default_factory=list, description="Keys that may push orders (POST /v1/orders); ops too"
+    )
     quantiles: list[float] = Field(default_factory=lambda: [0.1, 0.5, 0.9])
     forecast_cache: bool = Field(
         default=True,
@@ -77,6 +80,25 @@ class Settings(BaseSettings):
             "Dask scheduler of --engine dask (tcp://host:8786), or local for a LocalCluster "
             "sized to this machine; --scheduler overrides it"
         ),
+    )
+    # Drift (docs/operations.md, Live accuracy and drift): what starts a retrain, what falls back.
+    drift_window_days: int = Field(
+        default=14, ge=1, description="N: days of live error compared with the backtest's"
+    )
+    drift_margin: float = Field(
+        default=0.2, ge=0.0, description="Retrain when live WAPE > backtest WAPE x (1 + margin)"
+    )
+    drift_bias_band: float = Field(
+        default=0.15, ge=0.0, description="Retrain when live bias is outside +-band (a share)"
+    )
+    fallback_days: int = Field(
+        default=7, ge=1, description="K: days in a row the champion loses to seasonal naive"
+    )
+    fallback_all_share: float = Field(
+        default=0.5,
+        gt=0.0,
+        le=1.0,
+        description="Fall back for every SKU when this share of SKUs fails (else for those)",
     )
     host: str = "127.0.0.1"
     port: int = 8000

@@ -41,10 +41,14 @@ def save_run(
     horizon: int,
     quantiles: Sequence[float],
     quantile_columns: Sequence[str],
+    read_at: dt.datetime | None = None,
 ) -> str:
-    """Store a whole forecast-all result; it becomes visible when its status turns complete."""
+    """Store a whole forecast-all result; it becomes visible when its status turns complete.
+
+    ``read_at`` (its created_at): when the run began to read its data (default: now).
+    """
     run_id = str(uuid.uuid4())
-    now = dt.datetime.now(dt.UTC)
+    now = read_at or dt.datetime.now(dt.UTC)
     with engine.begin() as conn:
         conn.execute(
             insert(ForecastRun).values(
@@ -186,6 +190,7 @@ class StoredForecasts:
     quantiles: list[float]
     as_of: dt.date
     rows: dict[str, list[CachedDay]]
+    read_at: dt.datetime  # when the run began to read its data (its created_at)
 
 
 def cached_forecasts(
@@ -208,7 +213,9 @@ def cached_forecasts(
     wanted = sorted(set(skus))
     with engine.connect() as conn:
         run = conn.execute(
-            select(ForecastRun.run_id, ForecastRun.quantiles, ForecastRun.as_of)
+            select(
+                ForecastRun.run_id, ForecastRun.quantiles, ForecastRun.as_of, ForecastRun.created_at
+            )
             .where(
                 ForecastRun.status == "complete",
                 ForecastRun.model_version == model_version,
@@ -239,4 +246,7 @@ def cached_forecasts(
                 query.order_by(ForecastRow.sku, ForecastRow.date)
             ):
                 rows.setdefault(sku, []).append((day, mean, qs, cold))
-    return StoredForecasts(run.run_id, list(run.quantiles), run.as_of, rows)
+    read_at = run.created_at
+    if read_at.tzinfo is None:  # SQLite gives naive datetimes back (stored in UTC)
+        read_at = read_at.replace(tzinfo=dt.UTC)
+    return StoredForecasts(run.run_id, list(run.quantiles), run.as_of, rows, read_at)

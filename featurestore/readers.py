@@ -66,6 +66,7 @@ __all__ = [
     "read_frame",
     "read_products",
     "read_range",
+    "read_units",
     "sku_ranges",
 ]
 
@@ -179,6 +180,45 @@ def _read(
     return _fill(conn, grid, start, day_number(as_of), every=wanted is None, events=events)
 
 
+def read_units(engine: Engine, *, end: date | None = None) -> pd.DataFrame:
+    """Every SKU's daily units up to ``end`` (default: the last sales day) on the history's grid
+    (sku, date, units: 0 on days without sales), without the other history columns."""
+    with _gc_paused(), engine.connect() as conn:
+        as_of = end or _last_sales_date(conn)
+        if as_of is None:
+            return _empty_history()[["sku", "date", "units"]]
+        grid = build_grid(conn, None, None, as_of, as_of)
+        if grid is None:
+            return _empty_history()[["sku", "date", "units"]]
+        index = pd.Index(grid.skus, dtype=object)
+        units, _ = _grid_units(conn, grid, index, list(sku_chunks(None)), day_number(as_of))
+    names = np.asarray(grid.skus, dtype=object)
+    return pd.DataFrame(
+        {
+            "sku": _object_series(names[grid.sku_idx]),
+            "date": grid.day.astype("datetime64[D]").astype(HISTORY_COLUMNS["date"]),
+            "units": units.astype(HISTORY_VALUES["units"], copy=False),
+        }
+    )
+
+
+def _grid_units(
+    conn: Connection, grid: HistoryGrid, index: pd.Index, chunks: list[Any], as_of: int
+) -> tuple[np.ndarray, tuple[Any, ...] | None]:
+    """Units on the grid (0 up to as_of, NaN after) and the sales rows read (for the rest)."""
+    units = np.where(grid.day <= as_of, np.float32(0), np.float32(np.nan)).astype(np.float32)
+    lo, hi = int(grid.first.min()), int(grid.last.max())
+    if lo > as_of:
+        return units, None
+    rows = fetch(conn, SALES, chunks, lo=from_day_number(lo), hi=from_day_number(min(hi, as_of)))
+    s_sku, s_day, s_units, s_avg, s_promo = row_columns(rows, 5)
+    idx = lookup_positions(index, s_sku)
+    day = np.asarray(s_day, dtype=np.int64)
+    pos, inside = grid.positions(idx, day)
+    units[pos[inside]] = np.asarray(s_units, dtype=np.float32)[inside]
+    return units, (idx, day, pos, inside, s_avg, s_promo)
+
+
 def _fill(
     conn: Connection,
     grid: HistoryGrid,
@@ -194,24 +234,13 @@ def _fill(
     chunks = list(sku_chunks(None if every else grid.skus))
     lo, hi = int(grid.first.min()), int(grid.last.max())
 
-    units = np.where(grid.day <= as_of, np.float32(0), np.float32(np.nan)).astype(np.float32)
+    units, sales = _grid_units(conn, grid, index, chunks, as_of)
     sale_promo = np.zeros(n, dtype=bool)
     avg_idx = np.empty(0, dtype=np.int64)
     avg_day = np.empty(0, dtype=np.int64)
     avg_val = np.empty(0, dtype=np.float64)
-    if lo <= as_of:
-        rows = fetch(
-            conn,
-            SALES,
-            chunks,
-            lo=from_day_number(lo),
-            hi=from_day_number(min(hi, as_of)),
-        )
-        s_sku, s_day, s_units, s_avg, s_promo = row_columns(rows, 5)
-        idx = lookup_positions(index, s_sku)
-        day = np.asarray(s_day, dtype=np.int64)
-        pos, inside = grid.positions(idx, day)
-        units[pos[inside]] = np.asarray(s_units, dtype=np.float32)[inside]
+    if sales is not None:
+        idx, day, pos, inside, s_avg, s_promo = sales
         sale_promo[pos[inside]] = np.asarray(s_promo, dtype=bool)[inside]
         avg = np.asarray(s_avg, dtype=np.float64)  # None -> nan
         known = (idx >= 0) & ~np.isnan(avg)

@@ -271,3 +271,78 @@ class InventoryPlanRow(Base):
     reorder_point: Mapped[float] = mapped_column(Float)
     order_up_to: Mapped[float] = mapped_column(Float)
     cold_start: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+
+
+class SkuDataVersion(Base):
+    """A SKU's sales changed outside a file load (``POST /v1/orders``): what serving drops."""
+
+    __tablename__ = "sku_data_versions"
+
+    sku: Mapped[str] = mapped_column(_bytewise(SKU_LEN), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, doc="1 at the first push, +1 at each one")
+    changed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class AccuracyScore(Base):
+    """A stored forecast run scored against the actuals its days now have, per group."""
+
+    __tablename__ = "accuracy_scores"
+
+    run_id: Mapped[str] = mapped_column(
+        ForeignKey("forecast_runs.run_id", ondelete="CASCADE"), primary_key=True
+    )
+    level: Mapped[str] = mapped_column(
+        String(16), primary_key=True, doc="overall | horizon | category | store | demand_class"
+    )
+    segment: Mapped[str] = mapped_column(
+        String(64), primary_key=True, doc="'' overall; the horizon day; the segment's value"
+    )
+    model_version: Mapped[str] = mapped_column(String(128))
+    as_of: Mapped[dt.date] = mapped_column(Date)
+    days: Mapped[int] = mapped_column(Integer, doc="days of the run that have actuals")
+    rows: Mapped[int] = mapped_column(Integer, doc="SKU-days scored")
+    actual_units: Mapped[float] = mapped_column(Float)
+    wape: Mapped[float | None] = mapped_column(Float)
+    rmsse: Mapped[float | None] = mapped_column(Float)
+    bias: Mapped[float | None] = mapped_column(Float)
+    mae: Mapped[float | None] = mapped_column(Float)
+    coverage: Mapped[float | None] = mapped_column(Float, doc="share of actuals in P10..P90")
+    naive_wape: Mapped[float | None] = mapped_column(Float)
+    naive_rmsse: Mapped[float | None] = mapped_column(Float)
+    naive_bias: Mapped[float | None] = mapped_column(Float)
+    naive_mae: Mapped[float | None] = mapped_column(Float)
+    scored_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AccuracyDay(Base):
+    """One target day of a scored run: additive error sums, for windows of live accuracy."""
+
+    __tablename__ = "accuracy_days"
+
+    run_id: Mapped[str] = mapped_column(
+        ForeignKey("forecast_runs.run_id", ondelete="CASCADE"), primary_key=True
+    )
+    date: Mapped[dt.date] = mapped_column(Date, primary_key=True, index=True)
+    model_version: Mapped[str] = mapped_column(String(128))
+    as_of: Mapped[dt.date] = mapped_column(Date)
+    rows: Mapped[int] = mapped_column(Integer)
+    actual: Mapped[float] = mapped_column(Float)
+    abs_error: Mapped[float] = mapped_column(Float)
+    error: Mapped[float] = mapped_column(Float, doc="sum of forecast - actual")
+    naive_abs_error: Mapped[float] = mapped_column(Float)
+    naive_error: Mapped[float] = mapped_column(Float)
+    inside: Mapped[int] = mapped_column(Integer, doc="rows with P10 <= actual <= P90")
+    interval_rows: Mapped[int] = mapped_column(Integer, doc="rows that have a P10..P90 interval")
+
+
+class DriftEvent(Base):
+    """One drift decision (checked, retrain started or skipped, fallback on or off)."""
+
+    __tablename__ = "drift_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    model_version: Mapped[str | None] = mapped_column(String(128))
+    job_id: Mapped[str | None] = mapped_column(String(36))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON)

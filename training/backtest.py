@@ -9,7 +9,7 @@ selection and the quantile calibration.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +25,7 @@ from training.metrics import (
     value_added,
     value_added_report,
 )
-from training.predict import hide_after
+from training.predict import BASELINE_DAYS, hide_after
 from training.quantiles import QuantileCalibrator
 
 ProgressFn = Callable[[str], None]
@@ -53,6 +53,12 @@ class BacktestResult:
     metric: str
     ranking: list[str] = field(default_factory=list)
     fit_seconds: dict[str, float] = field(default_factory=dict)
+    # Compositions (ensembles, fallbacks) by name: the models they are made of.
+    ensembles: dict[str, list[str]] = field(default_factory=dict)
+    # What the scaled metrics were scaled by: series_stats (scales, demand class per SKU) of the
+    # earliest fold's history, to score compositions (training.selection). Per-SKU figures only,
+    # so a Dask runner gathers them from its partitions; the client never holds the history.
+    scale_stats: pd.DataFrame | None = None
 
     @property
     def best(self) -> str:
@@ -130,25 +136,34 @@ def run_backtest(
     parts: list[pd.DataFrame] = []
     fit_seconds: dict[str, float] = {}
     # Scaled metrics use the earliest fold's training history, as known before every forecast.
-    scale_history = history.loc[history["date"] <= cuts[0], ["sku", "date", "units"]]
-    scale_history = scale_history.reset_index(drop=True)
+    stats = series_stats(history.loc[history["date"] <= cuts[0], ["sku", "date", "units"]])
     for fold, cut in enumerate(cuts):
         end = cut + pd.Timedelta(days=horizon)
         train = history[history["date"] <= cut].reset_index(drop=True)
         actual = history.loc[
             (history["date"] > cut) & (history["date"] <= end), ["sku", "date", "units"]
         ]
+        # The baselines share one frame per fold: their last BASELINE_DAYS days, hidden after
+        # the cut-off (they read nothing else).
+        recent: pd.DataFrame | None = None
         for candidate in candidates:
             model = copy.deepcopy(candidate)
             if progress:
                 progress(f"fold {fold + 1}/{len(cuts)} (cut-off {cut.date()}): {model.name}")
             t0 = time.perf_counter()
             model.fit(train, products)
-            # The frame to forecast from is made after the fit and let go after the predict: a
-            # copy of the history, it would otherwise add to the fit's peak memory.
-            frame = hide_after(history, cut, end)
-            pred = model.predict(frame, products, cut, horizon)
-            del frame, model
+            if candidate.is_baseline:
+                if recent is None:
+                    since = history["date"] > cut - pd.Timedelta(days=BASELINE_DAYS)
+                    recent = hide_after(history[since], cut, end)
+                pred = model.predict(recent, products, cut, horizon)
+            else:
+                # The frame to forecast from is made after the fit and let go after the
+                # predict: a copy of the history, it would otherwise add to the fit's peak memory.
+                frame = hide_after(history, cut, end)
+                pred = model.predict(frame, products, cut, horizon)
+                del frame
+            del model
             fit_seconds[candidate.name] = (
                 fit_seconds.get(candidate.name, 0.0) + time.perf_counter() - t0
             )
@@ -158,16 +173,17 @@ def run_backtest(
                     model=candidate.name, fold=fold, cutoff=cut
                 )
             )
-        del train  # before the next fold's copy is made
+        del train, recent  # before the next fold's copy is made
     return scored_backtest(
         parts,
         products,
-        series_stats(scale_history),
+        stats,
         cuts,
         horizon=horizon,
         metric=metric,
         ensemble_top=ensemble_top,
         fit_seconds=fit_seconds,
+        baselines={c.name for c in candidates if c.is_baseline},
     )
 
 
@@ -194,9 +210,14 @@ def scored_backtest(
     metric: str,
     ensemble_top: int,
     fit_seconds: dict[str, float],
+    baselines: Collection[str],
 ) -> BacktestResult:
-    """Reports and ranking from the folds' predictions (model, fold, cutoff, sku, date, horizon,
-    y, yhat); ``stats`` are the series_stats of the history up to the first cut-off."""
+    """Reports, ranking and the ensemble from the folds' predictions (model, fold, cutoff, sku,
+    date, horizon, y, yhat), the same for every runner (local or Dask).
+
+    ``stats`` are the series_stats of the history up to the first cut-off (gathered per SKU
+    partition on a cluster); ``baselines`` the candidates' names that are feature-free.
+    """
     segments = products.set_index("sku")[["category", "store"]]
     predictions = pd.concat(parts, ignore_index=True)
     predictions = predictions.join(segments, on="sku")
@@ -210,16 +231,44 @@ def scored_backtest(
         for name in names
     }
     ranking = sorted(names, key=lambda n: _score(reports[n]["overall"], metric))
-    if ensemble_top > 1:
-        learned = [n for n in ranking if n not in ("seasonal_naive", "moving_average")]
-        members = learned[:ensemble_top]
-        if len(members) > 1:
-            ens = ensemble_predictions(predictions, members)
-            name = "ensemble(" + "+".join(members) + ")"
-            predictions = pd.concat([predictions, ens.assign(model=name)], ignore_index=True)
-            reports[name] = evaluate(ens, train_stats=stats)
-            ranking = sorted(reports, key=lambda n: _score(reports[n]["overall"], metric))
-    return BacktestResult(predictions, reports, cuts, horizon, metric, ranking, fit_seconds)
+    ensembles: dict[str, list[str]] = {}
+    members = ensemble_members(ranking, ensemble_top, is_learned=lambda n: n not in baselines)
+    if len(members) > 1:
+        ens = ensemble_predictions(predictions, members)
+        name = "ensemble(" + "+".join(members) + ")"
+        predictions = pd.concat([predictions, ens.assign(model=name)], ignore_index=True)
+        reports[name] = evaluate(ens, train_stats=stats)
+        ensembles[name] = members
+        ranking = sorted(reports, key=lambda n: _score(reports[n]["overall"], metric))
+    return BacktestResult(
+        predictions,
+        reports,
+        cuts,
+        horizon,
+        metric,
+        ranking,
+        fit_seconds,
+        ensembles=ensembles,
+        scale_stats=stats,
+    )
+
+
+def ensemble_members(
+    ranking: Sequence[str], top: int, *, is_learned: Callable[[str], bool]
+) -> list[str]:
+    """The best ``top`` models of a ranking that one bundle can ship together: baselines and at
+    most one learned model (a bundle holds one fitted forecaster)."""
+    members: list[str] = []
+    learned = 0
+    for name in ranking:
+        if len(members) >= max(top, 0):
+            break
+        if is_learned(name):
+            if learned:
+                continue
+            learned += 1
+        members.append(name)
+    return members if top > 1 else []
 
 
 def ensemble_predictions(predictions: pd.DataFrame, members: Sequence[str]) -> pd.DataFrame:

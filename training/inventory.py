@@ -111,6 +111,27 @@ class ResidualBlocks:
             self._cum = np.cumsum(self.yhat, axis=1)
         return np.asarray(self._cum[:, days - 1] / days)
 
+    def joint(self, skus: np.ndarray, level: np.ndarray) -> np.ndarray:
+        """(cut-offs, skus): each SKU's block at every cut-off, its own where the backtest has
+        it, else the block of that cut-off nearest to ``level`` (its mean daily forecast).
+
+        A joint path reads every SKU at the same cut-off, so what moved SKUs together over
+        those days (a holiday, a store's bad week, a chain-wide trend) moves the path's total.
+        """
+        folds = np.unique(self.fold)
+        whole = self.level(self.horizon)
+        out = np.empty((len(folds), len(skus)), dtype=np.int64)
+        for i, fold in enumerate(folds.tolist()):
+            mine = np.flatnonzero(self.fold == fold)
+            own = dict(zip(self.sku[mine].tolist(), mine.tolist(), strict=True))
+            idx = np.array([own.get(s, -1) for s in np.asarray(skus).tolist()], dtype=np.int64)
+            missing = idx < 0
+            if missing.any():
+                near = _neighbours(whole[mine], np.asarray(level)[missing], 1)[:, 0]
+                idx[missing] = mine[near]
+            out[i] = idx
+        return out
+
 
 @dataclass
 class LeadTimeDemand:
@@ -126,7 +147,12 @@ class LeadTimeDemand:
     paths: int
 
 
-def _upper_quantiles(samples: np.ndarray, levels: np.ndarray) -> np.ndarray:
+def path_values(means: np.ndarray, scaled: np.ndarray) -> np.ndarray:
+    """Sample paths from daily means and scaled residuals: ``max(0, mu + r * sqrt(mu + 1))``."""
+    return np.maximum(means + scaled * np.sqrt(means + 1.0), 0.0)
+
+
+def upper_quantiles(samples: np.ndarray, levels: np.ndarray) -> np.ndarray:
     """Finite-sample (conformal) quantiles along the last axis: the ceil((n+1)q)-th smallest."""
     n = samples.shape[-1]
     ranks = np.minimum(np.ceil((n + 1) * levels).astype(np.int64), n) - 1
@@ -192,12 +218,12 @@ def lead_time_demand(
         b = min(a + CHUNK, n)
         m = mu[a:b, None, :]
         r = resid[near[a:b]] * width[a:b, None, None]
-        paths = np.maximum(m + r * np.sqrt(m + 1.0), 0.0)  # (skus, k, days)
+        paths = path_values(m, r)  # (skus, k, days)
         # Each path's total rounded to whole units, as demand is counted: a slow mover's paths
         # are then mostly 0, and its P80 is 0 when most of its weeks sell nothing (rounding the
         # quantile up instead would ask for a unit that most cycles never need).
-        out[a:b] = _upper_quantiles(np.rint(paths.sum(axis=2)), qs)
-        lead_out[a:b] = _upper_quantiles(np.rint(paths[:, :, :lead_days].sum(axis=2)), qs)
+        out[a:b] = upper_quantiles(np.rint(paths.sum(axis=2)), qs)
+        lead_out[a:b] = upper_quantiles(np.rint(paths[:, :, :lead_days].sum(axis=2)), qs)
     out = np.maximum.accumulate(out, axis=1).clip(0.0, None)
     lead_out = np.maximum.accumulate(lead_out, axis=1).clip(0.0, None)
     return LeadTimeDemand(

@@ -139,6 +139,11 @@ def _long_stats(
     return {"scale_sq": scale_sq, "scale_abs": scale_abs, "adi": adi, "cv2": cv2}
 
 
+def classify_demand(adi: FloatArray, cv2: FloatArray) -> npt.NDArray[np.object_]:
+    """Syntetos-Boylan class of each (ADI, CV²) pair ("no_demand" where either is NaN)."""
+    return _classify(adi, cv2)
+
+
 def _classify(adi: FloatArray, cv2: FloatArray) -> npt.NDArray[np.object_]:
     labels = np.where(
         adi < ADI_CUTOFF,

@@ -15,7 +15,19 @@ from training.backtest import SELECTION_METRICS
 from training.estimators import model_names
 from training.forecaster import DEFAULT_STRATEGY, Strategy
 
-DEFAULT_MODELS = ("seasonal_naive", "moving_average", "lgbm_tweedie")
+# The baselines are cheap and strong on short, noisy histories: the champion must beat them
+# (training.selection ships the backtest's best, baselines and the ensemble included).
+DEFAULT_MODELS = (
+    "seasonal_naive",
+    "moving_average",
+    "moving_average_56",
+    "ses",
+    "ses_weekly",
+    "croston",
+    "tsb",
+    "lgbm_tweedie",
+)
+DEFAULT_ENSEMBLE_TOP = 3
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 
 
@@ -30,7 +42,7 @@ class TrainOptions:
     folds: int = 2
     step: int | None = None
     metric: str = "rmsse"
-    ensemble_top: int = 0
+    ensemble_top: int = DEFAULT_ENSEMBLE_TOP
     n_estimators: int | None = None
     cold_start_share: float = 0.1
     model_params: dict[str, Any] = field(default_factory=dict)

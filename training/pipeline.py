@@ -24,13 +24,15 @@ from training.backtest import BacktestResult, calibrate, coverage_report
 from training.bundle import save_bundle
 from training.engine.runner import HistoryRunner, LocalRunner
 from training.errors import TrainingError
-from training.estimators import BASELINES, family, model_names
+from training.estimators import family, model_names
 from training.forecaster import STRATEGY_NOTE, Forecaster
 from training.memory import release_large_blocks
 from training.metrics import value_added
 from training.options import TrainOptions
+from training.predict import ShippedForecast
 from training.promotion import Comparison, Scoring, compare
 from training.registry import Registry
+from training.selection import Selection, choose, sku_fallback
 
 ProgressFn = Callable[[str], None]
 ALL_MODELS = model_names()  # for help texts; _candidates asks the registry at call time
@@ -142,12 +144,21 @@ def _summary(result: BacktestResult, champion: str) -> dict[str, Any]:
     }
 
 
+def _shipped(selection: Selection, final: Forecaster, runner: HistoryRunner) -> ShippedForecast:
+    """The bundle's description of the served forecast (training.predict.ShippedForecast); the
+    fallback segments' SKUs from the runner's demand classes (computed where the history is)."""
+    members = tuple(final.name if m == selection.learned else m for m in selection.members)
+    fallback = sku_fallback(selection, runner.demand_classes()) if selection.segments else {}
+    return ShippedForecast(name=selection.name, members=members, fallback=fallback)
+
+
 def train(
     engine: Engine,
     models_dir: Path,
     options: TrainOptions,
     progress: ProgressFn | None = None,
     compare_with: Registry | None = None,
+    tuning: dict[str, Any] | None = None,
     runner: HistoryRunner | None = None,
 ) -> TrainOutcome:
     """Backtest, pick, calibrate, refit and save a bundle; returns where and what.
@@ -162,11 +173,10 @@ def train(
         runner = LocalRunner(*load_history(engine, options.cutoff))
     data_start, last, sku_count = runner.window()
     result = backtest_on(runner, options, progress)
-    learned = [n for n in result.ranking if n.split("/")[0] not in BASELINES]
-    champion_name = learned[0] if learned and not learned[0].startswith("ensemble") else None
-    if champion_name is None:
-        champion_name = learned[1] if len(learned) > 1 else result.best
-    model_name = champion_name.split("/")[0]
+    # Always the backtest's best (baselines, the ensemble and per-segment fallbacks included).
+    selection = choose(result)
+    champion_name = selection.name
+    model_name = (selection.learned or selection.members[0]).split("/")[0]
     comparison = None
     if compare_with is not None:
         # Before the refit: a re-backtest of the champion then never shares memory with it.
@@ -191,6 +201,7 @@ def train(
     final = runner.fit(next(c for c in _candidates(options) if c.model == model_name), progress)
     calibration = calibrate(result, champion_name)
     coverage = coverage_report(result, champion_name)
+    shipped = _shipped(selection, final, runner)
     if progress:
         progress("cold-start model")
     cold = runner.fit_cold_start(options.horizon)
@@ -200,9 +211,13 @@ def train(
     metrics["cold_start"] = cold_metrics
     if comparison is not None:
         metrics["promotion"] = comparison.to_dict()
+    if tuning is not None:
+        metrics["tuning"] = tuning
+    metrics["selection"] = {**selection.to_dict(), "fallback_skus": len(shipped.fallback)}
     metrics["train_seconds"] = round(time.perf_counter() - t0, 2)
     artifacts: dict[str, Any] = {
         "model": final,
+        "selection": shipped,
         "calibration": calibration,
         "cold_start": cold,
         "backtest": result.predictions[
@@ -234,6 +249,8 @@ def train(
             "tree_budget": final.tree_budget,
             "folds": options.folds,
             "candidates": list(options.models),
+            "ensemble_top": options.ensemble_top,
+            "selection": selection.to_dict(),
         },
         "metrics": metrics,
     }

@@ -142,10 +142,16 @@ def _recursive_means(
     return out
 
 
+# Baselines read at most this many days before the origin, in backtests and serving alike (a
+# serving window holds at least this many when the bundle forecasts with a baseline).
+BASELINE_DAYS = 364
+
+
 def _baseline_frame(
     name: str, frame: pd.DataFrame, origin: pd.Timestamp, horizon: int
 ) -> pd.DataFrame:
-    past = frame[frame["date"] <= origin]
+    first = origin - pd.Timedelta(days=BASELINE_DAYS)
+    past = frame[(frame["date"] <= origin) & (frame["date"] > first)]
     wide = past.pivot(index="sku", columns="date", values="units")
     skus = wide.index.to_numpy()
     values = BASELINES[name](wide.to_numpy(dtype=np.float64), horizon)
@@ -249,6 +255,21 @@ class Forecasts:
         return out
 
 
+@dataclass(frozen=True)
+class ShippedForecast:
+    """How a bundle forecasts (training.selection): the mean of ``members`` (the bundle's model
+    by its name, or baselines), and for the SKUs of ``fallback`` that baseline instead."""
+
+    name: str
+    members: tuple[str, ...]
+    fallback: Mapping[str, str]
+
+    @property
+    def baselines(self) -> set[str]:
+        """Baselines it forecasts with."""
+        return {m for m in self.members if m in BASELINES} | set(self.fallback.values())
+
+
 @dataclass
 class BundleForecaster:
     """The serving-side view of a loaded bundle: point forecasts plus calibrated quantiles."""
@@ -271,9 +292,60 @@ class BundleForecaster:
         return cal
 
     @property
+    def shipped(self) -> ShippedForecast | None:
+        """The selection's composition (None: the model alone, as bundles before it)."""
+        shipped: ShippedForecast | None = self.bundle.artifacts.get("selection")
+        return shipped
+
+    def _member(self, name: str) -> Forecaster:
+        if name == self.model.name:
+            return self.model
+        if name not in BASELINES:
+            raise TrainingError(f"bundle {self.bundle.version} forecasts with unknown {name!r}")
+        from training.forecaster import Forecaster
+
+        return Forecaster(model=name, horizon=self.model.horizon)
+
+    def _served_means(
+        self,
+        history: History,
+        origin: pd.Timestamp,
+        horizon: int,
+        day: np.ndarray,
+        rows: np.ndarray,
+    ) -> np.ndarray:
+        """The shipped composition's means for the chosen rows (the model's, without one)."""
+        shipped = self.shipped
+        if shipped is None or (shipped.members == (self.model.name,) and not shipped.fallback):
+            return _means(self.model, history, origin, horizon, day, rows)
+        mean = np.mean(
+            [_means(self._member(m), history, origin, horizon, day, rows) for m in shipped.members],
+            axis=0,
+        )
+        if shipped.fallback:
+            names = pd.Series(history.sku[rows]).map(shipped.fallback).to_numpy(dtype=object)
+            for name in sorted({n for n in names if isinstance(n, str)}):
+                mine = names == name
+                sub = rows.copy()
+                sub[rows] = mine
+                mean[mine] = _means(self._member(name), history, origin, horizon, day, sub)
+        return mean
+
+    def model_weight(self, sku: str) -> float:
+        """The bundle model's weight in a SKU's served forecast (1: the model alone; 1/k in an
+        ensemble of k; 0 where a baseline answers the SKU's demand class)."""
+        shipped = self.shipped
+        if shipped is None:
+            return 1.0
+        if sku in shipped.fallback or self.model.name not in shipped.members:
+            return 0.0
+        return 1.0 / len(shipped.members)
+
+    @property
     def history_days(self) -> int:
         """Days of history up to the origin that a forecast reads (both models' builders)."""
-        days = 1
+        shipped = self.shipped
+        days = BASELINE_DAYS if shipped is not None and shipped.baselines else 1
         for model in (self.model, self.cold_model):
             if not model.is_baseline and model.stages_:
                 # Before its first target a builder needs required_history days; later targets
@@ -323,10 +395,13 @@ class BundleForecaster:
         target = (day >= 1) & (day <= horizon)
         cold = (known < self.model.min_rows_per_sku)[codes]
         out = np.full(len(sku), np.nan)
-        for model, part in ((self.model, ~cold), (self.cold_model, cold)):
-            rows = target & part
-            if rows.any():
-                out[rows] = _means(model, history, origin, horizon, day, rows)
+        warm = target & ~cold
+        if warm.any():
+            out[warm] = self._served_means(history, origin, horizon, day, warm)
+        if (target & cold).any():
+            out[target & cold] = _means(
+                self.cold_model, history, origin, horizon, day, target & cold
+            )
         mean = out[target]
         h = day[target].astype(np.int16)
         q = self.calibration.predict(mean, h, levels)
@@ -361,7 +436,7 @@ def forecast_all(
     if last is None:
         raise TrainingError("the feature store has no sales history: ingest data first")
     origin = pd.Timestamp(last)
-    start = (origin - pd.Timedelta(days=fc.model.required_history)).date()
+    start = (origin - pd.Timedelta(days=max(fc.model.required_history, fc.history_days))).date()
     end = (origin + pd.Timedelta(days=horizon)).date()
     frame = read_frame(engine, skus=list(active["sku"]), start=start, end=end, as_of=origin.date())
     frame = hide_after(frame, origin, pd.Timestamp(end))

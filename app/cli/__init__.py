@@ -12,7 +12,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 import typer
 
-from app.cli import data, db, ingest, inventory, models, nightly, service, training
+from app.cli import accuracy, data, db, ingest, inventory, models, nightly, service, training
 from app.cli.errors import SalesfcGroup
 from app.cli.progress import quiet_library_warnings
 
@@ -46,11 +46,14 @@ cli.command(cls=ingest.IngestCommand)(ingest.ingest)
 cli.command("demo-data")(data.demo_data)
 cli.command("train")(training.train)
 cli.command("backtest")(training.backtest)
+cli.command("tune")(training.tune)
 cli.command("forecast-all")(training.forecast_all_command)
 cli.command("report")(training.report)
 cli.command("inventory-plan")(inventory.inventory_plan)
 cli.command("serve")(service.serve)
 cli.command("nightly")(nightly.nightly)
+cli.command("accuracy")(accuracy.accuracy)
+cli.command("events")(accuracy.events)
 cli.command("worker", hidden=True)(service.worker)
 
 

@@ -48,13 +48,16 @@ def export_files(directory: Path) -> list[tuple[str, Path]]:
 
 
 def cycle_steps(exports: Path | None) -> list[list[str]]:
-    """The `salesfc` arguments of one cycle: ingest each export, then forecast the catalogue.
+    """The `salesfc` arguments of one cycle: ingest each export, forecast the catalogue, then
+    score every stored run against the new actuals and check for drift.
 
     Ingesting a file that was loaded before changes nothing, so a directory the shop refreshes
-    in place is simply listed again every night (and on every retry).
+    in place is simply listed again every night (and on every retry); scoring again replaces a
+    run's scores with the same figures unless late orders changed its actuals.
     """
     steps = [] if exports is None else [["ingest", e, str(p)] for e, p in export_files(exports)]
     steps.append(["forecast-all"])
+    steps.append(["accuracy"])
     return steps
 
 

@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pandas as pd
 import typer
 from rich import box
 from rich.console import Console
@@ -15,10 +16,12 @@ from rich.table import Table
 from sqlalchemy import Engine
 
 from app.cli.progress import Phases, TrainingSteps
+from app.services.aggregate import forecast_totals
 from app.services.batch import run_forecast_all
 from featurestore.config import get_settings
 from featurestore.db import get_engine
-from featurestore.readers import last_sales_date
+from featurestore.readers import last_sales_date, read_products
+from training.aggregate import LEVELS
 from training.backtest import SELECTION_METRICS, BacktestResult, inventory_report
 from training.engine import ENGINES
 from training.engine.runner import LocalRunner
@@ -26,12 +29,14 @@ from training.engine.select import batch_forecaster, history_runner
 from training.errors import TrainingError
 from training.estimators import model_names
 from training.options import InvalidOptions, TrainOptions, train_options
-from training.pipeline import ALL_MODELS, backtest_on, load_history
+from training.pipeline import ALL_MODELS, TrainOutcome, backtest_on, load_history
 from training.pipeline import train as run_train
-from training.predict import write_forecasts
+from training.predict import quantile_column, write_forecasts
 from training.promotion import gate
 from training.registry import Registry
 from training.report import write_report
+from training.tune import tune as run_tune
+from training.tune import tuned_options
 
 console = Console(stderr=True)
 MODELS_HELP = f"Comma-separated candidates among: {', '.join(ALL_MODELS)}"
@@ -101,6 +106,41 @@ def _check_out(value: Path | None) -> Path | None:
     return value
 
 
+def _check_levels(value: str | None) -> str | None:
+    if value is None:
+        return None
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [v for v in names if v not in LEVELS]
+    if unknown or not names:
+        raise typer.BadParameter(
+            f"{', '.join(unknown) or repr(value)}: choose among {', '.join(LEVELS)}"
+        )
+    return value
+
+
+def _totals_path(out: Path) -> Path:
+    """Where the totals go beside the SKU file: forecasts.parquet -> forecasts_totals.parquet."""
+    return out.with_name(f"{out.stem}_totals{out.suffix}")
+
+
+def _totals_table(totals: pd.DataFrame, names: list[str]) -> Table:
+    """Each total over the horizon (mean) and its first day with the outer quantiles."""
+    table = Table(box=box.SIMPLE_HEAD, title="totals", title_justify="left", pad_edge=False)
+    lo, hi = names[0], names[-1]
+    for col in ("level", "key", "SKUs", "horizon mean", f"day 1 mean [{lo}, {hi}]"):
+        table.add_column(col, justify="left" if col in {"level", "key"} else "right")
+    for (level, key), group in totals.groupby(["level", "key"], sort=False):
+        first = group.iloc[0]
+        table.add_row(
+            str(level),
+            str(key),
+            str(int(first["skus"])),
+            f"{group['mean'].sum():,.1f}",
+            f"{first['mean']:,.1f} [{first[lo]:,.0f}, {first[hi]:,.0f}]",
+        )
+    return table
+
+
 def _check_as_of(value: str | None) -> str | None:
     _parse_date(value)
     return value
@@ -162,6 +202,19 @@ ENSEMBLE = typer.Option(
     DEFAULTS.ensemble_top, "--ensemble-top", min=0, help="Also try the mean of the best N models"
 )
 TREES = typer.Option(None, "--n-estimators", min=1, help="Trees for the LightGBM models")
+PROMOTE_OPTION = typer.Option(
+    "if-better",
+    "--promote",
+    help="if-better (gate on the metric), always or never",
+    callback=_check_promote,
+)
+
+
+def _promotion(registry: Registry, outcome: TrainOutcome, promote: str, never: bool) -> str:
+    """The --promote decision on a trained bundle, in words (the gate's, or why it was skipped)."""
+    if never or outcome.comparison is None:
+        return f"champion stays {registry.champion()} (--promote never)"
+    return str(gate(registry, outcome.version, outcome.comparison, promote == "always")["decision"])
 
 
 def _check_engine(value: str) -> str:
@@ -192,12 +245,7 @@ def train(
     metric: str = METRIC,
     ensemble_top: int = ENSEMBLE,
     n_estimators: int | None = TREES,
-    promote: str = typer.Option(
-        "if-better",
-        "--promote",
-        help="if-better (gate on the metric), always or never",
-        callback=_check_promote,
-    ),
+    promote: str = PROMOTE_OPTION,
     if_no_champion: bool = typer.Option(
         False, "--if-no-champion", help="Do nothing when a champion bundle already exists"
     ),
@@ -225,8 +273,6 @@ def train(
         ensemble_top=ensemble_top,
         n_estimators=n_estimators,
     )
-    if promote not in ("if-better", "always", "never"):
-        raise typer.BadParameter("--promote must be if-better, always or never")
     registry = Registry(settings.models_dir)
     never = promote == "never" and registry.champion() is not None
     store = get_engine()
@@ -244,11 +290,7 @@ def train(
                 compare_with=None if never else registry,
                 runner=runner,
             )
-    if never or outcome.comparison is None:
-        state = f"champion stays {registry.champion()} (--promote never)"
-    else:
-        verdict = gate(registry, outcome.version, outcome.comparison, promote == "always")
-        state = verdict["decision"]
+    state = _promotion(registry, outcome, promote, never)
     console.print(_comparison(outcome.backtest, f"backtest by {metric}"))
     console.print(
         f"bundle [bold]{outcome.version}[/bold] ({outcome.champion_model}, "
@@ -265,6 +307,81 @@ def train(
         }
         typer.echo(json.dumps(doc, indent=2, default=str))
         return
+    typer.echo(outcome.version)
+
+
+def tune(
+    trials: int = typer.Option(20, "--trials", min=1, help="Parameter draws to backtest at most"),
+    max_minutes: float = typer.Option(
+        30.0, "--max-minutes", min=0.1, help="Stop before a trial would end past this budget"
+    ),
+    seed: int = typer.Option(0, "--seed", help="Random seed of the search"),
+    cutoff: str | None = CUTOFF,
+    models: str = MODELS,
+    strategy: str = STRATEGY,
+    horizon: int = HORIZON,
+    folds: int = FOLDS,
+    step: int | None = STEP,
+    metric: str = METRIC,
+    n_estimators: int | None = TREES,
+    promote: str = PROMOTE_OPTION,
+) -> None:
+    """Random search of LightGBM parameters on the rolling-origin backtest, then train with the
+    best; the parameters and the trials go into the bundle manifest."""
+    settings = get_settings()
+    options = _options(
+        cutoff=cutoff,
+        models=models,
+        strategy=strategy,
+        horizon=horizon,
+        folds=folds,
+        step=step,
+        metric=metric,
+        n_estimators=n_estimators,
+    )
+    registry = Registry(settings.models_dir)
+    never = promote == "never" and registry.champion() is not None
+    engine = get_engine()
+    with Phases("tune", console) as phases:
+        phases.start("reading history")
+        history, products = load_history(engine, options.cutoff)
+        phases.start(f"search ({trials} trials at most, {max_minutes:g} min)", total=trials)
+
+        def trial_done(message: str) -> None:
+            phases.advance()
+            phases.describe(message)
+            console.print(message)
+
+        try:
+            found = run_tune(
+                history,
+                products,
+                options,
+                trials=trials,
+                max_minutes=max_minutes,
+                seed=seed,
+                progress=trial_done,
+            )
+        except TrainingError as exc:
+            raise typer.BadParameter(str(exc)) from exc
+        del history, products
+        best = found.best
+        phases.start("training with the best parameters")
+        steps = TrainingSteps(phases, _fits(options))
+        outcome = run_train(
+            engine,
+            settings.models_dir,
+            tuned_options(options, found),
+            progress=steps,
+            compare_with=None if never else registry,
+            tuning=found.to_dict(),
+        )
+    state = _promotion(registry, outcome, promote, never)
+    console.print(
+        f"best of {len(found.trials)} trials: {metric} {best['score']:.4f} "
+        f"(defaults {found.trials[0]['score']:.4f}) with {best['params'] or 'the defaults'}"
+    )
+    console.print(f"bundle [bold]{outcome.version}[/bold] ({outcome.champion_model}): {state}")
     typer.echo(outcome.version)
 
 
@@ -342,6 +459,13 @@ def forecast_all_command(
     store: bool = typer.Option(
         True, "--store/--no-store", help="Store the run for GET /v1/forecasts and the cache"
     ),
+    totals_at: str | None = typer.Option(
+        None,
+        "--levels",
+        help=f"Also the totals at these levels ({', '.join(LEVELS)}): coherent means, quantiles "
+        "from joint sample paths; written beside --out as <name>_totals, else printed",
+        callback=_check_levels,
+    ),
     engine_name: str = ENGINE,
     scheduler: str | None = SCHEDULER,
 ) -> None:
@@ -366,6 +490,19 @@ def forecast_all_command(
         if out is not None:
             phases.start(f"writing {len(frame):,} rows to {out.name}")
             write_forecasts(frame, out)
+        totals = None
+        if totals_at is not None:
+            phases.start(f"totals at {totals_at}")
+            totals = forecast_totals(
+                frame,
+                read_products(engine),
+                Registry(settings.models_dir),
+                result.model_version,
+                levels=[v.strip() for v in totals_at.split(",") if v.strip()],
+                quantiles=sorted(levels),
+            )
+            if out is not None:
+                write_forecasts(totals, _totals_path(out))
     where = [str(out)] if out is not None else []
     if result.run_id:
         where.append(f"run {result.run_id}")
@@ -373,6 +510,14 @@ def forecast_all_command(
         f"{frame['sku'].nunique():,} SKUs x {frame['date'].nunique()} days from "
         f"{result.model_version} (as of {result.as_of}): {', '.join(where) or 'not stored'}"
     )
+    if totals is not None:
+        if out is not None:
+            console.print(
+                f"{totals[['level', 'key']].drop_duplicates().shape[0]:,} totals: "
+                f"{_totals_path(out)}"
+            )
+        else:
+            console.print(_totals_table(totals, [quantile_column(q) for q in sorted(levels)]))
 
 
 # A last sales day older than this (against today) is reported: forecasts start from it.

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from app.deps import EngineDep, ReadKey
+from app.deps import EngineDep, ReadKey, on_forecasts
 from app.errors import HorizonOutOfRange, NotFound, UnknownSku, responses
 from app.routes.forecast import COMMON, compute_limiter
 from app.schemas import (
@@ -33,15 +33,7 @@ router = APIRouter(prefix="/v1", tags=["inventory"], dependencies=[ReadKey])
 ERRORS = responses(UnknownSku, HorizonOutOfRange, *COMMON)
 
 
-async def _service(request: Request) -> InventoryService:
-    state = request.app.state
-    found: InventoryService | None = getattr(state, "inventory", None)
-    if found is None or found.forecasts is not state.forecasts:
-        found = state.inventory = InventoryService(state.forecasts)
-    return found
-
-
-InventoryDep = Annotated[InventoryService, Depends(_service)]
+InventoryDep = Annotated[InventoryService, Depends(on_forecasts("inventory", InventoryService))]
 
 
 @router.get("/inventory/{sku}", response_model=InventoryDecision, responses=ERRORS)

@@ -44,6 +44,7 @@ def run_forecast_all(
     data at all, and such a run would otherwise be served as if it were today's. ``forecast`` is
     forecast_all or its Dask form (training.engine.select.batch_forecaster).
     """
+    read_at = dt.datetime.now(dt.UTC)  # before the data is read: pushes after it are newer
     token = data_token(engine)
     last = last_sales_date(engine)
     if last is None:
@@ -67,5 +68,6 @@ def run_forecast_all(
             horizon=int(horizon or bundle.artifacts["model"].horizon),
             quantiles=list(quantiles),
             quantile_columns=[quantile_column(q) for q in quantiles],
+            read_at=read_at,
         )
     return BatchResult(frame, bundle.version, origin, run_id)

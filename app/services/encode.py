@@ -67,7 +67,9 @@ def stored_json(
         rows[0][0],
         rows[-1][0],
     )
-    return orjson.dumps({"sku": sku, "cold_start": bool(rows[0][3]), "days": days, "note": note})
+    return orjson.dumps(
+        {"sku": sku, "cold_start": bool(rows[0][3]), "days": days, "note": note, "fallback": False}
+    )
 
 
 def short_note(
@@ -88,8 +90,11 @@ def short_note(
     return f"{n} of {horizon} days: " + "; ".join(reasons or ["days missing from the history"])
 
 
-def to_json(fc: Forecasts, baseline: Forecasts | None, horizon: int) -> dict[str, bytes]:
-    """Each SKU's ``SkuForecast`` JSON, straight from the arrays (rows grouped by SKU)."""
+def to_json(
+    fc: Forecasts, baseline: Forecasts | None, horizon: int, *, fallback: bool = False
+) -> dict[str, bytes]:
+    """Each SKU's ``SkuForecast`` JSON, straight from the arrays (rows grouped by SKU);
+    ``fallback``: made by the fallback baseline instead of the champion (flagged)."""
     names = [quantile_column(q) for q in fc.levels]
     n = len(fc.sku)
     if n == 0:
@@ -127,6 +132,12 @@ def to_json(fc: Forecasts, baseline: Forecasts | None, horizon: int) -> dict[str
         sku = str(fc.sku[a])
         note = short_note(b - a, horizon, steps[a], steps[b - 1], dates[a], dates[b - 1])
         out[sku] = orjson.dumps(
-            {"sku": sku, "cold_start": bool(fc.cold_start[a]), "days": days, "note": note}
+            {
+                "sku": sku,
+                "cold_start": bool(fc.cold_start[a]),
+                "days": days,
+                "note": note,
+                "fallback": fallback,
+            }
         )
     return out

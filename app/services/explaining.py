@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pandas as pd
 
 from app.errors import InvalidRequest
@@ -18,8 +20,25 @@ def explain_sku(loaded: Loaded, history: HistorySource, sku: str, horizon: int) 
     if not model.gives_contributions:
         raise InvalidRequest(f"the champion ({model.model}) gives no contributions")
     snap, as_of, products = history.products(history.snapshot(), [sku])
-    frame = history.sql(snap, [sku], model.required_history, horizon)
+    n_days = max(model.required_history, loaded.forecaster.history_days)
+    frame = history.sql(snap, [sku], n_days, horizon)
     days = explain(model, frame, products, pd.Timestamp(as_of), horizon)
+    weight = loaded.forecaster.model_weight(sku)
+    if weight != 1.0:
+        # The served forecast mixes in baselines (an ensemble, or this SKU's demand class falls
+        # back to one): the model's terms count at their weight, the baselines' part joins the
+        # baseline, so baseline + contributions is still the served forecast.
+        served = loaded.forecaster.forecast(frame, products, pd.Timestamp(as_of), horizon, [0.5])
+        by_date = dict(zip(pd.to_datetime(served["date"]).dt.date, served["mean"], strict=True))
+        days = [
+            replace(
+                d,
+                baseline=float(by_date[d.date] - weight * (d.forecast - d.baseline)),
+                contributions={g: weight * v for g, v in d.contributions.items()},
+                forecast=float(by_date[d.date]),
+            )
+            for d in days
+        ]
     return ExplainResponse(
         sku=sku,
         model_version=loaded.version,

@@ -8,14 +8,16 @@ docs/operations.md.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import Engine
 
 from app.errors import HorizonOutOfRange, ModelNotReady
-from app.observability import FORECASTS
+from app.observability import FALLBACKS, FORECASTS
 from app.schemas import ExplainResponse, ForecastResponse, Scenario
 from app.services.champion import ChampionHolder, Loaded
 from app.services.encode import Answers, envelope, to_json
@@ -24,7 +26,9 @@ from app.services.forecast_cache import CachedForecast, ForecastCache
 from app.services.history import TOKEN_TTL, HistorySource, StoreSnapshot
 from app.services.scenario import apply_scenario, check_scenario
 from featurestore.config import get_settings
-from training.predict import BundleForecaster
+from featurestore.drift_events import Event
+from training.accuracy import day_number
+from training.fallback import window_forecasts
 
 __all__ = ["TOKEN_TTL", "Answers", "ForecastService"]
 
@@ -49,8 +53,8 @@ class ForecastService:
         self.use_cache = get_settings().forecast_cache if use_cache is None else use_cache
         if window_bytes is None:  # bytes the in-memory catalogue window may take (0: SQL)
             window_bytes = get_settings().serve_window_mb << 20
-        self.history = HistorySource(engine, token_ttl, window_bytes)
         self.cache = ForecastCache(engine)
+        self.history = HistorySource(engine, token_ttl, window_bytes, on_changed=self.cache.drop)
 
     def snapshot(self, *, force: bool = False) -> StoreSnapshot:
         """The store's snapshot (see ``HistorySource.snapshot``)."""
@@ -82,7 +86,11 @@ class ForecastService:
             h = self.horizon(loaded, horizon)
         except HorizonOutOfRange:
             return None
-        hit = self.cache.peek(skus, loaded.version, token, h, self._levels(quantiles))
+        snap = self.history.current()
+        if snap is None:
+            return None
+        version = self._key_version(loaded.version, snap)
+        hit = self.cache.peek(skus, version, token, h, self._levels(quantiles))
         if hit is None:
             return None
         as_of, parts = hit
@@ -131,9 +139,17 @@ class ForecastService:
         cached = self.use_cache and not what_if
         answers: dict[str, bytes] = {}
         as_of = snap.as_of
+        # Under a fallback every entry is keyed apart (nor does a stored run answer).
+        version = self._key_version(loaded.version, snap)
         if cached and as_of is not None:
             found = self.cache.lookup(
-                wanted, loaded.version, snap.token, horizon, levels, as_of=as_of
+                wanted,
+                version,
+                snap.token,
+                horizon,
+                levels,
+                as_of=as_of,
+                pushed_since=snap.changed_since,
             )
             for sku, value in found.items():
                 as_of, answers[sku] = value.as_of, value.body
@@ -141,14 +157,16 @@ class ForecastService:
                 FORECASTS.labels("cache").inc(len(answers))
         todo = [s for s in wanted if s not in answers]
         if todo:
+            # A push landing while this computes must not leave the older answer in the cache.
+            versions = {s: snap.version(s) for s in todo}
             as_of, computed = self._compute(
-                loaded.forecaster, snap, todo, horizon, levels, scenario if what_if else None
+                loaded, snap, todo, horizon, levels, scenario if what_if else None
             )
             FORECASTS.labels("computed").inc(len(computed))
             for sku, body in computed.items():
                 answers[sku] = body
-                if cached:
-                    key = (sku, loaded.version, snap.token, horizon, levels)
+                if cached and self.history.version(sku) == versions[sku]:
+                    key = (sku, version, snap.token, horizon, levels)
                     self.cache.remember(key, CachedForecast(as_of, body))
         if as_of is None:
             raise ModelNotReady("the feature store holds no sales yet")
@@ -171,15 +189,33 @@ class ForecastService:
     def _levels(self, quantiles: Sequence[float] | None) -> tuple[float, ...]:
         return tuple(float(q) for q in (quantiles or self.default_quantiles))
 
+    def fallback(self, version: str, snap: StoreSnapshot) -> Event | None:
+        """The fallback in force for this champion version, or None."""
+        event = snap.fallback
+        if event is None or event.kind != "fallback_on" or event.model_version != version:
+            return None
+        return event
+
+    def _key_version(self, version: str, snap: StoreSnapshot) -> str:
+        event = self.fallback(version, snap)
+        return version if event is None else f"{version}~fallback-{event.id}"
+
     def _compute(
         self,
-        forecaster: BundleForecaster,
+        loaded: Loaded,
         snap: StoreSnapshot,
         skus: list[str],
         horizon: int,
         levels: tuple[float, ...],
         scenario: Scenario | None,
     ) -> tuple[dt.date, dict[str, bytes]]:
+        forecaster = loaded.forecaster
+        event = self.fallback(loaded.version, snap) if scenario is None else None
+        if event is not None:
+            chosen = event.detail.get("skus")
+            failing = set(skus) if chosen == "all" else set(chosen or ()) & set(skus)
+            if failing:
+                return self._fallback(loaded, snap, skus, failing, horizon, levels, event)
         history = self.history.read(
             snap,
             skus,
@@ -197,3 +233,49 @@ class ForecastService:
         changed = apply_scenario(data, scenario, origin, set(skus))
         what_if = forecaster.forecast_arrays(changed, products, origin, horizon, levels)
         return as_of, to_json(what_if, base, horizon)
+
+    def _fallback(
+        self,
+        loaded: Loaded,
+        snap: StoreSnapshot,
+        skus: list[str],
+        failing: set[str],
+        horizon: int,
+        levels: tuple[float, ...],
+        event: Event,
+    ) -> tuple[dt.date, dict[str, bytes]]:
+        """The champion for the SKUs it does not fail on, the fallback baseline for the others."""
+        bodies: dict[str, bytes] = {}
+        rest = [s for s in skus if s not in failing]
+        as_of = snap.as_of
+        if rest:
+            as_of, bodies = self._compute(
+                loaded, _without_fallback(snap), rest, horizon, levels, None
+            )
+        forecaster = loaded.forecaster
+        mine = [s for s in skus if s in failing]
+        as_of, _, data = self.history.read(
+            snap,
+            mine,
+            n_days=forecaster.history_days,
+            horizon=horizon,
+            max_horizon=forecaster.model.horizon,
+            frame=False,
+        )
+        day = np.asarray(data["date"]).astype("datetime64[D]").astype(np.int64)
+        base = window_forecasts(
+            np.asarray(data["sku"], dtype=object),
+            day,
+            np.asarray(data["units"], dtype=np.float64),
+            day_number(as_of),
+            list(levels),
+            str(event.detail.get("baseline", "seasonal_naive")),
+        )
+        bodies.update(to_json(base, None, horizon, fallback=True))
+        FALLBACKS.inc(len(mine))
+        return as_of, bodies
+
+
+def _without_fallback(snap: StoreSnapshot) -> StoreSnapshot:
+    """The snapshot as the champion's own path sees it (no fallback in force)."""
+    return dataclasses.replace(snap, fallback=None)

@@ -1,7 +1,10 @@
 """The store as serving reads it: a per-worker snapshot and each computed forecast's window.
 
-The snapshot (data token, last sales date, products, events) changes only with an ingestion; its
-token is checked at most every ``token_ttl`` seconds. The window comes from the snapshot's
+The snapshot (data token, last sales date, products, events) changes only with a file ingestion;
+its token is checked at most every ``token_ttl`` seconds, and with it the per-SKU data versions
+that pushed orders bump (featurestore.data_versions): a SKU whose version moved has its cached
+forecasts dropped (``on_changed``) and its window read with SQL until the catalogue window is
+read again, while every other SKU keeps both. The window comes from the snapshot's
 in-memory catalogue window (read once per token, so never staler than the snapshot) or, when the
 catalogue would exceed ``window_bytes`` or the window is being read, with SQL. Figures and the
 freshness rule: docs/operations.md.
@@ -12,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -22,6 +25,8 @@ from sqlalchemy import Engine
 
 from app.errors import InsufficientHistory, ModelNotReady, SkuDiscontinued, UnknownSku
 from featurestore.config import get_settings
+from featurestore.data_versions import Version, read_versions
+from featurestore.drift_events import Event, fallback_state
 from featurestore.readers import EventRows, latest_window, read_events, read_products
 from featurestore.stats import store_state
 from featurestore.window_cache import ROW_BYTES, CatalogueWindow
@@ -29,6 +34,10 @@ from featurestore.window_cache import ROW_BYTES, CatalogueWindow
 # How long a worker trusts its data token before asking the database again (seconds). Forecasts
 # for data ingested in the meantime are served at most this much later.
 TOKEN_TTL = 1.0
+# SKUs changed by pushes since the catalogue window was read, past which it is read again (its
+# share of the catalogue; below it they are read with SQL, one SKU's rows each).
+STALE_WINDOW_SHARE = 0.02
+WINDOW_REREAD_S = 30.0  # at most this often under a steady stream of pushes
 
 Columns = dict[str, np.ndarray]
 
@@ -46,6 +55,26 @@ class StoreSnapshot:
     # The catalogue's history window under this token (read on first need).
     window: CatalogueWindow | None = field(default=None, repr=False)
     window_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # Per-SKU data versions known now, and those the catalogue window was read under.
+    versions: dict[str, Version] = field(default_factory=dict, repr=False)
+    window_versions: dict[str, Version] = field(default_factory=dict, repr=False)
+    polled: dt.datetime | None = field(default=None, repr=False)  # last look at the versions
+    window_read: float = field(default=0.0, repr=False)  # time.monotonic() of the window's read
+    # The newest fallback decision (featurestore.drift_events), checked with the token.
+    fallback: Event | None = field(default=None, repr=False)
+
+    def version(self, sku: str) -> int:
+        """The SKU's data version (0: never changed by a push)."""
+        known = self.versions.get(sku)
+        return 0 if known is None else known.version
+
+    def stale_in_window(self, skus: Sequence[str]) -> bool:
+        """Whether a push changed one of these SKUs after the catalogue window was read."""
+        return any(self.versions.get(s) != self.window_versions.get(s) for s in skus)
+
+    def changed_since(self, when: dt.datetime) -> set[str]:
+        """SKUs a push changed at ``when`` or later."""
+        return {s for s, v in self.versions.items() if v.changed_at >= when}
 
     def select(self, skus: Sequence[str]) -> pd.DataFrame:
         """The products of these SKUs, sorted by sku (every one must be known)."""
@@ -69,6 +98,8 @@ class HistorySource:
     token_ttl: float = TOKEN_TTL
     # Bytes the in-memory catalogue window may take (0: read every window with SQL).
     window_bytes: int = field(default_factory=lambda: get_settings().serve_window_mb << 20)
+    # Told the SKUs whose data version moved (the forecast cache drops their entries).
+    on_changed: Callable[[list[str]], object] | None = field(default=None, repr=False)
     _snapshot: StoreSnapshot | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
@@ -84,8 +115,11 @@ class HistorySource:
             now = time.monotonic()
             token, as_of = store_state(self.engine)
             if snap is not None and snap.token == token and snap.as_of == as_of:
+                self._poll(snap)
                 snap.checked = now
                 return snap
+            polled = dt.datetime.now(dt.UTC)
+            versions = read_versions(self.engine)
             products = read_products(self.engine)
             snap = StoreSnapshot(
                 token=token,
@@ -94,9 +128,55 @@ class HistorySource:
                 position={s: i for i, s in enumerate(products["sku"])},
                 events=read_events(self.engine),
                 checked=now,
+                versions=versions,
+                polled=polled,
+                fallback=fallback_state(self.engine),
             )
             self._snapshot = snap
             return snap
+
+    def _poll(self, snap: StoreSnapshot) -> None:
+        """Take in the versions pushes changed since the last look; tell who listens."""
+        polled = dt.datetime.now(dt.UTC)
+        found = read_versions(self.engine, since=snap.polled)
+        snap.polled = polled
+        self.changed(snap, found)
+        snap.fallback = fallback_state(self.engine)
+
+    def changed(self, snap: StoreSnapshot, found: dict[str, Version]) -> list[str]:
+        """Record newer versions (from a poll, or this worker's own push); the SKUs that moved."""
+        moved = [s for s, v in found.items() if v.version > snap.version(s)]
+        if not moved:
+            return []
+        versions = dict(snap.versions)
+        versions.update({s: found[s] for s in moved})
+        snap.versions = versions  # replaced whole: readers on other threads see one or the other
+        stale = sum(1 for s, v in versions.items() if snap.window_versions.get(s) != v)
+        if (
+            snap.window is not None
+            and stale > max(1, len(snap.products)) * STALE_WINDOW_SHARE
+            and time.monotonic() - snap.window_read > WINDOW_REREAD_S
+        ):
+            snap.window = None  # read again on the next need, every push in it
+        if self.on_changed is not None:
+            self.on_changed(moved)
+        return moved
+
+    def note_push(self, found: dict[str, Version]) -> None:
+        """This worker's own push, known before any poll: its SKUs move at once."""
+        snap = self._snapshot
+        if snap is not None and found:
+            with self._lock:
+                self.changed(snap, found)
+
+    def current(self) -> StoreSnapshot | None:
+        """The snapshot as it is (no check, no I/O), None before the first."""
+        return self._snapshot
+
+    def version(self, sku: str) -> int:
+        """The SKU's data version in the current snapshot (0: none yet, or never pushed)."""
+        snap = self._snapshot
+        return 0 if snap is None else snap.version(sku)
 
     def fresh_token(self) -> str | None:
         """The data token if it was checked within the TTL (no I/O), else None."""
@@ -135,7 +215,7 @@ class HistorySource:
         snap, as_of, products = self.products(snap, skus)
         window = self.window(snap, n_days, max_horizon)
         data: Columns | pd.DataFrame
-        if window is None:
+        if window is None or snap.stale_in_window(skus):
             data = self.sql(snap, skus, n_days, horizon)
         elif frame:
             data = window.frame(skus, horizon)
@@ -171,10 +251,12 @@ class HistorySource:
         try:
             window = snap.window
             if window is None or window.n_days != n_days or window.horizon != horizon:
+                # Versions before the read: a push committed meanwhile counts as stale (SQL).
+                versions, started = snap.versions, time.monotonic()
                 window = CatalogueWindow.read(self.engine, n_days, horizon, as_of, snap.events)
                 if window.nbytes > self.window_bytes:
                     return None
-                snap.window = window
+                snap.window, snap.window_versions, snap.window_read = window, versions, started
             return window
         finally:
             snap.window_lock.release()

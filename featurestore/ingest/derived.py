@@ -274,13 +274,23 @@ def _bulk_daily_sales(store: Store, sums: Mapping[str, str]) -> None:
     build_indexes(conn, daily)
 
 
+def as_daily_sku(store: Store, column: str) -> str:
+    """SQL: an order-side sku compared in daily_sales' (and products') collation.
+
+    PostgreSQL: order_lines.sku (and the order stage) compare bytewise (COLLATE "C"), the
+    daily_sales and products keys in the database's default: a join between the two with the
+    implicit collation cannot use the daily_sales primary key and scans the whole table.
+    """
+    return f'{column} COLLATE "default"' if store.pg else column
+
+
 def direct_days_kept(store: Store) -> None:
     """Order loads: the touched days whose directly loaded daily sales stayed as they were."""
     store.mixed = _mixed_days(
         store,
         "kept",
-        f"FROM {AFFECTED_DAYS} a JOIN daily_sales d ON d.sku = a.sku AND d.date = a.sale_date "
-        f"WHERE d.source = '{DIRECT}'",
+        f"FROM {AFFECTED_DAYS} a JOIN daily_sales d ON d.sku = {as_daily_sku(store, 'a.sku')} "
+        f"AND d.date = a.sale_date WHERE d.source = '{DIRECT}'",
         "a.sku, a.sale_date",
     )
 
@@ -314,7 +324,7 @@ def refresh_sale_dates(store: Store, touched: str) -> None:
     store.conn.exec_driver_sql(
         "UPDATE products SET first_sale_date = s.first_day, last_sale_date = s.last_day "
         "FROM (SELECT t.sku, MIN(d.date) AS first_day, MAX(d.date) AS last_day "
-        f"FROM (SELECT DISTINCT sku FROM {touched}) t "
+        f"FROM (SELECT DISTINCT {as_daily_sku(store, 'sku')} AS sku FROM {touched}) t "
         "LEFT JOIN daily_sales d ON d.sku = t.sku AND d.units > 0 GROUP BY t.sku) s "
         "WHERE products.sku = s.sku AND (products.first_sale_date "
         f"{distinct} s.first_day OR products.last_sale_date {distinct} s.last_day)"

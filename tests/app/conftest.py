@@ -55,9 +55,9 @@ def small_options(**changes: object) -> TrainOptions:
     return opts
 
 
-def build_served(url: str, models_dir: Path) -> Served:
+def build_served(url: str, models_dir: Path, n_skus: int = 16) -> Served:
     engine = make_engine(url)
-    write_catalogue(engine, generate(SynthConfig(n_skus=16, n_days=300, seed=11)))
+    write_catalogue(engine, generate(SynthConfig(n_skus=n_skus, n_days=300, seed=11)))
     outcome = train(engine, models_dir, small_options())
     registry = Registry(models_dir)
     registry.promote(outcome.version, reason="test fixture")

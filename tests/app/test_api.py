@@ -386,7 +386,9 @@ def test_serving_path_equals_the_forecasters_predict(served: Served, strategy: s
     ).fit(history, products)
     # A SKU with too little history for the model goes to the cold-start model.
     model.min_rows_per_sku = 200
+    # This model alone serves (not the champion's composition of its own model and baselines).
     artifacts = {**champion.artifacts, "model": model}
+    artifacts.pop("selection", None)
     fc = BundleForecaster(SimpleNamespace(artifacts=artifacts))  # type: ignore[arg-type]
     as_of = last_sales_date(served.engine)
     skus = _skus(served)

@@ -94,9 +94,9 @@ def test_export_files_in_load_order(tmp_path: Path) -> None:
         ("events", tmp_path / "events.csv"),
     ]
     assert LOAD_ORDER[:2] == ("m5", "products")
-    assert cycle_steps(None) == [["forecast-all"]]
-    assert cycle_steps(tmp_path)[-1] == ["forecast-all"]
-    assert len(cycle_steps(tmp_path)) == 4
+    assert cycle_steps(None) == [["forecast-all"], ["accuracy"]]
+    assert cycle_steps(tmp_path)[-2:] == [["forecast-all"], ["accuracy"]]
+    assert len(cycle_steps(tmp_path)) == 5
 
 
 def test_a_failed_cycle_is_retried_with_backoff_then_waits_for_the_schedule() -> None:

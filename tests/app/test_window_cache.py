@@ -120,6 +120,7 @@ def test_column_arrays_forecast_as_the_frame_does(served: Served, model: str) ->
     if model != "champion":
         history, products = load_history(served.engine)
         artifacts["model"] = Forecaster(model=model, horizon=14).fit(history, products)
+        artifacts.pop("selection", None)  # the swapped-in model serves alone
     fc = BundleForecaster(SimpleNamespace(artifacts=artifacts))  # type: ignore[arg-type]
     as_of = last_sales_date(served.engine)
     assert as_of is not None

@@ -34,6 +34,7 @@ from training.options import TrainOptions
 from training.pipeline import backtest_on, load_history, train
 from training.predict import forecast_all
 from training.registry import Registry
+from training.selection import Selection, choose, is_baseline, sku_fallback
 from training.synth import SynthConfig, generate, write_catalogue
 
 distributed = pytest.importorskip("distributed")
@@ -184,6 +185,14 @@ def test_one_worker_fits_the_very_same_model_as_local(store: Store) -> None:
     pd.testing.assert_frame_equal(
         dask.predictions[cols], local.predictions[cols], check_exact=False, rtol=1e-6
     )
+    # The selection reads the same ensembles and scales, so it ships the same composition.
+    assert dask.ensembles == local.ensembles and dask.ensembles
+    assert dask.scale_stats is not None and local.scale_stats is not None
+    # (Pickled between processes, pandas gives the SKU index the str dtype: the labels match.)
+    pd.testing.assert_frame_equal(
+        dask.scale_stats.sort_index(), local.scale_stats.sort_index(), check_index_type=False
+    )
+    assert choose(dask) == choose(local)
 
 
 def test_two_workers_backtest_like_local(store: Store, client: Any) -> None:
@@ -200,6 +209,48 @@ def test_two_workers_backtest_like_local(store: Store, client: Any) -> None:
             assert got == pytest.approx(want, rel=1e-12)
         else:
             assert got == pytest.approx(want, rel=0.05)
+
+
+BASELINE_MODELS = ["seasonal_naive", "moving_average", "ses", "croston", "tsb"]
+
+
+def test_selection_on_dask_is_the_local_selection(store: Store, client: Any) -> None:
+    """Baselines forecast alike on any worker: the same reports, ensemble and shipped choice."""
+    local = backtest_on(
+        LocalRunner(*load_history(store.engine)), options(models=BASELINE_MODELS, folds=2)
+    )
+    runner = DaskRunner.open(client, store.engine, store.url, partitions=3)
+    try:
+        dask = backtest_on(runner, options(models=BASELINE_MODELS, folds=2))
+    finally:
+        runner.close()
+    assert dask.ranking == local.ranking
+    assert dask.ensembles == local.ensembles and len(dask.ensembles) == 1
+    for name, report in local.reports.items():
+        assert dask.reports[name]["overall"] == pytest.approx(report["overall"], rel=1e-9), name
+    picked = choose(dask)
+    assert picked == choose(local) and all(is_baseline(m) for m in picked.members)
+
+
+def test_fallback_skus_are_classified_on_the_workers(
+    store: Store, client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sku_fallback's demand classes come from the partitions, as local classifies the whole."""
+    local = LocalRunner(*load_history(store.engine)).demand_classes()
+    _no_whole_history(monkeypatch)
+    runner = DaskRunner.open(client, store.engine, store.url, partitions=4)
+    try:
+        classes = runner.demand_classes()
+    finally:
+        runner.close()
+    pd.testing.assert_series_equal(classes.sort_index(), local.sort_index(), check_index_type=False)
+    assert len(classes) == 12
+    every = Selection("x", ("lgbm_tweedie/direct",), dict.fromkeys(set(classes), "tsb"))
+    assert sku_fallback(every, classes) == dict.fromkeys(classes.index, "tsb")
+    one = str(classes.iloc[0])
+    picked = sku_fallback(Selection("x", ("lgbm_tweedie/direct",), {one: "tsb"}), classes)
+    assert picked == sku_fallback(Selection("x", ("lgbm_tweedie/direct",), {one: "tsb"}), local)
+    assert 0 < len(picked) <= 12
 
 
 def test_train_on_dask_writes_a_local_layout_bundle(

@@ -229,7 +229,15 @@ def test_moving_average() -> None:
     np.testing.assert_allclose(fc[0], np.full(5, 13.0))
     np.testing.assert_array_equal(fc[1], np.zeros(5))
     np.testing.assert_allclose(E.moving_average(hist, 2, window=3)[0], [25.5, 25.5])
-    assert set(E.BASELINES) == {"seasonal_naive", "moving_average"}
+    assert set(E.BASELINES) == {
+        "seasonal_naive",
+        "moving_average",
+        "moving_average_56",
+        "ses",
+        "ses_weekly",
+        "croston",
+        "tsb",
+    }
 
 
 def test_mlp_subsamples_rows_within_budget(data: dict[str, np.ndarray]) -> None:
@@ -316,7 +324,7 @@ def fitted_by_name(data: dict[str, np.ndarray]) -> Any:
 
 
 def test_model_names_come_from_the_registry(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert E.model_names() == ("seasonal_naive", "moving_average", *E.REGISTRY)
+    assert E.model_names() == (*E.BASELINES, *E.REGISTRY)
     monkeypatch.setitem(E.REGISTRY, "extra", E.LinearEstimator)
     assert "extra" in E.model_names()
     assert E.family("seasonal_naive") is None
@@ -330,3 +338,83 @@ def test_lgbm_small_inputs_predict_the_same_on_one_thread(data: dict[str, np.nda
     small = np.concatenate([est.predict(X[i : i + 10]) for i in range(0, len(X), 10)])
     assert len(X) >= est.small_predict_rows // 2
     np.testing.assert_array_equal(small, est.predict(X))
+
+
+# --- strong baselines: hand-computed values ------------------------------------------------------
+
+INTERMITTENT = np.array([[0, 0, 3, 0, 2, 0, 0, 4]], dtype=np.float64)
+
+
+def test_baselines_are_model_names() -> None:
+    for name in ("moving_average_56", "ses", "ses_weekly", "croston", "tsb"):
+        assert name in E.model_names() and name in E.BASELINES
+        assert E.family(name) is None
+
+
+def test_ses_by_hand_and_closed_form() -> None:
+    # level 2 -> 2 + 0.5 (4 - 2) = 3 -> 3 + 0.5 (6 - 3) = 4.5
+    out = E.BASELINES["ses"](np.array([[2.0, 4.0, 6.0]]), 3)
+    assert out.shape == (1, 3)
+    from training.estimators.baselines import ses
+
+    np.testing.assert_allclose(ses(np.array([[2.0, 4.0, 6.0]]), 2, alpha=0.5), [[4.5, 4.5]])
+    # Closed form: level_T = (1-a)^(T-1) y_0 + sum_k a (1-a)^(T-1-k) y_k.
+    rng = np.random.default_rng(3)
+    y = rng.poisson(4.0, 50).astype(np.float64)
+    a = 0.3
+    weights = a * (1 - a) ** (len(y) - 1 - np.arange(1, len(y)))
+    expected = (1 - a) ** (len(y) - 1) * y[0] + float(np.sum(weights * y[1:]))
+    np.testing.assert_allclose(ses(y[None, :], 1, alpha=a)[0, 0], expected)
+
+
+def test_ses_picks_a_fast_weight_after_a_level_shift_and_a_slow_one_on_noise() -> None:
+    from training.estimators.baselines import ses_fit
+
+    rng = np.random.default_rng(5)
+    shift = np.r_[np.full(60, 2.0), np.full(60, 20.0)] + rng.normal(0, 0.1, 120)
+    noise = 10.0 + rng.normal(0, 3.0, 120)
+    alpha = ses_fit(np.vstack([shift, noise]))
+    assert alpha[0] >= 0.3 and alpha[1] <= 0.1
+
+
+def test_ses_weekly_keeps_the_weekday_shape() -> None:
+    week = np.array([2.0, 2.0, 2.0, 2.0, 2.0, 8.0, 8.0])
+    hist = np.tile(week, 10)[None, :]  # ends on a "Sunday": the next day is column 0
+    out = E.BASELINES["ses_weekly"](hist, 14)[0]
+    assert out[5] > 2 * out[0] and out[6] > 2 * out[1]
+    np.testing.assert_allclose(out[:7].mean(), week.mean(), rtol=0.1)
+    np.testing.assert_allclose(out[:7], out[7:])
+    from training.estimators.baselines import ses_weekly
+
+    # Unshrunk, a pure weekly pattern is reproduced exactly.
+    np.testing.assert_allclose(ses_weekly(hist, 14, shrink=0.0)[0], np.tile(week, 2))
+
+
+def test_croston_by_hand() -> None:
+    from training.estimators.baselines import croston
+
+    # z0 = mean size 3, p0 = 8/3; demand days 2, 4, 7 (intervals 3, 2, 3), alpha 0.5:
+    # z 3 -> 2.5 -> 3.25, p 2.8333 -> 2.41667 -> 2.70833; forecast 3.25 / 2.70833 = 1.2
+    np.testing.assert_allclose(croston(INTERMITTENT, 2, alpha=0.5, sba=False), [[1.2, 1.2]])
+    np.testing.assert_allclose(croston(INTERMITTENT, 1, alpha=0.5, sba=True), [[1.2 * 0.75]])
+
+
+def test_tsb_by_hand_and_decay() -> None:
+    from training.estimators.baselines import tsb
+
+    # p0 = 3/8, z0 = 3; p follows every day, z the demand days (alpha = beta = 0.5):
+    # p ends 0.57958984375, z 3.25 -> 1.8836669921875
+    np.testing.assert_allclose(
+        tsb(INTERMITTENT, 1, alpha=0.5, beta=0.5), [[3.25 * 0.57958984375]], rtol=1e-12
+    )
+    # A SKU that stopped selling decays toward zero (Croston would keep forecasting it).
+    stopped = np.r_[np.tile([0.0, 2.0], 30), np.zeros(40)][None, :]
+    assert tsb(stopped, 1)[0, 0] < 0.2 * E.BASELINES["croston"](stopped, 1)[0, 0]
+
+
+def test_new_baselines_are_nan_safe() -> None:
+    hist = np.array([[np.nan, np.nan, 1.0, 0.0, 2.0], [np.nan] * 5])
+    for name in ("moving_average_56", "ses", "ses_weekly", "croston", "tsb"):
+        out = E.BASELINES[name](hist, 3)
+        assert out.shape == (2, 3) and np.isfinite(out).all(), name
+        assert (out >= 0).all() and (out[1] == 0).all(), name

@@ -125,7 +125,7 @@ def test_backtest_ensemble_is_the_mean(data: tuple[pd.DataFrame, pd.DataFrame]) 
     history, products = data
     candidates = [
         Forecaster(model="lgbm_tweedie", strategy="direct", horizon=H, model_params=SMALL),
-        Forecaster(model="lgbm_poisson", strategy="direct", horizon=H, model_params=SMALL),
+        Forecaster(model="moving_average", horizon=H),
     ]
     result = bt.run_backtest(history, products, candidates, folds=1, horizon=H, ensemble_top=2)
     ens = next(n for n in result.reports if n.startswith("ensemble"))

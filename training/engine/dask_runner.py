@@ -215,11 +215,18 @@ class DaskRunner:
             metric=metric,
             ensemble_top=ensemble_top,
             fit_seconds=fit_seconds,
+            baselines={c.name for c in candidates if c.is_baseline},
         )
 
     def fit(self, model: Forecaster, progress: ProgressFn | None = None) -> Forecaster:
         """The model fitted on the whole history, its trees grown across the workers."""
         return self._fit(model, Rows(), progress)
+
+    def demand_classes(self) -> pd.Series:
+        """SKU -> demand class, classified on the workers (each partition's own SKUs)."""
+        client = self.client
+        found = client.gather([client.submit(tasks.demand_classes, p) for p in self.parts])
+        return pd.concat(found).astype(str)
 
     def fit_cold_start(self, horizon: int) -> Forecaster:
         """The attribute-only model (training.coldstart) fitted on every SKU's history."""

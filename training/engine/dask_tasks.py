@@ -22,7 +22,8 @@ from training.coldstart import cold_start_forecasts
 from training.features import FeatureBuilder, sku_totals
 from training.forecaster import Forecaster, _training_rows
 from training.metrics import series_stats
-from training.predict import forecast_all, hide_after
+from training.predict import BASELINE_DAYS, forecast_all, hide_after
+from training.selection import demand_classes as classify
 
 
 @dataclass
@@ -80,6 +81,11 @@ def scale_stats(p: Partition, cut: pd.Timestamp) -> pd.DataFrame:
     """series_stats of the history up to ``cut`` (the scaled metrics' scales), per SKU."""
     history = p.history
     return series_stats(history.loc[history["date"] <= cut, ["sku", "date", "units"]])
+
+
+def demand_classes(p: Partition) -> pd.Series:
+    """SKU -> demand class of the partition's SKUs on their whole history."""
+    return classify(p.history)
 
 
 def _eligible(history: pd.DataFrame, model: Forecaster, last: pd.Timestamp) -> np.ndarray:
@@ -143,6 +149,9 @@ def fold_predictions(
     ]
     if actual.empty:
         return pd.DataFrame(columns=["sku", "date", "horizon", "y", "yhat"])
+    if model.is_baseline:
+        # As run_backtest: the baselines read only their last BASELINE_DAYS days.
+        history = history[history["date"] > cut - pd.Timedelta(days=BASELINE_DAYS)]
     frame = hide_after(history, cut, end)
     pred = model.predict(frame, p.products, cut, horizon)
     merged = pred.merge(actual, on=["sku", "date"], how="inner")

@@ -1,8 +1,9 @@
 """What training asks of the history, answered in memory (``LocalRunner``) or on a cluster.
 
 A runner owns the history up to the cut-off and the products; ``training.pipeline.train`` asks it
-for the data window, a rolling-origin backtest, a fitted forecaster and the cold-start model. The
-Dask runner (``training.engine.dask_runner``) answers the same questions over SKU partitions.
+for the data window, a rolling-origin backtest, a fitted forecaster, the SKUs' demand classes
+(for the selection's per-class fallbacks) and the cold-start model. The Dask runner
+(``training.engine.dask_runner``) answers the same questions over SKU partitions.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pandas as pd
 from training.backtest import BacktestResult, run_backtest
 from training.coldstart import backtest_cold_start, fit_cold_start
 from training.forecaster import Forecaster
+from training.selection import demand_classes
 
 ProgressFn = Callable[[str], None]
 
@@ -61,6 +63,10 @@ class HistoryRunner(Protocol):
 
     def fit(self, model: Forecaster, progress: ProgressFn | None = None) -> Forecaster:
         """The model fitted on the whole history."""
+        ...
+
+    def demand_classes(self) -> pd.Series:
+        """SKU -> demand class on the whole history (training.selection.demand_classes)."""
         ...
 
     def fit_cold_start(self, horizon: int) -> Forecaster:
@@ -114,6 +120,10 @@ class LocalRunner:
     def fit(self, model: Forecaster, progress: ProgressFn | None = None) -> Forecaster:
         """Forecaster.fit on the history."""
         return model.fit(self.history, self.products, progress=progress)
+
+    def demand_classes(self) -> pd.Series:
+        """training.selection.demand_classes of the history."""
+        return demand_classes(self.history)
 
     def fit_cold_start(self, horizon: int) -> Forecaster:
         """training.coldstart.fit_cold_start on the history."""

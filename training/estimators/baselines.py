@@ -1,4 +1,11 @@
-"""Baselines that need no features: they forecast straight from the history matrix."""
+"""Baselines that need no features: they forecast straight from the history matrix.
+
+Each is a function of the (n_series, n_days) history (NaN: day not observed) and the horizon,
+vectorised over series. Besides seasonal naive and flat recent means: simple exponential
+smoothing (its smoothing weight fitted per series on one-step errors), the same on a weekly
+profile, and Croston / TSB for intermittent demand (Croston 1972; Teunter, Syntetos and Babai
+2011). Their quantiles come from the backtest residuals like every model's (training.quantiles).
+"""
 
 from __future__ import annotations
 
@@ -55,7 +62,152 @@ def moving_average(history_units: np.ndarray, horizon: int, window: int = 28) ->
     return np.repeat(mean[:, None], horizon, axis=1)
 
 
+def moving_average_56(history_units: np.ndarray, horizon: int) -> FloatArray:
+    """Flat forecast: the mean of the observed days among the last 56."""
+    return moving_average(history_units, horizon, window=56)
+
+
+SES_ALPHAS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
+
+
+def _ses_levels(h: FloatArray, alpha: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Final level and one-step squared error sum of SES per series (alpha per series).
+
+    The level starts at the series' first observed value; unobserved (NaN) days leave it alone.
+    """
+    n_series, n_days = h.shape
+    seen = ~np.isnan(h)
+    first = np.argmax(seen, axis=1)
+    level = np.where(seen.any(axis=1), h[np.arange(n_series), first], 0.0)
+    sse = np.zeros(n_series)
+    for t in range(n_days):
+        y = h[:, t]
+        ok = seen[:, t] & (t > first)
+        err = np.where(ok, y - level, 0.0)
+        sse += err**2
+        level = level + alpha * err
+    return level, sse
+
+
+def ses_fit(history_units: np.ndarray, alphas: tuple[float, ...] = SES_ALPHAS) -> FloatArray:
+    """Per series, the smoothing weight among ``alphas`` with the least one-step squared error."""
+    h = _history(history_units)
+    sse = np.stack([_ses_levels(h, np.full(h.shape[0], a))[1] for a in alphas], axis=1)
+    return np.asarray(alphas, dtype=np.float64)[np.argmin(sse, axis=1)]
+
+
+def ses(
+    history_units: np.ndarray, horizon: int, alpha: float | FloatArray | None = None
+) -> FloatArray:
+    """Simple exponential smoothing (ETS(A,N,N) point forecast): a flat forecast at the last
+    level; ``alpha`` fitted per series by one-step error unless given."""
+    h = _history(history_units)
+    if horizon < 1:
+        raise ValueError("horizon must be positive")
+    weight = ses_fit(h) if alpha is None else np.broadcast_to(np.asarray(alpha, float), h.shape[:1])
+    level, _ = _ses_levels(h, np.asarray(weight, dtype=np.float64))
+    return np.repeat(np.clip(level, 0.0, None)[:, None], horizon, axis=1)
+
+
+def weekly_profile(history_units: np.ndarray, weeks: int = 8, shrink: float = 1.0) -> FloatArray:
+    """(n_series, 7) multiplicative weekday factors of the last ``weeks`` weeks, mean 1, shrunk
+    toward 1 by ``shrink`` pseudo-weeks (column j: the weekday of the day j+1 after the end)."""
+    h = _history(history_units)
+    n_series, n_days = h.shape
+    tail = h[:, -weeks * 7 :] if n_days >= weeks * 7 else h
+    pad = (-tail.shape[1]) % 7
+    tail = np.concatenate([np.full((n_series, pad), np.nan), tail], axis=1)
+    by_day = tail.reshape(n_series, -1, 7)
+    seen = ~np.isnan(by_day)
+    total = np.where(seen, by_day, 0.0).sum(axis=1)
+    count = seen.sum(axis=1)
+    mean_day = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+    overall = _row_mean(tail)
+    raw = np.divide(
+        mean_day, overall[:, None], out=np.ones_like(mean_day), where=overall[:, None] > 0
+    )
+    factor = (count * raw + shrink) / (count + shrink)
+    factor /= np.maximum(factor.mean(axis=1, keepdims=True), 1e-12)
+    # tail's last column is the last day of the history: column 0 of the next week.
+    return factor
+
+
+def ses_weekly(history_units: np.ndarray, horizon: int, shrink: float = 1.0) -> FloatArray:
+    """SES on the weekly-adjusted series, times the weekly profile (ETS(A,N,M)-like); the
+    profile is shrunk toward flat by ``shrink`` pseudo-weeks (weekly_profile)."""
+    h = _history(history_units)
+    if horizon < 1:
+        raise ValueError("horizon must be positive")
+    n_days = h.shape[1]
+    factor = weekly_profile(h, shrink=shrink)
+    # Day d of the history has weekday position (d - n_days) mod 7 relative to the next day.
+    pos = (np.arange(n_days) - n_days) % 7
+    adjusted = h / np.maximum(factor[:, pos], 1e-6)
+    level = ses(adjusted, 1)[:, 0]
+    return level[:, None] * factor[:, np.arange(horizon) % 7]
+
+
+def _intermittent(
+    h: FloatArray, alpha: float, beta: float, *, tsb: bool
+) -> tuple[FloatArray, FloatArray]:
+    """Demand size z and (Croston) inter-demand interval or (TSB) demand probability p."""
+    seen = ~np.isnan(h)
+    demand = seen & (h > 0)
+    n_demand = demand.sum(axis=1)
+    n_seen = seen.sum(axis=1)
+    size0 = np.divide(
+        np.where(demand, h, 0.0).sum(axis=1), n_demand, out=np.zeros(h.shape[0]), where=n_demand > 0
+    )
+    z = size0.copy()
+    if tsb:
+        p = np.divide(n_demand, n_seen, out=np.zeros(h.shape[0]), where=n_seen > 0)
+    else:
+        p = np.divide(n_seen, n_demand, out=np.ones(h.shape[0]), where=n_demand > 0)
+    since = np.ones(h.shape[0])  # periods since the last demand (Croston)
+    for t in range(h.shape[1]):
+        y, d, s = h[:, t], demand[:, t], seen[:, t]
+        z = np.where(d, z + alpha * (np.where(d, y, 0.0) - z), z)
+        if tsb:
+            p = np.where(s, p + beta * (d.astype(np.float64) - p), p)
+        else:
+            p = np.where(d, p + alpha * (since - p), p)
+            since = np.where(d, 1.0, np.where(s, since + 1.0, since))
+    return z, p
+
+
+def croston(
+    history_units: np.ndarray, horizon: int, alpha: float = 0.1, sba: bool = True
+) -> FloatArray:
+    """Croston's method: smoothed demand size over smoothed interval, updated on demand days
+    only; with ``sba`` the Syntetos-Boylan bias correction (1 - alpha / 2)."""
+    h = _history(history_units)
+    if horizon < 1:
+        raise ValueError("horizon must be positive")
+    z, p = _intermittent(h, alpha, alpha, tsb=False)
+    rate = np.divide(z, p, out=np.zeros_like(z), where=p > 0)
+    if sba:
+        rate *= 1.0 - alpha / 2.0
+    return np.repeat(rate[:, None], horizon, axis=1)
+
+
+def tsb(
+    history_units: np.ndarray, horizon: int, alpha: float = 0.1, beta: float = 0.05
+) -> FloatArray:
+    """TSB: demand probability updated every day (beta), demand size on demand days (alpha);
+    forecast p x z, so a SKU that stopped selling decays toward zero."""
+    h = _history(history_units)
+    if horizon < 1:
+        raise ValueError("horizon must be positive")
+    z, p = _intermittent(h, alpha, beta, tsb=True)
+    return np.repeat((p * z)[:, None], horizon, axis=1)
+
+
 BASELINES: dict[str, Callable[[np.ndarray, int], FloatArray]] = {
     "seasonal_naive": seasonal_naive,
     "moving_average": moving_average,
+    "moving_average_56": moving_average_56,
+    "ses": ses,
+    "ses_weekly": ses_weekly,
+    "croston": croston,
+    "tsb": tsb,
 }

@@ -37,6 +37,7 @@ from training.synth.pricing import (
     PROMO_SLOT,
     category_promotions,
 )
+from training.synth.traits import TraitsExport, traits_config, traits_export
 
 __all__ = [
     "BLOCK_SKUS",
@@ -53,9 +54,12 @@ __all__ = [
     "STORES",
     "SynthCatalogue",
     "SynthConfig",
+    "TraitsExport",
     "generate",
     "iter_order_lines",
     "iter_sales",
+    "traits_config",
+    "traits_export",
     "write_catalogue",
 ]
 

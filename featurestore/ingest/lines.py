@@ -1,0 +1,316 @@
+"""Lines pushed one batch at a time (``POST /v1/orders``): the file path's rules, one transaction.
+
+A batch is validated by the same ``check_chunk`` as a file (its values as text, as a CSV cell
+would hold them, so a JSON number and a CSV cell obey the same rule), duplicate keys are found by
+the same ``KeyIndex``, and the accepted lines are staged and upserted by the same ``Store`` with
+the entity's steps (daily sales derived in the transaction). What differs from a file:
+
+- rejects come back with the batch (``index`` from 0, column, reason) instead of a reject file,
+  and any reject stores nothing unless ``partial`` keeps the good lines;
+- nothing is written to ingestion_log, whose newest load is the store's data token (every file
+  load drops every cached forecast): a push bumps ``sku_data_versions`` of the SKUs whose
+  order-derived daily sales it touched instead, in the same transaction, so that serving drops
+  those SKUs' forecasts only (app/services/history.py reads the table);
+- the SKU check asks only for the batch's SKUs, and the bulk paths of big files (first load
+  copied in, indexes rebuilt) are off: a batch is small and other batches run beside it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError
+
+from featurestore.config import get_settings
+from featurestore.ingest import derived
+from featurestore.ingest.derived import AFFECTED_DAYS, DIRECT, as_daily_sku
+from featurestore.ingest.entities import INGEST_ENTITIES
+from featurestore.ingest.keys import KeyIndex, duplicate_rejects
+from featurestore.ingest.report import IngestError
+from featurestore.ingest.store import Store
+from featurestore.pseudonyms import Pseudonymiser
+from featurestore.schema import ENTITIES, Entity
+from featurestore.tables import Base, SkuDataVersion
+from featurestore.validate import Context, check_chunk, empty_rejects, resolve_columns
+
+MAX_LINES = 10_000
+# PostgreSQL: a batch that lost a deadlock (two batches updating the same days in another
+# order) or a serialisation conflict is tried again, whole, this many times.
+_RETRIES = 3
+_RETRY_STATES = ("40P01", "40001")
+_IN_BATCH = 900  # bound parameters per statement (below SQLite's limit)
+
+JsonScalar = str | int | float | bool | None
+
+
+@dataclass(frozen=True)
+class LineReject:
+    """Why one line of a batch was refused: its position (from 0), the column and the reason."""
+
+    index: int
+    column: str
+    reason: str
+
+
+@dataclass
+class PushReport:
+    """What a batch did: lines received, and of the stored ones how many were new or changed."""
+
+    received: int
+    inserted: int = 0
+    unchanged: int = 0
+    updated: int = 0
+    rejected: list[LineReject] = field(default_factory=list)
+    # SKUs whose order-derived daily sales the batch may have changed, with their new version.
+    changed: dict[str, int] = field(default_factory=dict)
+    changed_at: dt.datetime | None = None
+
+
+class TooManyLines(IngestError):
+    """A batch above MAX_LINES."""
+
+
+class RejectedLines(IngestError):
+    """Lines failed validation and ``partial`` was not asked for: nothing was stored."""
+
+    def __init__(self, rejects: list[LineReject], received: int) -> None:
+        super().__init__(
+            f"{len(rejects):,} of {received:,} line(s) refused; nothing stored "
+            "(fix them, or send ?partial=true to store the good lines)"
+        )
+        self.rejects = rejects
+        self.received = received
+
+
+def push_lines(
+    engine: Engine,
+    entity: str,
+    lines: Sequence[Mapping[str, JsonScalar]],
+    *,
+    partial: bool = False,
+) -> PushReport:
+    """Validate and store one batch of ``entity`` lines in one transaction (module docstring)."""
+    if entity not in INGEST_ENTITIES or "sku" not in {c.name for c in ENTITIES[entity].columns}:
+        raise IngestError(f"lines cannot be pushed for {entity!r}")
+    if len(lines) > MAX_LINES:
+        raise TooManyLines(f"{len(lines):,} lines in one batch; at most {MAX_LINES:,}")
+    for attempt in range(_RETRIES + 1):
+        try:
+            return _push(engine, entity, lines, partial)
+        except DBAPIError as exc:
+            state = getattr(exc.orig, "sqlstate", None)
+            if attempt == _RETRIES or state not in _RETRY_STATES:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _push(
+    engine: Engine, entity: str, lines: Sequence[Mapping[str, JsonScalar]], partial: bool
+) -> PushReport:
+    ent = ENTITIES[entity]
+    # A batch is small and shares the table with other batches: no bulk path of big files.
+    spec = dataclasses.replace(
+        INGEST_ENTITIES[entity], direct_first_load=False, bulk_append=False, analyze_after=False
+    )
+    if entity == "orders":
+        # First and last sale days moved by the batch's days, not recomputed over all history.
+        spec = dataclasses.replace(spec, after_load=(derived.direct_days_kept, _sale_dates))
+    known = {c.name for c in ent.columns}
+    seen = {name for line in lines for name in line}
+    unknown = sorted(seen - known)
+    if unknown:
+        raise IngestError(
+            f"unknown field(s) {', '.join(unknown[:10])}; the fields are {', '.join(sorted(known))}"
+        )
+    # Required columns always (a line lacking one is refused as "missing value"), the key too.
+    names = [c.name for c in ent.columns if c.required or c.name in seen or c.name in ent.key]
+    plan = resolve_columns(ent, names)
+    frame = pd.DataFrame(
+        {n: [_as_text(line.get(n)) for line in lines] for n in names}, dtype=object
+    )
+    report = PushReport(received=len(lines))
+    if not lines:
+        return report
+    settings = get_settings()
+    with engine.begin() as conn, Store(conn, ent, spec, plan, []) as store:
+        ctx = Context(
+            today=dt.datetime.now(ZoneInfo(settings.timezone)).date(),
+            timezone=settings.timezone,
+            known_skus=_known_skus(conn, frame["sku"]),
+            present=plan.present,
+            pseudonyms=Pseudonymiser.from_settings(settings),
+        )
+        checked = check(ent, frame, ctx)
+        accepted, rejects = checked
+        report.rejected = rejects
+        if rejects and not partial:
+            raise RejectedLines(rejects, len(lines))
+        if accepted.empty:
+            return report
+        store.write(accepted)
+        store.finish_staging()
+        matched, changed, touched = _compare(store)
+        report.inserted = len(accepted) - matched
+        report.updated = changed
+        report.unchanged = matched - changed
+        if report.inserted or report.updated:
+            store.merge()
+            report.changed_at = dt.datetime.now(dt.UTC)
+            report.changed = _bump_versions(store, touched, report.changed_at)
+    return report
+
+
+def check(ent: Entity, frame: pd.DataFrame, ctx: Context) -> tuple[pd.DataFrame, list[LineReject]]:
+    """The accepted lines (typed, ``_row`` from 1) and every refused line's first reason."""
+    rows = np.arange(1, len(frame) + 1, dtype=np.int64)
+    checked = check_chunk(ent, frame, rows, ctx)
+    with KeyIndex(ent) as keys:
+        keys.add(checked.frame)
+        duplicates = keys.duplicates()
+    rejects = [checked.rejects]
+    accepted = checked.frame
+    if not duplicates.empty:
+        rejects.append(duplicate_rejects(duplicates, ent))
+        accepted = accepted[~accepted["_row"].isin(duplicates["_row"])].reset_index(drop=True)
+    found = pd.concat([r for r in rejects if not r.empty] or [empty_rejects()])
+    found = found.sort_values("row", kind="stable").drop_duplicates("row")
+    refused = [
+        LineReject(int(row) - 1, str(column), str(reason))
+        for row, column, reason in zip(found["row"], found["column"], found["reason"], strict=True)
+    ]
+    return accepted, refused
+
+
+def _as_text(value: JsonScalar) -> str | None:
+    """A JSON value as a CSV cell would hold it (None stays missing)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else str(value)
+    return str(value)
+
+
+def _known_skus(conn: Connection, skus: pd.Series) -> pd.Index:
+    """The batch's SKUs that are products (one indexed look-up, not the whole catalogue)."""
+    wanted = sorted({s for s in skus.tolist() if isinstance(s, str)})
+    found: list[str] = []
+    for lo in range(0, len(wanted), _IN_BATCH):
+        part = wanted[lo : lo + _IN_BATCH]
+        marks = ", ".join(f":s{i}" for i in range(len(part)))
+        found += (
+            conn.execute(
+                text(f"SELECT sku FROM products WHERE sku IN ({marks})"),
+                {f"s{i}": s for i, s in enumerate(part)},
+            )
+            .scalars()
+            .all()
+        )
+    return pd.Index(found, dtype="str")
+
+
+def _compare(store: Store) -> tuple[int, int, list[str]]:
+    """Staged lines already stored, how many of those differ in a column the upsert sets, and
+    the SKUs of new or changed lines (a moved line's old SKU too)."""
+    if store.pg:
+        differs = [f"t.{store.q(c)} IS DISTINCT FROM s.{store.q(c)}" for c in store.update_cols]
+    else:
+        differs = [f"t.{store.q(c)} IS NOT s.{store.q(c)}" for c in store.update_cols]
+    changed = " OR ".join(differs) or "false"
+    key = " AND ".join(f"t.{store.q(k)} = s.{store.q(k)}" for k in store.ent.key)
+    rows = store.conn.exec_driver_sql(
+        f"SELECT s.sku, t.sku, CASE WHEN {changed} THEN 1 ELSE 0 END "
+        f"FROM {store.stage} s LEFT JOIN {store.table.name} t ON {key}"
+    ).all()
+    matched = updated = 0
+    touched: set[str] = set()
+    for new_sku, old_sku, differ in rows:
+        if old_sku is None:
+            touched.add(new_sku)
+            continue
+        matched += 1
+        if differ:
+            updated += 1
+            touched.update((new_sku, old_sku))
+    return matched, updated, sorted(touched)
+
+
+def _sale_dates(store: Store) -> None:
+    """first_sale_date and last_sale_date after a batch, from its days alone: a day with units
+    widens the SKU's range; a first or last sale day left with none (a cancellation) sends its
+    SKU's range through a full recompute (a seek per such SKU)."""
+    sku = as_daily_sku(store, "a.sku")
+    days = f"FROM {AFFECTED_DAYS} a JOIN daily_sales d ON d.sku = {sku} AND d.date = a.sale_date"
+    store.conn.exec_driver_sql(
+        "UPDATE products SET "
+        "first_sale_date = CASE WHEN first_sale_date IS NULL OR s.first_day < first_sale_date "
+        "THEN s.first_day ELSE first_sale_date END, "
+        "last_sale_date = CASE WHEN last_sale_date IS NULL OR s.last_day > last_sale_date "
+        "THEN s.last_day ELSE last_sale_date END "
+        f"FROM (SELECT {sku} AS sku, MIN(a.sale_date) AS first_day, MAX(a.sale_date) AS last_day "
+        f"{days} WHERE d.units > 0 GROUP BY {sku}) s "
+        "WHERE products.sku = s.sku AND (first_sale_date IS NULL OR last_sale_date IS NULL "
+        "OR s.first_day < first_sale_date OR s.last_day > last_sale_date)"
+    )
+    lost = (
+        store.conn.exec_driver_sql(
+            f"SELECT DISTINCT {sku} {days} JOIN products p ON p.sku = {sku} "
+            "WHERE d.units = 0 "
+            "AND (a.sale_date = p.first_sale_date OR a.sale_date = p.last_sale_date)"
+        )
+        .scalars()
+        .all()
+    )
+    for lo in range(0, len(lost), _IN_BATCH):
+        part = lost[lo : lo + _IN_BATCH]
+        marks = ", ".join(f":s{i}" for i in range(len(part)))
+        known = "FROM daily_sales d WHERE d.sku = products.sku AND d.units > 0"
+        store.conn.execute(
+            text(
+                f"UPDATE products SET first_sale_date = (SELECT MIN(d.date) {known}), "
+                f"last_sale_date = (SELECT MAX(d.date) {known}) WHERE sku IN ({marks})"
+            ),
+            {f"s{i}": v for i, v in enumerate(part)},
+        )
+
+
+def _bump_versions(store: Store, touched: list[str], now: dt.datetime) -> dict[str, int]:
+    """A new data version for every SKU whose order-derived daily sales the batch touched.
+
+    Days kept from a directly loaded daily total (the file path's rule) did not change: their
+    SKUs keep their version and their cached forecasts. Sorted, so that concurrent batches lock
+    the rows in one order.
+    """
+    conn = store.conn
+    derived = conn.exec_driver_sql(
+        f"SELECT DISTINCT a.sku FROM {AFFECTED_DAYS} a JOIN daily_sales d "
+        f"ON d.sku = {as_daily_sku(store, 'a.sku')} AND d.date = a.sale_date "
+        f"WHERE d.source <> '{DIRECT}'"
+    ).scalars()
+    skus = sorted(set(touched) & set(derived))
+    if not skus:
+        return {}
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    table = Base.metadata.tables[SkuDataVersion.__tablename__]
+    out: dict[str, int] = {}
+    for lo in range(0, len(skus), _IN_BATCH):
+        stmt = insert(table).values(
+            [{"sku": s, "version": 1, "changed_at": now} for s in skus[lo : lo + _IN_BATCH]]
+        )
+        upsert = stmt.on_conflict_do_update(
+            index_elements=["sku"],
+            set_={"version": table.c.version + 1, "changed_at": stmt.excluded.changed_at},
+        ).returning(table.c.sku, table.c.version)
+        out.update({str(s): int(v) for s, v in conn.execute(upsert)})
+    return out
