@@ -316,12 +316,10 @@ class DaskRunner:
             if progress:
                 progress(f"{model.name}: fitting {sum(sizes):,} rows x {len(kept)} features")
             t2 = time.perf_counter()
-            booster = self._train(est, designs, kept, categorical)
+            fitted = self._train(est, designs, kept, categorical)
             t3 = time.perf_counter()
-            est.booster_ = lgb.Booster(model_str=booster.model_to_string(num_iteration=-1))
-            est.best_iteration_ = booster.current_iteration()
-            est.feature_names_ = list(kept)
-            est.categorical_ = list(categorical)
+            est.adopt(fitted, feature_names=kept, categorical=categorical)
+            del fitted
             stages.append(_Stage(min_lag, first_h, last_h, builder, est, cols, kept))
             features += t2 - t1
             estimator += t3 - t2
@@ -337,8 +335,9 @@ class DaskRunner:
         designs: list[tuple[int, Future]],
         names: list[str],
         categorical: list[str],
-    ) -> lgb.Booster:
-        """lightgbm.dask on the partitions' matrices where they lie; a lost worker fails it."""
+    ) -> lgb.LGBMModel:
+        """lightgbm.dask on the partitions' matrices where they lie (the fitted model); a lost
+        worker fails it."""
         import dask.array as da
         from dask import delayed
         from lightgbm.dask import DaskLGBMRegressor
@@ -367,7 +366,7 @@ class DaskRunner:
                     # lightgbm.dask always says so: the sklearn wrapper's n_jobs is in its params.
                     warnings.filterwarnings("ignore", "Parameter n_jobs will be ignored")
                     reg.fit(X, y, feature_name=names, categorical_feature=categorical)
-                outcome["booster"] = reg.booster_
+                outcome["fitted"] = reg
             except BaseException as exc:  # reported to the waiting caller
                 outcome["error"] = exc
 
@@ -389,5 +388,5 @@ class DaskRunner:
             raise TrainingError(f"LightGBM on Dask failed: {outcome['error']}") from outcome[
                 "error"
             ]
-        booster: lgb.Booster = outcome["booster"]
-        return booster
+        fitted: lgb.LGBMModel = outcome["fitted"]
+        return fitted
