@@ -74,6 +74,13 @@ class Settings(BaseSettings):
         default=2.0, gt=0, description="Seconds /readyz waits for the database before a 503"
     )
     selection_metric: str = "rmsse"
+    dask_scheduler: str | None = Field(
+        default=None,
+        description=(
+            "Dask scheduler of --engine dask (tcp://host:8786), or local for a LocalCluster "
+            "sized to this machine; --scheduler overrides it"
+        ),
+    )
     # Drift (docs/operations.md, Live accuracy and drift): what starts a retrain, what falls back.
     drift_window_days: int = Field(
         default=14, ge=1, description="N: days of live error compared with the backtest's"

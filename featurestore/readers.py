@@ -8,14 +8,16 @@ per SKU or row; the grid, prices and promotions (``featurestore.history_grid``) 
 from __future__ import annotations
 
 import gc
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, func, select
 
 from featurestore.event_reader import (
     CLOSED_KIND,
@@ -48,6 +50,7 @@ from featurestore.read_statements import (
     sku_chunks,
 )
 from featurestore.schema import HISTORY_COLUMNS, HISTORY_FLAGS, HISTORY_VALUES, PRODUCT_COLUMNS
+from featurestore.tables import Product
 
 __all__ = [
     "CLOSED_KIND",
@@ -56,13 +59,17 @@ __all__ = [
     "HOLIDAY_KINDS",
     "SNAP_KIND",
     "EventRows",
+    "SkuRange",
     "epoch_day",
     "last_sales_date",
     "latest_window",
+    "range_skus",
     "read_events",
     "read_frame",
     "read_products",
+    "read_range",
     "read_units",
+    "sku_ranges",
 ]
 
 
@@ -286,4 +293,91 @@ def _fill(
             "stock_out": stock_out.astype(HISTORY_FLAGS["stock_out"]),
             "closed": closed.astype(HISTORY_FLAGS["closed"]),
         }
+    )
+
+
+# -- reads by SKU range: what a worker of a cluster reads for its own partition -----------------
+
+
+@dataclass(frozen=True)
+class SkuRange:
+    """The SKUs ``first <= sku < stop`` (``stop`` None: to the end), in the database's byte order.
+
+    A partition is described by its bounds only: the worker reads its SKU names and history
+    itself, so no process ever holds the whole catalogue's history.
+    """
+
+    first: str
+    stop: str | None
+    skus: int  # how many SKUs the range held when it was cut (active ones with active_only)
+
+
+def _sku_key(conn: Connection) -> Any:
+    # Byte order on both backends: PostgreSQL's default collation may sort "A_2" and "A1" the
+    # other way round from Python and SQLite, and a range must mean the same everywhere.
+    return Product.sku.collate("C") if conn.dialect.name == "postgresql" else Product.sku
+
+
+def _range_filter(conn: Connection, active_only: bool) -> list[Any]:
+    return [Product.status != DISCONTINUED] if active_only else []
+
+
+def sku_ranges(engine: Engine, parts: int, *, active_only: bool = False) -> list[SkuRange]:
+    """The catalogue cut into at most ``parts`` ranges of consecutive SKUs of (nearly) equal size.
+
+    Only the bounds leave the database: one row per range (row_number over the SKU index).
+    """
+    if parts < 1:
+        raise ValueError(f"need at least one partition, got {parts}")
+    with engine.connect() as conn:
+        where = _range_filter(conn, active_only)
+        total = int(
+            conn.execute(select(func.count()).select_from(Product).where(*where)).scalar_one()
+        )
+        if total == 0:
+            return []
+        size = math.ceil(total / parts)
+        key = _sku_key(conn)
+        numbered = (
+            select(Product.sku.label("sku"), func.row_number().over(order_by=key).label("rn"))
+            .where(*where)
+            .subquery()
+        )
+        firsts = [
+            str(r[0])
+            for r in conn.execute(
+                select(numbered.c.sku)
+                .where((numbered.c.rn - 1) % size == 0)
+                .order_by(numbered.c.rn)
+            )
+        ]
+    counts = [min(size, total - i * size) for i in range(len(firsts))]
+    stops: list[str | None] = [*firsts[1:], None]
+    return [SkuRange(f, s, n) for f, s, n in zip(firsts, stops, counts, strict=True)]
+
+
+def range_skus(engine: Engine, part: SkuRange, *, active_only: bool = False) -> list[str]:
+    """The SKU names of one range, in byte order."""
+    with engine.connect() as conn:
+        key = _sku_key(conn)
+        where = [key >= part.first, *_range_filter(conn, active_only)]
+        if part.stop is not None:
+            where.append(key < part.stop)
+        return [str(r[0]) for r in conn.execute(select(Product.sku).where(*where).order_by(key))]
+
+
+def read_range(
+    engine: Engine,
+    part: SkuRange,
+    *,
+    start: date | None = None,
+    end: date | None = None,
+    as_of: date | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One range's dense history (as read_frame) and its products: a worker's own partition."""
+    skus = range_skus(engine, part)
+    if not skus:
+        return _empty_history(), read_products(engine, [])
+    return read_frame(engine, skus=skus, start=start, end=end, as_of=as_of), read_products(
+        engine, skus
     )

@@ -9,7 +9,7 @@ selection and the quantile calibration.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,8 +83,10 @@ class BacktestResult:
     fit_seconds: dict[str, float] = field(default_factory=dict)
     # Compositions (ensembles, fallbacks) by name: the models they are made of.
     ensembles: dict[str, list[str]] = field(default_factory=dict)
-    # What the scaled metrics were scaled by (the earliest fold's history), to score compositions.
-    scale_history: pd.DataFrame | None = None
+    # What the scaled metrics were scaled by: series_stats (scales, demand class per SKU) of the
+    # earliest fold's history, to score compositions (training.selection). Per-SKU figures only,
+    # so a Dask runner gathers them from its partitions; the client never holds the history.
+    scale_stats: pd.DataFrame | None = None
 
     @property
     def best(self) -> str:
@@ -156,22 +158,13 @@ def run_backtest(
 
     if metric not in LOWER_IS_BETTER:
         raise ValueError(f"cannot rank by {metric!r}; choose from {', '.join(SELECTION_METRICS)}")
-    step = step or horizon
     last = pd.Timestamp(history.loc[history["units"].notna(), "date"].max())
     first = pd.Timestamp(history["date"].min())
-    cuts = cutoffs(last, folds=folds, horizon=horizon, step=step, first_date=first)
-    if cuts[0] - first < pd.Timedelta(days=2 * horizon):
-        raise ValueError(
-            f"not enough history for {folds} folds of {horizon} days: "
-            f"data starts {first.date()}, first cut-off {cuts[0].date()}"
-        )
-    segments = products.set_index("sku")[["category", "store"]]
-    learned_free = {c.name for c in candidates if c.is_baseline}
+    cuts = fold_cutoffs(first, last, folds=folds, horizon=horizon, step=step)
     parts: list[pd.DataFrame] = []
     fit_seconds: dict[str, float] = {}
     # Scaled metrics use the earliest fold's training history, as known before every forecast.
-    scale_history = history.loc[history["date"] <= cuts[0], ["sku", "date", "units"]]
-    scale_history = scale_history.reset_index(drop=True)
+    stats = series_stats(history.loc[history["date"] <= cuts[0], ["sku", "date", "units"]])
     for fold, cut in enumerate(cuts):
         end = cut + pd.Timedelta(days=horizon)
         train = history[history["date"] <= cut].reset_index(drop=True)
@@ -209,25 +202,71 @@ def run_backtest(
                 )
             )
         del train, recent  # before the next fold's copy is made
+    return scored_backtest(
+        parts,
+        products,
+        stats,
+        cuts,
+        horizon=horizon,
+        metric=metric,
+        ensemble_top=ensemble_top,
+        fit_seconds=fit_seconds,
+        baselines={c.name for c in candidates if c.is_baseline},
+    )
+
+
+def fold_cutoffs(
+    first: pd.Timestamp, last: pd.Timestamp, *, folds: int, horizon: int, step: int | None
+) -> list[pd.Timestamp]:
+    """The folds' cut-offs for data from ``first`` to ``last`` (the oldest a year before the
+    forecast's window when the history allows, see ``cutoffs``); too short a history is refused."""
+    cuts = cutoffs(last, folds=folds, horizon=horizon, step=step or horizon, first_date=first)
+    if cuts[0] - first < pd.Timedelta(days=2 * horizon):
+        raise ValueError(
+            f"not enough history for {folds} folds of {horizon} days: "
+            f"data starts {first.date()}, first cut-off {cuts[0].date()}"
+        )
+    return cuts
+
+
+def scored_backtest(
+    parts: Sequence[pd.DataFrame],
+    products: pd.DataFrame,
+    stats: pd.DataFrame,
+    cuts: list[pd.Timestamp],
+    *,
+    horizon: int,
+    metric: str,
+    ensemble_top: int,
+    fit_seconds: dict[str, float],
+    baselines: Collection[str],
+) -> BacktestResult:
+    """Reports, ranking and the ensemble from the folds' predictions (model, fold, cutoff, sku,
+    date, horizon, y, yhat), the same for every runner (local or Dask).
+
+    ``stats`` are the series_stats of the history up to the first cut-off (gathered per SKU
+    partition on a cluster); ``baselines`` the candidates' names that are feature-free.
+    """
+    segments = products.set_index("sku")[["category", "store"]]
     predictions = pd.concat(parts, ignore_index=True)
     predictions = predictions.join(segments, on="sku")
     names = list(dict.fromkeys(predictions["model"]))
-    classes = series_stats(scale_history)["demand_class"]
+    classes = stats["demand_class"]
     predictions["demand_class"] = (
         predictions["sku"].map(classes).fillna("no_demand").astype(str).to_numpy()
     )
     reports = {
-        name: evaluate(predictions[predictions["model"] == name], train_history=scale_history)
+        name: evaluate(predictions[predictions["model"] == name], train_stats=stats)
         for name in names
     }
     ranking = sorted(names, key=lambda n: _score(reports[n]["overall"], metric))
     ensembles: dict[str, list[str]] = {}
-    members = ensemble_members(ranking, ensemble_top, is_learned=lambda n: n not in learned_free)
+    members = ensemble_members(ranking, ensemble_top, is_learned=lambda n: n not in baselines)
     if len(members) > 1:
         ens = ensemble_predictions(predictions, members)
         name = "ensemble(" + "+".join(members) + ")"
         predictions = pd.concat([predictions, ens.assign(model=name)], ignore_index=True)
-        reports[name] = evaluate(ens, train_history=scale_history)
+        reports[name] = evaluate(ens, train_stats=stats)
         ensembles[name] = members
         ranking = sorted(reports, key=lambda n: _score(reports[n]["overall"], metric))
     return BacktestResult(
@@ -239,7 +278,7 @@ def run_backtest(
         ranking,
         fit_seconds,
         ensembles=ensembles,
-        scale_history=scale_history,
+        scale_stats=stats,
     )
 
 
@@ -324,8 +363,10 @@ __all__ = [
     "calibrate",
     "coverage_report",
     "cutoffs",
+    "fold_cutoffs",
     "hide_after",
     "inventory_report",
     "run_backtest",
+    "scored_backtest",
     "value_added",
 ]

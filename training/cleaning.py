@@ -67,15 +67,23 @@ def unit_caps(sku: np.ndarray, units: np.ndarray) -> dict[str, float]:
     return {str(k): float(v) for k, v in zip(stats.index, cap, strict=True)}
 
 
-def clean_targets(history: pd.DataFrame, products: pd.DataFrame) -> Cleaning:
-    """Censored rows and caps of a training history (rows grouped by SKU, days consecutive)."""
+def clean_targets(
+    history: pd.DataFrame, products: pd.DataFrame, closed_days: pd.MultiIndex | None = None
+) -> Cleaning:
+    """Censored rows and caps of a training history (rows grouped by SKU, days consecutive).
+
+    ``closed_days`` gives the store closures (``closed_store_days``) when the history is one
+    partition of a catalogue: a closure is read from the whole store's day, not a partition's.
+    """
     sku = history["sku"].to_numpy(dtype=object)
     units = history["units"].to_numpy(dtype=np.float64, na_value=np.nan)
     known = ~np.isnan(units)
     n = len(units)
     stock_out = _flag(history, "stock_out") & known
     closed_calendar = _flag(history, "closed") & known
-    closed_store = _store_closures(history, products, units, known)
+    if closed_days is None:
+        closed_days = closed_store_days(store_day_totals(history, products))
+    closed_store = _on_days(history, products, closed_days) & known
     runs = _improbable_zero_runs(sku, units, known)
     censored = stock_out | closed_calendar | closed_store | runs
     caps = unit_caps(sku[known], units[known])  # as the feature builder's (fit on known rows)
@@ -98,26 +106,43 @@ def _flag(history: pd.DataFrame, name: str) -> np.ndarray:
     return history[name].to_numpy(dtype=np.float64, na_value=0.0) > 0
 
 
-def _store_closures(
-    history: pd.DataFrame, products: pd.DataFrame, units: np.ndarray, known: np.ndarray
-) -> np.ndarray:
-    """Rows on days their whole store sold nothing while its median day of that weekday sells
-    plenty. A weekday the store never sells on (closed on Sundays, no shipping on weekends)
-    is its normal week, taught as zero, not censored."""
+def _stores(history: pd.DataFrame, products: pd.DataFrame) -> np.ndarray:
     store_of = products.set_index("sku")["store"]
-    store = history["sku"].map(store_of).fillna("").astype(str).to_numpy()
+    return history["sku"].map(store_of).fillna("").astype(str).to_numpy()
+
+
+def store_day_totals(history: pd.DataFrame, products: pd.DataFrame) -> pd.DataFrame:
+    """Units per (store, date) over the rows with known units; SKU partitions' totals summed
+    per (store, date) are the whole catalogue's."""
+    units = history["units"].to_numpy(dtype=np.float64, na_value=np.nan)
+    known = ~np.isnan(units)
     frame = pd.DataFrame(
-        {"store": store[known], "date": history["date"].to_numpy()[known], "u": units[known]}
+        {
+            "store": _stores(history, products)[known],
+            "date": history["date"].to_numpy()[known],
+            "u": units[known],
+        }
     )
-    totals = frame.groupby(["store", "date"], sort=False)["u"].sum().reset_index()
-    totals["dow"] = totals["date"].dt.day_of_week
+    return frame.groupby(["store", "date"], sort=False)["u"].sum().reset_index()
+
+
+def closed_store_days(totals: pd.DataFrame) -> pd.MultiIndex:
+    """(store, date) pairs the whole store sold nothing while its median day of that weekday
+    sells plenty. A weekday the store never sells on (closed on Sundays, no shipping on
+    weekends) is its normal week, taught as zero, not censored."""
+    totals = totals.groupby(["store", "date"], sort=False)["u"].sum().reset_index()
+    totals["dow"] = pd.to_datetime(totals["date"]).dt.day_of_week
     median = totals.groupby(["store", "dow"])["u"].transform("median")
     empty_rows = totals[(totals["u"] == 0) & (median >= CLOSURE_MIN_MEDIAN)]
-    empty = pd.MultiIndex.from_frame(empty_rows[["store", "date"]])
-    if len(empty) == 0:
+    return pd.MultiIndex.from_frame(empty_rows[["store", "date"]])
+
+
+def _on_days(history: pd.DataFrame, products: pd.DataFrame, days: pd.MultiIndex) -> np.ndarray:
+    """Rows whose (store, date) is one of ``days``."""
+    if len(days) == 0:
         return np.zeros(len(history), dtype=bool)
-    keys = pd.MultiIndex.from_arrays([store, history["date"].to_numpy()])
-    return keys.isin(empty) & known
+    keys = pd.MultiIndex.from_arrays([_stores(history, products), history["date"].to_numpy()])
+    return np.asarray(keys.isin(days), dtype=bool)
 
 
 def _improbable_zero_runs(sku: np.ndarray, units: np.ndarray, known: np.ndarray) -> np.ndarray:

@@ -47,21 +47,47 @@ def backtest_cold_start(
     known = history[history["units"].notna()]
     last = pd.Timestamp(known["date"].max())
     cut = last - pd.Timedelta(days=horizon)
-    skus = np.sort(known["sku"].unique())
-    n_hidden = max(1, round(len(skus) * share))
-    if len(skus) < 2:
+    hidden = hidden_skus(known["sku"].unique(), share, seed)
+    if hidden is None:
         return {"skus": 0, "detail": "too few SKUs to hide some"}
-    hidden = set(np.random.default_rng(seed).choice(skus, size=n_hidden, replace=False))
     is_hidden = history["sku"].isin(hidden)
     train = history[~is_hidden & (history["date"] <= cut)].reset_index(drop=True)
-    window = history[is_hidden & (history["date"] > cut) & (history["date"] <= last)]
-    frame = window.assign(units=np.nan).reset_index(drop=True)
     model = cold_start_forecaster(horizon).fit(train, products)
-    pred = model.predict(frame, products, cut, horizon)
+    merged, stats = cold_start_forecasts(model, history[is_hidden], products, cut, last)
+    return cold_start_score(merged, stats, len(hidden), cut)
+
+
+def hidden_skus(skus: np.ndarray, share: float, seed: int) -> set[str] | None:
+    """The SKUs whose history a cold-start backtest hides (None: too few SKUs to hide some)."""
+    skus = np.sort(np.asarray(skus, dtype=object))
+    if len(skus) < 2:
+        return None
+    n_hidden = max(1, round(len(skus) * share))
+    return set(np.random.default_rng(seed).choice(skus, size=n_hidden, replace=False))
+
+
+def cold_start_forecasts(
+    model: Forecaster,
+    hidden: pd.DataFrame,
+    products: pd.DataFrame,
+    cut: pd.Timestamp,
+    last: pd.Timestamp,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The hidden SKUs' forecasts after ``cut`` beside their units, and their scales before it."""
+    window = hidden[(hidden["date"] > cut) & (hidden["date"] <= last)]
+    frame = window.assign(units=np.nan).reset_index(drop=True)
+    pred = model.predict(frame, products, cut, model.horizon)
     merged = pred.merge(window[["sku", "date", "units"]], on=["sku", "date"])
+    stats = series_stats(hidden[hidden["date"] <= cut][["sku", "date", "units"]])
+    return merged, stats
+
+
+def cold_start_score(
+    merged: pd.DataFrame, stats: pd.DataFrame, n_hidden: int, cut: pd.Timestamp
+) -> dict[str, Any]:
+    """WAPE, bias and RMSSE of the hidden SKUs' forecasts (``cold_start_forecasts``)."""
     y = merged["units"].to_numpy(dtype=np.float64)
     yhat = merged["mean"].to_numpy(dtype=np.float64)
-    stats = series_stats(history[is_hidden & (history["date"] <= cut)][["sku", "date", "units"]])
     codes, uniq = pd.factorize(merged["sku"])
     scale = stats["scale_sq"].reindex(uniq).to_numpy(dtype=np.float64)
     score = rmsse(y, yhat, scale_sq=scale, series=codes)

@@ -56,6 +56,7 @@ __all__ = [
     "default_lags",
     "prepare",
     "prepare_arrays",
+    "sku_totals",
 ]
 
 # EWM weights below this share of the newest day's weight are dropped (bounds the lookback).
@@ -195,13 +196,15 @@ class FeatureBuilder:
 
     def fit(self, history: pd.DataFrame, products: pd.DataFrame) -> FeatureBuilder:
         """Learn vocabularies, mean encodings and category prices from rows with known units."""
-        plan = self._make_plan()
+        self._make_plan()
         check_columns(history, tuple(HISTORY_COLUMNS), "history")
+        return self.fit_totals(sku_totals(history), products)
+
+    def fit_totals(self, per_sku: pd.DataFrame, products: pd.DataFrame) -> FeatureBuilder:
+        """``fit`` from the per-SKU totals (``sku_totals``) alone: SKU partitions' totals,
+        concatenated in SKU order, fit the builder exactly as the whole history does."""
+        plan = self._make_plan()
         check_products(products)
-        known = history.loc[history["units"].notna(), ["sku", "units", "price"]]
-        per_sku = known.groupby("sku", sort=False).agg(
-            s=("units", "sum"), n=("units", "size"), ps=("price", "sum"), pn=("price", "count")
-        )
         attrs = sku_attributes(products, per_sku.index.to_numpy(dtype=object))
         sums, counts = per_sku["s"].to_numpy(np.float64), per_sku["n"].to_numpy(np.float64)
         encodings: dict[str, dict[str, float]] = {}
@@ -221,14 +224,10 @@ class FeatureBuilder:
         self.features_order_ = tuple(plan.names())
         self.feature_names_ = list(self.features_order_)
         self.categorical_features_ = list(CATEGORICAL)
-        self.n_fit_rows_ = len(known)
+        self.n_fit_rows_ = int(per_sku["n"].sum())
+        caps = per_sku["cap"] if "cap" in per_sku else pd.Series(dtype=np.float64)
         self.unit_caps_ = (
-            unit_caps(
-                known["sku"].to_numpy(dtype=object),
-                known["units"].to_numpy(dtype=np.float64, na_value=np.nan),
-            )
-            if self.cap_units
-            else {}
+            {str(k): float(v) for k, v in caps.dropna().items()} if self.cap_units else {}
         )
         return self
 
@@ -332,6 +331,22 @@ class FeatureBuilder:
         launch_days = np.where(np.isnat(launch), first, launch.astype(np.int64))
         out["start"] = np.minimum(first, launch_days).astype(np.float64)
         return out
+
+
+def sku_totals(history: pd.DataFrame) -> pd.DataFrame:
+    """Per SKU (in order of appearance): sum and count of known units, sum and count of prices,
+    and the bulk-order cap (training.cleaning.unit_caps; NaN: no cap). Every column is a SKU's
+    own, so SKU partitions' totals concatenated are the whole history's."""
+    known = history.loc[history["units"].notna(), ["sku", "units", "price"]]
+    totals = known.groupby("sku", sort=False).agg(
+        s=("units", "sum"), n=("units", "size"), ps=("price", "sum"), pn=("price", "count")
+    )
+    caps = unit_caps(
+        known["sku"].to_numpy(dtype=object),
+        known["units"].to_numpy(dtype=np.float64, na_value=np.nan),
+    )
+    totals["cap"] = pd.Series(caps, dtype=np.float64).reindex(totals.index.astype(str)).to_numpy()
+    return totals
 
 
 def _group_means(keys: np.ndarray, sums: np.ndarray, counts: np.ndarray) -> dict[str, float]:

@@ -325,15 +325,17 @@ def _groups(labels: np.ndarray) -> list[tuple[Any, npt.NDArray[np.intp]]]:
 def evaluate(
     frame: pd.DataFrame,
     *,
-    train_history: pd.DataFrame,
+    train_history: pd.DataFrame | None = None,
     segments: Sequence[str] = ("category", "store", "demand_class"),
     series_weights: Mapping[str, float] | pd.Series | None = None,
+    train_stats: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """Backtest report: all point metrics overall, by segment and by horizon day (JSON-ready).
 
     frame has sku, date, horizon, y, yhat and the segment columns; "demand_class" is derived from
     train_history (sku, date, units: the history before the cut-off) unless frame carries it.
-    Undefined values (e.g. WAPE when no unit was sold) are None.
+    Undefined values (e.g. WAPE when no unit was sold) are None. ``train_stats`` (its
+    ``series_stats``, e.g. gathered per SKU partition) may stand in for train_history.
     """
     missing = {"sku", "horizon", "y", "yhat"} - set(frame.columns)
     if missing:
@@ -346,7 +348,11 @@ def evaluate(
     if np.isnan(y).any() or np.isnan(yhat).any():
         raise ValueError("y and yhat must not contain missing values")
 
-    hist_stats = series_stats(train_history)
+    if train_stats is None:
+        if train_history is None:
+            raise ValueError("evaluate needs train_history or its series_stats (train_stats)")
+        train_stats = series_stats(train_history)
+    hist_stats = train_stats
     codes_arr, skus = pd.factorize(frame["sku"], sort=False)
     codes = codes_arr.astype(np.intp)
     stats = hist_stats.reindex(pd.Index(skus, name="sku"))

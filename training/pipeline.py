@@ -20,9 +20,9 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from featurestore.readers import last_sales_date, read_frame, read_products
-from training.backtest import BacktestResult, calibrate, coverage_report, run_backtest
+from training.backtest import BacktestResult, calibrate, coverage_report
 from training.bundle import save_bundle
-from training.coldstart import backtest_cold_start, fit_cold_start
+from training.engine.runner import HistoryRunner, LocalRunner
 from training.errors import TrainingError
 from training.estimators import family, model_names
 from training.forecaster import DEFAULT_FLOORS, STRATEGY_NOTE, Forecaster
@@ -51,10 +51,8 @@ class TrainOutcome:
     comparison: Comparison | None = None  # with the champion, when train was given the registry
 
 
-def load_history(
-    engine: Engine, cutoff: dt.date | None = None
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """All SKUs' history up to the cut-off (as known then) and their attributes."""
+def check_cutoff(engine: Engine, cutoff: dt.date | None) -> dt.date | None:
+    """The last sales day; a cut-off after it is refused."""
     last = last_sales_date(engine)
     if cutoff is not None and last is not None and cutoff > last:
         # The reader fills days without a sales row with zeros: a cut-off past the data would
@@ -63,6 +61,14 @@ def load_history(
             f"the cut-off {cutoff} is after the last sales day {last}; "
             f"choose a cut-off up to {last} or leave it out"
         )
+    return last
+
+
+def load_history(
+    engine: Engine, cutoff: dt.date | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """All SKUs' history up to the cut-off (as known then) and their attributes."""
+    last = check_cutoff(engine, cutoff)
     history = read_frame(engine, end=cutoff, as_of=cutoff)
     if history.empty and cutoff is not None and last is not None:
         raise TrainingError(f"no sales history up to the cut-off {cutoff}; choose a later one")
@@ -70,14 +76,6 @@ def load_history(
         raise TrainingError("the feature store has no sales history: ingest data first")
     products = read_products(engine)
     return history, products
-
-
-def _window(history: pd.DataFrame) -> tuple[dt.date, dt.date, int]:
-    """The first and last day with known units and the SKUs that have any."""
-    known = history["units"].notna()
-    dates = history.loc[known, "date"]
-    first, last = pd.Timestamp(dates.min()).date(), pd.Timestamp(dates.max()).date()
-    return first, last, int(history.loc[known, "sku"].nunique())
 
 
 def _candidates(options: TrainOptions) -> list[Forecaster]:
@@ -112,10 +110,15 @@ def backtest(
     progress: ProgressFn | None = None,
 ) -> BacktestResult:
     """Rolling-origin backtest of the candidate models."""
+    return backtest_on(LocalRunner(history, products), options, progress)
+
+
+def backtest_on(
+    runner: HistoryRunner, options: TrainOptions, progress: ProgressFn | None = None
+) -> BacktestResult:
+    """Rolling-origin backtest of the candidate models on a runner's history (local or Dask)."""
     release_large_blocks()
-    return run_backtest(
-        history,
-        products,
+    return runner.backtest(
         _candidates(options),
         folds=options.folds,
         horizon=options.horizon,
@@ -145,12 +148,12 @@ def _summary(result: BacktestResult, champion: str) -> dict[str, Any]:
     }
 
 
-def _shipped(selection: Selection, final: Forecaster, history: pd.DataFrame) -> ShippedForecast:
-    """The bundle's description of the served forecast (training.predict.ShippedForecast)."""
+def _shipped(selection: Selection, final: Forecaster, runner: HistoryRunner) -> ShippedForecast:
+    """The bundle's description of the served forecast (training.predict.ShippedForecast); the
+    fallback segments' SKUs from the runner's demand classes (computed where the history is)."""
     members = tuple(final.name if m == selection.learned else m for m in selection.members)
-    return ShippedForecast(
-        name=selection.name, members=members, fallback=sku_fallback(selection, history)
-    )
+    fallback = sku_fallback(selection, runner.demand_classes()) if selection.segments else {}
+    return ShippedForecast(name=selection.name, members=members, fallback=fallback)
 
 
 def training_data(model: Forecaster) -> dict[str, Any]:
@@ -165,16 +168,20 @@ def train(
     progress: ProgressFn | None = None,
     compare_with: Registry | None = None,
     tuning: dict[str, Any] | None = None,
+    runner: HistoryRunner | None = None,
 ) -> TrainOutcome:
     """Backtest, pick, calibrate, refit and save a bundle; returns where and what.
 
     With ``compare_with``, its champion is scored on the same folds for the promotion gate.
+    ``runner`` holds the history (default: read whole into this process); the Dask engine's
+    keeps it partitioned on a cluster (training.engine.dask_runner).
     """
     release_large_blocks()
     t0 = time.perf_counter()
-    history, products = load_history(engine, options.cutoff)
-    data_start, last, sku_count = _window(history)
-    result = backtest(history, products, options, progress)
+    if runner is None:
+        runner = LocalRunner(*load_history(engine, options.cutoff))
+    data_start, last, sku_count = runner.window()
+    result = backtest_on(runner, options, progress)
     # Always the backtest's best (baselines, the ensemble and per-segment fallbacks included).
     selection = choose(result)
     champion_name = selection.name
@@ -191,8 +198,7 @@ def train(
         )
         comparison = compare(
             compare_with,
-            history,
-            products,
+            runner.backtest,
             result,
             champion_name,
             scoring,
@@ -201,17 +207,14 @@ def train(
         )
     if progress:
         progress(f"champion {champion_name}: refitting on all data")
-    final = next(c for c in _candidates(options) if c.model == model_name)
-    final.fit(history, products, progress=progress)
+    final = runner.fit(next(c for c in _candidates(options) if c.model == model_name), progress)
     calibration = calibrate(result, champion_name)
     coverage = coverage_report(result, champion_name)
-    shipped = _shipped(selection, final, history)
+    shipped = _shipped(selection, final, runner)
     if progress:
         progress("cold-start model")
-    cold = fit_cold_start(history, products, horizon=options.horizon)
-    cold_metrics = backtest_cold_start(
-        history, products, horizon=options.horizon, share=options.cold_start_share
-    )
+    cold = runner.fit_cold_start(options.horizon)
+    cold_metrics = runner.backtest_cold_start(options.horizon, options.cold_start_share)
     metrics = _summary(result, champion_name)
     metrics["quantile_coverage"] = coverage
     metrics["cold_start"] = cold_metrics

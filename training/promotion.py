@@ -19,10 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-import pandas as pd
-
-from training.backtest import BacktestResult, run_backtest
+from training.backtest import BacktestResult
 from training.bundle import BundleError, Manifest
+from training.engine.runner import BacktestFn
 from training.forecaster import Forecaster
 from training.registry import Registry, RegistryError
 
@@ -111,8 +110,7 @@ def _unfitted(fitted: Forecaster, horizon: int) -> Forecaster:
 
 def compare(
     registry: Registry,
-    history: pd.DataFrame,
-    products: pd.DataFrame,
+    backtest: BacktestFn,
     result: BacktestResult,
     challenger_model: str,
     scoring: Scoring,
@@ -120,7 +118,8 @@ def compare(
     step: int | None = None,
     progress: ProgressFn | None = None,
 ) -> Comparison:
-    """Score the registry's champion as the challenger was scored (``result`` on ``history``)."""
+    """Score the registry's champion as the challenger was scored (``result``, by ``backtest``
+    over the same history: a runner's, local or on a cluster)."""
     base = Comparison(
         scoring, challenger_model, _finite(result.score(challenger_model)), registry.champion()
     )
@@ -139,14 +138,13 @@ def compare(
         return replace(
             base, champion_model=str(model), champion_score=stored, champion_scored=STORED
         )
-    return _rebacktest(registry, champion, history, products, base, step, progress)
+    return _rebacktest(registry, champion, backtest, base, step, progress)
 
 
 def _rebacktest(
     registry: Registry,
     champion: str,
-    history: pd.DataFrame,
-    products: pd.DataFrame,
+    backtest: BacktestFn,
     base: Comparison,
     step: int | None,
     progress: ProgressFn | None,
@@ -163,9 +161,7 @@ def _rebacktest(
     if progress:
         progress(f"champion {champion}: re-backtesting {candidate.name} on the same folds")
     try:
-        again = run_backtest(
-            history,
-            products,
+        again = backtest(
             [candidate],
             folds=scoring.folds,
             horizon=scoring.horizon,

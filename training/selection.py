@@ -7,7 +7,9 @@ holds one fitted forecaster), and the demand classes (smooth, erratic, intermitt
 a baseline answers instead. The shipped composition is scored on the same backtest rows and
 added to the result under its own name, so calibration, coverage and the promotion gate see
 exactly what is served. ``sku_fallback`` maps each SKU of a fallback class (classified on the
-full training history, as the backtest classified them on its first fold's) to its baseline.
+full training history by ``demand_classes``, as the backtest classified them on its first fold's)
+to its baseline. Selection reads only the backtest's rows and per-SKU figures, never the history,
+so the local and the Dask runner (training.engine) share it.
 """
 
 from __future__ import annotations
@@ -94,11 +96,11 @@ def choose(result: BacktestResult, margin: float = SEGMENT_MARGIN) -> Selection:
         winner = min(scores, key=scores.__getitem__)
         if scores[winner] < own * (1 - margin):
             segments[str(cls)] = winner
-    if not segments or result.scale_history is None:
+    if not segments or result.scale_stats is None:
         return Selection(best, members)
     name = f"{best}+fallback(" + ",".join(f"{c}:{b}" for c, b in segments.items()) + ")"
     composed = _compose(preds, best, segments)
-    report = evaluate(composed, train_history=result.scale_history)
+    report = evaluate(composed, train_stats=result.scale_stats)
     if _score(report["overall"], result.metric) >= result.score(best):
         return Selection(best, members)
     result.predictions = pd.concat([preds, composed.assign(model=name)], ignore_index=True)
@@ -129,11 +131,17 @@ def _compose(preds: pd.DataFrame, best: str, segments: Mapping[str, str]) -> pd.
     return out.sort_values(["fold", "sku", "date"], kind="stable", ignore_index=True)
 
 
-def sku_fallback(selection: Selection, history: pd.DataFrame) -> dict[str, str]:
-    """SKU -> baseline for the SKUs of the fallback segments, classified on ``history``."""
+def demand_classes(history: pd.DataFrame) -> pd.Series:
+    """Each SKU's demand class (smooth, erratic, intermittent, lumpy, no_demand) on the known
+    units of ``history``; per SKU, so a partitioned history's classes are its partitions'."""
+    known = history.loc[history["units"].notna(), ["sku", "date", "units"]]
+    return series_stats(known)["demand_class"].fillna("no_demand").astype(str)
+
+
+def sku_fallback(selection: Selection, classes: pd.Series) -> dict[str, str]:
+    """SKU -> baseline for the SKUs of the fallback segments (``classes``: ``demand_classes``
+    of the full training history, sku -> class)."""
     if not selection.segments:
         return {}
-    known = history.loc[history["units"].notna(), ["sku", "date", "units"]]
-    classes = series_stats(known)["demand_class"].fillna("no_demand").astype(str)
     picked = classes[classes.isin(list(selection.segments))]
-    return {str(sku): selection.segments[cls] for sku, cls in picked.items()}
+    return {str(sku): selection.segments[str(cls)] for sku, cls in picked.items()}

@@ -8,9 +8,11 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from app.cli.training import ENGINE, SCHEDULER
 from app.services.inventory import run_inventory_plan
 from featurestore.config import get_settings
 from featurestore.db import get_engine
+from training.engine.select import batch_forecaster
 from training.inventory import check_service_level
 from training.predict import write_forecasts
 from training.registry import Registry, RegistryError
@@ -31,6 +33,8 @@ def inventory_plan(
     store: bool = typer.Option(
         True, "--store/--no-store", help="Store the plan for GET /v1/inventory-plan"
     ),
+    engine: str = ENGINE,
+    scheduler: str | None = SCHEDULER,
 ) -> None:
     """Order-up-to level, reorder point and safety stock of every active SKU (one file)."""
     try:
@@ -43,16 +47,19 @@ def inventory_plan(
         origin = dt.date.fromisoformat(as_of) if as_of else None
     except ValueError as exc:
         raise typer.BadParameter(f"{as_of!r} is not an ISO date", param_hint="--as-of") from exc
+    settings = get_settings()
     try:
-        result = run_inventory_plan(
-            get_engine(),
-            Registry(get_settings().models_dir),
-            as_of=origin,
-            lead_time_days=lead_time_days,
-            review_days=review_days,
-            service_level=service_level,
-            store=store,
-        )
+        with batch_forecaster(engine, scheduler, settings.database_url) as forecast:
+            result = run_inventory_plan(
+                get_engine(),
+                Registry(settings.models_dir),
+                as_of=origin,
+                lead_time_days=lead_time_days,
+                review_days=review_days,
+                service_level=service_level,
+                store=store,
+                forecast=forecast,
+            )
     except (RegistryError, ValueError) as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from exc

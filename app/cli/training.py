@@ -24,11 +24,13 @@ from featurestore.db import get_engine
 from featurestore.readers import last_sales_date, read_products
 from training.aggregate import LEVELS
 from training.backtest import SELECTION_METRICS, BacktestResult, inventory_report
+from training.engine import ENGINES
+from training.engine.runner import LocalRunner
+from training.engine.select import batch_forecaster, history_runner
 from training.errors import TrainingError
 from training.estimators import model_names
 from training.options import InvalidOptions, TrainOptions, train_options
-from training.pipeline import ALL_MODELS, TrainOutcome, load_history
-from training.pipeline import backtest as run_backtest
+from training.pipeline import ALL_MODELS, TrainOutcome, backtest_on, load_history
 from training.pipeline import train as run_train
 from training.predict import quantile_column, write_forecasts
 from training.promotion import gate
@@ -222,6 +224,24 @@ def _promotion(registry: Registry, outcome: TrainOutcome, promote: str, never: b
     return str(gate(registry, outcome.version, outcome.comparison, promote == "always")["decision"])
 
 
+def _check_engine(value: str) -> str:
+    if value not in ENGINES:
+        raise typer.BadParameter(f"{value!r}: choose {' or '.join(ENGINES)}")
+    return value
+
+
+ENGINE_HELP = "local (this process) or dask (SKU partitions on a Dask cluster: see --scheduler)"
+ENGINE = typer.Option(
+    "local", "--engine", envvar="SALESFC_ENGINE", help=ENGINE_HELP, callback=_check_engine
+)
+SCHEDULER = typer.Option(
+    None,
+    "--scheduler",
+    help="With --engine dask: the scheduler's address (tcp://host:8786), or local for a "
+    "LocalCluster on this machine (default: SALESFC_DASK_SCHEDULER)",
+)
+
+
 def train(
     cutoff: str | None = CUTOFF,
     models: str = MODELS,
@@ -240,6 +260,8 @@ def train(
     as_json: bool = typer.Option(
         False, "--json", help="Print the bundle, verdict and comparison as JSON on stdout"
     ),
+    engine: str = ENGINE,
+    scheduler: str | None = SCHEDULER,
 ) -> None:
     """Backtest the candidates, refit the best on all data up to the cut-off, write a bundle."""
     settings = get_settings()
@@ -262,16 +284,21 @@ def train(
     )
     registry = Registry(settings.models_dir)
     never = promote == "never" and registry.champion() is not None
+    store = get_engine()
     with Phases("train", console) as phases:
-        phases.start("reading history")
-        steps = TrainingSteps(phases, _fits(options))
-        outcome = run_train(
-            get_engine(),
-            settings.models_dir,
-            options,
-            progress=steps,
-            compare_with=None if never else registry,
-        )
+        phases.start("reading history" + (" on the Dask workers" if engine == "dask" else ""))
+        with history_runner(
+            engine, scheduler, store, settings.database_url, options.cutoff
+        ) as runner:
+            steps = TrainingSteps(phases, _fits(options))
+            outcome = run_train(
+                store,
+                settings.models_dir,
+                options,
+                progress=steps,
+                compare_with=None if never else registry,
+                runner=runner,
+            )
     state = _promotion(registry, outcome, promote, never)
     console.print(_comparison(outcome.backtest, f"backtest by {metric}"))
     console.print(training_data_line(outcome.metrics.get("training_data") or {}))
@@ -384,6 +411,8 @@ def backtest(
     ensemble_top: int = ENSEMBLE,
     n_estimators: int | None = TREES,
     lag_floors: str | None = FLOORS,
+    engine: str = ENGINE,
+    scheduler: str | None = SCHEDULER,
 ) -> None:
     """Rolling-origin evaluation of the candidates: metrics overall, by segment and by horizon."""
     options = _options(
@@ -398,12 +427,17 @@ def backtest(
         n_estimators=n_estimators,
         lag_floors=lag_floors,
     )
+    store = get_engine()
     with Phases("backtest", console) as phases:
-        phases.start("reading history")
-        history, products = load_history(get_engine(), options.cutoff)
-        steps = TrainingSteps(phases, _fits(options))
-        result = run_backtest(history, products, options, steps)
-        steps.finish()
+        phases.start("reading history" + (" on the Dask workers" if engine == "dask" else ""))
+        with history_runner(
+            engine, scheduler, store, get_settings().database_url, options.cutoff
+        ) as runner:
+            if runner is None:
+                runner = LocalRunner(*load_history(store, options.cutoff))
+            steps = TrainingSteps(phases, _fits(options))
+            result = backtest_on(runner, options, steps)
+            steps.finish()
     title = f"backtest: {len(result.cutoffs)} folds x {horizon} days, by {metric}"
     console.print(_comparison(result, title))
     if json_path is not None:
@@ -445,6 +479,8 @@ def forecast_all_command(
         "from joint sample paths; written beside --out as <name>_totals, else printed",
         callback=_check_levels,
     ),
+    engine_name: str = ENGINE,
+    scheduler: str | None = SCHEDULER,
 ) -> None:
     """Forecast every active SKU from the champion: sku, date, mean and quantiles per day."""
     settings = get_settings()
@@ -453,14 +489,16 @@ def forecast_all_command(
     origin = _origin(engine, _parse_date(as_of))
     with Phases("forecast-all", console) as phases:
         phases.start("forecasting the catalogue")
-        result = run_forecast_all(
-            engine,
-            Registry(settings.models_dir),
-            as_of=origin,
-            horizon=horizon,
-            quantiles=levels,
-            store=store,
-        )
+        with batch_forecaster(engine_name, scheduler, settings.database_url) as forecast:
+            result = run_forecast_all(
+                engine,
+                Registry(settings.models_dir),
+                as_of=origin,
+                horizon=horizon,
+                quantiles=levels,
+                store=store,
+                forecast=forecast,
+            )
         frame = result.frame
         if out is not None:
             phases.start(f"writing {len(frame):,} rows to {out.name}")

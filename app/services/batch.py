@@ -13,6 +13,7 @@ from app.errors import AsOfAfterData, InvalidRequest
 from featurestore.forecast_runs import save_run
 from featurestore.readers import last_sales_date
 from featurestore.stats import data_token
+from training.engine.select import ForecastAllFn
 from training.predict import forecast_all, quantile_column
 from training.registry import Registry
 
@@ -35,11 +36,13 @@ def run_forecast_all(
     horizon: int | None = None,
     quantiles: Sequence[float] = (0.1, 0.5, 0.9),
     store: bool = True,
+    forecast: ForecastAllFn = forecast_all,
 ) -> BatchResult:
     """Forecast every active SKU; store the run (visible once complete) unless told not to.
 
     An as-of after the last sales day is refused: the days between would be forecast from no
-    data at all, and such a run would otherwise be served as if it were today's.
+    data at all, and such a run would otherwise be served as if it were today's. ``forecast`` is
+    forecast_all or its Dask form (training.engine.select.batch_forecaster).
     """
     read_at = dt.datetime.now(dt.UTC)  # before the data is read: pushes after it are newer
     token = data_token(engine)
@@ -53,7 +56,7 @@ def run_forecast_all(
         )
     bundle = registry.load_champion()
     origin = as_of or last
-    frame = forecast_all(engine, bundle, as_of=origin, horizon=horizon, quantiles=quantiles)
+    frame = forecast(engine, bundle, as_of=origin, horizon=horizon, quantiles=quantiles)
     run_id = None
     if store:
         run_id = save_run(

@@ -29,6 +29,7 @@ from featurestore.inventory_plans import PLAN_COLUMNS
 from featurestore.readers import last_sales_date
 from featurestore.stats import data_token
 from training.bundle import Bundle
+from training.engine.select import ForecastAllFn
 from training.inventory import (
     DEFAULT_LEVELS,
     NoResidualBlocks,
@@ -296,14 +297,19 @@ def run_inventory_plan(
     review_days: int = 7,
     service_level: float = 0.95,
     store: bool = True,
+    forecast: ForecastAllFn = forecast_all,
 ) -> PlanResult:
-    """Forecast the catalogue as `forecast-all` does, then plan every SKU; store the plan whole."""
+    """Forecast the catalogue as `forecast-all` does, then plan every SKU; store the plan whole.
+
+    ``forecast`` is forecast_all or its Dask form: the forecasts, the heavy part, then run on the
+    cluster's workers; the plan's arithmetic (vectorised over SKUs) runs on their means here.
+    """
     token = data_token(engine)
     bundle = registry.load_champion()
     origin = as_of or last_sales_date(engine)
     if origin is None:
         raise ValueError("the feature store has no sales history: ingest data first")
-    forecasts = forecast_all(engine, bundle, as_of=origin, quantiles=[0.5])
+    forecasts = forecast(engine, bundle, as_of=origin, quantiles=[0.5])
     frame = plan_frame(
         forecasts,
         bundle,

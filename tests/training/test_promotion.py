@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import Engine
 
 from tests.training.test_registry import make
-from training import promotion
 from training.backtest import run_backtest
+from training.engine.runner import LocalRunner
 from training.forecaster import Forecaster
 from training.options import TrainOptions
 from training.pipeline import load_history, train
@@ -203,15 +203,25 @@ def test_a_challenger_on_fewer_folds_meets_the_champion_on_its_folds(
     assert comparison.champion_score != pytest.approx(stored["selection_score"], rel=1e-9)
 
 
+def _after_first_backtest(monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
+    """Challengers' backtests run; the champion's re-backtest (promotion asks for no ensemble)
+    raises."""
+    real = LocalRunner.backtest
+
+    def challengers_only(self: LocalRunner, *args: Any, **kwargs: Any) -> Any:
+        if "ensemble_top" not in kwargs:
+            raise error
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(LocalRunner, "backtest", challengers_only)
+
+
 def test_stored_scores_measured_alike_are_not_recomputed(
     store: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     registry, champion = _crowned(store, tmp_path / "models")
 
-    def no_rebacktest(*args: object, **kwargs: object) -> None:
-        raise AssertionError("the stored score matches: no re-backtest")
-
-    monkeypatch.setattr(promotion, "run_backtest", no_rebacktest)
+    _after_first_backtest(monkeypatch, AssertionError("the stored score matches: no re-backtest"))
     outcome = train(store, tmp_path / "models", _options(), compare_with=registry)
     comparison = outcome.comparison
     assert comparison is not None and comparison.champion_scored == STORED
@@ -224,10 +234,7 @@ def test_a_champion_that_cannot_be_rebacktested_is_refused(
     models = tmp_path / "models"
     registry, champion = _crowned(store, models)
 
-    def broken(*args: object, **kwargs: object) -> None:
-        raise ValueError("not enough history")
-
-    monkeypatch.setattr(promotion, "run_backtest", broken)
+    _after_first_backtest(monkeypatch, ValueError("not enough history"))
     outcome = train(store, models, _options(metric="mae"), compare_with=registry)
     assert outcome.comparison is not None
     verdict = gate(registry, outcome.version, outcome.comparison, force=False)

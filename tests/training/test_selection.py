@@ -21,7 +21,7 @@ from training.options import TrainOptions
 from training.pipeline import train
 from training.predict import BundleForecaster, ShippedForecast, hide_after
 from training.quantiles import QuantileCalibrator
-from training.selection import Selection, choose, sku_fallback
+from training.selection import Selection, choose, demand_classes, sku_fallback
 
 SMALL = {"n_estimators": 10, "num_leaves": 7, "min_data_in_leaf": 5, "num_threads": 1}
 H = 14
@@ -109,7 +109,7 @@ def _segment_result() -> bt.BacktestResult:
             "units": rng.poisson(2.0, 2400).astype(float),
         }
     )
-    from training.metrics import evaluate
+    from training.metrics import evaluate, series_stats
 
     reports = {m: evaluate(g, train_history=scale) for m, g in preds.groupby("model")}
     # evaluate classifies SKUs on the scale history; the test's classes are the frame's.
@@ -119,7 +119,13 @@ def _segment_result() -> bt.BacktestResult:
             reports[m]["by_segment"]["demand_class"][cls] = block
     ranking = sorted(reports, key=lambda n: reports[n]["overall"]["rmsse"])
     return bt.BacktestResult(
-        preds, reports, [pd.Timestamp("2024-03-01")], 28, "rmsse", ranking, scale_history=scale
+        preds,
+        reports,
+        [pd.Timestamp("2024-03-01")],
+        28,
+        "rmsse",
+        ranking,
+        scale_stats=series_stats(scale),
     )
 
 
@@ -148,7 +154,12 @@ def test_sku_fallback_classifies_on_the_history() -> None:
         }
     )
     sel = Selection("x", ("lgbm_tweedie/multi",), {"intermittent": "tsb"})
-    assert sku_fallback(sel, history) == {"B": "tsb"}
+    classes = demand_classes(history)
+    assert classes.to_dict() == {"A": "smooth", "B": "intermittent"}
+    assert sku_fallback(sel, classes) == {"B": "tsb"}
+    # Classes are per SKU: a history split by SKU gives the same classes part by part.
+    parts = [demand_classes(history[history["sku"] == s]) for s in ("A", "B")]
+    assert pd.concat(parts).to_dict() == classes.to_dict()
 
 
 def test_serving_forecasts_the_shipped_composition() -> None:

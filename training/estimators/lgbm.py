@@ -236,6 +236,19 @@ class LGBMEstimator(Estimator):
         self.booster_ = lgb.Booster(model_str=booster.model_to_string(num_iteration=-1))
         del booster, train
 
+    def adopt(
+        self, fitted: lgb.LGBMModel, *, feature_names: list[str], categorical: list[str]
+    ) -> LGBMEstimator:
+        """Take the trees of a LightGBM model fitted elsewhere with this estimator's parameters
+        (``lightgbm.dask`` across a cluster's workers: training.engine.dask_runner), as a fit
+        here would have left them: the model text only, every round kept."""
+        booster = fitted.booster_
+        self.best_iteration_ = booster.current_iteration()
+        self.booster_ = lgb.Booster(model_str=booster.model_to_string(num_iteration=-1))
+        self.feature_names_ = list(feature_names)
+        self.categorical_ = list(categorical)
+        return self
+
     def _predict(self, X: np.ndarray) -> np.ndarray:
         small = len(X) < self.small_predict_rows
         threads = 1 if small else cpu_threads(self.num_threads)

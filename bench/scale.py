@@ -1,0 +1,235 @@
+"""Scale benchmark: the full retrain and forecast-all from the PostgreSQL store, local and Dask.
+
+Synthetic M5 scale by default (training.synth: 30,000 SKUs x 1,941 days, about 58M daily rows),
+loaded through the ordinary ingestion path into a PostgreSQL database of its own. Each case runs
+in a fresh process (bench/train.py's ``spawn``): the full retrain (`salesfc train`'s defaults:
+backtest, champion refit, calibration, cold-start model) with the local engine and with the
+Dask engine on a 2-worker LocalCluster, then forecast-all of the whole catalogue from the local
+bundle with both engines. Reported: wall time, peak memory (the process; each Dask worker),
+where the time goes (the training phases) and the 1-minute load average around each case.
+Results: docs/benchmarks.md (Scale out) and docs/scale.md.
+
+    .venv/bin/python bench/scale.py --skus 1000            # a small validation run
+    .venv/bin/python bench/scale.py                        # 30,000 SKUs x 1,941 days
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = Path(__file__).resolve().parent
+for _p in (str(ROOT), str(BENCH)):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+from peers import emit, peak_rss_mb  # noqa: E402
+from train import machine, spawn  # noqa: E402
+
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+def _db_url(args: argparse.Namespace) -> str:
+    return PG_ADMIN.rsplit("/", 1)[0] + f"/salesfc_scale_{args.skus}x{args.days}"
+
+
+def _vm_hwm_mb() -> float:
+    """Peak resident memory of the calling process (a Dask worker's own), in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Clock:
+    """Seconds between the training's progress messages, summed by phase."""
+
+    def __init__(self) -> None:
+        self.t0 = self.last = time.perf_counter()
+        self.phase = "reading history"
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, message: str) -> None:
+        now = time.perf_counter()
+        self.seconds[self.phase] = self.seconds.get(self.phase, 0.0) + now - self.last
+        self.last = now
+        if message.startswith("fold"):
+            self.phase = "backtest " + message.split(": ")[-1]
+        elif "refitting" in message or message.startswith("champion"):
+            self.phase = "champion refit"
+        elif message.startswith("cold-start"):
+            self.phase = "cold-start model (fit + backtest)"
+        print(f"[bench/scale] {now - self.t0:8.1f}s {message}", file=sys.stderr, flush=True)
+
+    def done(self) -> dict[str, float]:
+        self("done")
+        return {k: round(v, 1) for k, v in self.seconds.items()}
+
+
+# ---------------------------------------------------------------- children
+
+
+def child_prepare(args: argparse.Namespace) -> dict[str, Any]:
+    """A fresh database of the size asked for, migrated and filled through ingestion."""
+    from sqlalchemy import create_engine, text
+
+    from featurestore import migrations
+    from featurestore.db import make_engine
+    from featurestore.stats import store_stats
+    from training.synth import SynthConfig, generate, write_catalogue
+
+    url = _db_url(args)
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    name = url.rsplit("/", 1)[1]
+    with admin.connect() as conn:
+        exists = conn.execute(text("select 1 from pg_database where datname = :n"), {"n": name})
+        if exists.first() is not None and not args.fresh:
+            return {"case": "prepare", "url": url, "reused": True}
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    migrations.upgrade(url)
+    t0 = time.perf_counter()
+    cat = generate(SynthConfig(n_skus=args.skus, n_days=args.days, seed=3))
+    generated = time.perf_counter() - t0
+    engine = make_engine(url)
+    write_catalogue(engine, cat)
+    stats = store_stats(engine)
+    return {
+        "case": "prepare",
+        "url": url,
+        "generate_seconds": round(generated, 1),
+        "ingest_seconds": round(time.perf_counter() - t0 - generated, 1),
+        "store": stats,
+    }
+
+
+def _train(args: argparse.Namespace, engine_name: str) -> dict[str, Any]:
+    from featurestore.db import make_engine
+    from training.engine.select import history_runner
+    from training.options import TrainOptions
+    from training.pipeline import train
+
+    url = _db_url(args)
+    engine = make_engine(url)
+    models = Path(args.work) / "models"
+    clock = Clock()
+    workers: dict[str, float] = {}
+    with history_runner(engine_name, "local", engine, url) as runner:
+        outcome = train(engine, models, TrainOptions(), progress=clock, runner=runner)
+        if runner is not None:
+            client = runner.client  # type: ignore[attr-defined]
+            workers = {w: round(v, 1) for w, v in client.run(_vm_hwm_mb).items()}
+    phases = clock.done()
+    model = outcome.backtest
+    return {
+        "case": f"train/{engine_name}",
+        "version": outcome.version,
+        "seconds": round(clock.last - clock.t0, 1),
+        "phases": phases,
+        "champion": outcome.champion_model,
+        "scores": {n: model.reports[n]["overall"].get("rmsse") for n in model.ranking},
+        "wape": {n: model.reports[n]["overall"].get("wape") for n in model.ranking},
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "worker_peak_rss_mb": workers,
+    }
+
+
+def _forecast(args: argparse.Namespace, engine_name: str) -> dict[str, Any]:
+    from featurestore.db import make_engine
+    from training.bundle import load_bundle
+    from training.engine.select import batch_forecaster
+
+    url = _db_url(args)
+    engine = make_engine(url)
+    models = Path(args.work) / "models"
+    bundle = load_bundle(models / args.version, models_dir=models)
+    with batch_forecaster(engine_name, "local", url) as forecast:
+        t0 = time.perf_counter()
+        frame = forecast(engine, bundle, quantiles=[0.1, 0.5, 0.9])
+        seconds = time.perf_counter() - t0
+    frame.to_parquet(Path(args.work) / f"forecast-{engine_name}.parquet", index=False)
+    return {
+        "case": f"forecast-all/{engine_name}",
+        "seconds": round(seconds, 1),
+        "rows": len(frame),
+        "skus": int(frame["sku"].nunique()),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
+
+
+CHILDREN = {
+    "prepare": child_prepare,
+    "train-local": lambda a: _train(a, "local"),
+    "train-dask": lambda a: _train(a, "dask"),
+    "forecast-local": lambda a: _forecast(a, "local"),
+    "forecast-dask": lambda a: _forecast(a, "dask"),
+}
+
+
+# ---------------------------------------------------------------- parent
+
+
+def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    me = [sys.executable, str(Path(__file__).resolve())]
+    size = ["--skus", str(args.skus), "--days", str(args.days), "--work", args.work]
+    results = [
+        spawn(
+            [*me, "--child", "prepare", *size, *(["--fresh"] if args.fresh else [])],
+            args.threads,
+            "prepare",
+        )
+    ]
+    trained: dict[str, str] = {}
+    for engine in args.engines.split(","):
+        r = spawn([*me, "--child", f"train-{engine}", *size], args.threads, f"train {engine}")
+        trained[engine] = r["version"]
+        results.append(r)
+    version = trained.get("local") or next(iter(trained.values()))
+    for engine in args.engines.split(","):
+        cmd = [*me, "--child", f"forecast-{engine}", *size, "--version", version]
+        results.append(spawn(cmd, args.threads, f"forecast-all {engine}"))
+    if {"local", "dask"} <= set(args.engines.split(",")):
+        import pandas as pd
+
+        a = pd.read_parquet(Path(args.work) / "forecast-local.parquet")
+        b = pd.read_parquet(Path(args.work) / "forecast-dask.parquet")
+        num = a.select_dtypes("number").columns
+        results.append(
+            {
+                "case": "forecast-all/equal",
+                "same_rows": bool(a[["sku", "date"]].equals(b[["sku", "date"]])),
+                "max_abs_diff": float((a[num] - b[num]).abs().max().max()),
+            }
+        )
+    return results
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skus", type=int, default=30_000)
+    parser.add_argument("--days", type=int, default=1_941)
+    parser.add_argument("--engines", default="local,dask")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--fresh", action="store_true", help="Rebuild the database")
+    parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "salesfc-scale"))
+    parser.add_argument("--child")
+    parser.add_argument("--version")
+    args = parser.parse_args(argv)
+    Path(args.work).mkdir(parents=True, exist_ok=True)
+    if args.child:
+        emit(CHILDREN[args.child](args))
+        return 0
+    results = run(args)
+    print(json.dumps({"machine": machine(), "results": results}, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
