@@ -84,7 +84,9 @@ def test_batches_stored_together_end_as_pushed_one_by_one(engine: Engine, tmp_pa
     assert units == {"o1/1": 5.0, "o1/2": 2.0, "o2/1": 1.0, "o4/2": 3.0, "o6/1": 4.0}
 
 
-def test_a_batch_refused_whole_leaves_the_others_of_its_group(engine: Engine, tmp_path: Path) -> None:
+def test_a_batch_refused_whole_leaves_the_others_of_its_group(
+    engine: Engine, tmp_path: Path
+) -> None:
     """Customer ids without a key refuse their batch only (the group is pushed again without
     it); a batch over the limit too."""
     load_products(engine, tmp_path)
