@@ -217,7 +217,11 @@ def _push(
     batches left for a later one (they hold a key an earlier batch holds)."""
     # A batch is small and shares the table with other batches: no bulk path of big files.
     spec = dataclasses.replace(
-        INGEST_ENTITIES[ent.name], direct_first_load=False, bulk_append=False, analyze_after=False
+        INGEST_ENTITIES[ent.name],
+        direct_first_load=False,
+        bulk_append=False,
+        analyze_after=False,
+        few_rows=True,
     )
     if ent.name == "orders":
         # First and last sale days moved by the batch's days, not recomputed over all history.
