@@ -14,6 +14,7 @@ GIL, from starving the forecasts computed beside them (docs/benchmarks.md, pushe
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -30,6 +31,10 @@ from featurestore.pseudonyms import CustomerKeyMissing
 
 # Lines stored together at most (whole batches; a bigger batch goes alone).
 GROUP_LINES = 2_000
+# After a group, how long the next waits for the clients just answered to push again; only
+# right after a group (one that ended less than RECENT_SECONDS ago).
+GATHER_SECONDS = 0.005
+RECENT_SECONDS = 0.05
 
 
 @dataclass(eq=False)
@@ -42,16 +47,28 @@ class _Waiting:
 class PushQueue:
     """Batches of one process stored one group at a time, in arrival order.
 
-    No thread of its own and no timer: a push that finds no group being stored stores at once
-    (with whatever else waits); one that arrives meanwhile waits, and the first of those waiting
-    when a group ends stores the next group. Every caller returns once its own batch is stored.
+    No thread of its own: a push that finds no group being stored stores at once (with
+    whatever else waits); one that arrives meanwhile waits, and the first of those waiting when
+    a group ends stores the next group. Every caller returns once its own batch is stored.
+
+    Right after a group, the next waits (at most ``gather_seconds``) for the clients that group
+    answered to push again: without it, those that waited during a group form the next one and
+    the ones just answered arrive while it is stored, so groups of 1 and 7 alternate (measured
+    with 8 clients) and every other group pays a push's fixed cost for one batch. An idle
+    queue never waits.
     """
 
-    def __init__(self, group_lines: int = GROUP_LINES) -> None:
+    def __init__(
+        self, group_lines: int = GROUP_LINES, gather_seconds: float = GATHER_SECONDS
+    ) -> None:
         self.group_lines = group_lines
+        self.gather_seconds = gather_seconds
         self._cond = threading.Condition()
         self._waiting: list[_Waiting] = []
         self._storing = False
+        # Batches likely to be pushed again soon: the last group's and those still waiting.
+        self._expect = 1
+        self._done_at = 0.0
 
     def push(
         self, engine: Engine, lines: Sequence[Mapping[str, OrderValue]], partial: bool
@@ -60,6 +77,7 @@ class PushQueue:
         mine = _Waiting(engine, Batch(lines, partial))
         with self._cond:
             self._waiting.append(mine)
+            self._cond.notify_all()  # a group gathering counts it
             while mine.outcome is None and self._storing:
                 self._cond.wait()
             leading = mine.outcome is None
@@ -77,8 +95,21 @@ class PushQueue:
         assert mine.outcome is not None
         return mine.outcome
 
+    def _gather(self) -> None:
+        """With the lock: wait briefly for the clients the last group answered (class doc)."""
+        now = time.monotonic()
+        if now - self._done_at > RECENT_SECONDS:
+            return
+        deadline = now + self.gather_seconds
+        while len(self._waiting) < self._expect:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._cond.wait(left)
+
     def _store_next(self) -> None:
         with self._cond:
+            self._gather()
             group = self._next_group()
         outcomes: list[PushReport | Exception]
         try:
@@ -94,6 +125,8 @@ class PushQueue:
         with self._cond:
             for waiting, outcome in zip(group, outcomes, strict=True):
                 waiting.outcome = outcome
+            self._expect = len(group) + len(self._waiting)
+            self._done_at = time.monotonic()
             self._cond.notify_all()
 
     def _next_group(self) -> list[_Waiting]:

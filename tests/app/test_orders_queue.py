@@ -104,3 +104,32 @@ def test_groups_keep_arrival_order_and_their_size() -> None:
     assert first == [waiting[0], waiting[2]]
     assert queue._next_group() == [waiting[1]]
     assert queue._next_group() == [waiting[3], waiting[4]]
+
+
+def test_the_next_group_waits_for_the_clients_just_answered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Clients pushing again as soon as they are answered: groups stay whole (without the
+    gathering, groups of 1 and n - 1 alternate)."""
+    sizes: list[int] = []
+
+    def store(engine: Engine, entity: str, batches: Sequence[Batch]) -> list[Outcome]:
+        sizes.append(len(batches))
+        time.sleep(0.01)
+        return [PushReport(received=len(b.lines)) for b in batches]
+
+    monkeypatch.setattr(orders, "push_batches", store)
+    queue = orders.PushQueue(gather_seconds=0.2)  # generous: the machine may be busy
+    engine = object()
+
+    def client() -> None:
+        for _ in range(10):
+            queue.push(engine, [{}], False)  # type: ignore[arg-type]
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sum(sizes) == 40
+    assert sorted(sizes)[len(sizes) // 2] == 4, sizes
