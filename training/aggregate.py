@@ -4,11 +4,12 @@ Means are bottom-up: a total's mean is the sum of its SKUs' means, so every leve
 SKU forecasts to the cent. Quantiles are not: a P90 summed over SKUs is the P90 of a total only if
 all SKUs always err the same way together. They come from joint sample paths built by the
 sampler of ``training.inventory`` (``y* = max(0, mu + r * sqrt(mu + 1))``, except that a
-residual is never amplified: ``total_paths``), with the cross-SKU dependence kept: every SKU of a path reads its residuals at the SAME backtest cut-off (its own
-block where the backtest has it, else the nearest-level block of that cut-off), so a holiday, a
-store's bad fortnight or a chain-wide drift moves all of them at once, as it moved the actuals.
-Each cut-off's blocks are read at every cyclic shift of their days (day h takes the residual of
-day ``(h + shift) mod horizon``), which turns F cut-offs into F x horizon joint paths while keeping
+residual is never amplified: ``total_paths``), with the cross-SKU dependence kept: every SKU of a
+path reads its residuals at the SAME backtest cut-off (its own block where the backtest has it,
+else the nearest-level block of that cut-off), so a holiday, a store's bad fortnight or a
+chain-wide drift moves all of them at once, as it moved the actuals. Each cut-off's blocks are
+read at every cyclic shift of their days (day h takes the residual of day
+``(h + shift) mod horizon``), which turns F cut-offs into F x horizon joint paths while keeping
 the days' and the SKUs' dependence inside each path. Each path's total is rounded to whole units.
 The shifts permute a cut-off's days, so a path's sum over the whole horizon takes one value per
 cut-off: no quantiles are given for the horizon's total (F values are no distribution).

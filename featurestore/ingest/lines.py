@@ -12,7 +12,11 @@ the entity's steps (daily sales derived in the transaction). What differs from a
   order-derived daily sales it touched instead, in the same transaction, so that serving drops
   those SKUs' forecasts only (app/services/history.py reads the table);
 - the SKU check asks only for the batch's SKUs, and the bulk paths of big files (first load
-  copied in, indexes rebuilt) are off: a batch is small and other batches run beside it.
+  copied in, indexes rebuilt) are off: a batch is small and other batches run beside it; its
+  statements reach the tables through their indexes (``IngestEntity.few_rows``);
+- batches pushed at about the same time may be validated and stored together
+  (``push_batches``), each with the outcome it would have alone; on PostgreSQL one push
+  transaction runs at a time across processes.
 """
 
 from __future__ import annotations
