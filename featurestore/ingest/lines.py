@@ -51,7 +51,7 @@ from featurestore.ingest.store import Store
 from featurestore.pseudonyms import Pseudonymiser
 from featurestore.schema import ENTITIES, Entity
 from featurestore.tables import Base, SkuDataVersion
-from featurestore.validate import Context, check_chunk, empty_rejects, resolve_columns
+from featurestore.validate import Context, check_chunk, resolve_columns
 
 MAX_LINES = 10_000
 # PostgreSQL: a batch that lost a deadlock (two batches updating the same days in another
@@ -354,8 +354,10 @@ def check(
     if not duplicates.empty:
         rejects.append(duplicate_rejects(duplicates, ent))
         accepted = accepted[~accepted["_row"].isin(duplicates["_row"])].reset_index(drop=True)
-    found = pd.concat([r for r in rejects if not r.empty] or [empty_rejects()])
-    found = found.sort_values("row", kind="stable").drop_duplicates("row")
+    rejects = [r for r in rejects if not r.empty]
+    if not rejects:
+        return accepted, []
+    found = pd.concat(rejects).sort_values("row", kind="stable").drop_duplicates("row")
     refused = [
         LineReject(int(row) - 1, str(column), str(reason))
         for row, column, reason in zip(found["row"], found["column"], found["reason"], strict=True)
@@ -369,19 +371,23 @@ def _duplicates(
     """``_row`` and key of every row whose key another row of its batch also has, in
     KeyIndex.duplicates' form (days as seconds since the epoch), by ``_row``."""
     key = list(ent.key)
-    parts: dict[str, Any] = {"_row": frame["_row"].to_numpy(dtype=np.int64)}
+    row = frame["_row"].to_numpy(dtype=np.int64)
+    # A batch's lines are few: their keys as tuples in a Counter first, a frame only for the
+    # rows of repeated keys (building and sorting frames cost more than the search).
+    columns = [frame[name].tolist() for name in key]
+    if batch_of is not None:
+        columns.insert(0, batch_of[row - 1].tolist())
+    tuples = list(zip(*columns, strict=True))
+    counts = collections.Counter(tuples)
+    repeated = np.fromiter((counts[t] > 1 for t in tuples), dtype=bool, count=len(tuples))
+    frame = frame.loc[repeated]
+    parts: dict[str, Any] = {"_row": row[repeated]}
     for name in key:
         col = frame[name]
         if pd.api.types.is_datetime64_any_dtype(col.dtype):
             col = col.astype("datetime64[s]").astype("int64")
         parts[name] = col.to_numpy()
-    keys = pd.DataFrame(parts)
-    subset = key
-    if batch_of is not None:
-        keys["_batch"] = batch_of[parts["_row"] - 1]
-        subset = ["_batch", *key]
-    found = keys[keys.duplicated(subset=subset, keep=False)]
-    return found[["_row", *key]].sort_values("_row").reset_index(drop=True)
+    return pd.DataFrame(parts).sort_values("_row").reset_index(drop=True)
 
 
 def _as_text(value: JsonScalar) -> str | None:
