@@ -28,6 +28,7 @@ from training.predict import quantile_column
 from training.registry import Registry
 
 MEMO_SIZE = 2_000
+_EPOCH = dt.date(1970, 1, 1)
 # level, key, horizon, levels, model version, data token
 MemoKey = tuple[str, str, int, tuple[float, ...], str, str]
 
@@ -134,17 +135,27 @@ class AggregateService:
             )
         # The SKU forecasts at the service's default levels: the ones the stored run and the
         # cache hold (the totals' own levels come from the paths).
-        answers = self.forecasts.answers(skus, h, None)
+        answers = self.forecasts.answers(skus, h, None, serialise=False)
         first = answers.as_of + dt.timedelta(days=1)
         means = np.full((len(skus), h), np.nan)
         cold = np.zeros(len(skus), dtype=bool)
         for i, sku in enumerate(skus):
-            parsed = orjson.loads(answers.bodies[sku])
+            body = answers.bodies.get(sku)
+            if body is None:
+                continue  # computed: in answers.arrays
+            parsed = orjson.loads(body)
             cold[i] = bool(parsed["cold_start"])
             for day in parsed["days"]:
                 d = (dt.date.fromisoformat(day["date"]) - first).days
                 if 0 <= d < h:
                     means[i, d] = day["mean"]
+        fc = answers.arrays
+        if fc is not None and len(fc.sku):
+            row = pd.Index(skus).get_indexer(pd.Index(fc.sku))
+            step = fc.day - (first - _EPOCH).days
+            ok = (row >= 0) & (step >= 0) & (step < h)
+            means[row[ok], step[ok]] = fc.mean[ok]
+            cold[row[fc.cold_start & (row >= 0)]] = True
         totals = joint_totals(
             means,
             np.zeros(len(skus), dtype=np.int64),

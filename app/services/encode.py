@@ -27,6 +27,8 @@ class Answers:
     horizon: int
     scenario: bool
     bodies: dict[str, bytes]  # sku -> its ``SkuForecast`` JSON
+    # SKUs computed and left as arrays (``serialise=False``: totals need their means only)
+    arrays: Forecasts | None = None
 
     def json(self, skus: Sequence[str]) -> bytes:
         """The ``ForecastResponse`` for these SKUs (each must be among the answers)."""

@@ -158,7 +158,7 @@ def collect_affected_days(store: Store) -> None:
         f"WHERE m.moved AND NOT EXISTS (SELECT 1 FROM {AFFECTED_DAYS} a "
         "WHERE a.sku = m.old_sku AND a.sale_date = m.old_date)"
     )
-    if store.pg:
+    if store.pg and not store.spec.few_rows:
         conn.exec_driver_sql(f"ANALYZE {MATCHED_LINES}")
         conn.exec_driver_sql(f"ANALYZE {AFFECTED_DAYS}")
 
@@ -177,6 +177,7 @@ def derive_daily_sales(store: Store) -> None:
         "returned_units": "SUM(CASE WHEN o.status = 'returned' THEN ABS(o.quantity) END)",
     }
     aggregated = ", ".join(f"{expr} AS {name}" for name, expr in sums.items())
+    where = "true"  # SQLite needs a WHERE before ON CONFLICT in INSERT ... SELECT
     if store.direct:
         if isinstance(store.totals, DailyTotals) and store.totals.valid:
             days = _copy_daily_totals(store, store.totals)
@@ -193,6 +194,17 @@ def derive_daily_sales(store: Store) -> None:
         lines = ""
         values = {name: f"a.{name}" for name in sums}
         group = ""
+    elif store.pg and store.spec.few_rows:
+        # A pushed batch: each touched day's lines through ix_order_lines_sale_date_sku, and
+        # not for days with a directly loaded total, which the upsert below leaves alone anyway.
+        lines = "LEFT JOIN order_lines o ON o.sku = a.sku AND o.sale_date = a.sale_date"
+        where = (
+            "NOT EXISTS (SELECT 1 FROM daily_sales x WHERE "
+            f"x.sku = {as_daily_sku(store, 'a.sku')} AND x.date = a.sale_date "
+            f"AND x.source = '{DIRECT}')"
+        )
+        values = sums
+        group = "GROUP BY a.sku, a.sale_date "
     elif store.pg:
         # Aggregate the touched days' lines first: PostgreSQL then hashes the days and scans
         # the lines once, instead of one index range scan per day.
@@ -221,7 +233,7 @@ def derive_daily_sales(store: Store) -> None:
         "(sku, date, units, revenue, avg_price, returned_units, on_promotion, source) "
         f"SELECT a.sku, a.sale_date, {columns}, false, 'orders' "
         f"FROM {AFFECTED_DAYS} a {lines} "
-        f"WHERE true {group}ORDER BY a.sku, a.sale_date "
+        f"WHERE {where} {group}ORDER BY a.sku, a.sale_date "
         f"ON CONFLICT (sku, date) DO UPDATE SET {sets} "
         f"WHERE t.source <> '{DIRECT}' AND ({changed})"
     )

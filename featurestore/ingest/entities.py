@@ -66,6 +66,11 @@ class IngestEntity:
     before_upsert: tuple[Step, ...] = ()
     derive: tuple[Step, ...] = ()
     after_load: tuple[Step, ...] = ()
+    # PostgreSQL: a pushed batch, a few rows with other batches beside it. Its statements reach
+    # the tables' rows through their indexes (nested loops only: what the planner picks for big
+    # tables anyway, where a hash join would read the whole table for a few rows), without
+    # ANALYZE of the temporary tables nor the big loads' memory settings.
+    few_rows: bool = False
     # Other entities whose loads change what this one's rows made (a repeat check names them).
     overlaps: tuple[str, ...] = ()
     # Temporary tables its steps make (dropped at the end on SQLite, whose connections are pooled).

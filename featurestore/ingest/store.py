@@ -89,7 +89,17 @@ class Store:
             f"{self.q(name)} {self.table.c[name].type.compile(dialect=self.conn.dialect)}"
             for name, _ in self.columns
         )
-        if self.pg:
+        if self.pg and self.spec.few_rows:
+            # One round trip; jit stays off (nested loops' costs could make a plan look big).
+            self.conn.exec_driver_sql(
+                "SELECT set_config('enable_hashjoin', 'off', true), "
+                "set_config('enable_mergejoin', 'off', true), set_config('jit', 'off', true), "
+                "set_config('TimeZone', 'UTC', true)"
+            )
+            self.conn.exec_driver_sql(
+                f"CREATE TEMPORARY TABLE {self.stage} (_row BIGINT, {cols}) ON COMMIT DROP"
+            )
+        elif self.pg:
             # Hash joins and aggregates over a whole file stay in memory instead of spilling.
             self.conn.exec_driver_sql("SET LOCAL work_mem = '256MB'")
             # Compiling these one-off bulk statements costs more than it saves.
@@ -253,7 +263,7 @@ class Store:
         if self.direct:
             self._finish_direct()
             return
-        if self.pg:
+        if self.pg and not self.spec.few_rows:
             self.conn.exec_driver_sql(f"ANALYZE {self.stage}")
         for step in self.spec.before_upsert:
             step(self)

@@ -211,3 +211,28 @@ def test_a_product_with_nothing_to_forecast_leaves_its_total_alone(
         with served.engine.begin() as conn:
             conn.exec_driver_sql("delete from products where sku = 'NEVER_SOLD_1'")
         client.app.state.forecasts.snapshot(force=True)  # type: ignore[attr-defined]
+
+
+def test_a_total_computed_without_the_cache_equals_the_one_from_serialised_forecasts(
+    served: Served,
+) -> None:
+    """With the cache off a total reads its SKUs' means from the prediction's arrays (nothing
+    serialised); with it on, from the serialised forecasts it remembers: the same answer."""
+    from app.services.aggregate import AggregateService
+    from app.services.champion import ChampionHolder
+    from app.services.forecasting import ForecastService
+
+    quantiles = served.settings.quantiles
+    answers = {}
+    for use_cache in (False, True):
+        forecasts = ForecastService(
+            served.engine, ChampionHolder(served.registry), quantiles, use_cache=use_cache
+        )
+        service = AggregateService(forecasts)
+        key = service.keys("store")[0]
+        computed = forecasts.answers(service.members("store", key), None, None, serialise=False)
+        assert (computed.arrays is None) == use_cache
+        assert bool(computed.bodies) == use_cache
+        answers[use_cache] = service.total("store", key, None, None)
+    assert answers[False] == answers[True]
+    assert answers[False]["skus"] > 1

@@ -6,7 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.aggregate import UnknownLevel, group_keys, joint_totals, replay, totals_frame
+from training.aggregate import (
+    UnknownLevel,
+    group_keys,
+    joint_totals,
+    replay,
+    total_paths,
+    totals_frame,
+)
 from training.inventory import ResidualBlocks
 
 H = 14
@@ -163,3 +170,26 @@ def test_replay_reports_each_levels_coverage_on_the_backtest() -> None:
         assert scores["coverage_summed"] > scores["coverage_joint"] + 0.08, (level, scores)
     with pytest.raises(ValueError, match="two folds"):
         replay(rows[rows["fold"] == 0], products)
+
+
+def test_a_residual_is_never_amplified_by_a_level_the_forecast_has_caught_up_with() -> None:
+    """A surge the backtest missed (3 forecast, 248 sold) adds its 245 units to a SKU now
+    forecast at 44, not 245 * sqrt(45 / 4) = 822; where the level fell the residual shrinks as
+    the SKU sampler's does; at the same level the backtest's actual comes back."""
+    seen = np.array([3.0, 9.0, 5.0])
+    actual = np.array([248.0, 0.0, 8.0])
+    r = (actual - seen) / np.sqrt(seen + 1.0)
+    now = np.array([44.0, 1.0, 5.0])
+    paths = total_paths(now, r, seen)
+    assert paths[0] == pytest.approx(44.0 + 245.0)
+    assert paths[1] == pytest.approx(max(0.0, 1.0 + r[1] * np.sqrt(2.0))) and paths[1] == 0.0
+    assert paths[2] == pytest.approx(8.0)
+    # Through joint_totals: one SKU, one fold, the total of its surge day.
+    rows = pd.DataFrame(
+        {"fold": 0, "sku": "S", "horizon": np.arange(1, H + 1), "y": 3.0, "yhat": 3.0}
+    )
+    rows.loc[0, "y"] = 248.0
+    blocks = ResidualBlocks.from_backtest(rows)
+    means = np.full((1, H), 44.0)
+    tot = joint_totals(means, np.zeros(1, dtype=np.int64), ["all"], ["S"], blocks, levels=[0.95])
+    assert tot.quantiles.max() == pytest.approx(44.0 + 245.0)

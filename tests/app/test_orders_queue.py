@@ -1,0 +1,135 @@
+"""PushQueue: batches arriving while a group is stored go together into the next one."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+
+from app.services import orders
+from featurestore.ingest import PushReport, RejectedLines
+from featurestore.ingest.lines import Batch, Outcome
+from tests.featurestore.ingest_helpers import load_products
+
+
+def _batch(n: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "order_id": f"Q-{n}",
+            "line": i,
+            "sku": "AB"[i % 2],
+            "ordered_at": "2024-03-05T15:00:00Z",
+            "quantity": 1 if n != 3 else "many",
+            "unit_price": 2.0,
+        }
+        for i in (1, 2)
+    ]
+
+
+def test_waiting_batches_go_together_each_with_its_own_answer(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    load_products(engine, tmp_path)
+    groups: list[int] = []
+    first_started = threading.Event()
+    real = orders.push_batches
+
+    def slow_first(engine: Engine, entity: str, batches: Sequence[Batch]) -> list[Outcome]:
+        groups.append(len(batches))
+        if len(groups) == 1:
+            first_started.set()
+            time.sleep(0.5)  # the others arrive meanwhile
+        return real(engine, entity, batches)
+
+    monkeypatch.setattr(orders, "push_batches", slow_first)
+    queue = orders.PushQueue()
+    answers: dict[int, PushReport | Exception] = {}
+
+    def push(n: int) -> None:
+        try:
+            answers[n] = queue.push(engine, _batch(n), False)
+        except Exception as exc:
+            answers[n] = exc
+
+    threads = [threading.Thread(target=push, args=(0,))]
+    threads[0].start()
+    assert first_started.wait(10)
+    threads += [threading.Thread(target=push, args=(n,)) for n in range(1, 6)]
+    for t in threads[1:]:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert groups == [1, 5]
+    assert isinstance(answers[3], RejectedLines)
+    for n in (0, 1, 2, 4, 5):
+        report = answers[n]
+        assert isinstance(report, PushReport) and report.inserted == 2, report
+    # A retried batch goes alone now (nobody waits): unchanged.
+    again = queue.push(engine, _batch(1), False)
+    assert (again.inserted, again.unchanged, groups[-1]) == (0, 2, 1)
+
+
+def test_a_group_that_fails_fails_every_batch_and_frees_the_queue(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    load_products(engine, tmp_path)
+    queue = orders.PushQueue()
+
+    def broken(engine: Engine, entity: str, batches: Sequence[Batch]) -> list[Outcome]:
+        raise ConnectionError("the database went away")
+
+    monkeypatch.setattr(orders, "push_batches", broken)
+    with pytest.raises(ConnectionError):
+        queue.push(engine, _batch(0), False)
+    monkeypatch.undo()
+    assert queue.push(engine, _batch(0), False).inserted == 2
+
+
+def test_groups_keep_arrival_order_and_their_size() -> None:
+    """A batch that does not fit ends the group: the later ones must not go before it."""
+    queue = orders.PushQueue(group_lines=3)
+    engine, other = object(), object()
+    waiting = [
+        orders._Waiting(engine, Batch([{}] * n))  # type: ignore[arg-type]
+        for n in (2, 1, 2, 1)
+    ]
+    waiting.insert(1, orders._Waiting(other, Batch([{}])))  # type: ignore[arg-type]
+    queue._waiting = list(waiting)
+    first = queue._next_group()
+    assert first == [waiting[0], waiting[2]]
+    assert queue._next_group() == [waiting[1]]
+    assert queue._next_group() == [waiting[3], waiting[4]]
+
+
+def test_the_next_group_waits_for_the_clients_just_answered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Clients pushing again as soon as they are answered: groups stay whole (without the
+    gathering, groups of 1 and n - 1 alternate)."""
+    sizes: list[int] = []
+
+    def store(engine: Engine, entity: str, batches: Sequence[Batch]) -> list[Outcome]:
+        sizes.append(len(batches))
+        time.sleep(0.01)
+        return [PushReport(received=len(b.lines)) for b in batches]
+
+    monkeypatch.setattr(orders, "push_batches", store)
+    queue = orders.PushQueue(gather_seconds=0.2)  # generous: the machine may be busy
+    engine = object()
+
+    def client() -> None:
+        for _ in range(10):
+            queue.push(engine, [{}], False)  # type: ignore[arg-type]
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sum(sizes) == 40
+    assert sorted(sizes)[len(sizes) // 2] == 4, sizes
