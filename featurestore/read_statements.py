@@ -187,6 +187,28 @@ def fetch(
     return rows
 
 
+# Rows converted to arrays per batch on the big reads: a Python tuple per row costs ~350 bytes,
+# 19 GB for the 54M rows of a 30,000-SKU x 1,941-day history held at once (docs/benchmarks.md).
+FETCH_BATCH = 250_000
+
+
+def fetch_batches(
+    conn: Connection,
+    query: Query,
+    chunks: Iterable[list[str] | None],
+    batch: int = FETCH_BATCH,
+    **params: Any,
+) -> Iterator[Sequence[Any]]:
+    """The rows of ``fetch`` in batches of at most ``batch`` rows, streamed from the server
+    (a server-side cursor on PostgreSQL), so a caller holds one batch of Python rows at a time."""
+    for chunk in chunks:
+        stmt, values = (
+            (query.every, params) if chunk is None else (query.some, {**params, "skus": chunk})
+        )
+        result = conn.execute(stmt, values, execution_options={"yield_per": batch})
+        yield from result.partitions()
+
+
 def row_columns(rows: Sequence[Any], n: int) -> list[tuple[Any, ...]]:
     if not rows:
         return [() for _ in range(n)]

@@ -39,12 +39,14 @@ from featurestore.history_grid import (
     lookup_positions,
 )
 from featurestore.read_statements import (
+    FETCH_BATCH,
     LAST_SALES_DATE,
     PRODUCT_ATTRIBUTES,
     SALES,
     day_number,
     epoch_day,
     fetch,
+    fetch_batches,
     from_day_number,
     row_columns,
     sku_chunks,
@@ -208,18 +210,48 @@ def read_units(engine: Engine, *, end: date | None = None) -> pd.DataFrame:
 def _grid_units(
     conn: Connection, grid: HistoryGrid, index: pd.Index, chunks: list[Any], as_of: int
 ) -> tuple[np.ndarray, tuple[Any, ...] | None]:
-    """Units on the grid (0 up to as_of, NaN after) and the sales rows read (for the rest)."""
+    """Units on the grid (0 up to as_of, NaN after) and the sales rows read (for the rest) as
+    arrays: sku position, day, average paid price (NaN: none), promotion and stock-out flags.
+    The rows stream in batches, each turned into arrays before the next is fetched."""
     units = np.where(grid.day <= as_of, np.float32(0), np.float32(np.nan)).astype(np.float32)
     lo, hi = int(grid.first.min()), int(grid.last.max())
     if lo > as_of:
         return units, None
-    rows = fetch(conn, SALES, chunks, lo=from_day_number(lo), hi=from_day_number(min(hi, as_of)))
-    s_sku, s_day, s_units, s_avg, s_promo, s_stock = row_columns(rows, 6)
-    idx = lookup_positions(index, s_sku)
-    day = np.asarray(s_day, dtype=np.int64)
+    parts: list[tuple[np.ndarray, ...]] = []
+    window = {"lo": from_day_number(lo), "hi": from_day_number(min(hi, as_of))}
+    # The serving path reads a few SKUs: one plain fetch (a server-side cursor costs round trips).
+    batches = (
+        fetch_batches(conn, SALES, chunks, FETCH_BATCH, **window)
+        if grid.rows > FETCH_BATCH
+        else iter([fetch(conn, SALES, chunks, **window)])
+    )
+    for rows in batches:
+        s_sku, s_day, s_units, s_avg, s_promo, s_stock = row_columns(rows, 6)
+        parts.append(
+            (
+                lookup_positions(index, s_sku),
+                np.asarray(s_day, dtype=np.int64),
+                np.asarray(s_units, dtype=np.float32),
+                np.asarray(s_avg, dtype=np.float64),  # None -> nan
+                np.asarray(s_promo, dtype=bool),
+                np.fromiter((v is False for v in s_stock), dtype=bool, count=len(s_stock)),
+            )
+        )
+        del rows, s_sku, s_day, s_units, s_avg, s_promo, s_stock
+    if not parts:
+        parts.append(
+            tuple(
+                np.empty(0, dtype=t)
+                for t in (np.int64, np.int64, np.float32, np.float64, bool, bool)
+            )
+        )
+    idx, day, s_units_a, s_avg_a, s_promo_a, s_stock_a = (
+        np.concatenate([p[i] for p in parts]) for i in range(6)
+    )
+    del parts
     pos, inside = grid.positions(idx, day)
-    units[pos[inside]] = np.asarray(s_units, dtype=np.float32)[inside]
-    return units, (idx, day, pos, inside, s_avg, s_promo, s_stock)
+    units[pos[inside]] = s_units_a[inside]
+    return units, (idx, day, pos, inside, s_avg_a, s_promo_a, s_stock_a)
 
 
 def _fill(
@@ -245,9 +277,9 @@ def _fill(
     avg_val = np.empty(0, dtype=np.float64)
     if sales is not None:
         idx, day, pos, inside, s_avg, s_promo, s_stock = sales
-        sale_promo[pos[inside]] = np.asarray(s_promo, dtype=bool)[inside]
-        stock_out[pos[inside]] = np.array([v is False for v in s_stock], dtype=bool)[inside]
-        avg = np.asarray(s_avg, dtype=np.float64)  # None -> nan
+        sale_promo[pos[inside]] = s_promo[inside]
+        stock_out[pos[inside]] = s_stock[inside]
+        avg = s_avg
         known = (idx >= 0) & ~np.isnan(avg)
         avg_idx, avg_day, avg_val = idx[known], day[known], avg[known]
 

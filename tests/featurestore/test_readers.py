@@ -419,3 +419,39 @@ def test_stock_out_and_closed_flags(engine: Engine) -> None:
         0,
     ]  # another region; the storm is everywhere
     assert series(frame, "A", "is_event") == [0, 0, 1, 1, 0]
+
+
+def test_big_reads_stream_the_sales_in_batches_with_the_same_frame(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above FETCH_BATCH grid rows the sales stream in batches turned into arrays one at a time
+    (a 54M-row history held as Python rows needed 19 GB); the frame is the one-fetch frame."""
+    from featurestore import readers
+
+    skus = [f"S{i}" for i in range(4)]
+    add(engine, Product, [product(s, launch_date=d(0)) for s in skus])
+    add(
+        engine,
+        DailySales,
+        [
+            sale(s, day, (i + 1) * day, avg_price=None if day % 2 else 2.0 + i, in_stock=day != 3)
+            for i, s in enumerate(skus)
+            for day in range(6)
+        ],
+    )
+    whole = read_frame(engine, end=d(7), as_of=d(5))
+    batches: list[int] = []
+    real = readers.fetch_batches
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        for rows in real(*args, **kwargs):
+            batches.append(len(rows))
+            yield rows
+
+    monkeypatch.setattr(readers, "FETCH_BATCH", 5)
+    monkeypatch.setattr(readers, "fetch_batches", counted)
+    streamed = read_frame(engine, end=d(7), as_of=d(5))
+
+    pd.testing.assert_frame_equal(streamed, whole)
+    assert sum(batches) == 24 and max(batches) <= 5 and len(batches) >= 5
+    assert series(streamed, "S1", "stock_out") == [0, 0, 0, 1, 0, 0, 0, 0]
