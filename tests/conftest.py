@@ -12,6 +12,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,25 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("template") / "store.db"
     migrations.upgrade(f"sqlite:///{path}")
     return path
+
+
+@contextmanager
+def own_store(request: pytest.FixtureRequest, root: Path) -> Iterator[str]:
+    """A migrated feature store of a fixture's own, on the backend ``request.param`` names: a
+    copy of the SQLite template under ``root``, or a PostgreSQL database made for it and
+    dropped afterwards (for module-scoped fixtures that fill a store once)."""
+    if request.param == "sqlite":
+        path = root / "store.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite:///{path}"
+        return
+    admin = request.getfixturevalue("pg_server")
+    url = create_pg_database(admin)
+    try:
+        migrations.upgrade(url)
+        yield url
+    finally:
+        drop_pg_database(admin, url)
 
 
 def truncate_all(url: str) -> None:

@@ -6,7 +6,6 @@ database of its own; tests that change state (new data, promotions) put it back 
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from app.main import create_app
 from featurestore import migrations
 from featurestore.config import Settings
 from featurestore.db import make_engine
-from tests.conftest import create_pg_database, drop_pg_database
+from tests.conftest import create_pg_database, drop_pg_database, own_store
 from training.options import TrainOptions
 from training.pipeline import train
 from training.registry import Registry
@@ -76,25 +75,10 @@ def served(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Served]:
     root = tmp_path_factory.mktemp("served")
-    if request.param == "sqlite":
-        path = root / "store.db"
-        shutil.copy(request.getfixturevalue("sqlite_template"), path)
-        url = f"sqlite:///{path}"
+    with own_store(request, root) as url:
         result = build_served(url, root / "models")
         yield result
         result.engine.dispose()
-        return
-    admin = request.getfixturevalue("pg_server")
-    url = create_pg_database(admin)
-    try:
-        from featurestore import migrations
-
-        migrations.upgrade(url)
-        result = build_served(url, root / "models")
-        yield result
-        result.engine.dispose()
-    finally:
-        drop_pg_database(admin, url)
 
 
 @pytest.fixture

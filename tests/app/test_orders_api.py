@@ -7,7 +7,6 @@ changes its daily sales; every earlier day is a directly loaded total.
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +21,6 @@ from app.services.batch import run_forecast_all
 from app.services.forecasting import ForecastService
 from app.services.history import TOKEN_TTL
 from app.services.orders import push_orders
-from featurestore import migrations
 from featurestore.config import Settings
 from featurestore.db import make_engine
 from featurestore.ingest import ingest_frames
@@ -30,7 +28,7 @@ from featurestore.ingest import lines as lines_module
 from featurestore.readers import last_sales_date
 from tests.app.conftest import OPS_KEY, READ_KEY, small_options
 from tests.app.test_db_recovery import Relay
-from tests.conftest import create_pg_database, drop_pg_database
+from tests.conftest import own_store
 from training.pipeline import train
 from training.registry import Registry
 from training.synth import SynthConfig, generate, write_catalogue
@@ -84,22 +82,10 @@ def shop(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Shop]:
     root = tmp_path_factory.mktemp("shop")
-    if request.param == "sqlite":
-        path = root / "store.db"
-        shutil.copy(request.getfixturevalue("sqlite_template"), path)
-        built = build_shop(f"sqlite:///{path}", root / "models")
-        yield built
-        built.engine.dispose()
-        return
-    admin = request.getfixturevalue("pg_server")
-    url = create_pg_database(admin)
-    try:
-        migrations.upgrade(url)
+    with own_store(request, root) as url:
         built = build_shop(url, root / "models")
         yield built
         built.engine.dispose()
-    finally:
-        drop_pg_database(admin, url)
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ gets a small synthetic store of its own. The killed-worker tests kill a worker p
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import threading
 import time
@@ -21,11 +20,10 @@ import pytest
 from sqlalchemy import Engine
 
 from app.services.inventory import run_inventory_plan
-from featurestore import migrations
 from featurestore.db import make_engine
 from featurestore.inventory_plans import latest_plan
 from featurestore.readers import SkuRange, read_frame, read_range, sku_ranges
-from tests.conftest import create_pg_database, drop_pg_database
+from tests.conftest import own_store
 from training.bundle import load_bundle
 from training.engine.dask_batch import DaskForecastAll
 from training.engine.dask_runner import DaskRunner
@@ -77,25 +75,11 @@ def store(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Store]:
     catalogue = generate(SynthConfig(n_skus=12, n_days=200, seed=5))
-    if request.param == "sqlite":
-        path = tmp_path_factory.mktemp("dask") / "store.db"
-        shutil.copy(request.getfixturevalue("sqlite_template"), path)
-        url = f"sqlite:///{path}"
+    with own_store(request, tmp_path_factory.mktemp("dask")) as url:
         engine = make_engine(url)
         write_catalogue(engine, catalogue)
         yield Store(url, engine)
         engine.dispose()
-        return
-    admin = request.getfixturevalue("pg_server")
-    url = create_pg_database(admin)
-    try:
-        migrations.upgrade(url)
-        engine = make_engine(url)
-        write_catalogue(engine, catalogue)
-        yield Store(url, engine)
-        engine.dispose()
-    finally:
-        drop_pg_database(admin, url)
 
 
 @dataclass
