@@ -77,17 +77,23 @@ def clean_targets(
     """
     sku = history["sku"].to_numpy(dtype=object)
     units = history["units"].to_numpy(dtype=np.float64, na_value=np.nan)
+    dates = history["date"].to_numpy()
     known = ~np.isnan(units)
     n = len(units)
+    # One pass over the SKU column: its runs and their stores serve every rule below.
+    change = _run_starts(sku)
+    code, firsts = np.cumsum(change) - 1, sku[change]
+    stores = _stores(products, code, firsts)
     stock_out = _flag(history, "stock_out") & known
     closed_calendar = _flag(history, "closed") & known
     if closed_days is None:
-        closed_days = closed_store_days(store_day_totals(history, products))
-    closed_store = _on_days(history, products, closed_days) & known
-    runs = _improbable_zero_runs(sku, units, known)
+        closed_days = closed_store_days(_store_totals(stores, dates, units, known))
+    closed_store = _on_days(stores, dates, closed_days) & known
+    runs = _improbable_zero_runs(change, code, units, known)
     censored = stock_out | closed_calendar | closed_store | runs
     caps = unit_caps(sku[known], units[known])  # as the feature builder's (fit on known rows)
-    code, firsts = _sku_runs(sku)
+    # Per-SKU values are looked up once a run, not once a row (54M rows took minutes through
+    # a pandas Index).
     cap_of = np.array([caps.get(str(v), np.nan) for v in firsts], dtype=np.float64)[code]
     capped = known & ~censored & (units > np.nan_to_num(cap_of, nan=np.inf))
     counts = {
@@ -107,20 +113,18 @@ def _flag(history: pd.DataFrame, name: str) -> np.ndarray:
     return history[name].to_numpy(dtype=np.float64, na_value=0.0) > 0
 
 
-def _sku_runs(sku: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per row the number of its run of equal SKUs, and each run's SKU: per-SKU values are
-    looked up once a run, not once a row (54M rows took minutes through a pandas Index)."""
-    if len(sku) == 0:
-        return np.empty(0, dtype=np.int64), np.empty(0, dtype=object)
+def _run_starts(sku: np.ndarray) -> np.ndarray:
+    """Per row, whether it starts a run of equal SKUs (rows come grouped by SKU)."""
     change = np.empty(len(sku), dtype=bool)
-    change[0] = True
-    np.not_equal(sku[1:], sku[:-1], out=change[1:])
-    return np.cumsum(change) - 1, sku[change]
+    if len(sku):
+        change[0] = True
+        np.not_equal(sku[1:], sku[:-1], out=change[1:])
+    return change
 
 
-def _stores(history: pd.DataFrame, products: pd.DataFrame) -> np.ndarray:
+def _stores(products: pd.DataFrame, code: np.ndarray, firsts: np.ndarray) -> np.ndarray:
+    """Per row, its SKU's store ("" when unknown), from the rows' run codes and runs' SKUs."""
     store_of = dict(zip(products["sku"].astype(str), products["store"], strict=True))
-    code, firsts = _sku_runs(history["sku"].to_numpy(dtype=object))
     per_run = np.array(
         [str(v) if isinstance(v, str) else "" for v in (store_of.get(str(f)) for f in firsts)],
         dtype=object,
@@ -128,19 +132,21 @@ def _stores(history: pd.DataFrame, products: pd.DataFrame) -> np.ndarray:
     return per_run[code]
 
 
+def _store_totals(
+    stores: np.ndarray, dates: np.ndarray, units: np.ndarray, known: np.ndarray
+) -> pd.DataFrame:
+    frame = pd.DataFrame({"store": stores[known], "date": dates[known], "u": units[known]})
+    return frame.groupby(["store", "date"], sort=False)["u"].sum().reset_index()
+
+
 def store_day_totals(history: pd.DataFrame, products: pd.DataFrame) -> pd.DataFrame:
     """Units per (store, date) over the rows with known units; SKU partitions' totals summed
     per (store, date) are the whole catalogue's."""
+    sku = history["sku"].to_numpy(dtype=object)
     units = history["units"].to_numpy(dtype=np.float64, na_value=np.nan)
-    known = ~np.isnan(units)
-    frame = pd.DataFrame(
-        {
-            "store": _stores(history, products)[known],
-            "date": history["date"].to_numpy()[known],
-            "u": units[known],
-        }
-    )
-    return frame.groupby(["store", "date"], sort=False)["u"].sum().reset_index()
+    change = _run_starts(sku)
+    stores = _stores(products, np.cumsum(change) - 1, sku[change])
+    return _store_totals(stores, history["date"].to_numpy(), units, ~np.isnan(units))
 
 
 def closed_store_days(totals: pd.DataFrame) -> pd.MultiIndex:
@@ -154,24 +160,23 @@ def closed_store_days(totals: pd.DataFrame) -> pd.MultiIndex:
     return pd.MultiIndex.from_frame(empty_rows[["store", "date"]])
 
 
-def _on_days(history: pd.DataFrame, products: pd.DataFrame, days: pd.MultiIndex) -> np.ndarray:
+def _on_days(stores: np.ndarray, dates: np.ndarray, days: pd.MultiIndex) -> np.ndarray:
     """Rows whose (store, date) is one of ``days``."""
     if len(days) == 0:
-        return np.zeros(len(history), dtype=bool)
-    keys = pd.MultiIndex.from_arrays([_stores(history, products), history["date"].to_numpy()])
+        return np.zeros(len(stores), dtype=bool)
+    keys = pd.MultiIndex.from_arrays([stores, dates])
     return np.asarray(keys.isin(days), dtype=bool)
 
 
-def _improbable_zero_runs(sku: np.ndarray, units: np.ndarray, known: np.ndarray) -> np.ndarray:
-    """Rows in zero runs between two sales of the same SKU that are improbable at its rate."""
+def _improbable_zero_runs(
+    change: np.ndarray, code: np.ndarray, units: np.ndarray, known: np.ndarray
+) -> np.ndarray:
+    """Rows in zero runs between two sales of the same SKU that are improbable at its rate
+    (``change``/``code``: the SKU runs' starts and each row's run)."""
     n = len(units)
     out = np.zeros(n, dtype=bool)
     if n == 0:
         return out
-    change = np.empty(n, dtype=bool)
-    change[0] = True
-    np.not_equal(sku[1:], sku[:-1], out=change[1:])
-    code = np.cumsum(change) - 1
     zero = known & (units == 0)
     sold = known & (units > 0)
     # Per SKU: share of known days with a sale.
