@@ -382,7 +382,7 @@ def _steps(
             X = fm.X[:, stage.keep]
             add(f"  stage {k + 1} trees ({int(rows.sum())} rows)", stage.estimator.predict, X)
         add("  calibrator (3 quantiles)", fc.calibration.predict, out.mean, out.horizon, levels)
-        parts = add("JSON per SKU from the arrays (orjson)", to_json, out, None)
+        parts = add("JSON per SKU from the arrays (orjson)", to_json, out, None, HORIZON)
         add(
             "response envelope",
             envelope,

@@ -59,45 +59,151 @@ def feature_names(plan: _Plan) -> list[str]:
     return names
 
 
+class Grid:
+    """One chunk of SKUs on the (SKU x day) grid, days ``lo .. lo + width - 1``, with the
+    window results the plans read from it, each computed once when first asked for: the
+    stages of a model (one plan each) transform the same chunk from one grid. Every result is
+    aligned to absolute day numbers, so it does not depend on where the grid starts."""
+
+    def __init__(
+        self, data: HistoryArrays, chunk: IntArray, lo: int, width: int, cap: FloatArray
+    ) -> None:
+        m = len(chunk)
+        self.lo, self.width = lo, width
+        self.slot = np.full(len(data.bounds) - 1, -1, dtype=np.int64)
+        self.slot[chunk] = np.arange(m)
+        rows = data.by_sku[data.bounds[chunk[0]] : data.bounds[chunk[-1] + 1]]
+        row_slot = self.slot[data.codes[rows]]
+        row_day = data.days[rows] - lo
+        keep = (row_slot >= 0) & (row_day >= 0) & (row_day < width)
+        rows, flat = rows[keep], row_slot[keep] * width + row_day[keep]
+        if np.bincount(flat, minlength=m * width).max(initial=0) > 1:
+            raise ValueError("history has duplicate (sku, date) rows")
+        units = np.full((m, width), np.nan)
+        units.reshape(-1)[flat] = data.units[rows]
+        if np.isfinite(cap).any():
+            np.minimum(units, cap[:, np.newaxis], out=units)
+        self.units = units
+        self.price = np.full((m, width), np.nan)
+        self.price.reshape(-1)[flat] = data.price[rows]
+        self.promo = np.zeros((m, width), dtype=bool)
+        self.promo.reshape(-1)[flat] = data.promo[rows]
+        self.paid = np.zeros((m, width), dtype=bool)
+        self.paid.reshape(-1)[flat] = data.price_paid[rows]
+        self.valid = ~np.isnan(units)
+        self.x0 = np.where(self.valid, units, 0.0)
+        self.idx = np.arange(width)
+        self._memo: dict[tuple[Any, ...], Any] = {}
+
+    def _get(self, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
+
+    def running(self) -> np.ndarray | None:
+        """Running sums of (units, units^2, known, zero) from the grid's first day, when they
+        are exact (integer units: every window is a difference of two of them); else None."""
+
+        def make() -> np.ndarray | None:
+            stack = np.stack(
+                [self.x0, self.x0 * self.x0, self.valid.astype(np.float64), self.zero()]
+            )
+            if not _exact_integers(stack):
+                return None
+            # Integer sums below 2**53 are exact in float64 whatever the order: one running sum
+            # serves every window, and equals what the blocked path gives.
+            out = np.zeros((*stack.shape[:-1], self.width + 1))
+            np.cumsum(stack, axis=-1, out=out[..., 1:])
+            return out
+
+        result: np.ndarray | None = self._get(("running",), make)
+        return result
+
+    def zero(self) -> FloatArray:
+        return np.asarray(self._get(("zero",), lambda: (self.units == 0).astype(np.float64)))
+
+    def unit_sums(self, w: int) -> tuple[np.ndarray, int]:
+        """(units, units^2, known, zero) summed over the w days ending at each day."""
+
+        def make() -> tuple[np.ndarray, int]:
+            stack = np.stack(
+                [self.x0, self.x0 * self.x0, self.valid.astype(np.float64), self.zero()]
+            )
+            return _window_sum(stack, w, self.lo)
+
+        result: tuple[np.ndarray, int] = self._get(("sums", w), make)
+        return result
+
+    def extremes(self, w: int) -> tuple[np.ndarray, int]:
+        """(max, -min) of the known units over the w days ending at each day."""
+
+        def make() -> tuple[np.ndarray, int]:
+            low = np.float32(-np.inf)
+            both = np.stack(
+                [np.where(self.valid, self.units, low), np.where(self.valid, -self.units, low)]
+            ).astype(np.float32)  # units are float32: their max is exact
+            return _window_max(both, w, self.lo)
+
+        result: tuple[np.ndarray, int] = self._get(("extremes", w), make)
+        return result
+
+    def ewm(self, alpha: float, span: int) -> tuple[np.ndarray, int]:
+        """Decayed sums of (units, known) over the span days ending at each day."""
+
+        def make() -> tuple[np.ndarray, int]:
+            pair = np.stack([self.x0, self.valid.astype(np.float64)])
+            return _window_sum(pair, span, self.lo, decay=1.0 - alpha)
+
+        result: tuple[np.ndarray, int] = self._get(("ewm", alpha, span), make)
+        return result
+
+    def price_sums(self, w: int) -> tuple[np.ndarray, int]:
+        """(price, known price) summed over the w days ending at each day."""
+
+        def make() -> tuple[np.ndarray, int]:
+            known = ~np.isnan(self.price)
+            pstack = np.stack([np.where(known, self.price, 0.0), known.astype(np.float64)])
+            return _window_sum(pstack, w, self.lo)
+
+        result: tuple[np.ndarray, int] = self._get(("price", w), make)
+        return result
+
+    def last(self, name: str) -> np.ndarray:
+        """Position of the latest day up to each day: with a sale (``sale``), with no zero
+        (``break``), on promotion (``promo``); -1 before the first."""
+
+        def make() -> np.ndarray:
+            hit = {"sale": self.units > 0, "break": ~(self.units == 0), "promo": self.promo}[name]
+            return np.maximum.accumulate(np.where(hit, self.idx, -1), axis=1)
+
+        return np.asarray(self._get(("last", name), make))
+
+    def next_promo(self) -> np.ndarray:
+        """Position of the first promotion day from each day on; ``width`` when none."""
+
+        def make() -> np.ndarray:
+            ahead = np.where(self.promo, self.idx, self.width)[:, ::-1]
+            return np.minimum.accumulate(ahead, axis=1)[:, ::-1]
+
+        return np.asarray(self._get(("next_promo",), make))
+
+
 def chunk_features(
     plan: _Plan,
     data: HistoryArrays,
-    chunk: IntArray,
-    lo: int,
-    width: int,
+    grid: Grid,
     targets: IntArray,
     statics: dict[str, FloatArray],
     covariates: dict[str, np.ndarray],
 ) -> Iterator[tuple[str, FloatArray]]:
     """Yield (name, values) for the targets of one chunk of SKUs, in the plan's order."""
-    m = len(chunk)
-    slot = np.full(len(data.bounds) - 1, -1, dtype=np.int64)
-    slot[chunk] = np.arange(m)
-    rows = data.by_sku[data.bounds[chunk[0]] : data.bounds[chunk[-1] + 1]]
-    row_slot = slot[data.codes[rows]]
-    row_day = data.days[rows] - lo
-    keep = (row_slot >= 0) & (row_day >= 0) & (row_day < width)
-    rows, flat = rows[keep], row_slot[keep] * width + row_day[keep]
-    if np.bincount(flat, minlength=m * width).max(initial=0) > 1:
-        raise ValueError("history has duplicate (sku, date) rows")
-    units = np.full((m, width), np.nan)
-    units.reshape(-1)[flat] = data.units[rows]
-    cap = statics["unit_cap"][chunk]
-    if np.isfinite(cap).any():
-        np.minimum(units, cap[:, np.newaxis], out=units)
-    price = np.full((m, width), np.nan)
-    price.reshape(-1)[flat] = data.price[rows]
-    promo = np.zeros((m, width), dtype=bool)
-    promo.reshape(-1)[flat] = data.promo[rows]
-    paid = np.zeros((m, width), dtype=bool)
-    paid.reshape(-1)[flat] = data.price_paid[rows]
-
-    tg = slot[data.codes[targets]]
+    lo, width, units = grid.lo, grid.width, grid.units
+    tg = grid.slot[data.codes[targets]]
     tc = data.days[targets] - lo
     e = tc - plan.min_lag  # the last day whose units a target may see
 
-    def at(grid: np.ndarray, cols: IntArray) -> FloatArray:
-        return _pick(grid[np.newaxis], 0, tg, cols)[0]
+    def at(values: np.ndarray, cols: IntArray) -> FloatArray:
+        return _pick(values[np.newaxis], 0, tg, cols)[0]
 
     def window(res: tuple[np.ndarray, int], cols: IntArray) -> FloatArray:
         return _pick(res[0], res[1], tg, cols)
@@ -105,28 +211,16 @@ def chunk_features(
     for k in plan.lags:
         yield f"lag_{k}", at(units, tc - k)
 
-    valid = ~np.isnan(units)
-    x0 = np.where(valid, units, 0.0)
-    stack = np.stack([x0, x0 * x0, valid.astype(np.float64), (units == 0).astype(np.float64)])
     sums: dict[int, FloatArray] = {}
-    if _exact_integers(stack):
-        # Integer sums below 2**53 are exact in float64 whatever the order: one running sum
-        # serves every window, and equals what the blocked path gives.
-        running = np.zeros((*stack.shape[:-1], width + 1))
-        np.cumsum(stack, axis=-1, out=running[..., 1:])
+    running = grid.running()
+    if running is not None:
         end = window((running, 1), e)
         for w in plan.unit_windows:
             sums[w] = end - window((running, 0), np.maximum(e + 1 - w, 0))
-        del running
     else:
         for w in plan.unit_windows:
-            sums[w] = window(_window_sum(stack, w, lo), e)
-    del stack
-    low = np.float32(-np.inf)
-    extremes = np.stack([np.where(valid, units, low), np.where(valid, -units, low)])
-    extremes = extremes.astype(np.float32)  # units are float32: their max is exact
-    ext: dict[int, FloatArray] = {w: window(_window_max(extremes, w, lo), e) for w in plan.windows}
-    del extremes
+            sums[w] = window(grid.unit_sums(w), e)
+    ext: dict[int, FloatArray] = {w: window(grid.extremes(w), e) for w in plan.windows}
     with np.errstate(invalid="ignore", divide="ignore"):
         for w in plan.windows:
             s, _, cnt, _ = sums[w]
@@ -141,35 +235,27 @@ def chunk_features(
         for w in plan.windows:
             high = ext[w][0]
             yield f"roll_max_{w}", np.where(np.isfinite(high), high, np.nan)
-        pair = np.stack([x0, valid.astype(np.float64)])
         for alpha, span in plan.ewm:
-            num, den = window(_window_sum(pair, span, lo, decay=1.0 - alpha), e)
+            num, den = window(grid.ewm(alpha, span), e)
             yield f"ewm_{alpha:g}", np.where(den > 0, num / den, np.nan)
-        del pair, x0
 
-        idx = np.arange(width)
-        last_sale = at(np.maximum.accumulate(np.where(units > 0, idx, -1), axis=1), e)
+        last_sale = at(grid.last("sale"), e)
         since = e - last_sale
         yield "days_since_sale", np.where((last_sale >= 0) & (since < plan.lookback), since, np.nan)
-        last_break = np.maximum.accumulate(np.where(units == 0, -1, idx), axis=1)
-        run = e - at(last_break, e)
+        run = e - at(grid.last("break"), e)
         # An unknown last day (before the SKU's first row, or past as_of) has no known run.
         yield "zero_run", np.where(np.isnan(at(units, e)), np.nan, np.minimum(run, plan.lookback))
         for w in plan.zero_windows:
             _, _, cnt, zeros = sums[w]
             yield f"zero_share_{w}", np.where(cnt > 0, zeros / cnt, np.nan)
-        del units, valid, last_sale, last_break
 
+        price, paid = grid.price, grid.paid
         p = _price_known(price, paid, tc, e, at)
         yield "price", p
-        pstack = np.stack(
-            [np.where(np.isnan(price), 0.0, price), (~np.isnan(price)).astype(np.float64)]
-        )
         for w in plan.price_windows:
-            ps, pn = window(_window_sum(pstack, w, lo), e)
+            ps, pn = window(grid.price_sums(w), e)
             mean = np.where(pn > 0, ps / pn, np.nan)
             yield f"price_ratio_{w}", np.where(mean > 0, p / mean, np.nan)
-        del pstack
         before = _price_known(price, paid, tc - 7, e, at)
         yield "price_change_7", np.where(before > 0, p / before - 1.0, np.nan)
         ref = statics["category_price"][data.codes[targets]]
@@ -177,21 +263,21 @@ def chunk_features(
 
         for c in PROMO_COLUMNS:
             yield c, covariates[c][targets].astype(np.float64)
-        last_promo = at(np.maximum.accumulate(np.where(promo, idx, -1), axis=1), tc)
+        last_promo = at(grid.last("promo"), tc)
         since = tc - last_promo
         yield (
             "days_since_promo",
             np.where((last_promo >= 0) & (since < plan.lookback), since, np.nan),
         )
         if plan.promo_lookahead:
-            nxt = np.minimum.accumulate(np.where(promo, idx, width)[:, ::-1], axis=1)[:, ::-1]
-            found = at(nxt, tc)
+            found = at(grid.next_promo(), tc)
             until = found - tc
             soon = (found < width) & (until <= plan.promo_lookahead)
             yield "days_to_promo", np.where(soon, until, np.nan)
 
     day = data.days[targets]
-    for name, values in _calendar(lo + np.arange(width)):
+    calendar = grid._get(("calendar",), lambda: list(_calendar(lo + grid.idx)))
+    for name, values in calendar:
         yield name, values[tc]
     for c in CALENDAR_COLUMNS:
         yield c, covariates[c][targets].astype(np.float64)

@@ -26,6 +26,7 @@ from training.feature_grid import (
     ENCODED,
     PROMO_COLUMNS,
     FloatArray,
+    Grid,
     HistoryArrays,
     IntArray,
     chunk_features,
@@ -57,6 +58,7 @@ __all__ = [
     "prepare",
     "prepare_arrays",
     "sku_totals",
+    "transform_stages",
 ]
 
 # EWM weights below this share of the newest day's weight are dropped (bounds the lookback).
@@ -252,56 +254,13 @@ class FeatureBuilder:
         with it, ``history`` may be None (``prepare_arrays`` made it from column arrays).
         """
         self._check_fitted()
-        plan = self.plan_
         if prepared is None:
             if history is None:
                 raise ValueError("transform needs a history frame or prepared inputs")
             prepared = prepare(history, products)
         elif history is not None and prepared.n != len(history):
             raise ValueError("prepared inputs are of another history frame")
-        n = prepared.n
-        sel = _selection(rows, n)
-        names = list(self.features_order_)
-        X = np.empty((len(names), len(sel)), dtype=np.float32).T
-        out = FeatureMatrix(
-            X=X,
-            y=prepared.units[sel].astype(np.float32),
-            sku=prepared.sku[sel],
-            date=prepared.dates[sel],
-            feature_names=names,
-        )
-        if len(sel) == 0:
-            return out
-        data = prepared.data
-        days = data.days
-        codes = data.codes
-        statics = self._statics(prepared.attrs, data)
-        covariates = prepared.covariates
-        # Only the window the targets need is put on the grid: rows= costs what it computes.
-        t_days = days[sel]
-        # Starting min_lag days before the frame keeps every target's last known day on the grid.
-        lo = max(int(t_days.min()) - plan.required_history, int(days.min()) - plan.min_lag)
-        hi = min(int(t_days.max()) + plan.promo_lookahead, int(days.max()))
-        width = hi - lo + 1
-        t_codes = codes[sel]
-        in_order = bool((t_codes[1:] >= t_codes[:-1]).all())
-        order = np.arange(len(sel)) if in_order else np.argsort(t_codes, kind="stable")
-        sorted_codes = t_codes[order]
-        skus = np.unique(t_codes)
-        per_chunk = max(1, CHUNK_CELLS // width)
-        for start in range(0, len(skus), per_chunk):
-            chunk = skus[start : start + per_chunk]
-            a = int(np.searchsorted(sorted_codes, chunk[0], "left"))
-            b = int(np.searchsorted(sorted_codes, chunk[-1], "right"))
-            pick: slice | IntArray = slice(a, b) if in_order else order[a:b]
-            made = chunk_features(plan, data, chunk, lo, width, sel[pick], statics, covariates)
-            for position, (name, values) in enumerate(made):
-                if name != names[position]:
-                    raise RuntimeError(
-                        f"feature {position} is {name!r}, frozen order has {names[position]!r}"
-                    )
-                X[pick, position] = values
-        return out
+        return transform_stages([self], [rows], prepared)[0]
 
     def _statics(self, attrs: dict[str, np.ndarray], data: HistoryArrays) -> dict[str, FloatArray]:
         """Per-SKU values (indexed by SKU code): hierarchy codes, encodings, start day, prices."""
@@ -331,6 +290,86 @@ class FeatureBuilder:
         launch_days = np.where(np.isnat(launch), first, launch.astype(np.int64))
         out["start"] = np.minimum(first, launch_days).astype(np.float64)
         return out
+
+
+def transform_stages(
+    builders: Sequence[FeatureBuilder],
+    rows: Sequence[np.ndarray | Sequence[int] | Sequence[bool] | None],
+    prepared: Prepared,
+) -> list[FeatureMatrix]:
+    """Each fitted builder's features of its own target rows of one prepared history.
+
+    The stages of a model (one builder each, with its own lag floor) read the same grid: each
+    chunk of SKUs is put on the day grid once, and its window sums, maxima and runs are
+    computed once for every builder with the same unit caps. A builder gets exactly the matrix
+    its own ``transform`` gives: every grid result is aligned to absolute days, so a grid
+    spanning all the builders' windows gives each the same values as its own narrower one.
+    """
+    n = prepared.n
+    sels = [_selection(r, n) for r in rows]
+    outs = []
+    for builder, sel in zip(builders, sels, strict=True):
+        builder._check_fitted()
+        names = list(builder.features_order_)
+        outs.append(
+            FeatureMatrix(
+                X=np.empty((len(names), len(sel)), dtype=np.float32).T,
+                y=prepared.units[sel].astype(np.float32),
+                sku=prepared.sku[sel],
+                date=prepared.dates[sel],
+                feature_names=names,
+            )
+        )
+    busy = [i for i, sel in enumerate(sels) if len(sel)]
+    if not busy:
+        return outs
+    data = prepared.data
+    days, codes = data.days, data.codes
+    first, last = int(days.min()), int(days.max())
+    statics: dict[int, dict[str, FloatArray]] = {}
+    orders: dict[int, tuple[bool, IntArray, IntArray]] = {}
+    lo, hi = None, None
+    for i in busy:
+        plan, sel = builders[i].plan_, sels[i]
+        statics[i] = builders[i]._statics(prepared.attrs, data)
+        t_days, t_codes = days[sel], codes[sel]
+        # Only the window the targets need is put on the grid: rows= costs what it computes.
+        # Starting min_lag days before the frame keeps every target's last known day on it.
+        b_lo = max(int(t_days.min()) - plan.required_history, first - plan.min_lag)
+        b_hi = min(int(t_days.max()) + plan.promo_lookahead, last)
+        lo = b_lo if lo is None else min(lo, b_lo)
+        hi = b_hi if hi is None else max(hi, b_hi)
+        in_order = bool((t_codes[1:] >= t_codes[:-1]).all())
+        order = np.arange(len(sel)) if in_order else np.argsort(t_codes, kind="stable")
+        orders[i] = (in_order, order, t_codes[order])
+    assert lo is not None and hi is not None
+    width = hi - lo + 1
+    skus = np.unique(np.concatenate([codes[sels[i]] for i in busy]))
+    per_chunk = max(1, CHUNK_CELLS // width)
+    for start in range(0, len(skus), per_chunk):
+        chunk = skus[start : start + per_chunk]
+        grids: list[tuple[FloatArray, Grid]] = []
+        for i in busy:
+            in_order, order, sorted_codes = orders[i]
+            a = int(np.searchsorted(sorted_codes, chunk[0], "left"))
+            b = int(np.searchsorted(sorted_codes, chunk[-1], "right"))
+            if a == b:
+                continue
+            cap = statics[i]["unit_cap"][chunk]
+            grid = next((g for c, g in grids if np.array_equal(c, cap)), None)
+            if grid is None:
+                grid = Grid(data, chunk, lo, width, cap)
+                grids.append((cap, grid))
+            pick: slice | IntArray = slice(a, b) if in_order else order[a:b]
+            plan, names, X = builders[i].plan_, outs[i].feature_names, outs[i].X
+            made = chunk_features(plan, data, grid, sels[i][pick], statics[i], prepared.covariates)
+            for position, (name, values) in enumerate(made):
+                if name != names[position]:
+                    raise RuntimeError(
+                        f"feature {position} is {name!r}, frozen order has {names[position]!r}"
+                    )
+                X[pick, position] = values
+    return outs
 
 
 def sku_totals(history: pd.DataFrame) -> pd.DataFrame:

@@ -23,6 +23,7 @@ from featurestore.readers import last_sales_date, read_frame, read_products
 from training.errors import TrainingError
 from training.estimators import BASELINES
 from training.feature_inputs import Prepared, prepare, prepare_arrays
+from training.features import transform_stages
 
 if TYPE_CHECKING:
     from training.bundle import Bundle
@@ -121,13 +122,16 @@ def _stage_means(
     """Means (NaN outside ``rows``) and the stage of each row, the features prepared once."""
     out = np.full(len(day), np.nan)
     stage_of = np.zeros(len(day), dtype=np.int16)
-    prepared = history.prepared()
-    for idx, stage in enumerate(model.stages_):
-        mine = rows & (day >= stage.first_h) & (day <= stage.last_h)
-        if mine.any():
-            X = stage.builder.transform(None, history.products, rows=mine, prepared=prepared).X
-            out[mine] = stage.estimator.predict(X[:, stage.keep])
-            stage_of[mine] = idx
+    masks = [rows & (day >= s.first_h) & (day <= s.last_h) for s in model.stages_]
+    busy = [i for i, mine in enumerate(masks) if mine.any()]
+    # The stages' features from one pass over the grid (window sums shared between them).
+    matrices = transform_stages(
+        [model.stages_[i].builder for i in busy], [masks[i] for i in busy], history.prepared()
+    )
+    for idx, fm in zip(busy, matrices, strict=True):
+        stage, mine = model.stages_[idx], masks[idx]
+        out[mine] = stage.estimator.predict(fm.X[:, stage.keep])
+        stage_of[mine] = idx
     return out, stage_of
 
 

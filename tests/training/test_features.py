@@ -320,6 +320,38 @@ def test_integer_and_fractional_sum_paths_agree(products: pd.DataFrame) -> None:
     assert not np.array_equal(alone.X[~keep], beside.X[~keep], equal_nan=True)
 
 
+@pytest.mark.parametrize("fractional", [True, False])
+def test_stages_transformed_together_equal_each_alone(
+    products: pd.DataFrame, fractional: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Serving transforms a model's stages (one lag floor each) from one grid whose window sums
+    # they share; each must get bit for bit what its own transform gives, on its own rows.
+    frame = make_history(4, 500, seed=5, offsets=[0, 0, 150, 430], fractional=fractional)
+    near = FeatureBuilder(min_lag=7, promo_lookahead=3).fit(frame, products)
+    far = FeatureBuilder(min_lag=28, windows=(7, 28, 91)).fit(frame, products)
+    capped = FeatureBuilder(min_lag=14).fit(frame, products)
+    capped.unit_caps_ = {str(frame["sku"].iloc[0]): 1.0}  # a grid of its own
+    day = (frame["date"] - frame["date"].min()).dt.days.to_numpy()
+    rows = [day >= 480, (day >= 440) & (day < 470), day % 11 == 0]
+    builders = [near, far, capped]
+    prepared = features_module.prepare(frame, products)
+    for cells in (features_module.CHUNK_CELLS, 1):
+        monkeypatch.setattr(features_module, "CHUNK_CELLS", cells)
+        together = features_module.transform_stages(builders, rows, prepared)
+        for builder, mask, fm in zip(builders, rows, together, strict=True):
+            alone = builder.transform(frame, products, rows=mask)
+            assert fm.feature_names == alone.feature_names
+            assert_same_features(alone.X, fm.X, alone.feature_names)
+            np.testing.assert_array_equal(fm.sku, alone.sku)
+    assert not np.array_equal(
+        capped.transform(frame, products, rows=rows[2]).X,
+        FeatureBuilder(min_lag=14).fit(frame, products).transform(frame, products, rows=rows[2]).X,
+        equal_nan=True,
+    )
+    empty = features_module.transform_stages([near], [np.zeros(len(frame), bool)], prepared)
+    assert empty[0].X.shape == (0, len(near.feature_names_))
+
+
 def test_bad_rows_are_refused(history: pd.DataFrame, products: pd.DataFrame) -> None:
     builder = FeatureBuilder(**SMALL).fit(history, products)
     with pytest.raises(ValueError, match="mask"):
