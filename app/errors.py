@@ -105,6 +105,13 @@ class DatabaseUnavailable(SalesfcError):
     code = "database_unavailable"
 
 
+class PushLost(SalesfcError):
+    """The process storing pushed lines ended mid-push: nothing of the batch was stored."""
+
+    status_code = 503
+    code = "push_lost"
+
+
 class DatabaseError(SalesfcError):
     """Any other database failure: a fault of ours, logged with the request id."""
 

@@ -41,6 +41,13 @@ class Settings(BaseSettings):
         default=True,
         description="Answer unchanged SKUs from cache and stored runs (false: always compute)",
     )
+    push_process: bool = Field(
+        default=True,
+        description=(
+            "Store pushed order lines (POST /v1/orders) in a process of each worker's own, so "
+            "their validation holds no lock the forecasts need (false: in the worker)"
+        ),
+    )
     serve_window_mb: int = Field(
         default=256,
         ge=0,

@@ -31,6 +31,9 @@ class CustomerKeyMissing(ValueError):
             "pseudonymised (docs/operations.md, Privacy), or leave them out with --ignore"
         )
 
+    def __reduce__(self) -> tuple[type[CustomerKeyMissing], tuple[()]]:
+        return (CustomerKeyMissing, ())  # pickled by the push process (ingest.pusher)
+
 
 class Pseudonymiser:
     """Keyed pseudonyms of identifiers (HMAC-SHA256)."""

@@ -7,8 +7,9 @@ once, and other workers learn of them at their next data-token check (app/servic
 A worker stores one group of batches at a time (``PushQueue``): the batches that arrive while a
 group is stored wait and go together into the next, each with its own outcome. A push is mostly
 a fixed cost (validation's per-call cost, the statements, the commit), so a group of n batches
-costs little more than one; and one group at a time keeps the pushes, mostly Python holding the
-GIL, from starving the forecasts computed beside them (docs/benchmarks.md, pushed orders).
+costs little more than one. The group is validated and stored in the worker's push process
+(featurestore.ingest.pusher): that Python holds no lock the forecasts computed beside it need
+(docs/benchmarks.md, pushed orders).
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
-from app.errors import InvalidLines, InvalidRequest, PayloadTooLarge
+from app.errors import InvalidLines, InvalidRequest, PayloadTooLarge, PushLost
 from app.observability import ORDER_LINES
 from app.schemas import LineRejectBody, OrdersResponse, OrderValue
 from app.services.forecasting import ForecastService
 from featurestore.data_versions import Version
 from featurestore.ingest import IngestError, PushReport, RejectedLines, TooManyLines
-from featurestore.ingest.lines import Batch, push_batches
+from featurestore.ingest.lines import Batch
+from featurestore.ingest.pusher import Pusher, PushProcessLost
 from featurestore.pseudonyms import CustomerKeyMissing
 
 # Lines stored together at most (whole batches; a bigger batch goes alone).
@@ -35,6 +37,9 @@ GROUP_LINES = 2_000
 # right after a group (one that ended less than RECENT_SECONDS ago).
 GATHER_SECONDS = 0.005
 RECENT_SECONDS = 0.05
+# Stores a group: in this worker's push process (featurestore.ingest.pusher), out of the way of
+# the forecasts computed here, with the same outcomes as push_batches in this process.
+store_batches = Pusher()
 
 
 @dataclass(eq=False)
@@ -113,7 +118,7 @@ class PushQueue:
             group = self._next_group()
         outcomes: list[PushReport | Exception]
         try:
-            outcomes = push_batches(group[0].engine, "orders", [w.batch for w in group])
+            outcomes = store_batches(group[0].engine, "orders", [w.batch for w in group])
         except Exception as exc:
             outcomes = [exc] * len(group)
         except BaseException:  # nobody may be left waiting for a group that will not end
@@ -169,6 +174,8 @@ def push_orders(
         raise InvalidLines(str(exc), refused) from exc
     except TooManyLines as exc:
         raise PayloadTooLarge(str(exc)) from exc
+    except PushProcessLost as exc:
+        raise PushLost(f"{exc}: send the batch again") from exc
     except (CustomerKeyMissing, IngestError) as exc:
         raise InvalidRequest(str(exc)) from exc
     if forecasts is not None and report.changed and report.changed_at is not None:

@@ -104,6 +104,9 @@ class RejectedLines(IngestError):
         self.rejects = rejects
         self.received = received
 
+    def __reduce__(self) -> tuple[type[RejectedLines], tuple[list[LineReject], int]]:
+        return (RejectedLines, (self.rejects, self.received))  # from the push process
+
 
 @dataclass(frozen=True)
 class Batch:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections.abc import Sequence
@@ -9,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, create_engine, text
 
 from app.services import orders
 from featurestore.ingest import PushReport, RejectedLines
 from featurestore.ingest.lines import Batch, Outcome
+from featurestore.ingest.pusher import Pusher
 from tests.featurestore.ingest_helpers import load_products
 
 
@@ -37,7 +40,7 @@ def test_waiting_batches_go_together_each_with_its_own_answer(
     load_products(engine, tmp_path)
     groups: list[int] = []
     first_started = threading.Event()
-    real = orders.push_batches
+    real = orders.store_batches
 
     def slow_first(engine: Engine, entity: str, batches: Sequence[Batch]) -> list[Outcome]:
         groups.append(len(batches))
@@ -46,7 +49,7 @@ def test_waiting_batches_go_together_each_with_its_own_answer(
             time.sleep(0.5)  # the others arrive meanwhile
         return real(engine, entity, batches)
 
-    monkeypatch.setattr(orders, "push_batches", slow_first)
+    monkeypatch.setattr(orders, "store_batches", slow_first)
     queue = orders.PushQueue()
     answers: dict[int, PushReport | Exception] = {}
 
@@ -83,7 +86,7 @@ def test_a_group_that_fails_fails_every_batch_and_frees_the_queue(
     def broken(engine: Engine, entity: str, batches: Sequence[Batch]) -> list[Outcome]:
         raise ConnectionError("the database went away")
 
-    monkeypatch.setattr(orders, "push_batches", broken)
+    monkeypatch.setattr(orders, "store_batches", broken)
     with pytest.raises(ConnectionError):
         queue.push(engine, _batch(0), False)
     monkeypatch.undo()
@@ -118,7 +121,7 @@ def test_the_next_group_waits_for_the_clients_just_answered(
         time.sleep(0.01)
         return [PushReport(received=len(b.lines)) for b in batches]
 
-    monkeypatch.setattr(orders, "push_batches", store)
+    monkeypatch.setattr(orders, "store_batches", store)
     queue = orders.PushQueue(gather_seconds=0.2)  # generous: the machine may be busy
     engine = object()
 
@@ -133,3 +136,35 @@ def test_the_next_group_waits_for_the_clients_just_answered(
         t.join(60)
     assert sum(sizes) == 40
     assert sorted(sizes)[len(sizes) // 2] == 4, sizes
+
+
+def test_pushes_are_stored_in_a_process_of_their_own(engine: Engine, tmp_path: Path) -> None:
+    """The default store: a child process pushes, with the outcomes this process would get
+    (reports, rejects); a child that died is replaced by the next push."""
+    load_products(engine, tmp_path)
+    pusher = orders.store_batches
+    assert isinstance(pusher, Pusher) and pusher.in_child(engine)
+    child = pusher.pid()
+    assert child != os.getpid()
+    outcomes = pusher(engine, "orders", [Batch(_batch(0)), Batch(_batch(3)), Batch(_batch(0))])
+    first, rejected, again = outcomes
+    assert isinstance(first, PushReport) and first.inserted == 2
+    assert isinstance(rejected, RejectedLines) and rejected.rejects[0].column == "quantity"
+    assert isinstance(again, PushReport) and again.unchanged == 2
+    os.kill(child, signal.SIGKILL)
+    for _ in range(100):  # the pool notices its child gone
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    (report,) = pusher(engine, "orders", [Batch(_batch(1))])
+    assert isinstance(report, PushReport) and report.inserted == 2, report
+    assert pusher.pid() != child
+    with engine.connect() as conn:
+        stored = conn.execute(text("SELECT COUNT(*) FROM order_lines")).scalar_one()
+    assert stored == 4
+
+
+def test_an_in_memory_database_is_pushed_to_in_this_process() -> None:
+    assert not Pusher.in_child(create_engine("sqlite://"))
