@@ -75,9 +75,8 @@ class Scenario(BaseModel):
         return bool(self.prices or self.promotions)
 
 
-def parse_query(raw: bytes) -> tuple[int | None, list[float] | None] | None:
-    """A GET forecast's (horizon, quantiles) from its raw query string, or None unless plainly
-    valid (a repeated or malformed parameter: the route then validates and answers)."""
+def parse_pairs(raw: bytes) -> dict[str, str] | None:
+    """A raw query string's parameters, or None if one is repeated (the route then answers)."""
     # Commas are all that clients usually escape ("0.1%2C0.9"); they separate neither pairs
     # nor names from values, so they may be unescaped first.
     text = raw.decode("latin-1").replace("%2C", ",").replace("%2c", ",")
@@ -90,13 +89,19 @@ def parse_query(raw: bytes) -> tuple[int | None, list[float] | None] | None:
             if part:
                 name, _, value = part.partition("=")
                 pairs.append((name, value))
+    found = dict(pairs)
+    return found if len(found) == len(pairs) else None
+
+
+def parse_query(raw: bytes) -> tuple[int | None, list[float] | None] | None:
+    """A GET forecast's (horizon, quantiles) from its raw query string, or None unless plainly
+    valid (a repeated or malformed parameter: the route then validates and answers)."""
+    pairs = parse_pairs(raw)
+    if pairs is None:
+        return None
     horizon = None
     quantiles = None
-    seen = set()
-    for name, value in pairs:
-        if name in seen:
-            return None
-        seen.add(name)
+    for name, value in pairs.items():
         if name == "horizon":
             if not value.isdigit() or int(value) < 1:
                 return None

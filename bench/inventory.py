@@ -173,10 +173,14 @@ def latency(url: str, models_dir: Path, skus: list[str], work: Path) -> dict[str
         )
         scripts[name] = script
     out: dict[str, Any] = {}
-    with server("salesfc", 1, Setup(url, models_dir), work) as base:  # type: ignore[arg-type]
-        for name, script in scripts.items():
-            wrk(base + paths[name][0], script, 8, 3, 10)  # warm: caches, the calibration
-            out[name] = wrk(base + paths[name][0], script, 8, 10, 10)
+    # computed: SALESFC_FORECAST_CACHE=false, every forecast and every decision computed (the
+    # done-when's comparison); remembered: the stored run and the decisions kept in memory.
+    for mode, cache in (("computed", False), ("remembered", True)):
+        setup = Setup(url, models_dir)
+        with server("salesfc", 1, setup, work, cache=cache) as base:  # type: ignore[arg-type]
+            for name, script in scripts.items():
+                wrk(base + paths[name][0], script, 8, 3, 10)  # warm: caches, the calibration
+                out[f"{name} ({mode})"] = wrk(base + paths[name][0], script, 8, 10, 10)
     return out
 
 
@@ -275,8 +279,9 @@ def render(results: dict[str, Any]) -> str:
     if "latency" in results:
         for name, r in results["latency"].items():
             rps = r["requests"] / (r["duration_us"] / 1e6)
+            path, _, mode = name.partition(" ")
             lines.append(
-                f"- GET /v1/{name}/{{sku}}, 1 worker, 8 connections, 10 s: {rps:,.0f} req/s, "
+                f"- GET /v1/{path}/{{sku}} {mode}, 1 worker, 8 connections, 10 s: {rps:,.0f} req/s, "
                 f"mean {r['mean_us'] / 1000:.2f} ms, p50 {r['p50_us'] / 1000:.2f} ms, "
                 f"p99 {r['p99_us'] / 1000:.2f} ms, errors {r['status'] + r['timeout']}"
             )

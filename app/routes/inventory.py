@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -9,13 +10,14 @@ from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 import anyio
+import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from app.deps import EngineDep, ReadKey, on_forecasts
 from app.errors import HorizonOutOfRange, NotFound, UnknownSku, responses
-from app.routes.forecast import COMMON, compute_limiter
+from app.routes.forecast import COMMON, JsonBytes, compute_limiter
 from app.schemas import (
     PRINTABLE,
     SERVICE_LEVEL_HIGH,
@@ -26,6 +28,7 @@ from app.schemas import (
     InventoryRequest,
     InventoryResponse,
 )
+from app.services.coalesce import InventoryCoalescer
 from app.services.inventory import InventoryService
 from featurestore import inventory_plans
 
@@ -36,7 +39,24 @@ ERRORS = responses(UnknownSku, HorizonOutOfRange, *COMMON)
 InventoryDep = Annotated[InventoryService, Depends(on_forecasts("inventory", InventoryService))]
 
 
-@router.get("/inventory/{sku}", response_model=InventoryDecision, responses=ERRORS)
+def coalescer(request: Request, service: InventoryService) -> InventoryCoalescer:
+    """The worker's coalescer of single-SKU decisions, bound to the running event loop."""
+    state = request.app.state
+    found: InventoryCoalescer | None = getattr(state, "inventory_coalescer", None)
+    loop = asyncio.get_running_loop()
+    if found is None or found.service is not service or state.inventory_loop is not loop:
+        found = InventoryCoalescer(service, compute_limiter(request))
+        state.inventory_coalescer, state.inventory_loop = found, loop
+    return found
+
+
+# Answered as JSON bytes (orjson) like the forecasts; `response_model` documents the body.
+@router.get(
+    "/inventory/{sku}",
+    response_model=InventoryDecision,
+    response_class=JsonBytes,
+    responses=ERRORS,
+)
 async def inventory_one(
     request: Request,
     service: InventoryDep,
@@ -48,7 +68,7 @@ async def inventory_one(
     service_level: Annotated[float, Query(gt=SERVICE_LEVEL_LOW, lt=SERVICE_LEVEL_HIGH)] = 0.95,
     on_hand: Annotated[float, Query(ge=0)] = 0.0,
     on_order: Annotated[float, Query(ge=0)] = 0.0,
-) -> dict[str, Any]:
+) -> JsonBytes:
     """Demand over lead time + review, safety stock, reorder point, order-up-to and the order."""
     item = InventoryItem(
         sku=sku,
@@ -60,11 +80,9 @@ async def inventory_one(
     )
     decision = service.cached(item)
     if decision is None:
-        answer: dict[str, Any] = await anyio.to_thread.run_sync(
-            service.decide, [item], limiter=compute_limiter(request)
-        )
-        decision = answer["items"][0]
-    return decision
+        # Computed together with the other single-SKU decisions waiting (app.services.coalesce).
+        decision = await coalescer(request, service).decide(item)
+    return JsonBytes(orjson.dumps(decision))
 
 
 @router.post("/inventory", response_model=InventoryResponse, responses=ERRORS)

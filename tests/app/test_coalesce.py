@@ -12,9 +12,11 @@ from fastapi.testclient import TestClient
 
 from app.errors import SkuDiscontinued, UnknownSku
 from app.main import create_app
+from app.schemas import InventoryItem
 from app.services.champion import ChampionHolder
-from app.services.coalesce import Coalescer
+from app.services.coalesce import Coalescer, InventoryCoalescer
 from app.services.forecasting import ForecastService
+from app.services.inventory import InventoryService
 from featurestore.readers import read_products
 from tests.app.conftest import READ_KEY, Served
 
@@ -181,3 +183,45 @@ def test_start_up_objects_are_frozen_out_of_the_collector(served: Served) -> Non
     assert gc.get_freeze_count() == 0
     with TestClient(create_app(served.settings)):
         assert gc.get_freeze_count() > 100_000
+
+
+class _InventorySpy(InventoryService):
+    """An InventoryService that records the SKU lists it decided together."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls: list[list[str]] = []
+
+    def decide(self, items: Any) -> Any:
+        self.calls.append([i.sku for i in items])
+        return super().decide(items)
+
+
+def test_concurrent_inventory_decisions_share_one_forecast_and_keep_their_stock(
+    served: Served,
+) -> None:
+    products = read_products(served.engine)
+    active = sorted(products.loc[products["status"] == "active", "sku"])[:4]
+    service = _InventorySpy(_service(served))
+
+    def item(sku: str, on_hand: float) -> InventoryItem:
+        return InventoryItem(sku=sku, lead_time_days=5, review_days=3, on_hand=on_hand)
+
+    asked = [item(s, float(i)) for i, s in enumerate(active)]
+    asked += [item("NO_SUCH_SKU", 0.0), item(active[0], 1000.0)]
+    alone = [service.decide([i])["items"][0] for i in asked if i.sku != "NO_SUCH_SKU"]
+    service.calls.clear()
+
+    async def run() -> list[Any]:
+        coalescer = InventoryCoalescer(service, anyio.CapacityLimiter(1))
+        return await asyncio.gather(*(coalescer.decide(i) for i in asked), return_exceptions=True)
+
+    results = asyncio.run(run())
+    # One batch (the unknown SKU failed it), then each SKU alone; every request its own stock.
+    assert service.calls[0] == [*active, "NO_SUCH_SKU"]
+    assert sorted(map(tuple, service.calls[1:])) == sorted((s,) for s in service.calls[0])
+    assert isinstance(results[4], UnknownSku)
+    got = [r for r in results if not isinstance(r, Exception)]
+    assert got == alone
+    assert got[-1]["suggested_order"] == 0.0 and got[-1]["on_hand"] == 1000.0
+    assert got[0]["order_up_to"] == got[-1]["order_up_to"]

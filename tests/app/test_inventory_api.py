@@ -183,3 +183,31 @@ def test_a_remembered_decision_follows_the_stock(client: TestClient, served: Ser
     assert again["order_up_to"] == first["order_up_to"]
     assert again["suggested_order"] == max(0.0, float(np.ceil(first["order_up_to"] - 3.5)))
     assert (again["on_hand"], again["on_order"]) == (2.5, 1.0)
+
+
+def test_a_remembered_decision_is_answered_in_front_of_the_router(
+    client: TestClient, served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lane (app.services.lane) answers a remembered decision with the request's stock and
+    the route's key checks; anything it does not take plainly reaches the route."""
+    sku = skus(served)[5]
+    query = f"/v1/inventory/{sku}?lead_time_days=3&review_days=2&service_level=0.8"
+    first = client.get(query).json()
+    service = client.app.state.inventory  # type: ignore[attr-defined]
+
+    def no_route(*args: object, **kwargs: object) -> object:
+        raise AssertionError("the route was called for a remembered decision")
+
+    monkeypatch.setattr(service, "decide", no_route)
+    lane = client.get(query + "&on_hand=1&on_order=0.5")
+    assert lane.status_code == 200 and lane.headers["content-type"] == "application/json"
+    body = lane.json()
+    assert {
+        k: v for k, v in body.items() if k not in ("on_hand", "on_order", "suggested_order")
+    } == {k: v for k, v in first.items() if k not in ("on_hand", "on_order", "suggested_order")}
+    assert (body["on_hand"], body["on_order"]) == (1.0, 0.5)
+    assert body["suggested_order"] == max(0.0, float(np.ceil(first["order_up_to"] - 1.5)))
+    assert client.get(query, headers={"X-API-Key": "not-a-key"}).status_code == 403
+    assert client.get(query + "&on_hand=-1").status_code == 422  # the route's validation
+    with pytest.raises(AssertionError, match="route was called"):
+        client.get(query.replace("service_level=0.8", "service_level=0.85"))
