@@ -281,7 +281,8 @@ def render(results: dict[str, Any]) -> str:
             rps = r["requests"] / (r["duration_us"] / 1e6)
             path, _, mode = name.partition(" ")
             lines.append(
-                f"- GET /v1/{path}/{{sku}} {mode}, 1 worker, 8 connections, 10 s: {rps:,.0f} req/s, "
+                f"- GET /v1/{path}/{{sku}} {mode}, 1 worker, 8 connections, 10 s: "
+                f"{rps:,.0f} req/s, "
                 f"mean {r['mean_us'] / 1000:.2f} ms, p50 {r['p50_us'] / 1000:.2f} ms, "
                 f"p99 {r['p99_us'] / 1000:.2f} ms, errors {r['status'] + r['timeout']}"
             )
