@@ -30,6 +30,7 @@ import numpy as np  # noqa: E402
 from training.backtest import BacktestResult  # noqa: E402
 
 METRICS = ("rmsse", "wape", "mase", "rmse", "mae")
+LEARNED = ("lgbm_tweedie",)  # the default candidates' learned models (the seed is theirs)
 
 
 def _load() -> float:
@@ -124,7 +125,8 @@ def main(argv: list[str]) -> int:
         Client(cluster) as client,
     ):
         for seed in args.seeds:
-            options = replace(base, model_params={**base.model_params, "seed": seed})
+            per_model = {m: {**base.model_params.get(m, {}), "seed": seed} for m in LEARNED}
+            options = replace(base, model_params={**base.model_params, **per_model})
             load0 = _load()
             t0 = time.perf_counter()
             local = backtest_on(LocalRunner(*history), options)

@@ -16,6 +16,7 @@ Results: docs/benchmarks.md (Scale out) and docs/scale.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -164,8 +165,67 @@ def _forecast(args: argparse.Namespace, engine_name: str) -> dict[str, Any]:
     }
 
 
+def child_export(args: argparse.Namespace) -> dict[str, Any]:
+    """The store's rows as the peers' long frame (sku, date, y, price, category, store)."""
+    from featurestore.db import make_engine
+    from featurestore.readers import read_frame, read_products
+
+    out = Path(args.work) / "peers.parquet"
+    if out.exists():
+        return {"case": "export", "path": str(out), "reused": True}
+    t0 = time.perf_counter()
+    engine = make_engine(_db_url(args))
+    history = read_frame(engine)[["sku", "date", "units", "price"]]
+    attrs = read_products(engine).set_index("sku")[["category", "store"]]
+    peers = history.rename(columns={"units": "y"}).join(attrs, on="sku")
+    del history
+    peers.to_parquet(out, index=False)
+    return {"case": "export", "rows": len(peers), "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def run_mlforecast(args: argparse.Namespace) -> dict[str, Any]:
+    """mlforecast + LightGBM (bench/peers.py's frame case: fit on every day but the last 28,
+    forecast them) on the same rows, in its own interpreter, stopped at ``--peer-timeout``;
+    its peak memory sampled from /proc every second, so a stopped run still has one."""
+    import subprocess
+
+    data = Path(args.work) / "peers.parquet"
+    cmd = [args.peer_python, str(BENCH / "peers.py"), "frame", "--data", str(data)]
+    cmd += ["--trees", "500", "--threads", str(args.threads)]
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), OMP_WAIT_POLICY="passive")
+    load = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    peak = 0.0
+    status = Path(f"/proc/{proc.pid}/status")
+    while proc.poll() is None and time.perf_counter() - t0 < args.peer_timeout:
+        with contextlib.suppress(OSError):
+            for line in status.read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]) / 1024)
+        time.sleep(1.0)
+    finished = proc.poll() is not None
+    if not finished:
+        proc.kill()
+    out, _ = proc.communicate()
+    result: dict[str, Any] = {
+        "case": "mlforecast",
+        "finished": finished and proc.returncode == 0,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "timeout_seconds": args.peer_timeout,
+        "peak_rss_mb": round(peak, 1),
+        "load_before_after": [round(load, 2), round(os.getloadavg()[0], 2)],
+    }
+    lines = [ln for ln in (out or "").splitlines() if ln.startswith("{")]
+    if finished and lines:
+        result["result"] = json.loads(lines[-1])
+    print(f"[bench/scale] mlforecast: {json.dumps(result)[:400]}", file=sys.stderr, flush=True)
+    return result
+
+
 CHILDREN = {
     "prepare": child_prepare,
+    "export": child_export,
     "train-local": lambda a: _train(a, "local"),
     "train-dask": lambda a: _train(a, "dask"),
     "forecast-local": lambda a: _forecast(a, "local"),
@@ -186,13 +246,16 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             "prepare",
         )
     ]
+    if args.mlforecast:
+        results.append(spawn([*me, "--child", "export", *size], args.threads, "export"))
+        results.append(run_mlforecast(args))
     trained: dict[str, str] = {}
-    for engine in args.engines.split(","):
+    for engine in [e for e in args.engines.split(",") if e]:
         r = spawn([*me, "--child", f"train-{engine}", *size], args.threads, f"train {engine}")
         trained[engine] = r["version"]
         results.append(r)
-    version = trained.get("local") or next(iter(trained.values()))
-    for engine in args.engines.split(","):
+    version = trained.get("local") or next(iter(trained.values()), "")
+    for engine in [e for e in args.engines.split(",") if e and trained]:
         cmd = [*me, "--child", f"forecast-{engine}", *size, "--version", version]
         results.append(spawn(cmd, args.threads, f"forecast-all {engine}"))
     if {"local", "dask"} <= set(args.engines.split(",")):
@@ -219,6 +282,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--fresh", action="store_true", help="Rebuild the database")
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "salesfc-scale"))
+    parser.add_argument(
+        "--mlforecast", action="store_true", help="also mlforecast on the same rows (peers venv)"
+    )
+    parser.add_argument("--peer-python", default=str(ROOT / ".venv-peers" / "bin" / "python"))
+    parser.add_argument("--peer-timeout", type=float, default=1200.0, help="seconds (20 min)")
     parser.add_argument("--child")
     parser.add_argument("--version")
     args = parser.parse_args(argv)
