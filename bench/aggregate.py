@@ -501,12 +501,17 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--models", type=Path, help="with --store: skip training, use this")
     parser.add_argument("--json", type=Path, help="also keep the raw results here")
+    parser.add_argument(
+        "--work", type=Path, help="train into this folder and keep it (for --store/--models)"
+    )
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     if not M5_TINY.exists():
         print(f"m5_tiny not found at {M5_TINY}", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="salesfc-aggregate-") as tmp:
+        work = args.work or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
         if args.store and args.models:
             engine = make_engine(args.store)
             bundle = Registry(args.models).load_champion()
@@ -518,7 +523,7 @@ def main(argv: list[str]) -> int:
             )
             cov.update(engine_url=args.store, models=str(args.models))
         else:
-            cov = coverage_case(Path(tmp), args.folds, args.trees)
+            cov = coverage_case(work, args.folds, args.trees)
         url, models = cov.pop("engine_url"), Path(cov.pop("models"))
         lat = latency_case(url, models, args.repeats)
         pages = pages_case(url, models, args.repeats)
