@@ -20,6 +20,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from featurestore.schema import HISTORY_COLUMNS
 from training.cleaning import clean_targets
 from training.estimators import (
     BASELINES,
@@ -32,7 +33,8 @@ from training.estimators import (
     make_estimator,
 )
 from training.feature_groups import feature_group
-from training.features import FeatureBuilder
+from training.feature_inputs import check_columns
+from training.features import FeatureBuilder, sku_totals
 from training.predict import predict_frame
 
 Strategy = Literal["direct", "recursive", "multi"]
@@ -181,7 +183,8 @@ def _sku_starts(history: pd.DataFrame) -> np.ndarray | None:
     if len(sku) == 0:
         return None
     starts = np.flatnonzero(sku[1:] != sku[:-1]) + 1
-    if len(starts) + 1 != history["sku"].nunique():
+    # Contiguous when no SKU starts two runs (a set of the runs' SKUs, not a hash of every row).
+    if len(starts) + 1 != len(set(sku[np.concatenate([[0], starts])])):
         return None
     return np.concatenate([[0], starts, [len(sku)]])
 
@@ -383,20 +386,22 @@ class Forecaster:
             bounds=bounds,
             seed=seed_rows,
         )
+        # Per-SKU totals once for every stage's builder (FeatureBuilder.fit_totals), with the
+        # cleaning's caps (the same unit_caps of the same known rows).
+        check_columns(history, tuple(HISTORY_COLUMNS), "history")
+        totals = sku_totals(history, None if cleaning is None else cleaning.caps)
         del cleaning
         n_rows = int(mask.sum())
         self.n_train_rows_ = n_rows
         # The SKUs a copy of the visible rows would hold (the bin sample is drawn among them).
         listed = None if visible is None else np.logical_or.reduceat(visible, bounds[:-1])
         draw = (len(history) if seed_rows is None else seed_rows, listed)
-        # The builders fit on the known rows (FeatureBuilder.fit reads nothing else).
-        known = history
         buckets = self._stage_buckets()
         # Above block_rows the stages run in turn: side by side, both stages' LightGBM datasets
         # and training state would be held at once.
         in_memory = n_rows <= self.block_rows or bounds is None
         workers, stage_threads = self._stage_workers(len(buckets)) if in_memory else (1, None)
-        design = partial(self._design, history, known, products, mask, bounds, n_rows, draw)
+        design = partial(self._design, history, totals, products, mask, bounds, n_rows, draw)
         if workers > 1:
             # LightGBM releases the GIL while it trains: stages on one thread each side by side
             # beat each stage on every thread in turn (its OpenMP regions synchronise per leaf at
@@ -432,7 +437,7 @@ class Forecaster:
     def _design(
         self,
         history: pd.DataFrame,
-        known: pd.DataFrame,
+        totals: pd.DataFrame,
         products: pd.DataFrame,
         mask: np.ndarray,
         bounds: np.ndarray | None,
@@ -449,7 +454,7 @@ class Forecaster:
         if progress:
             progress(f"{self.name}: features for lag floor {min_lag}")
         builder = FeatureBuilder(min_lag=min_lag, **(self.builder_params or {}))
-        builder.fit(known, products)
+        builder.fit_totals(totals, products)  # = builder.fit(history, products)
         names = list(builder.features_order_)
         keep = np.array([self._keeps(n) for n in names])
         kept = [n for n, k in zip(names, keep, strict=True) if k]
