@@ -49,17 +49,33 @@ def _vm_hwm_mb() -> float:
     return float("nan")
 
 
+def _reset_hwm() -> bool:
+    """Restart this process's VmHWM from its current RSS (Linux clear_refs "5")."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
 class Clock:
-    """Seconds between the training's progress messages, summed by phase."""
+    """Seconds between the training's progress messages, summed by phase, and each phase's peak
+    resident memory (VmHWM, restarted at every message)."""
 
     def __init__(self) -> None:
         self.t0 = self.last = time.perf_counter()
         self.phase = "reading history"
         self.seconds: dict[str, float] = {}
+        self.peaks: dict[str, float] = {}
+        self.resets = _reset_hwm()
 
     def __call__(self, message: str) -> None:
         now = time.perf_counter()
         self.seconds[self.phase] = self.seconds.get(self.phase, 0.0) + now - self.last
+        if self.resets:
+            hwm = _vm_hwm_mb()
+            self.peaks[self.phase] = max(self.peaks.get(self.phase, 0.0), round(hwm, 1))
+            _reset_hwm()
         self.last = now
         if message.startswith("fold"):
             self.phase = "backtest " + message.split(": ")[-1]
@@ -134,10 +150,12 @@ def _train(args: argparse.Namespace, engine_name: str) -> dict[str, Any]:
         "version": outcome.version,
         "seconds": round(clock.last - clock.t0, 1),
         "phases": phases,
+        "phase_peak_rss_mb": clock.peaks,
         "champion": outcome.champion_model,
         "scores": {n: model.reports[n]["overall"].get("rmsse") for n in model.ranking},
         "wape": {n: model.reports[n]["overall"].get("wape") for n in model.ranking},
-        "peak_rss_mb": round(peak_rss_mb(), 1),
+        # VmHWM restarts at each phase: the run's peak is the highest phase's.
+        "peak_rss_mb": round(max([peak_rss_mb(), *clock.peaks.values()]), 1),
         "worker_peak_rss_mb": workers,
     }
 

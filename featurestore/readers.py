@@ -277,11 +277,13 @@ def _fill(
     avg_val = np.empty(0, dtype=np.float64)
     if sales is not None:
         idx, day, pos, inside, s_avg, s_promo, s_stock = sales
-        sale_promo[pos[inside]] = s_promo[inside]
-        stock_out[pos[inside]] = s_stock[inside]
-        avg = s_avg
-        known = (idx >= 0) & ~np.isnan(avg)
-        avg_idx, avg_day, avg_val = idx[known], day[known], avg[known]
+        del sales  # the sales rows' arrays go as soon as they are spread on the grid
+        at = pos[inside]
+        sale_promo[at] = s_promo[inside]
+        stock_out[at] = s_stock[inside]
+        known = (idx >= 0) & ~np.isnan(s_avg)
+        avg_idx, avg_day, avg_val = idx[known], day[known], s_avg[known]
+        del idx, day, pos, inside, s_avg, s_promo, s_stock, at, known
 
     price = grid_prices(conn, grid, index, chunks, hi)
     missing = np.isnan(price)
@@ -295,6 +297,8 @@ def _fill(
             avg_val = np.concatenate((avg_val, seed_val))
         fallback = as_of_join(avg_idx, avg_day, avg_val, grid.sku_idx[missing], grid.day[missing])
         price[missing] = fallback
+        del fallback
+    del missing, avg_idx, avg_day, avg_val
 
     promo_any, depth, display, mailer = grid_promotions(conn, grid, index, chunks, lo, hi)
     is_holiday, is_event, is_snap, to_event, since_event, closed = grid_events(
@@ -314,18 +318,23 @@ def _fill(
         "days_to_event": to_event,
         "days_since_event": since_event,
     }
+    del units, promo_any, sale_promo, depth, display, mailer
+    del is_holiday, is_event, is_snap, to_event, since_event
     names = np.asarray(grid.skus, dtype=object)
-    return pd.DataFrame(
-        {
-            "sku": _object_series(names[grid.sku_idx]),
-            "date": grid.day.astype("datetime64[D]").astype(HISTORY_COLUMNS["date"]),
-            # In the contract's order and dtypes (featurestore.schema.HISTORY_VALUES).
-            **{c: values[c].astype(t, copy=False) for c, t in HISTORY_VALUES.items()},
-            "price_paid": (price_paid & ~np.isnan(price)).astype(HISTORY_FLAGS["price_paid"]),
-            "stock_out": stock_out.astype(HISTORY_FLAGS["stock_out"]),
-            "closed": closed.astype(HISTORY_FLAGS["closed"]),
-        }
-    )
+    columns: dict[str, Any] = {
+        "sku": _object_series(names[grid.sku_idx]),
+        "date": grid.day.astype("datetime64[D]").astype(HISTORY_COLUMNS["date"]),
+    }
+    # In the contract's order and dtypes (featurestore.schema.HISTORY_VALUES), each grid array
+    # let go once converted.
+    for c, t in HISTORY_VALUES.items():
+        columns[c] = values.pop(c).astype(t, copy=False)
+    columns["price_paid"] = (price_paid & ~np.isnan(price)).astype(HISTORY_FLAGS["price_paid"])
+    del price, price_paid
+    columns["stock_out"] = stock_out.astype(HISTORY_FLAGS["stock_out"])
+    columns["closed"] = closed.astype(HISTORY_FLAGS["closed"])
+    # Not consolidated into 2-D blocks: that would copy every column once more at the peak.
+    return pd.DataFrame(columns, copy=False)
 
 
 # -- reads by SKU range: what a worker of a cluster reads for its own partition -----------------

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from training.forecaster import Forecaster
+from training.forecaster import Forecaster, _sku_starts
 from training.inventory import NoResidualBlocks, replay
 from training.metrics import (
     coverage,
@@ -165,12 +165,15 @@ def run_backtest(
     fit_seconds: dict[str, float] = {}
     # Scaled metrics use the earliest fold's training history, as known before every forecast.
     stats = series_stats(history.loc[history["date"] <= cuts[0], ["sku", "date", "units"]])
+    dates = history["date"]
+    grouped = _sku_starts(history) is not None
     for fold, cut in enumerate(cuts):
         end = cut + pd.Timedelta(days=horizon)
-        train = history[history["date"] <= cut].reset_index(drop=True)
-        actual = history.loc[
-            (history["date"] > cut) & (history["date"] <= end), ["sku", "date", "units"]
-        ]
+        seen = (dates <= cut).to_numpy()
+        # Each model fits on the rows up to the cut-off: a view of the history when its SKUs'
+        # rows come together (Forecaster.fit(visible=...)), else a copy of those rows.
+        train = history if grouped else history[seen].reset_index(drop=True)
+        actual = history.loc[(dates > cut) & (dates <= end), ["sku", "date", "units"]]
         # The baselines share one frame per fold: their last BASELINE_DAYS days, hidden after
         # the cut-off (they read nothing else).
         recent: pd.DataFrame | None = None
@@ -179,16 +182,19 @@ def run_backtest(
             if progress:
                 progress(f"fold {fold + 1}/{len(cuts)} (cut-off {cut.date()}): {model.name}")
             t0 = time.perf_counter()
-            model.fit(train, products)
+            model.fit(train, products, visible=seen if grouped else None)
             if candidate.is_baseline:
                 if recent is None:
-                    since = history["date"] > cut - pd.Timedelta(days=BASELINE_DAYS)
-                    recent = hide_after(history[since], cut, end)
+                    recent = hide_after(
+                        history[dates > cut - pd.Timedelta(days=BASELINE_DAYS)], cut, end
+                    )
                 pred = model.predict(recent, products, cut, horizon)
             else:
-                # The frame to forecast from is made after the fit and let go after the
-                # predict: a copy of the history, it would otherwise add to the fit's peak memory.
-                frame = hide_after(history, cut, end)
+                # The forecast reads the days its features need before the cut-off (as serving
+                # reads them: training.predict.forecast_all), not the whole history: the
+                # features of the horizon's days are the same, bit for bit.
+                since = cut - pd.Timedelta(days=model.required_history)
+                frame = hide_after(history[dates >= since], cut, end)
                 pred = model.predict(frame, products, cut, horizon)
                 del frame
             del model
@@ -201,7 +207,7 @@ def run_backtest(
                     model=candidate.name, fold=fold, cutoff=cut
                 )
             )
-        del train, recent  # before the next fold's copy is made
+        del train, recent, seen  # before the next fold's are made
     return scored_backtest(
         parts,
         products,

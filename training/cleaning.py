@@ -49,12 +49,28 @@ class Cleaning:
         return dict(self.counts)
 
 
+def sku_codes(sku: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes of a SKU column (in order of first appearance) and the SKU of each code:
+    from its runs when each SKU's rows come together (as readers give them), without hashing
+    every row; grouping by the codes groups as grouping by the strings does, in the same order."""
+    change = _run_starts(sku)
+    firsts = sku[change]
+    if len(set(firsts)) == len(firsts):
+        return np.cumsum(change, dtype=np.int64) - 1, firsts
+    codes, uniques = pd.factorize(sku, use_na_sentinel=False)
+    return codes.astype(np.int64), np.asarray(uniques, dtype=object)
+
+
 def unit_caps(sku: np.ndarray, units: np.ndarray) -> dict[str, float]:
     """Per SKU, the units above which a day is a bulk order (see the module's docstring)."""
     sold = ~np.isnan(units) & (units > 0)
     if not sold.any():
         return {}
-    frame = pd.DataFrame({"sku": sku[sold], "units": units[sold].astype(np.float64)})
+    # Grouped by integer codes: a frame of 50M SKU strings would be converted to pandas' own
+    # string dtype first (minutes at M5 scale).
+    codes, names = sku_codes(sku[sold])
+    frame = pd.DataFrame({"sku": codes, "units": units[sold].astype(np.float64)})
+    del codes
     grouped = frame.groupby("sku", sort=False)["units"]
     stats = pd.DataFrame(
         {"n": grouped.size(), "median": grouped.median(), "q90": grouped.quantile(0.9)}
@@ -64,16 +80,21 @@ def unit_caps(sku: np.ndarray, units: np.ndarray) -> dict[str, float]:
     cap = np.ceil(
         np.maximum(CAP_MEDIAN * stats["median"].to_numpy(), CAP_Q90 * stats["q90"].to_numpy())
     )
-    return {str(k): float(v) for k, v in zip(stats.index, cap, strict=True)}
+    keys = names[stats.index.to_numpy()]
+    return {str(k): float(v) for k, v in zip(keys, cap, strict=True)}
 
 
 def clean_targets(
-    history: pd.DataFrame, products: pd.DataFrame, closed_days: pd.MultiIndex | None = None
+    history: pd.DataFrame,
+    products: pd.DataFrame,
+    closed_days: pd.MultiIndex | None = None,
+    caps: dict[str, float] | None = None,
 ) -> Cleaning:
     """Censored rows and caps of a training history (rows grouped by SKU, days consecutive).
 
     ``closed_days`` gives the store closures (``closed_store_days``) when the history is one
     partition of a catalogue: a closure is read from the whole store's day, not a partition's.
+    ``caps``: the history's ``unit_caps`` when already computed.
     """
     sku = history["sku"].to_numpy(dtype=object)
     units = history["units"].to_numpy(dtype=np.float64, na_value=np.nan)
@@ -83,15 +104,17 @@ def clean_targets(
     # One pass over the SKU column: its runs and their stores serve every rule below.
     change = _run_starts(sku)
     code, firsts = np.cumsum(change) - 1, sku[change]
-    stores = _stores(products, code, firsts)
+    store, names = _store_codes(products, code, firsts)
     stock_out = _flag(history, "stock_out") & known
     closed_calendar = _flag(history, "closed") & known
     if closed_days is None:
-        closed_days = closed_store_days(_store_totals(stores, dates, units, known))
-    closed_store = _on_days(stores, dates, closed_days) & known
+        closed_days = closed_store_days(_store_totals(store, names, dates, units, known))
+    closed_store = _on_days(store, names, dates, closed_days) & known
+    del store
     runs = _improbable_zero_runs(change, code, units, known)
     censored = stock_out | closed_calendar | closed_store | runs
-    caps = unit_caps(sku[known], units[known])  # as the feature builder's (fit on known rows)
+    if caps is None:
+        caps = unit_caps(sku[known], units[known])  # as the feature builder's (known rows)
     # Per-SKU values are looked up once a run, not once a row (54M rows took minutes through
     # a pandas Index).
     cap_of = np.array([caps.get(str(v), np.nan) for v in firsts], dtype=np.float64)[code]
@@ -132,11 +155,26 @@ def _stores(products: pd.DataFrame, code: np.ndarray, firsts: np.ndarray) -> np.
     return per_run[code]
 
 
+def _store_codes(
+    products: pd.DataFrame, code: np.ndarray, firsts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, its store's code, and the store of each code ("" when unknown): the rows'
+    stores as integers (grouping and matching 50M store strings is what took the time)."""
+    per_run = _stores(products, np.arange(len(firsts)), firsts)
+    run_code, names = pd.factorize(per_run)
+    return run_code.astype(np.int64)[code], np.asarray(names, dtype=object)
+
+
 def _store_totals(
-    stores: np.ndarray, dates: np.ndarray, units: np.ndarray, known: np.ndarray
+    store: np.ndarray, names: np.ndarray, dates: np.ndarray, units: np.ndarray, known: np.ndarray
 ) -> pd.DataFrame:
-    frame = pd.DataFrame({"store": stores[known], "date": dates[known], "u": units[known]})
-    return frame.groupby(["store", "date"], sort=False)["u"].sum().reset_index()
+    """Units per (store, date) of the known rows (``store``: codes into ``names``)."""
+    frame = pd.DataFrame(
+        {"store": store[known], "date": dates[known], "u": units[known]}, copy=False
+    )
+    out = frame.groupby(["store", "date"], sort=False)["u"].sum().reset_index()
+    out["store"] = names[out["store"].to_numpy()]
+    return out
 
 
 def store_day_totals(history: pd.DataFrame, products: pd.DataFrame) -> pd.DataFrame:
@@ -145,8 +183,8 @@ def store_day_totals(history: pd.DataFrame, products: pd.DataFrame) -> pd.DataFr
     sku = history["sku"].to_numpy(dtype=object)
     units = history["units"].to_numpy(dtype=np.float64, na_value=np.nan)
     change = _run_starts(sku)
-    stores = _stores(products, np.cumsum(change) - 1, sku[change])
-    return _store_totals(stores, history["date"].to_numpy(), units, ~np.isnan(units))
+    store, names = _store_codes(products, np.cumsum(change) - 1, sku[change])
+    return _store_totals(store, names, history["date"].to_numpy(), units, ~np.isnan(units))
 
 
 def closed_store_days(totals: pd.DataFrame) -> pd.MultiIndex:
@@ -160,12 +198,26 @@ def closed_store_days(totals: pd.DataFrame) -> pd.MultiIndex:
     return pd.MultiIndex.from_frame(empty_rows[["store", "date"]])
 
 
-def _on_days(stores: np.ndarray, dates: np.ndarray, days: pd.MultiIndex) -> np.ndarray:
-    """Rows whose (store, date) is one of ``days``."""
+# Day numbers stay below this: (store code, day) pairs as one integer key.
+_DAY_SPAN = 1 << 24
+
+
+def _on_days(
+    store: np.ndarray, names: np.ndarray, dates: np.ndarray, days: pd.MultiIndex
+) -> np.ndarray:
+    """Rows whose (store, date) is one of ``days`` (``store``: codes into ``names``)."""
     if len(days) == 0:
-        return np.zeros(len(stores), dtype=bool)
-    keys = pd.MultiIndex.from_arrays([stores, dates])
-    return np.asarray(keys.isin(days), dtype=bool)
+        return np.zeros(len(store), dtype=bool)
+    lookup = {str(v): i for i, v in enumerate(names)}
+    d_store = np.array([lookup.get(str(v), -1) for v in days.get_level_values(0)], dtype=np.int64)
+    d_day = _day_numbers(days.get_level_values(1).to_numpy())
+    ok = d_store >= 0
+    wanted = np.unique(d_store[ok] * _DAY_SPAN + d_day[ok])
+    return np.isin(store * _DAY_SPAN + _day_numbers(dates), wanted)
+
+
+def _day_numbers(dates: np.ndarray) -> np.ndarray:
+    return np.asarray(dates).astype("datetime64[D]").astype(np.int64)
 
 
 def _improbable_zero_runs(

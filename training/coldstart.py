@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from training.feature_groups import HISTORY_GROUP
-from training.forecaster import Forecaster
+from training.forecaster import Forecaster, _sku_starts
 from training.metrics import bias, rmsse, series_stats, wape
 
 
@@ -44,15 +44,22 @@ def backtest_cold_start(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Hide the history of a sample of SKUs, forecast their next ``horizon`` days, score it."""
-    known = history[history["units"].notna()]
-    last = pd.Timestamp(known["date"].max())
+    known = history["units"].notna()
+    last = pd.Timestamp(history.loc[known, "date"].max())
     cut = last - pd.Timedelta(days=horizon)
-    hidden = hidden_skus(known["sku"].unique(), share, seed)
+    hidden = hidden_skus(history.loc[known, "sku"].unique(), share, seed)
+    del known
     if hidden is None:
         return {"skus": 0, "detail": "too few SKUs to hide some"}
-    is_hidden = history["sku"].isin(hidden)
-    train = history[~is_hidden & (history["date"] <= cut)].reset_index(drop=True)
-    model = cold_start_forecaster(horizon).fit(train, products)
+    is_hidden = history["sku"].isin(hidden).to_numpy()
+    seen = ~is_hidden & (history["date"] <= cut).to_numpy()
+    model = cold_start_forecaster(horizon)
+    if _sku_starts(history) is not None:
+        # The fit reads the seen rows in place (Forecaster.fit(visible=...)): no copy of them.
+        model.fit(history, products, visible=seen)
+    else:
+        model.fit(history[seen].reset_index(drop=True), products)
+    del seen
     merged, stats = cold_start_forecasts(model, history[is_hidden], products, cut, last)
     return cold_start_score(merged, stats, len(hidden), cut)
 

@@ -19,7 +19,7 @@ import pandas as pd
 from sklearn.exceptions import NotFittedError
 
 from featurestore.schema import HISTORY_COLUMNS
-from training.cleaning import unit_caps
+from training.cleaning import sku_codes, unit_caps
 from training.feature_grid import (
     CALENDAR_COLUMNS,
     CATEGORICAL,
@@ -372,18 +372,32 @@ def transform_stages(
     return outs
 
 
-def sku_totals(history: pd.DataFrame) -> pd.DataFrame:
+def sku_totals(history: pd.DataFrame, caps: dict[str, float] | None = None) -> pd.DataFrame:
     """Per SKU (in order of appearance): sum and count of known units, sum and count of prices,
-    and the bulk-order cap (training.cleaning.unit_caps; NaN: no cap). Every column is a SKU's
-    own, so SKU partitions' totals concatenated are the whole history's."""
-    known = history.loc[history["units"].notna(), ["sku", "units", "price"]]
-    totals = known.groupby("sku", sort=False).agg(
+    and the bulk-order cap (training.cleaning.unit_caps; NaN: no cap; ``caps``: those caps when
+    already computed). Every column is a SKU's own, so SKU partitions' totals concatenated are
+    the whole history's."""
+    units = history["units"]
+    known = units.notna().to_numpy()
+    sku = history["sku"].to_numpy(dtype=object)[known]
+    # Grouped by integer codes, in the same order as by the SKU strings (sku_codes).
+    codes, names = sku_codes(sku)
+    frame = pd.DataFrame(
+        {
+            "sku": codes,
+            "units": units.to_numpy()[known],
+            "price": history["price"].to_numpy()[known],
+        },
+        copy=False,
+    )
+    del codes
+    totals = frame.groupby("sku", sort=False).agg(
         s=("units", "sum"), n=("units", "size"), ps=("price", "sum"), pn=("price", "count")
     )
-    caps = unit_caps(
-        known["sku"].to_numpy(dtype=object),
-        known["units"].to_numpy(dtype=np.float64, na_value=np.nan),
-    )
+    totals.index = pd.Index(names[totals.index.to_numpy()], dtype=object, name="sku")
+    if caps is None:
+        caps = unit_caps(sku, frame["units"].to_numpy(dtype=np.float64, na_value=np.nan))
+    del frame, sku
     totals["cap"] = pd.Series(caps, dtype=np.float64).reindex(totals.index.astype(str)).to_numpy()
     return totals
 

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from featurestore.schema import HISTORY_COLUMNS
 from training.cleaning import clean_targets
 from training.estimators import (
     BASELINES,
@@ -32,7 +33,8 @@ from training.estimators import (
     make_estimator,
 )
 from training.feature_groups import feature_group
-from training.features import FeatureBuilder
+from training.feature_inputs import check_columns
+from training.features import FeatureBuilder, sku_totals
 from training.predict import predict_frame
 
 Strategy = Literal["direct", "recursive", "multi"]
@@ -139,13 +141,27 @@ def _training_rows(
     max_train_days: int | None,
     max_train_rows: int | None = None,
     censored: np.ndarray | None = None,
+    *,
+    bounds: np.ndarray | None = None,
+    seed: int | None = None,
 ) -> Any:
     """Boolean mask of rows worth training on: known units, not censored, past each SKU's first
     days, within the last ``max_train_days``; above ``max_train_rows`` such rows, a uniform
-    sample of them (seeded by the history's size, so the same history trains on the same rows)."""
+    sample of them (seeded by the history's size, so the same history trains on the same rows).
+
+    ``bounds`` (``_sku_starts``: each SKU's rows together) saves grouping the SKU column;
+    ``seed`` replaces the history's size (a fit on a view of a longer frame seeds with the rows
+    it may read, as it would on a copy of them)."""
     known = history["units"].notna().to_numpy()
-    age = history.groupby("sku", sort=False).cumcount().to_numpy()
+    if bounds is not None:
+        # Rows are grouped by SKU: a row's age is its distance to its SKU's first row.
+        starts = np.repeat(bounds[:-1], np.diff(bounds))
+        age = np.arange(len(history), dtype=np.int64) - starts
+        del starts
+    else:
+        age = history.groupby("sku", sort=False).cumcount().to_numpy()
     mask = known & (age >= min_rows_per_sku)
+    del age
     if censored is not None:
         mask &= ~censored
     if max_train_days is not None:
@@ -154,7 +170,7 @@ def _training_rows(
     if max_train_rows is not None:
         rows = np.flatnonzero(mask)
         if len(rows) > max_train_rows:
-            rng = np.random.default_rng(len(history))
+            rng = np.random.default_rng(len(history) if seed is None else seed)
             keep = rng.choice(rows, size=max_train_rows, replace=False)
             mask = np.zeros(len(mask), dtype=bool)
             mask[keep] = True
@@ -167,16 +183,25 @@ def _sku_starts(history: pd.DataFrame) -> np.ndarray | None:
     if len(sku) == 0:
         return None
     starts = np.flatnonzero(sku[1:] != sku[:-1]) + 1
-    if len(starts) + 1 != history["sku"].nunique():
+    # Contiguous when no SKU starts two runs (a set of the runs' SKUs, not a hash of every row).
+    if len(starts) + 1 != len(set(sku[np.concatenate([[0], starts])])):
         return None
     return np.concatenate([[0], starts, [len(sku)]])
 
 
 def _blocks(
-    bounds: np.ndarray, mask: np.ndarray, block_rows: int, sample_rows: int, seed: int
+    bounds: np.ndarray,
+    mask: np.ndarray,
+    block_rows: int,
+    sample_rows: int,
+    seed: int,
+    listed: np.ndarray | None = None,
 ) -> tuple[list[tuple[int, int]], np.ndarray]:
     """Row ranges of whole SKUs holding about ``block_rows`` training rows each, and the row
-    positions of a random subset of SKUs holding at least ``sample_rows`` of them."""
+    positions of a random subset of SKUs holding at least ``sample_rows`` of them.
+
+    ``listed`` (bool per SKU): the SKUs the sample is drawn from (default: all), so a fit on a
+    view draws from the SKUs a copy of its rows would hold."""
     per_sku = np.add.reduceat(mask.astype(np.int64), bounds[:-1]) if len(mask) else np.array([])
     cum = np.cumsum(per_sku)
     ranges, first, done = [], 0, 0
@@ -184,7 +209,8 @@ def _blocks(
         if cum[i] - done >= block_rows or i == len(per_sku) - 1:
             ranges.append((int(bounds[first]), int(bounds[i + 1])))
             first, done = i + 1, int(cum[i])
-    order = np.random.default_rng(seed).permutation(len(per_sku))
+    skus = np.arange(len(per_sku)) if listed is None else np.flatnonzero(listed)
+    order = skus[np.random.default_rng(seed).permutation(len(skus))]
     take = order[: int(np.searchsorted(np.cumsum(per_sku[order]), sample_rows)) + 1]
     take.sort()
     positions = np.concatenate([np.arange(bounds[i], bounds[i + 1]) for i in take])
@@ -311,40 +337,71 @@ class Forecaster:
         history: pd.DataFrame,
         products: pd.DataFrame,
         progress: ProgressFn | None = None,
+        *,
+        visible: np.ndarray | None = None,
     ) -> Forecaster:
-        """Fit one builder and estimator per stage on the history's known units."""
+        """Fit one builder and estimator per stage on the history's known units.
+
+        ``visible`` (bool per row, rows grouped by SKU and in date order within one): the only
+        rows the fit may read, e.g. a backtest fold's rows up to its cut-off. The fit is the one
+        on ``history[visible]`` without copying the frame: the other rows' units are hidden and
+        every other column is read on visible rows only (tests/training: the leakage tests).
+        """
         self.stages_: list[_Stage] = []
+        seed_rows = None
+        if visible is not None:
+            visible = np.asarray(visible, dtype=bool)
+            seed_rows = int(visible.sum())
+            units = history["units"].to_numpy(copy=True)
+            units[~visible] = np.nan
+            history = history.assign(units=units)  # copy-on-write: only units is new
+            del units
         self.trained_until_ = pd.Timestamp(history.loc[history["units"].notna(), "date"].max())
         if self.is_baseline:
             return self
         bounds = _sku_starts(history)
         if bounds is None:  # the builder wants each SKU's rows together; readers give them so
+            if visible is not None:
+                raise ValueError("a fit on visible rows needs each SKU's rows together")
             history = history.sort_values(["sku", "date"], kind="stable", ignore_index=True)
             bounds = _sku_starts(history)
+        assert bounds is not None
         known_units = history["units"].notna().to_numpy()
         dates = history.loc[known_units, "date"]
         span = (dates.max() - dates.min()).days + 1 if len(dates) else 0
+        del dates
         # Catalogue-wide: one frozen feature list per stage, and the catalogue's span is what
         # the trees split on (a per-SKU rule would leave the columns to SKUs that have them).
         self.yearly_ = span >= YEARLY_MIN_DAYS
         cleaning = clean_targets(history, products) if self.clean else None
         self.cleaning_ = {} if cleaning is None else cleaning.summary()
+        if seed_rows is not None and "rows" in self.cleaning_:
+            self.cleaning_["rows"] = seed_rows
         mask = _training_rows(
             history,
             self.min_rows_per_sku,
             self.max_train_days,
             self.max_train_rows,
             None if cleaning is None else cleaning.censored,
+            bounds=bounds,
+            seed=seed_rows,
         )
+        # Per-SKU totals once for every stage's builder (FeatureBuilder.fit_totals), with the
+        # cleaning's caps (the same unit_caps of the same known rows).
+        check_columns(history, tuple(HISTORY_COLUMNS), "history")
+        totals = sku_totals(history, None if cleaning is None else cleaning.caps)
+        del cleaning
         n_rows = int(mask.sum())
         self.n_train_rows_ = n_rows
-        known = history if known_units.all() else history.loc[known_units]
+        # The SKUs a copy of the visible rows would hold (the bin sample is drawn among them).
+        listed = None if visible is None else np.logical_or.reduceat(visible, bounds[:-1])
+        draw = (len(history) if seed_rows is None else seed_rows, listed)
         buckets = self._stage_buckets()
         # Above block_rows the stages run in turn: side by side, both stages' LightGBM datasets
         # and training state would be held at once.
         in_memory = n_rows <= self.block_rows or bounds is None
         workers, stage_threads = self._stage_workers(len(buckets)) if in_memory else (1, None)
-        design = partial(self._design, history, known, products, mask, bounds, n_rows)
+        design = partial(self._design, history, totals, products, mask, bounds, n_rows, draw)
         if workers > 1:
             # LightGBM releases the GIL while it trains: stages on one thread each side by side
             # beat each stage on every thread in turn (its OpenMP regions synchronise per leaf at
@@ -380,22 +437,24 @@ class Forecaster:
     def _design(
         self,
         history: pd.DataFrame,
-        known: pd.DataFrame,
+        totals: pd.DataFrame,
         products: pd.DataFrame,
         mask: np.ndarray,
         bounds: np.ndarray | None,
         n_rows: int,
+        draw: tuple[int, np.ndarray | None],
         bucket: tuple[int, int, int],
         progress: ProgressFn | None,
     ) -> _Design:
-        """One stage's fitted builder and training matrix (or its blocks) and targets."""
+        """One stage's fitted builder and training matrix (or its blocks) and targets
+        (``draw``: the bin sample's seed and the SKUs it is drawn from, see ``_blocks``)."""
         min_lag = bucket[0]
         clock = {"features": 0.0}
         t0 = time.perf_counter()
         if progress:
             progress(f"{self.name}: features for lag floor {min_lag}")
         builder = FeatureBuilder(min_lag=min_lag, **(self.builder_params or {}))
-        builder.fit(known, products)
+        builder.fit_totals(totals, products)  # = builder.fit(history, products)
         names = list(builder.features_order_)
         keep = np.array([self._keeps(n) for n in names])
         kept = [n for n, k in zip(names, keep, strict=True) if k]
@@ -406,7 +465,7 @@ class Forecaster:
             clock["features"] += time.perf_counter() - t0
             cols_or_all = None if keep.all() else cols
             build = partial(_select, builder, products, cols_or_all, clock)
-            X, y = self._feature_blocks(history, mask, bounds, build, len(kept), builder)
+            X, y = self._feature_blocks(history, mask, bounds, build, len(kept), builder, draw)
         else:
             fm = builder.transform(history, products, rows=mask)
             X, y = (fm.X if keep.all() else fm.X[:, cols]), _capped(builder, fm.sku, fm.y)
@@ -485,10 +544,16 @@ class Forecaster:
         build: Callable[[pd.DataFrame, np.ndarray], np.ndarray],
         n_features: int,
         builder: FeatureBuilder,
+        draw: tuple[int, np.ndarray | None],
     ) -> tuple[FeatureBlocks, np.ndarray]:
         """The training matrix as blocks of whole SKUs, with its targets and a bin sample."""
         ranges, sample_pos = _blocks(
-            bounds, mask, self.block_rows, self.bin_sample_rows, seed=len(history)
+            bounds,
+            mask,
+            self.block_rows,
+            self.bin_sample_rows,
+            seed=draw[0],
+            listed=draw[1],
         )
 
         def block(a: int, b: int) -> np.ndarray:

@@ -89,13 +89,16 @@ def test_errors(data: tuple[pd.DataFrame, pd.DataFrame]) -> None:
 
 
 class _Spy(Forecaster):
-    """Records the last training day it was given."""
+    """Records the last training day it was given (of the rows it may read, when a view)."""
 
     seen: list[pd.Timestamp] = []
 
-    def fit(self, history, products, progress=None):  # type: ignore[no-untyped-def]
-        _Spy.seen.append(history.loc[history["units"].notna(), "date"].max())
-        return super().fit(history, products, progress)
+    def fit(self, history, products, progress=None, *, visible=None):  # type: ignore[no-untyped-def]
+        known = history["units"].notna().to_numpy()
+        if visible is not None:
+            known = known & visible
+        _Spy.seen.append(history.loc[known, "date"].max())
+        return super().fit(history, products, progress, visible=visible)
 
 
 def test_backtest_never_trains_past_its_cutoff(data: tuple[pd.DataFrame, pd.DataFrame]) -> None:
@@ -393,3 +396,52 @@ def test_closed_days_are_forecast_zero(data: tuple[pd.DataFrame, pd.DataFrame]) 
     pred = model.predict(closed, products, origin)
     assert (pred.loc[pred["date"] == shut, "mean"] == 0).all()
     assert (pred.loc[pred["date"] != shut, "mean"] > 0).all()
+
+
+@pytest.mark.parametrize("blocks", [False, True])
+def test_a_fit_on_visible_rows_is_the_fit_on_their_copy(
+    data: tuple[pd.DataFrame, pd.DataFrame], blocks: bool
+) -> None:
+    """Forecaster.fit(visible=...) (backtest folds, the cold-start backtest) never reads a row
+    it cannot see: with every row after the cut-off and a hidden SKU's rows turned into noise,
+    and a SKU launched after the cut-off, it fits exactly the model fitted on a copy of the
+    visible rows (the same trees, the same forecasts)."""
+    history, products = data
+    cut = history["date"].min() + pd.Timedelta(days=200)
+    hidden = "ITEM_1_S"
+    launched = history.groupby("sku")["date"].transform("min")
+    assert (launched <= cut).all()  # the fixture's SKUs all start before; add one that does not
+    newcomer = history[history["sku"] == "ITEM_5_S"].assign(sku="ITEM_9_S")
+    newcomer = newcomer[newcomer["date"] > cut + pd.Timedelta(days=10)]
+    history = pd.concat([history, newcomer], ignore_index=True)
+    products = make_products(sorted(history["sku"].unique()))
+    visible = ((history["date"] <= cut) & (history["sku"] != hidden)).to_numpy()
+    copy = history[visible].reset_index(drop=True)
+    rng = np.random.default_rng(1)
+    noisy = history.copy()
+    n = int((~visible).sum())
+    for col in ("units", "price", "promo_depth"):
+        noisy.loc[~visible, col] = rng.uniform(0, 50, n).astype(np.float32)
+    for col in ("on_promotion", "is_event", "is_holiday", "stock_out", "closed"):
+        if col in noisy:
+            noisy.loc[~visible, col] = rng.integers(0, 2, n).astype(noisy[col].dtype)
+    kw: dict[str, object] = {
+        "model": "lgbm_tweedie",
+        "strategy": "multi",
+        "horizon": H,
+        "bucket": 7,
+        "model_params": SMALL,
+        "max_train_rows": 500,  # a seeded sample: the same rows on the view as on the copy
+    }
+    if blocks:
+        kw.update(block_rows=150, bin_sample_rows=200)  # blocks and a sampled bin set
+    a = Forecaster(**kw).fit(copy, products)  # type: ignore[arg-type]
+    b = Forecaster(**kw).fit(noisy, products, visible=visible)  # type: ignore[arg-type]
+    assert a.n_train_rows_ == b.n_train_rows_ == 500
+    assert a.cleaning_ == b.cleaning_ and a.trained_until_ == b.trained_until_
+    for sa, sb in zip(a.stages_, b.stages_, strict=True):
+        assert sa.estimator.booster_.model_to_string() == sb.estimator.booster_.model_to_string()
+    frame = bt.hide_after(history[history["sku"] != hidden], cut, cut + pd.Timedelta(days=H))
+    pa = a.predict(frame, products, cut)["mean"].to_numpy()
+    pb = b.predict(frame, products, cut)["mean"].to_numpy()
+    np.testing.assert_array_equal(pa, pb)
