@@ -38,6 +38,7 @@ RECENT_SECONDS = 0.05
 PER_SKU_ERRORS = (UnknownSku, SkuDiscontinued, InsufficientHistory)
 
 GroupKey = tuple[int | None, tuple[float, ...] | None]  # horizon, quantiles
+ServiceT = TypeVar("ServiceT")
 ItemT = TypeVar("ItemT")
 ResultT = TypeVar("ResultT")
 
@@ -50,11 +51,12 @@ class _Waiting(Generic[ItemT]):
 
 
 @dataclass
-class Batcher(Generic[ItemT, ResultT]):
+class Batcher(Generic[ServiceT, ItemT, ResultT]):
     """One per worker (event loop) and kind of request: queues single-SKU computes and runs
     them in batches, one at a time. ``compute`` makes a batch's result (in a thread, under the
     worker's compute limiter), ``answer`` takes one request's answer out of it."""
 
+    service: ServiceT
     limiter: anyio.CapacityLimiter
     max_batch: int = MAX_BATCH
     gather_seconds: float = GATHER_SECONDS
@@ -166,18 +168,8 @@ class Batcher(Generic[ItemT, ResultT]):
                 w.future.set_result(self.answer(result, w))
 
 
-class Coalescer(Batcher[str, Answers]):
+class Coalescer(Batcher[ForecastService, str, Answers]):
     """Single-SKU forecasts (``GET /v1/forecast/{sku}``), grouped by horizon and quantiles."""
-
-    def __init__(
-        self,
-        service: ForecastService,
-        limiter: anyio.CapacityLimiter,
-        max_batch: int = MAX_BATCH,
-        gather_seconds: float = GATHER_SECONDS,
-    ) -> None:
-        Batcher.__init__(self, limiter, max_batch, gather_seconds)
-        self.service = service
 
     async def forecast_json(
         self, sku: str, horizon: int | None, quantiles: Sequence[float] | None
@@ -195,22 +187,12 @@ class Coalescer(Batcher[str, Answers]):
         return result.json([waiting.sku])
 
 
-class InventoryCoalescer(Batcher[InventoryItem, dict[str, Any]]):
+class InventoryCoalescer(Batcher[InventoryService, InventoryItem, dict[str, Any]]):
     """Single-SKU decisions (``GET /v1/inventory/{sku}``), grouped by lead time, review period
     and service level: one forecast and one draw of lead-time paths for the batch, each
     request's stock applied to its own decision."""
 
     per_sku_errors = (*PER_SKU_ERRORS, InvalidRequest, HorizonOutOfRange)
-
-    def __init__(
-        self,
-        service: InventoryService,
-        limiter: anyio.CapacityLimiter,
-        max_batch: int = MAX_BATCH,
-        gather_seconds: float = GATHER_SECONDS,
-    ) -> None:
-        Batcher.__init__(self, limiter, max_batch, gather_seconds)
-        self.service = service
 
     async def decide(self, item: InventoryItem) -> dict[str, Any]:
         """The ``InventoryDecision`` data for one item, computed in the next batch."""
