@@ -169,9 +169,23 @@ def _store_totals(
     store: np.ndarray, names: np.ndarray, dates: np.ndarray, units: np.ndarray, known: np.ndarray
 ) -> pd.DataFrame:
     """Units per (store, date) of the known rows (``store``: codes into ``names``)."""
-    frame = pd.DataFrame(
-        {"store": store[known], "date": dates[known], "u": units[known]}, copy=False
-    )
+    u = units[known]
+    if len(u) and np.array_equal(u, np.floor(u)) and np.abs(u).sum() < 2.0**52:
+        # Whole units (sales counts): their sums are exact in any order, so a dense (store x
+        # day) tally gives pandas' (compensated) group sums exactly, at a fraction of the memory.
+        day = _day_numbers(dates[known])
+        first = int(day.min())
+        span = int(day.max()) - first + 1
+        key = store[known] * span + (day - first)
+        del day
+        size = len(names) * span
+        sums = np.bincount(key, weights=u, minlength=size)
+        rows = np.bincount(key, minlength=size)
+        del key
+        cell = np.flatnonzero(rows)
+        days = (first + cell % span).astype("datetime64[D]").astype(dates.dtype)
+        return pd.DataFrame({"store": names[cell // span], "date": days, "u": sums[cell]})
+    frame = pd.DataFrame({"store": store[known], "date": dates[known], "u": u}, copy=False)
     out = frame.groupby(["store", "date"], sort=False)["u"].sum().reset_index()
     out["store"] = names[out["store"].to_numpy()]
     return out
@@ -198,10 +212,6 @@ def closed_store_days(totals: pd.DataFrame) -> pd.MultiIndex:
     return pd.MultiIndex.from_frame(empty_rows[["store", "date"]])
 
 
-# Day numbers stay below this: (store code, day) pairs as one integer key.
-_DAY_SPAN = 1 << 24
-
-
 def _on_days(
     store: np.ndarray, names: np.ndarray, dates: np.ndarray, days: pd.MultiIndex
 ) -> np.ndarray:
@@ -212,8 +222,16 @@ def _on_days(
     d_store = np.array([lookup.get(str(v), -1) for v in days.get_level_values(0)], dtype=np.int64)
     d_day = _day_numbers(days.get_level_values(1).to_numpy())
     ok = d_store >= 0
-    wanted = np.unique(d_store[ok] * _DAY_SPAN + d_day[ok])
-    return np.isin(store * _DAY_SPAN + _day_numbers(dates), wanted)
+    if not ok.any():
+        return np.zeros(len(store), dtype=bool)
+    # A dense (store x day) table of the closures, looked up per row.
+    first, last = int(d_day[ok].min()), int(d_day[ok].max())
+    table = np.zeros((len(names), last - first + 1), dtype=bool)
+    table[d_store[ok], d_day[ok] - first] = True
+    day = _day_numbers(dates) - first
+    inside = (day >= 0) & (day <= last - first)
+    np.clip(day, 0, last - first, out=day)
+    return table[store, day] & inside
 
 
 def _day_numbers(dates: np.ndarray) -> np.ndarray:
