@@ -11,8 +11,9 @@ with the same ``SALESFC_`` settings).
 
 A child that dies mid-push (killed, out of memory) leaves nothing of its transaction: the
 database rolls it back when the connection drops. Its batches fail with ``PushProcessLost``
-and the next push starts a new child. An in-memory SQLite database (one connection's, in the
-worker) and ``SALESFC_PUSH_PROCESS=false`` keep the pushes in the worker.
+and the next push starts a new child. A child whose worker dies ends with it. An in-memory
+SQLite database (one connection's, in the worker) and ``SALESFC_PUSH_PROCESS=false`` keep the
+pushes in the worker.
 """
 
 from __future__ import annotations
@@ -96,6 +97,16 @@ def _push_in_child(
 
 def _start_child(nice: int) -> None:
     os.nice(nice)
+    # A worker killed outright (SIGKILL, out of memory) never tells its pool to stop: without
+    # this watch its push process would wait for work for ever.
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_end_with, args=(parent,), daemon=True).start()
+
+
+def _end_with(parent: multiprocessing.process.BaseProcess) -> None:
+    parent.join()  # returns when the worker has ended, however it ended
+    os._exit(0)  # a transaction in flight is rolled back by the database
 
 
 def _warm() -> int:

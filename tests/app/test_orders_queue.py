@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -168,3 +170,37 @@ def test_pushes_are_stored_in_a_process_of_their_own(engine: Engine, tmp_path: P
 
 def test_an_in_memory_database_is_pushed_to_in_this_process() -> None:
     assert not Pusher.in_child(create_engine("sqlite://"))
+
+
+def test_the_push_process_ends_with_its_worker(tmp_path: Path) -> None:
+    """A worker killed outright (no shutdown) leaves no push process behind."""
+    script = (
+        "import sys, time\n"
+        "from featurestore.ingest.pusher import Pusher\n"
+        "print(Pusher().pid(), flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    worker = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=tmp_path
+    )
+    try:
+        assert worker.stdout is not None
+        child = int(worker.stdout.readline())
+        os.kill(child, 0)  # alive while its worker is
+        worker.kill()
+        worker.wait(10)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                os.kill(child, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(child, signal.SIGKILL)
+            raise AssertionError("the push process outlived its worker")
+    finally:
+        worker.kill()
+        worker.wait(10)
+        if worker.stdout is not None:
+            worker.stdout.close()
