@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -180,9 +181,14 @@ def scrub_paths(detail: str, request: Request) -> str:
         folder = getattr(settings, name, None)
         if folder is None:
             continue
-        for form in {str(Path(folder).resolve()), str(folder)}:
-            if form and form not in {".", "/"}:
-                detail = detail.replace(form, f"<{name}>")
+        absolute = str(Path(folder).resolve())
+        if absolute != "/":
+            detail = detail.replace(absolute, f"<{name}>")
+        relative = str(folder)
+        if relative not in {".", "/", absolute}:
+            # A relative folder ("data") only as the start of a path: not the word in a sentence.
+            pattern = rf"(?<![\w./-]){re.escape(relative)}(?=/)"
+            detail = re.sub(pattern, f"<{name}>", detail)
     return detail
 
 

@@ -7,6 +7,7 @@ import datetime as dt
 import logging
 import sqlite3
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -259,3 +260,22 @@ def test_error_details_never_show_server_paths(client: TestClient, served: Serve
     response = client.get("/v1/models/20990101T000000Z-abcd")
     assert response.status_code == 404
     assert folder not in response.text and "<models_dir>" in response.json()["detail"]
+
+
+def test_scrubbed_details_keep_the_word_data_and_hide_the_folders(tmp_path: Path) -> None:
+    """A relative data_dir ("data") is hidden where it starts a path, not as a word."""
+    from types import SimpleNamespace
+
+    from app.errors import scrub_paths
+
+    settings = SimpleNamespace(models_dir=tmp_path / "models", data_dir=Path("data"))
+    request = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(settings=settings)))
+    scrub = lambda detail: scrub_paths(detail, request)  # noqa: E731
+    assert scrub("this API key may not push data") == "this API key may not push data"
+    assert scrub("see data/rejects/orders.csv") == "see <data_dir>/rejects/orders.csv"
+    assert scrub("see metadata/x") == "see metadata/x"
+    absolute = str(Path("data").resolve() / "rejects")
+    assert scrub(f"wrote {absolute}") == "wrote <data_dir>/rejects"
+    assert scrub(f"bundle {tmp_path / 'models' / 'v1'} is broken") == (
+        "bundle <models_dir>/v1 is broken"
+    )
