@@ -145,22 +145,17 @@ def _run_starts(sku: np.ndarray) -> np.ndarray:
     return change
 
 
-def _stores(products: pd.DataFrame, code: np.ndarray, firsts: np.ndarray) -> np.ndarray:
-    """Per row, its SKU's store ("" when unknown), from the rows' run codes and runs' SKUs."""
+def _store_codes(
+    products: pd.DataFrame, code: np.ndarray, firsts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, its store's code, and the store of each code ("" when unknown), from the rows'
+    run codes and the runs' SKUs: the rows' stores as integers (grouping and matching 50M
+    store strings is what took the time)."""
     store_of = dict(zip(products["sku"].astype(str), products["store"], strict=True))
     per_run = np.array(
         [str(v) if isinstance(v, str) else "" for v in (store_of.get(str(f)) for f in firsts)],
         dtype=object,
     )
-    return per_run[code]
-
-
-def _store_codes(
-    products: pd.DataFrame, code: np.ndarray, firsts: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, its store's code, and the store of each code ("" when unknown): the rows'
-    stores as integers (grouping and matching 50M store strings is what took the time)."""
-    per_run = _stores(products, np.arange(len(firsts)), firsts)
     run_code, names = pd.factorize(per_run)
     return run_code.astype(np.int64)[code], np.asarray(names, dtype=object)
 

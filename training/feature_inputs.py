@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from featurestore.schema import HISTORY_COLUMNS, HISTORY_FLAGS, HISTORY_VALUES
+from training.cleaning import sku_codes
 from training.feature_grid import (
     CALENDAR_COLUMNS,
     CATEGORICAL,
@@ -177,15 +178,7 @@ def _numeric(column: pd.Series) -> np.ndarray:
 
 def _factorize(sku: np.ndarray) -> tuple[IntArray, np.ndarray]:
     """Integer codes and unique values of the SKU column (fast when grouped, as readers give it)."""
-    if len(sku) == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=object)
-    change = np.empty(len(sku), dtype=bool)
-    change[0] = True
-    np.not_equal(sku[1:], sku[:-1], out=change[1:])
-    firsts = sku[change]
-    if len(set(firsts)) == len(firsts) and not any(not present(s) for s in firsts):
-        return np.cumsum(change, dtype=np.int64) - 1, firsts
-    codes, uniques = pd.factorize(sku, use_na_sentinel=True)
-    if (codes < 0).any():
+    codes, uniques = sku_codes(sku)
+    if any(not present(s) for s in uniques):
         raise ValueError("history has rows without a sku")
-    return codes.astype(np.int64), np.asarray(uniques, dtype=object)
+    return codes, uniques
