@@ -8,6 +8,7 @@ per SKU or row; the grid, prices and promotions (``featurestore.history_grid``) 
 from __future__ import annotations
 
 import gc
+import io
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -17,6 +18,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 from sqlalchemy import Connection, Engine, func, select
 
 from featurestore.event_reader import (
@@ -43,6 +47,8 @@ from featurestore.read_statements import (
     LAST_SALES_DATE,
     PRODUCT_ATTRIBUTES,
     SALES,
+    SALES_TEXT,
+    SALES_TEXT_FIELDS,
     day_number,
     epoch_day,
     fetch,
@@ -223,7 +229,7 @@ def _grid_units(
     conn: Connection, grid: HistoryGrid, index: pd.Index, chunks: list[Any], as_of: int
 ) -> tuple[np.ndarray, _SalesOnGrid | None]:
     """Units on the grid (0 up to as_of, NaN after) and what else the sales rows give it.
-    The rows stream in batches, each spread on the grid before the next is fetched: only the
+    The rows arrive in batches, each spread on the grid before the next is read: only the
     rows with a paid price are kept (all the rows' arrays at once were 30 bytes a row, twice
     while concatenated: 3.2 GB at M5 scale)."""
     units = np.where(grid.day <= as_of, np.float32(0), np.float32(np.nan)).astype(np.float32)
@@ -234,32 +240,109 @@ def _grid_units(
     stock_out = np.zeros(grid.rows, dtype=bool)
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     window = {"lo": from_day_number(lo), "hi": from_day_number(min(hi, as_of))}
-    # The serving path reads a few SKUs: one plain fetch (a server-side cursor costs round trips).
-    batches = (
-        fetch_batches(conn, SALES, chunks, FETCH_BATCH, **window)
-        if grid.rows > FETCH_BATCH
-        else iter([fetch(conn, SALES, chunks, **window)])
-    )
-    for rows in batches:
-        s_sku, s_day, s_units, s_avg, s_promo, s_stock = row_columns(rows, 6)
-        del rows
-        idx = lookup_positions(index, s_sku)
-        day = np.asarray(s_day, dtype=np.int64)
-        pos, inside = grid.positions(idx, day)
+    for batch in _sales_batches(conn, grid.rows, index, chunks, window):
+        pos, inside = grid.positions(batch.idx, batch.day)
         at = pos[inside]
-        units[at] = np.asarray(s_units, dtype=np.float32)[inside]
-        promo[at] = np.asarray(s_promo, dtype=bool)[inside]
-        out = np.fromiter((v is False for v in s_stock), dtype=bool, count=len(s_stock))
-        stock_out[at] = out[inside]
-        avg = np.asarray(s_avg, dtype=np.float64)  # None -> nan
-        paid = (idx >= 0) & ~np.isnan(avg)
-        parts.append((idx[paid], day[paid], avg[paid]))
-        del s_sku, s_day, s_units, s_avg, s_promo, s_stock, idx, day, pos, inside, at, out, avg
+        units[at] = batch.units[inside]
+        promo[at] = batch.promo[inside]
+        stock_out[at] = batch.stock_out[inside]
+        paid = (batch.idx >= 0) & ~np.isnan(batch.avg)
+        parts.append((batch.idx[paid], batch.day[paid], batch.avg[paid]))
+        del batch, pos, inside, at, paid
     if not parts:
         parts.append((np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float64)))
     avg_idx, avg_day, avg_val = (np.concatenate([p[i] for p in parts]) for i in range(3))
     del parts
     return units, _SalesOnGrid(promo, stock_out, avg_idx, avg_day, avg_val)
+
+
+@dataclass
+class _SalesBatch:
+    """Sales rows as arrays: SKU position in the grid's index (-1: not in it), day number,
+    units, average paid price (NaN: none), promotion and stock-out flags."""
+
+    idx: np.ndarray
+    day: np.ndarray
+    units: np.ndarray
+    avg: np.ndarray
+    promo: np.ndarray
+    stock_out: np.ndarray
+
+
+def _sales_batches(
+    conn: Connection, rows: int, index: pd.Index, chunks: list[Any], window: dict[str, date]
+) -> Iterator[_SalesBatch]:
+    """The sales rows of the window for the grid's SKUs, a batch at a time.
+
+    The serving path reads a few SKUs: one plain fetch (a server-side cursor costs round
+    trips). Big reads stream: on PostgreSQL as one CSV text per SKU parsed in bulk
+    (``SALES_TEXT``), elsewhere as batches of rows from a server-side cursor."""
+    if rows <= FETCH_BATCH:
+        yield _row_batch(index, fetch(conn, SALES, chunks, **window))
+    elif conn.dialect.name == "postgresql":
+        for texts in fetch_batches(conn, SALES_TEXT, chunks, TEXT_BATCH, **window):
+            yield _text_batch(index, texts)
+    else:
+        for part in fetch_batches(conn, SALES, chunks, FETCH_BATCH, **window):
+            yield _row_batch(index, part)
+
+
+def _row_batch(index: pd.Index, rows: Sequence[Any]) -> _SalesBatch:
+    s_sku, s_day, s_units, s_avg, s_promo, s_stock = row_columns(rows, 6)
+    return _SalesBatch(
+        idx=lookup_positions(index, s_sku),
+        day=np.asarray(s_day, dtype=np.int64),
+        units=np.asarray(s_units, dtype=np.float32),
+        avg=np.asarray(s_avg, dtype=np.float64),  # None -> nan
+        promo=np.asarray(s_promo, dtype=bool),
+        stock_out=np.fromiter((v is False for v in s_stock), dtype=bool, count=len(s_stock)),
+    )
+
+
+# SKUs per batch of SALES_TEXT rows: ~2,000 days of ~20 bytes each, ~40 MB of text a batch.
+TEXT_BATCH = 1_000
+_TEXT_TYPES = {
+    "day": pa.int64(),
+    "units": pa.float64(),
+    "avg_price": pa.float64(),
+    "on_promotion": pa.bool_(),
+    "in_stock": pa.bool_(),
+}
+
+
+def _text_batch(index: pd.Index, rows: Sequence[Any]) -> _SalesBatch:
+    """Rows of ``SALES_TEXT`` (sku, its rows as CSV lines) parsed by pyarrow: no Python object
+    per sales row. Values equal ``_row_batch``'s: PostgreSQL writes floats in their shortest
+    exact form, and NULL as an empty field."""
+    names = [r[0] for r in rows]
+    texts = [r[1] for r in rows]
+    lines = np.array([t.count("\n") + 1 for t in texts], dtype=np.int64)
+    data = "\n".join(texts).encode()
+    del texts
+    table = pacsv.read_csv(
+        io.BytesIO(data),
+        read_options=pacsv.ReadOptions(column_names=list(SALES_TEXT_FIELDS)),
+        parse_options=pacsv.ParseOptions(quote_char=False),
+        convert_options=pacsv.ConvertOptions(
+            column_types=_TEXT_TYPES, true_values=["t"], false_values=["f"], null_values=[""]
+        ),
+    )
+    del data
+    if table.num_rows != int(lines.sum()):
+        raise RuntimeError(f"sales text parsed into {table.num_rows} rows, not {lines.sum()}")
+
+    def column(name: str) -> np.ndarray:
+        return table.column(name).to_numpy()
+
+    in_stock = table.column("in_stock")
+    return _SalesBatch(
+        idx=np.repeat(lookup_positions(index, names), lines),
+        day=column("day"),
+        units=column("units").astype(np.float32),
+        avg=table.column("avg_price").fill_null(np.nan).to_numpy(),
+        promo=table.column("on_promotion").fill_null(False).to_numpy(),
+        stock_out=pc.equal(in_stock, False).fill_null(False).to_numpy(),
+    )
 
 
 def _fill(

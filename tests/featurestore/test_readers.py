@@ -425,7 +425,9 @@ def test_big_reads_stream_the_sales_in_batches_with_the_same_frame(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Above FETCH_BATCH grid rows the sales stream in batches turned into arrays one at a time
-    (a 54M-row history held as Python rows needed 19 GB); the frame is the one-fetch frame."""
+    (a 54M-row history held as Python rows needed 19 GB): on PostgreSQL as one CSV text per SKU
+    parsed by pyarrow, elsewhere as rows from a server-side cursor. The frame is the one-fetch
+    frame bit for bit, fractional units and prices, NULL prices and stock flags included."""
     from featurestore import readers
 
     skus = [f"S{i}" for i in range(4)]
@@ -434,7 +436,14 @@ def test_big_reads_stream_the_sales_in_batches_with_the_same_frame(
         engine,
         DailySales,
         [
-            sale(s, day, (i + 1) * day, avg_price=None if day % 2 else 2.0 + i, in_stock=day != 3)
+            sale(
+                s,
+                day,
+                (i + 1) * day / 3,
+                avg_price=None if day % 2 else 2.0 + i / 7,
+                in_stock=None if day == 4 else day != 3,
+                on_promotion=day == 2,
+            )
             for i, s in enumerate(skus)
             for day in range(6)
         ],
@@ -449,9 +458,15 @@ def test_big_reads_stream_the_sales_in_batches_with_the_same_frame(
             yield rows
 
     monkeypatch.setattr(readers, "FETCH_BATCH", 5)
+    monkeypatch.setattr(readers, "TEXT_BATCH", 3)
     monkeypatch.setattr(readers, "fetch_batches", counted)
     streamed = read_frame(engine, end=d(7), as_of=d(5))
 
     pd.testing.assert_frame_equal(streamed, whole)
-    assert sum(batches) == 24 and max(batches) <= 5 and len(batches) >= 5
+    if engine.dialect.name == "postgresql":
+        assert batches == [3, 1]  # SKUs: one text each, 3 to a batch
+    else:
+        assert sum(batches) == 24 and max(batches) <= 5 and len(batches) >= 5
     assert series(streamed, "S1", "stock_out") == [0, 0, 0, 1, 0, 0, 0, 0]
+    assert series(streamed, "S1", "on_promotion") == [0, 0, 1, 0, 0, 0, 0, 0]
+    assert series(streamed, "S1", "units")[:6] == pytest.approx([2 * k / 3 for k in range(6)])
