@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from training.forecaster import Forecaster, _sku_starts
+from training.forecaster import Forecaster
 from training.inventory import NoResidualBlocks, replay
 from training.metrics import (
     coverage,
@@ -166,13 +166,9 @@ def run_backtest(
     # Scaled metrics use the earliest fold's training history, as known before every forecast.
     stats = series_stats(history.loc[history["date"] <= cuts[0], ["sku", "date", "units"]])
     dates = history["date"]
-    grouped = _sku_starts(history) is not None
     for fold, cut in enumerate(cuts):
         end = cut + pd.Timedelta(days=horizon)
         seen = (dates <= cut).to_numpy()
-        # Each model fits on the rows up to the cut-off: a view of the history when its SKUs'
-        # rows come together (Forecaster.fit(visible=...)), else a copy of those rows.
-        train = history if grouped else history[seen].reset_index(drop=True)
         actual = history.loc[(dates > cut) & (dates <= end), ["sku", "date", "units"]]
         # The baselines share one frame per fold: their last BASELINE_DAYS days, hidden after
         # the cut-off (they read nothing else).
@@ -182,7 +178,8 @@ def run_backtest(
             if progress:
                 progress(f"fold {fold + 1}/{len(cuts)} (cut-off {cut.date()}): {model.name}")
             t0 = time.perf_counter()
-            model.fit(train, products, visible=seen if grouped else None)
+            # Fitted on the rows up to the cut-off, a view of the history (Forecaster.fit).
+            model.fit(history, products, visible=seen)
             if candidate.is_baseline:
                 if recent is None:
                     recent = hide_after(
@@ -207,7 +204,7 @@ def run_backtest(
                     model=candidate.name, fold=fold, cutoff=cut
                 )
             )
-        del train, recent, seen  # before the next fold's are made
+        del recent, seen  # before the next fold's are made
     return scored_backtest(
         parts,
         products,

@@ -53,7 +53,7 @@ def sku_codes(sku: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Integer codes of a SKU column (in order of first appearance) and the SKU of each code:
     from its runs when each SKU's rows come together (as readers give them), without hashing
     every row; grouping by the codes groups as grouping by the strings does, in the same order."""
-    change = _run_starts(sku)
+    change = run_starts(sku)
     firsts = sku[change]
     if len(set(firsts)) == len(firsts):
         return np.cumsum(change, dtype=np.int64) - 1, firsts
@@ -102,7 +102,7 @@ def clean_targets(
     known = ~np.isnan(units)
     n = len(units)
     # One pass over the SKU column: its runs and their stores serve every rule below.
-    change = _run_starts(sku)
+    change = run_starts(sku)
     code, firsts = np.cumsum(change) - 1, sku[change]
     store, names = _store_codes(products, code, firsts)
     stock_out = _flag(history, "stock_out") & known
@@ -136,7 +136,7 @@ def _flag(history: pd.DataFrame, name: str) -> np.ndarray:
     return history[name].to_numpy(dtype=np.float64, na_value=0.0) > 0
 
 
-def _run_starts(sku: np.ndarray) -> np.ndarray:
+def run_starts(sku: np.ndarray) -> np.ndarray:
     """Per row, whether it starts a run of equal SKUs (rows come grouped by SKU)."""
     change = np.empty(len(sku), dtype=bool)
     if len(sku):
@@ -191,7 +191,7 @@ def store_day_totals(history: pd.DataFrame, products: pd.DataFrame) -> pd.DataFr
     per (store, date) are the whole catalogue's."""
     sku = history["sku"].to_numpy(dtype=object)
     units = history["units"].to_numpy(dtype=np.float64, na_value=np.nan)
-    change = _run_starts(sku)
+    change = run_starts(sku)
     store, names = _store_codes(products, np.cumsum(change) - 1, sku[change])
     return _store_totals(store, names, history["date"].to_numpy(), units, ~np.isnan(units))
 

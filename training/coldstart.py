@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from training.feature_groups import HISTORY_GROUP
-from training.forecaster import Forecaster, _sku_starts
+from training.forecaster import Forecaster
 from training.metrics import bias, rmsse, series_stats, wape
 
 
@@ -54,11 +54,7 @@ def backtest_cold_start(
     is_hidden = history["sku"].isin(hidden).to_numpy()
     seen = ~is_hidden & (history["date"] <= cut).to_numpy()
     model = cold_start_forecaster(horizon)
-    if _sku_starts(history) is not None:
-        # The fit reads the seen rows in place (Forecaster.fit(visible=...)): no copy of them.
-        model.fit(history, products, visible=seen)
-    else:
-        model.fit(history[seen].reset_index(drop=True), products)
+    model.fit(history, products, visible=seen)  # the seen rows read in place
     del seen
     merged, stats = cold_start_forecasts(model, history[is_hidden], products, cut, last)
     return cold_start_score(merged, stats, len(hidden), cut)

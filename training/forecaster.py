@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from featurestore.schema import HISTORY_COLUMNS
-from training.cleaning import clean_targets
+from training.cleaning import clean_targets, run_starts
 from training.estimators import (
     BASELINES,
     Estimator,
@@ -182,11 +182,11 @@ def _sku_starts(history: pd.DataFrame) -> np.ndarray | None:
     sku = history["sku"].to_numpy()
     if len(sku) == 0:
         return None
-    starts = np.flatnonzero(sku[1:] != sku[:-1]) + 1
+    starts = np.flatnonzero(run_starts(sku))
     # Contiguous when no SKU starts two runs (a set of the runs' SKUs, not a hash of every row).
-    if len(starts) + 1 != len(set(sku[np.concatenate([[0], starts])])):
+    if len(starts) != len(set(sku[starts])):
         return None
-    return np.concatenate([[0], starts, [len(sku)]])
+    return np.concatenate([starts, [len(sku)]])
 
 
 def _blocks(
@@ -342,15 +342,23 @@ class Forecaster:
     ) -> Forecaster:
         """Fit one builder and estimator per stage on the history's known units.
 
-        ``visible`` (bool per row, rows grouped by SKU and in date order within one): the only
-        rows the fit may read, e.g. a backtest fold's rows up to its cut-off. The fit is the one
-        on ``history[visible]`` without copying the frame: the other rows' units are hidden and
-        every other column is read on visible rows only (tests/training: the leakage tests).
+        ``visible`` (bool per row, rows in date order within a SKU): the only rows the fit may
+        read, e.g. a backtest fold's rows up to its cut-off. The fit is the one on
+        ``history[visible]``; when each SKU's rows come together (as readers give them) it is
+        made without copying the frame: the other rows' units are hidden and every other column
+        is read on visible rows only (tests/training: the leakage tests).
         """
         self.stages_: list[_Stage] = []
         seed_rows = None
         if visible is not None:
             visible = np.asarray(visible, dtype=bool)
+            if self.is_baseline:  # it reads nothing but the last day with known units
+                known = visible & history["units"].notna().to_numpy()
+                self.trained_until_ = pd.Timestamp(history.loc[known, "date"].max())
+                return self
+            if _sku_starts(history) is None:
+                # The view needs each SKU's rows together (readers give them so): else a copy.
+                return self.fit(history[visible].reset_index(drop=True), products, progress)
             seed_rows = int(visible.sum())
             units = history["units"].to_numpy(copy=True)
             units[~visible] = np.nan
@@ -361,8 +369,6 @@ class Forecaster:
             return self
         bounds = _sku_starts(history)
         if bounds is None:  # the builder wants each SKU's rows together; readers give them so
-            if visible is not None:
-                raise ValueError("a fit on visible rows needs each SKU's rows together")
             history = history.sort_values(["sku", "date"], kind="stable", ignore_index=True)
             bounds = _sku_starts(history)
         assert bounds is not None

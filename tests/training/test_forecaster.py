@@ -445,3 +445,29 @@ def test_a_fit_on_visible_rows_is_the_fit_on_their_copy(
     pa = a.predict(frame, products, cut)["mean"].to_numpy()
     pb = b.predict(frame, products, cut)["mean"].to_numpy()
     np.testing.assert_array_equal(pa, pb)
+
+
+def test_a_fit_on_visible_rows_not_grouped_by_sku_fits_their_copy(
+    data: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    """Rows not grouped by SKU cannot be read in place: Forecaster.fit(visible=...) fits a copy
+    of the visible rows, the same trees as a fit on that copy; a baseline only takes the last
+    visible day with known units."""
+    history, products = data
+    cut = history["date"].min() + pd.Timedelta(days=200)
+    shuffled = history.sample(frac=1.0, random_state=3).reset_index(drop=True)
+    visible = (shuffled["date"] <= cut).to_numpy()
+    kw: dict[str, object] = {
+        "model": "lgbm_tweedie",
+        "strategy": "multi",
+        "horizon": H,
+        "bucket": 7,
+        "model_params": SMALL,
+    }
+    a = Forecaster(**kw).fit(history[history["date"] <= cut], products)  # type: ignore[arg-type]
+    b = Forecaster(**kw).fit(shuffled, products, visible=visible)  # type: ignore[arg-type]
+    assert a.trained_until_ == b.trained_until_ == cut
+    for sa, sb in zip(a.stages_, b.stages_, strict=True):
+        assert sa.estimator.booster_.model_to_string() == sb.estimator.booster_.model_to_string()
+    base = Forecaster(model="moving_average", horizon=H).fit(shuffled, products, visible=visible)
+    assert base.trained_until_ == cut and base.stages_ == []
