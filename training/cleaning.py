@@ -69,8 +69,12 @@ def unit_caps(sku: np.ndarray, units: np.ndarray) -> dict[str, float]:
     # Grouped by integer codes: a frame of 50M SKU strings would be converted to pandas' own
     # string dtype first (minutes at M5 scale).
     codes, names = sku_codes(sku[sold])
-    frame = pd.DataFrame({"sku": codes, "units": units[sold].astype(np.float64)})
-    del codes
+    return _caps(codes, names, units[sold])
+
+
+def _caps(codes: np.ndarray, names: np.ndarray, sold: np.ndarray) -> dict[str, float]:
+    """``unit_caps`` of the sale days ``sold`` (units > 0) whose SKUs are ``names[codes]``."""
+    frame = pd.DataFrame({"sku": codes, "units": sold.astype(np.float64)})
     grouped = frame.groupby("sku", sort=False)["units"]
     stats = pd.DataFrame(
         {"n": grouped.size(), "median": grouped.median(), "q90": grouped.quantile(0.9)}
@@ -103,7 +107,7 @@ def clean_targets(
     n = len(units)
     # One pass over the SKU column: its runs and their stores serve every rule below.
     change = run_starts(sku)
-    code, firsts = np.cumsum(change) - 1, sku[change]
+    code, firsts = np.cumsum(change, dtype=np.int64) - 1, sku[change]
     store, names = _store_codes(products, code, firsts)
     stock_out = _flag(history, "stock_out") & known
     closed_calendar = _flag(history, "closed") & known
@@ -113,8 +117,10 @@ def clean_targets(
     del store
     runs = _improbable_zero_runs(change, code, units, known)
     censored = stock_out | closed_calendar | closed_store | runs
-    if caps is None:
-        caps = unit_caps(sku[known], units[known])  # as the feature builder's (known rows)
+    if caps is None:  # unit_caps of the known rows (the feature builder's), by run codes
+        sold = known & (units > 0)
+        caps = _caps(code[sold], firsts, units[sold]) if sold.any() else {}
+        del sold
     # Per-SKU values are looked up once a run, not once a row (54M rows took minutes through
     # a pandas Index).
     cap_of = np.array([caps.get(str(v), np.nan) for v in firsts], dtype=np.float64)[code]
@@ -168,7 +174,7 @@ def _store_totals(
     if len(u) and np.array_equal(u, np.floor(u)) and np.abs(u).sum() < 2.0**52:
         # Whole units (sales counts): their sums are exact in any order, so a dense (store x
         # day) tally gives pandas' (compensated) group sums exactly, at a fraction of the memory.
-        day = _day_numbers(dates[known])
+        day = day_numbers(dates[known])
         first = int(day.min())
         span = int(day.max()) - first + 1
         key = store[known] * span + (day - first)
@@ -192,7 +198,7 @@ def store_day_totals(history: pd.DataFrame, products: pd.DataFrame) -> pd.DataFr
     sku = history["sku"].to_numpy(dtype=object)
     units = history["units"].to_numpy(dtype=np.float64, na_value=np.nan)
     change = run_starts(sku)
-    store, names = _store_codes(products, np.cumsum(change) - 1, sku[change])
+    store, names = _store_codes(products, np.cumsum(change, dtype=np.int64) - 1, sku[change])
     return _store_totals(store, names, history["date"].to_numpy(), units, ~np.isnan(units))
 
 
@@ -215,7 +221,7 @@ def _on_days(
         return np.zeros(len(store), dtype=bool)
     lookup = {str(v): i for i, v in enumerate(names)}
     d_store = np.array([lookup.get(str(v), -1) for v in days.get_level_values(0)], dtype=np.int64)
-    d_day = _day_numbers(days.get_level_values(1).to_numpy())
+    d_day = day_numbers(days.get_level_values(1).to_numpy())
     ok = d_store >= 0
     if not ok.any():
         return np.zeros(len(store), dtype=bool)
@@ -223,14 +229,33 @@ def _on_days(
     first, last = int(d_day[ok].min()), int(d_day[ok].max())
     table = np.zeros((len(names), last - first + 1), dtype=bool)
     table[d_store[ok], d_day[ok] - first] = True
-    day = _day_numbers(dates) - first
+    day = day_numbers(dates) - first
     inside = (day >= 0) & (day <= last - first)
     np.clip(day, 0, last - first, out=day)
     return table[store, day] & inside
 
 
-def _day_numbers(dates: np.ndarray) -> np.ndarray:
-    return np.asarray(dates).astype("datetime64[D]").astype(np.int64)
+def day_numbers(dates: np.ndarray) -> np.ndarray:
+    """Days since 1970-01-01 of datetime64 values (floored, as a cast to datetime64[D]): one
+    integer division of the ticks, ten times faster than the cast at 54M rows."""
+    values = np.asarray(dates)
+    unit, count = np.datetime_data(values.dtype)
+    per_day = _TICKS_PER_DAY.get(unit, 0)
+    if per_day == 0 or per_day % count:
+        return values.astype("datetime64[D]").astype(np.int64)
+    ticks = values.view(np.int64)
+    return ticks // (per_day // count) if per_day > count else ticks.copy()
+
+
+_TICKS_PER_DAY = {
+    "D": 1,
+    "h": 24,
+    "m": 1440,
+    "s": 86_400,
+    "ms": 86_400_000,
+    "us": 86_400_000_000,
+    "ns": 86_400_000_000_000,
+}
 
 
 def _improbable_zero_runs(
@@ -257,7 +282,7 @@ def _improbable_zero_runs(
     need = np.maximum(np.ceil(longest), MIN_ZERO_RUN)
     # Runs of zeros: a new run starts at a zero after a non-zero (or a new SKU).
     start = zero & (change | ~np.r_[False, zero[:-1]])
-    run_id = np.cumsum(start) - 1
+    run_id = np.cumsum(start, dtype=np.int64) - 1
     ids = run_id[zero]
     if len(ids) == 0:
         return out

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from featurestore.schema import HISTORY_COLUMNS, HISTORY_FLAGS, HISTORY_VALUES
-from training.cleaning import sku_codes
+from training.cleaning import day_numbers, sku_codes
 from training.feature_grid import (
     CALENDAR_COLUMNS,
     CATEGORICAL,
@@ -163,10 +163,12 @@ def _dates(column: pd.Series) -> np.ndarray:
 
 def _day_numbers(dates: pd.Series) -> IntArray:
     """Absolute day numbers (days since 1970-01-01) of a datetime column."""
-    values = _dates(dates)
+    values = dates.to_numpy()
+    if values.dtype.kind != "M":
+        values = pd.to_datetime(dates).to_numpy()
     if np.isnat(values).any():
         raise ValueError("history has rows without a date")
-    return values.astype(np.int64)
+    return day_numbers(values)
 
 
 def _numeric(column: pd.Series) -> np.ndarray:

@@ -16,6 +16,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from training.cleaning import run_starts
+
 FloatArray = npt.NDArray[np.float64]
 ArrayLike = npt.ArrayLike
 
@@ -109,7 +111,7 @@ def _long_stats(
     valid = ~np.isnan(units)
     sold = valid & (units > 0)
     # A series' history counts from its first non-zero sale (M5): "started" marks those rows.
-    cum = np.cumsum(sold)
+    cum = np.cumsum(sold, dtype=np.int64)
     starts = _group_starts(codes)
     run_len = np.diff(np.r_[starts, codes.size])
     before = np.repeat(np.r_[0, cum][starts], run_len)
@@ -181,16 +183,38 @@ def demand_class(history: ArrayLike) -> npt.NDArray[np.object_]:
     return _classify(stats["adi"], stats["cv2"])
 
 
+def _ordered_codes(history: pd.DataFrame) -> tuple[npt.NDArray[np.intp] | None, Any]:
+    """SKU codes and names of a frame already sorted by (sku, date) (None when it is not): from
+    its runs, without sorting or hashing 50M SKU strings (seconds and GBs at M5 scale)."""
+    sku = history["sku"].to_numpy()
+    dates = history["date"].to_numpy()
+    if sku.dtype != object or dates.dtype.kind != "M" or len(sku) == 0:
+        return None, None
+    change = run_starts(sku)
+    firsts = sku[change]
+    try:
+        ascending = bool((firsts[1:] > firsts[:-1]).all())
+    except TypeError:  # not all strings
+        return None, None
+    days = dates.view(np.int64)
+    if not ascending or not ((days[1:] > days[:-1]) | change[1:]).all():
+        return None, None
+    return np.cumsum(change, dtype=np.intp) - 1, pd.Index(firsts, dtype=object)
+
+
 def series_stats(train_history: pd.DataFrame, *, value: str = "units") -> pd.DataFrame:
     """Per-SKU scale_sq, scale_abs, adi, cv2 and demand_class from a dense long history frame."""
     missing = {"sku", "date", value} - set(train_history.columns)
     if missing:
         raise ValueError(f"train_history lacks columns {sorted(missing)}")
-    hist = train_history.sort_values(["sku", "date"], kind="stable")
-    codes, skus = pd.factorize(hist["sku"], sort=False)
-    stats = _long_stats(
-        codes.astype(np.intp), hist[value].to_numpy(dtype=np.float64, na_value=np.nan), len(skus)
-    )
+    codes, skus = _ordered_codes(train_history)
+    if codes is not None:  # already sorted by (sku, date), as readers give it
+        hist = train_history
+    else:
+        hist = train_history.sort_values(["sku", "date"], kind="stable")
+        sorted_codes, skus = pd.factorize(hist["sku"], sort=False)
+        codes = sorted_codes.astype(np.intp)
+    stats = _long_stats(codes, hist[value].to_numpy(dtype=np.float64, na_value=np.nan), len(skus))
     out = pd.DataFrame(stats, index=pd.Index(skus, name="sku"))
     out["demand_class"] = _classify(stats["adi"], stats["cv2"])
     return out

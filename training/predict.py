@@ -400,7 +400,7 @@ class BundleForecaster:
         change = np.empty(len(sku), dtype=bool)
         change[:1] = True
         np.not_equal(sku[1:], sku[:-1], out=change[1:])
-        codes = np.cumsum(change) - 1
+        codes = np.cumsum(change, dtype=np.int64) - 1
         seen = (day <= 0) & ~np.isnan(history.units)
         known = np.bincount(codes, weights=seen, minlength=codes[-1] + 1)
         target = (day >= 1) & (day <= horizon)
