@@ -24,6 +24,7 @@ from training.errors import TrainingError
 from training.estimators import BASELINES
 from training.feature_inputs import Prepared, prepare, prepare_arrays
 from training.features import transform_stages
+from training.metrics import ordered_codes
 
 if TYPE_CHECKING:
     from training.bundle import Bundle
@@ -158,14 +159,28 @@ def _recursive_means(
 BASELINE_DAYS = 364
 
 
+def _wide_units(past: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The units as a (SKU x date) matrix, SKUs and dates sorted (``pivot``'s): scattered by
+    the frame's runs when it is already in (sku, date) order, as readers give it (pivot hashes
+    every row's SKU string: seconds per baseline at M5 scale)."""
+    codes, names = ordered_codes(past)
+    if codes is None:
+        wide = past.pivot(index="sku", columns="date", values="units")
+        return wide.index.to_numpy(), wide.to_numpy(dtype=np.float64)
+    days = past["date"].to_numpy().view(np.int64)
+    columns, col = np.unique(days, return_inverse=True)
+    matrix = np.full((len(names), len(columns)), np.nan)
+    matrix[codes, col] = past["units"].to_numpy(dtype=np.float64, na_value=np.nan)
+    return names.to_numpy(), matrix
+
+
 def _baseline_frame(
     name: str, frame: pd.DataFrame, origin: pd.Timestamp, horizon: int
 ) -> pd.DataFrame:
     first = origin - pd.Timedelta(days=BASELINE_DAYS)
     past = frame[(frame["date"] <= origin) & (frame["date"] > first)]
-    wide = past.pivot(index="sku", columns="date", values="units")
-    skus = wide.index.to_numpy()
-    values = BASELINES[name](wide.to_numpy(dtype=np.float64), horizon)
+    skus, matrix = _wide_units(past)
+    values = BASELINES[name](matrix, horizon)
     dates = pd.date_range(origin + pd.Timedelta(days=1), periods=horizon, freq="D")
     return pd.DataFrame(
         {

@@ -231,6 +231,19 @@ def test_evaluate_overall_segments_and_horizons(
     assert report["by_horizon"][2]["bias"] == pytest.approx(M.bias(h2["y"], h2["yhat"]))
 
 
+def test_evaluate_segments_keep_whole_names_beside_a_missing_one(
+    backtest: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    """A SKU without a category is reported under "nan" and the others under their whole names
+    (a text array of the rows shrank every label to one character once a value was missing)."""
+    frame, hist = backtest
+    frame = frame.assign(category=frame["category"].where(frame["sku"] != frame["sku"].iloc[-1]))
+    report = M.evaluate(frame, train_history=hist)
+    assert sorted(report["by_segment"]["category"]) == ["food", "nan"]
+    sub = frame[frame["category"] == "food"]
+    assert report["by_segment"]["category"]["food"]["n"] == len(sub)
+
+
 def test_evaluate_unknown_sku_is_excluded_and_counted(
     backtest: tuple[pd.DataFrame, pd.DataFrame],
 ) -> None:

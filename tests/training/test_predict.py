@@ -103,3 +103,22 @@ def test_forecaster_and_bundle_share_one_path_for_baselines() -> None:
     ).forecast_arrays(frame, products, origin, H, [0.5])
     ref = ref.sort_values(["sku", "date"], kind="stable")
     np.testing.assert_array_equal(got.mean, ref["mean"].to_numpy())
+
+
+def test_baselines_read_the_units_matrix_pivot_would_give() -> None:
+    """Baselines read a (SKU x date) units matrix: scattered by the frame's runs when it is in
+    (sku, date) order (as readers give it), else pivoted; both are pivot's matrix, with a SKU
+    launched late and a day missing for one SKU left NaN."""
+    from training.predict import _wide_units
+
+    frame = make_history(n_skus=3, n_days=40)
+    late = frame["sku"] == frame["sku"].iloc[-1]
+    frame = frame[~late | (frame["date"] > frame["date"].min() + pd.Timedelta(days=10))]
+    frame = frame.drop(index=frame.index[5]).reset_index(drop=True)
+    frame = frame.sort_values(["sku", "date"], ignore_index=True)
+    wide = frame.pivot(index="sku", columns="date", values="units")
+    for data in (frame, frame.sample(frac=1.0, random_state=2)):
+        skus, matrix = _wide_units(data)
+        assert list(skus) == list(wide.index)
+        np.testing.assert_array_equal(matrix, wide.to_numpy(dtype=np.float64))
+    assert np.isnan(matrix).sum() == 11 + 1  # the late SKU's first 11 days, the dropped day

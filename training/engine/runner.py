@@ -12,11 +12,13 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+import numpy as np
 import pandas as pd
 
 from training.backtest import BacktestResult, run_backtest
+from training.cleaning import sku_codes
 from training.coldstart import backtest_cold_start, fit_cold_start
-from training.forecaster import Forecaster
+from training.forecaster import Forecaster, first_day, last_day
 from training.selection import demand_classes
 
 ProgressFn = Callable[[str], None]
@@ -88,10 +90,12 @@ class LocalRunner:
     def window(self) -> tuple[dt.date, dt.date, int]:
         """The first and last day with known units and the SKUs that have any."""
         history = self.history
-        known = history["units"].notna()
-        dates = history.loc[known, "date"]
-        first, last = pd.Timestamp(dates.min()).date(), pd.Timestamp(dates.max()).date()
-        return first, last, int(history.loc[known, "sku"].nunique())
+        known = history["units"].notna().to_numpy()
+        # Without copying the known rows' dates and SKU strings (GBs at M5 scale).
+        codes, _ = sku_codes(history["sku"].to_numpy(dtype=object))
+        selling = np.bincount(codes, weights=known) > 0
+        first, last = first_day(history, known), last_day(history, known)
+        return first.date(), last.date(), int(selling.sum())
 
     def backtest(
         self,
