@@ -195,8 +195,51 @@ def chunk_features(
     targets: IntArray,
     statics: dict[str, FloatArray],
     covariates: dict[str, np.ndarray],
+    unused: frozenset[str] = frozenset(),
 ) -> Iterator[tuple[str, FloatArray]]:
-    """Yield (name, values) for the targets of one chunk of SKUs, in the plan's order."""
+    """Yield (name, values) for the targets of one chunk of SKUs, in the plan's order
+    (``unused`` features as zeros, their windows not computed)."""
+    windowed = _windowed(plan)
+    if windowed <= unused:
+        yield from _without_windows(plan, data, grid, targets, statics, covariates, windowed)
+        return
+    yield from _chunk_features(plan, data, grid, targets, statics, covariates)
+
+
+def _windowed(plan: _Plan) -> frozenset[str]:
+    """The plan's features read from the units' windows (sums, extremes, averages)."""
+    prefixes = ("roll_", "ewm_", "zero_share_")
+    return frozenset(n for n in feature_names(plan) if n.startswith(prefixes))
+
+
+def _without_windows(
+    plan: _Plan,
+    data: HistoryArrays,
+    grid: Grid,
+    targets: IntArray,
+    statics: dict[str, FloatArray],
+    covariates: dict[str, np.ndarray],
+    windowed: frozenset[str],
+) -> Iterator[tuple[str, FloatArray]]:
+    """The features with every windowed one unused: zeros, their windows never computed (an
+    attribute-only model drops them all)."""
+    zeros = np.zeros(len(targets))
+    for name, values in _chunk_features(
+        plan, data, grid, targets, statics, covariates, windows=False
+    ):
+        yield name, zeros if name in windowed else values
+
+
+def _chunk_features(
+    plan: _Plan,
+    data: HistoryArrays,
+    grid: Grid,
+    targets: IntArray,
+    statics: dict[str, FloatArray],
+    covariates: dict[str, np.ndarray],
+    *,
+    windows: bool = True,
+) -> Iterator[tuple[str, FloatArray]]:
     lo, width, units = grid.lo, grid.width, grid.units
     tg = grid.slot[data.codes[targets]]
     tc = data.days[targets] - lo
@@ -212,15 +255,21 @@ def chunk_features(
         yield f"lag_{k}", at(units, tc - k)
 
     sums: dict[int, FloatArray] = {}
-    running = grid.running()
-    if running is not None:
-        end = window((running, 1), e)
-        for w in plan.unit_windows:
-            sums[w] = end - window((running, 0), np.maximum(e + 1 - w, 0))
-    else:
-        for w in plan.unit_windows:
-            sums[w] = window(grid.unit_sums(w), e)
-    ext: dict[int, FloatArray] = {w: window(grid.extremes(w), e) for w in plan.windows}
+    ext: dict[int, FloatArray] = {}
+    if windows:
+        running = grid.running()
+        if running is not None:
+            end = window((running, 1), e)
+            for w in plan.unit_windows:
+                sums[w] = end - window((running, 0), np.maximum(e + 1 - w, 0))
+        else:
+            for w in plan.unit_windows:
+                sums[w] = window(grid.unit_sums(w), e)
+        ext = {w: window(grid.extremes(w), e) for w in plan.windows}
+    else:  # every windowed feature is unused (zeros): placeholders of the right length
+        nan = np.full(len(targets), np.nan)
+        sums = {w: (nan, nan, nan, nan) for w in plan.unit_windows}  # type: ignore[misc]
+        ext = {w: (nan, nan) for w in plan.windows}  # type: ignore[misc]
     with np.errstate(invalid="ignore", divide="ignore"):
         for w in plan.windows:
             s, _, cnt, _ = sums[w]
@@ -236,6 +285,9 @@ def chunk_features(
             high = ext[w][0]
             yield f"roll_max_{w}", np.where(np.isfinite(high), high, np.nan)
         for alpha, span in plan.ewm:
+            if not windows:
+                yield f"ewm_{alpha:g}", np.full(len(targets), np.nan)
+                continue
             num, den = window(grid.ewm(alpha, span), e)
             yield f"ewm_{alpha:g}", np.where(den > 0, num / den, np.nan)
 

@@ -246,12 +246,15 @@ class FeatureBuilder:
         *,
         rows: np.ndarray | Sequence[int] | Sequence[bool] | None = None,
         prepared: Prepared | None = None,
+        unused: frozenset[str] = frozenset(),
     ) -> FeatureMatrix:
         """Features of the target rows (all rows, or a boolean mask / integer positions).
 
         ``prepared`` (``prepare(history, products)`` of these very frames) saves re-reading the
         frames' columns when several builders (the stages of a model) transform the same frames;
         with it, ``history`` may be None (``prepare_arrays`` made it from column arrays).
+        ``unused``: features the caller drops, left at 0 instead of computed (an attribute-only
+        model skips every window of the units); the other columns are the same.
         """
         self._check_fitted()
         if prepared is None:
@@ -260,7 +263,7 @@ class FeatureBuilder:
             prepared = prepare(history, products)
         elif history is not None and prepared.n != len(history):
             raise ValueError("prepared inputs are of another history frame")
-        return transform_stages([self], [rows], prepared)[0]
+        return transform_stages([self], [rows], prepared, unused=unused)[0]
 
     def _statics(self, attrs: dict[str, np.ndarray], data: HistoryArrays) -> dict[str, FloatArray]:
         """Per-SKU values (indexed by SKU code): hierarchy codes, encodings, start day, prices."""
@@ -296,6 +299,8 @@ def transform_stages(
     builders: Sequence[FeatureBuilder],
     rows: Sequence[np.ndarray | Sequence[int] | Sequence[bool] | None],
     prepared: Prepared,
+    *,
+    unused: frozenset[str] = frozenset(),
 ) -> list[FeatureMatrix]:
     """Each fitted builder's features of its own target rows of one prepared history.
 
@@ -362,7 +367,9 @@ def transform_stages(
                 grids.append((cap, grid))
             pick: slice | IntArray = slice(a, b) if in_order else order[a:b]
             plan, names, X = builders[i].plan_, outs[i].feature_names, outs[i].X
-            made = chunk_features(plan, data, grid, sels[i][pick], statics[i], prepared.covariates)
+            made = chunk_features(
+                plan, data, grid, sels[i][pick], statics[i], prepared.covariates, unused
+            )
             for position, (name, values) in enumerate(made):
                 if name != names[position]:
                     raise RuntimeError(

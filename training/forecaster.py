@@ -51,10 +51,18 @@ def _select(
 ) -> np.ndarray:
     """The builder's features of the chosen rows, restricted to the estimator's columns."""
     t0 = time.perf_counter()
-    X = builder.transform(frame, products, rows=rows).X
+    X = builder.transform(frame, products, rows=rows, unused=_unused(builder, cols)).X
     out = X if cols is None else X[:, cols]
     clock["features"] += time.perf_counter() - t0
     return out
+
+
+def _unused(builder: FeatureBuilder, cols: np.ndarray | None) -> frozenset[str]:
+    """The builder's features outside the estimator's columns (None: it reads them all)."""
+    if cols is None:
+        return frozenset()
+    names = builder.features_order_
+    return frozenset(names) - {names[i] for i in cols}
 
 
 def _capped(builder: FeatureBuilder, sku: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -82,9 +90,15 @@ class _Stage:
     keep: np.ndarray  # columns of the builder's matrix the estimator sees
     names: list[str]
 
+    @property
+    def unused(self) -> frozenset[str]:
+        """The builder's features the estimator does not read."""
+        return _unused(self.builder, self.keep)
+
     def features(self, frame: pd.DataFrame, products: pd.DataFrame, rows: Any) -> np.ndarray:
         """The estimator's input for the chosen rows."""
-        return self.builder.transform(frame, products, rows=rows).X[:, self.keep]
+        X = self.builder.transform(frame, products, rows=rows, unused=self.unused).X
+        return X[:, self.keep]
 
 
 @dataclass
@@ -499,7 +513,7 @@ class Forecaster:
             build = partial(_select, builder, products, cols_or_all, clock)
             X, y = self._feature_blocks(history, mask, bounds, build, len(kept), builder, draw)
         else:
-            fm = builder.transform(history, products, rows=mask)
+            fm = builder.transform(history, products, rows=mask, unused=_unused(builder, cols))
             X, y = (fm.X if keep.all() else fm.X[:, cols]), _capped(builder, fm.sku, fm.y)
             del fm
             clock["features"] += time.perf_counter() - t0

@@ -126,8 +126,11 @@ def _stage_means(
     masks = [rows & (day >= s.first_h) & (day <= s.last_h) for s in model.stages_]
     busy = [i for i, mine in enumerate(masks) if mine.any()]
     # The stages' features from one pass over the grid (window sums shared between them).
+    stages = [model.stages_[i] for i in busy]
+    # Features no stage keeps (an attribute-only model's windows) are not computed.
+    unused = frozenset.intersection(*[s.unused for s in stages]) if stages else frozenset()
     matrices = transform_stages(
-        [model.stages_[i].builder for i in busy], [masks[i] for i in busy], history.prepared()
+        [s.builder for s in stages], [masks[i] for i in busy], history.prepared(), unused=unused
     )
     for idx, fm in zip(busy, matrices, strict=True):
         stage, mine = model.stages_[idx], masks[idx]

@@ -559,3 +559,35 @@ def test_data_up_to_the_origin_does_reach_the_features() -> None:
         n for n, a, b in zip(before.feature_names, before.X[0], after.X[0], strict=True) if a != b
     }
     assert {"lag_3", "roll_mean_3", "roll_max_7"} <= moved
+
+
+def test_unused_windowed_features_are_zeros_and_the_rest_unchanged(
+    history: pd.DataFrame, products: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A caller that drops every windowed feature (the attribute-only cold-start model) gets
+    them as zeros, their windows never computed, and every other column as computed in full;
+    while one windowed feature is wanted, everything is computed."""
+    from training.feature_grid import Grid
+
+    fitted = FeatureBuilder(**SMALL).fit(history, products)
+    full = fitted.transform(history, products)
+    names = full.feature_names
+    windowed = frozenset(n for n in names if n.startswith(("roll_", "ewm_", "zero_share_")))
+    calls: list[int] = []
+    real = Grid.extremes
+
+    def counted(self: Grid, w: int) -> Any:
+        calls.append(w)
+        return real(self, w)
+
+    monkeypatch.setattr(Grid, "extremes", counted)
+    skipped = fitted.transform(history, products, unused=windowed)
+    assert calls == []
+    partly = fitted.transform(history, products, unused=windowed - {"roll_mean_3"})
+    assert calls
+    for i, name in enumerate(names):
+        if name in windowed:
+            assert (skipped.X[:, i] == 0).all(), name
+        else:
+            np.testing.assert_array_equal(skipped.X[:, i], full.X[:, i], err_msg=name)
+    np.testing.assert_array_equal(partly.X, full.X)
