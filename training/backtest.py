@@ -164,7 +164,7 @@ def run_backtest(
     parts: list[pd.DataFrame] = []
     fit_seconds: dict[str, float] = {}
     # Scaled metrics use the earliest fold's training history, as known before every forecast.
-    stats = series_stats(history.loc[history["date"] <= cuts[0], ["sku", "date", "units"]])
+    stats = series_stats(history, until=cuts[0])
     dates = history["date"]
     for fold, cut in enumerate(cuts):
         end = cut + pd.Timedelta(days=horizon)

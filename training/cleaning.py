@@ -17,7 +17,9 @@ lags and windows read the same way (training and serving alike).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -101,39 +103,126 @@ def clean_targets(
     ``caps``: the history's ``unit_caps`` when already computed.
     """
     sku = history["sku"].to_numpy(dtype=object)
-    units = history["units"].to_numpy(dtype=np.float64, na_value=np.nan)
     dates = history["date"].to_numpy()
-    known = ~np.isnan(units)
-    n = len(units)
+    n = len(sku)
     # One pass over the SKU column: its runs and their stores serve every rule below.
     change = run_starts(sku)
-    code, firsts = np.cumsum(change, dtype=np.int64) - 1, sku[change]
-    store, names = _store_codes(products, code, firsts)
-    stock_out = _flag(history, "stock_out") & known
-    closed_calendar = _flag(history, "closed") & known
+    starts = np.flatnonzero(change)
+    firsts = sku[starts]
+    run_store, names = _store_codes(products, np.arange(len(starts)), firsts)
+    pieces = sku_pieces(starts, n)
+    units_of = partial(_units, history["units"])
+    stock_flag, closed_flag = _flag(history, "stock_out"), _flag(history, "closed")
     if closed_days is None:
-        closed_days = closed_store_days(_store_totals(store, names, dates, units, known))
-    closed_store = _on_days(store, names, dates, closed_days) & known
-    del store
-    runs = _improbable_zero_runs(change, code, units, known)
-    censored = stock_out | closed_calendar | closed_store | runs
-    if caps is None:  # unit_caps of the known rows (the feature builder's), by run codes
-        sold = known & (units > 0)
-        caps = _caps(code[sold], firsts, units[sold]) if sold.any() else {}
-        del sold
-    # Per-SKU values are looked up once a run, not once a row (54M rows took minutes through
-    # a pandas Index).
-    cap_of = np.array([caps.get(str(v), np.nan) for v in firsts], dtype=np.float64)[code]
-    capped = known & ~censored & (units > np.nan_to_num(cap_of, nan=np.inf))
-    counts = {
-        "stock_out_days": int(stock_out.sum()),
-        "zero_run_days": int((runs & ~stock_out).sum()),
-        "closed_days": int(((closed_calendar | closed_store) & ~stock_out & ~runs).sum()),
-        "censored_days": int(censored.sum()),
-        "capped_days": int(capped.sum()),
-        "rows": n,
-    }
+        totals = _store_totals_by_pieces(pieces, starts, run_store, names, dates, units_of)
+        if totals is None:  # fractional units: pandas' sums of the whole, as before
+            units = units_of(0, n)
+            code = np.cumsum(change, dtype=np.int64) - 1
+            known = ~np.isnan(units)
+            totals = _store_totals(run_store[code], names, dates, units, known)
+            del units, code, known
+        closed_days = closed_store_days(totals)
+    closures = _Closures(names, closed_days)
+    # Every rule but the store's closures is per SKU: computed a piece of whole SKUs at a time,
+    # its row-sized temporaries ~0.3 GB whatever the history's size.
+    censored = np.zeros(n, dtype=bool)
+    found: dict[str, float] = {}
+    tally = dict.fromkeys(("stock_out", "zero_run", "closed", "censored", "capped"), 0)
+    for a, b, r0, r1 in pieces:
+        units = units_of(a, b)
+        known = ~np.isnan(units)
+        code = np.repeat(np.arange(r1 - r0), np.diff(np.r_[starts[r0:r1], b]))
+        stock_out = stock_flag[a:b] & known
+        closed_calendar = closed_flag[a:b] & known
+        closed_store = closures.on(run_store[r0:r1][code], dates[a:b]) & known
+        runs = _improbable_zero_runs(change[a:b], code, units, known)
+        cens = stock_out | closed_calendar | closed_store | runs
+        censored[a:b] = cens
+        piece_caps = caps
+        if caps is None:  # unit_caps of the known rows (the feature builder's), by run codes
+            sold = known & (units > 0)
+            piece_caps = _caps(code[sold], firsts[r0:r1], units[sold]) if sold.any() else {}
+            found.update(piece_caps)
+            del sold
+        assert piece_caps is not None
+        # Per-SKU values are looked up once a run, not once a row (54M rows took minutes
+        # through a pandas Index).
+        cap_run = [piece_caps.get(str(v), np.nan) for v in firsts[r0:r1]]
+        cap_of = np.array(cap_run, dtype=np.float64)[code]
+        capped = known & ~cens & (units > np.nan_to_num(cap_of, nan=np.inf))
+        tally["stock_out"] += int(stock_out.sum())
+        tally["zero_run"] += int((runs & ~stock_out).sum())
+        closed = (closed_calendar | closed_store) & ~stock_out & ~runs
+        tally["closed"] += int(closed.sum())
+        tally["censored"] += int(cens.sum())
+        tally["capped"] += int(capped.sum())
+    if caps is None:
+        caps = found
+    counts = {f"{k}_days": v for k, v in tally.items()}
+    counts["rows"] = n
     return Cleaning(censored=censored, caps=caps, counts=counts)
+
+
+# Rows per piece of clean_targets (whole SKUs): its ~25 row-sized temporaries stay ~0.3 GB.
+CLEAN_PIECE_ROWS = 2_000_000
+
+
+def sku_pieces(starts: np.ndarray, n: int) -> list[tuple[int, int, int, int]]:
+    """Row ranges of whole SKU runs of about CLEAN_PIECE_ROWS rows: (first row, end row, first
+    run, end run); ``starts`` are the runs' first rows."""
+    if n == 0:
+        return []
+    wanted = np.arange(CLEAN_PIECE_ROWS, n, CLEAN_PIECE_ROWS)
+    run_cuts = np.unique(np.r_[0, np.searchsorted(starts, wanted), len(starts)])
+    run_cuts = run_cuts[run_cuts <= len(starts)]
+    rows = np.r_[starts, n][run_cuts]
+    return [
+        (int(rows[i]), int(rows[i + 1]), int(run_cuts[i]), int(run_cuts[i + 1]))
+        for i in range(len(run_cuts) - 1)
+        if rows[i + 1] > rows[i]
+    ]
+
+
+def _units(column: pd.Series, a: int, b: int) -> np.ndarray:
+    return column.iloc[a:b].to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _store_totals_by_pieces(
+    pieces: list[tuple[int, int, int, int]],
+    starts: np.ndarray,
+    run_store: np.ndarray,
+    names: np.ndarray,
+    dates: np.ndarray,
+    units_of: Callable[[int, int], np.ndarray],
+) -> pd.DataFrame | None:
+    """``_store_totals`` tallied piece by piece on a dense (store x day) grid, exact when the
+    units are whole (sums of counts in any order); None when a piece's units are not whole."""
+    if len(dates) == 0:
+        return None
+    all_days = day_numbers(np.array([dates.min(), dates.max()]))
+    first, span = int(all_days[0]), int(all_days[1] - all_days[0]) + 1
+    size = len(names) * span
+    sums = np.zeros(size)
+    rows = np.zeros(size, dtype=np.int64)
+    total = 0.0
+    for a, b, r0, r1 in pieces:
+        units = units_of(a, b)
+        known = ~np.isnan(units)
+        u = units[known]
+        if not np.array_equal(u, np.floor(u)):
+            return None
+        total += float(np.abs(u).sum())
+        if total >= 2.0**52:
+            return None
+        code = np.repeat(np.arange(r0, r1), np.diff(np.r_[starts[r0:r1], b]))
+        key = run_store[code][known] * span + (day_numbers(dates[a:b][known]) - first)
+        sums += np.bincount(key, weights=u, minlength=size)
+        rows += np.bincount(key, minlength=size)
+    cell = np.flatnonzero(rows)
+    if len(cell) == 0:
+        return None
+    days = (first + cell % span).astype("datetime64[D]").astype(dates.dtype)
+    return pd.DataFrame({"store": names[cell // span], "date": days, "u": sums[cell]})
 
 
 def _flag(history: pd.DataFrame, name: str) -> np.ndarray:
@@ -213,26 +302,34 @@ def closed_store_days(totals: pd.DataFrame) -> pd.MultiIndex:
     return pd.MultiIndex.from_frame(empty_rows[["store", "date"]])
 
 
-def _on_days(
-    store: np.ndarray, names: np.ndarray, dates: np.ndarray, days: pd.MultiIndex
-) -> np.ndarray:
-    """Rows whose (store, date) is one of ``days`` (``store``: codes into ``names``)."""
-    if len(days) == 0:
-        return np.zeros(len(store), dtype=bool)
-    lookup = {str(v): i for i, v in enumerate(names)}
-    d_store = np.array([lookup.get(str(v), -1) for v in days.get_level_values(0)], dtype=np.int64)
-    d_day = day_numbers(days.get_level_values(1).to_numpy())
-    ok = d_store >= 0
-    if not ok.any():
-        return np.zeros(len(store), dtype=bool)
-    # A dense (store x day) table of the closures, looked up per row.
-    first, last = int(d_day[ok].min()), int(d_day[ok].max())
-    table = np.zeros((len(names), last - first + 1), dtype=bool)
-    table[d_store[ok], d_day[ok] - first] = True
-    day = day_numbers(dates) - first
-    inside = (day >= 0) & (day <= last - first)
-    np.clip(day, 0, last - first, out=day)
-    return table[store, day] & inside
+class _Closures:
+    """Store closures as a dense (store x day) table, looked up per row (``names``: the stores
+    of the rows' store codes)."""
+
+    def __init__(self, names: np.ndarray, days: pd.MultiIndex) -> None:
+        self.table: np.ndarray | None = None
+        if len(days) == 0:
+            return
+        lookup = {str(v): i for i, v in enumerate(names)}
+        stores = days.get_level_values(0)
+        d_store = np.array([lookup.get(str(v), -1) for v in stores], dtype=np.int64)
+        d_day = day_numbers(days.get_level_values(1).to_numpy())
+        ok = d_store >= 0
+        if not ok.any():
+            return
+        self.first, self.last = int(d_day[ok].min()), int(d_day[ok].max())
+        self.table = np.zeros((len(names), self.last - self.first + 1), dtype=bool)
+        self.table[d_store[ok], d_day[ok] - self.first] = True
+
+    def on(self, store: np.ndarray, dates: np.ndarray) -> np.ndarray:
+        """Rows whose (store code, date) is a closure."""
+        if self.table is None:
+            return np.zeros(len(store), dtype=bool)
+        width = self.last - self.first
+        day = day_numbers(dates) - self.first
+        inside = (day >= 0) & (day <= width)
+        np.clip(day, 0, width, out=day)
+        return self.table[store, day] & inside
 
 
 def day_numbers(dates: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ import pandas as pd
 from sklearn.exceptions import NotFittedError
 
 from featurestore.schema import HISTORY_COLUMNS
-from training.cleaning import sku_codes, unit_caps
+from training.cleaning import run_starts, sku_codes, sku_pieces, unit_caps
 from training.feature_grid import (
     CALENDAR_COLUMNS,
     CATEGORICAL,
@@ -383,7 +383,19 @@ def sku_totals(history: pd.DataFrame, caps: dict[str, float] | None = None) -> p
     """Per SKU (in order of appearance): sum and count of known units, sum and count of prices,
     and the bulk-order cap (training.cleaning.unit_caps; NaN: no cap; ``caps``: those caps when
     already computed). Every column is a SKU's own, so SKU partitions' totals concatenated are
-    the whole history's."""
+    the whole history's: a history whose SKUs' rows come together is totalled a piece of whole
+    SKUs at a time (bounded memory at M5 scale)."""
+    sku = history["sku"].to_numpy(dtype=object)
+    starts = np.flatnonzero(run_starts(sku))
+    if len(starts) < 2 or len(starts) != len(set(sku[starts])):
+        return _sku_totals(history, caps)
+    parts = [_sku_totals(history.iloc[a:b], caps) for a, b, _, _ in sku_pieces(starts, len(sku))]
+    totals = pd.concat([p for p in parts if len(p)] or parts[:1])
+    totals.index = pd.Index(totals.index.to_numpy(dtype=object), dtype=object, name="sku")
+    return totals
+
+
+def _sku_totals(history: pd.DataFrame, caps: dict[str, float] | None) -> pd.DataFrame:
     units = history["units"]
     known = units.notna().to_numpy()
     sku = history["sku"].to_numpy(dtype=object)[known]

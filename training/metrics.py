@@ -8,6 +8,7 @@ its *training* history, counted from its first non-zero sale; the metric is the 
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -202,22 +203,83 @@ def ordered_codes(history: pd.DataFrame) -> tuple[npt.NDArray[np.intp] | None, A
     return np.cumsum(change, dtype=np.intp) - 1, pd.Index(firsts, dtype=object)
 
 
-def series_stats(train_history: pd.DataFrame, *, value: str = "units") -> pd.DataFrame:
-    """Per-SKU scale_sq, scale_abs, adi, cv2 and demand_class from a dense long history frame."""
+def series_stats(
+    train_history: pd.DataFrame,
+    *,
+    value: str = "units",
+    until: pd.Timestamp | None = None,
+    known_only: bool = False,
+) -> pd.DataFrame:
+    """Per-SKU scale_sq, scale_abs, adi, cv2 and demand_class from a dense long history frame.
+
+    ``until``: only the rows dated on or before it; ``known_only``: only the rows with a known
+    value. Either is the statistics of that subset, read in place (no copy of the rows) when
+    the frame is in (sku, date) order, as readers give it; SKUs without such rows are absent.
+    """
     missing = {"sku", "date", value} - set(train_history.columns)
     if missing:
         raise ValueError(f"train_history lacks columns {sorted(missing)}")
     codes, skus = ordered_codes(train_history)
-    if codes is not None:  # already sorted by (sku, date), as readers give it
-        hist = train_history
-    else:
-        hist = train_history.sort_values(["sku", "date"], kind="stable")
+    if codes is None:
+        rows = _subset(train_history, value, until, known_only)
+        hist = train_history if rows is None else train_history[rows]
+        hist = hist.sort_values(["sku", "date"], kind="stable")
         sorted_codes, skus = pd.factorize(hist["sku"], sort=False)
         codes = sorted_codes.astype(np.intp)
-    stats = _long_stats(codes, hist[value].to_numpy(dtype=np.float64, na_value=np.nan), len(skus))
+        values = hist[value].to_numpy(dtype=np.float64, na_value=np.nan)
+        stats = _long_stats(codes, values, len(skus))
+    else:
+        stats, present = _long_stats_by_runs(
+            codes, train_history, value, _subset(train_history, value, until, known_only)
+        )
+        skus = skus[present]
     out = pd.DataFrame(stats, index=pd.Index(skus, name="sku"))
     out["demand_class"] = _classify(stats["adi"], stats["cv2"])
     return out
+
+
+def _subset(
+    history: pd.DataFrame, value: str, until: pd.Timestamp | None, known_only: bool
+) -> np.ndarray | None:
+    """The rows ``series_stats`` reads (None: all)."""
+    rows = None
+    if until is not None:
+        rows = (history["date"] <= until).to_numpy()
+    if known_only:
+        known = history[value].notna().to_numpy()
+        rows = known if rows is None else rows & known
+    return rows
+
+
+# Rows per piece of ``_long_stats_by_runs``: its ~20 row-sized temporaries stay ~0.5 GB.
+STATS_CHUNK_ROWS = 4_000_000
+
+
+def _long_stats_by_runs(
+    codes: npt.NDArray[np.intp], history: pd.DataFrame, value: str, rows: np.ndarray | None
+) -> tuple[dict[str, FloatArray], np.ndarray]:
+    """``_long_stats`` of a frame in (sku, date) order, a piece of whole SKUs at a time (the
+    same rows in the same order per SKU: the same values), and which SKUs had rows."""
+    n, n_series = len(codes), int(codes[-1]) + 1
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    wanted = np.arange(STATS_CHUNK_ROWS, n, STATS_CHUNK_ROWS)
+    cuts = np.unique(np.r_[0, starts[np.searchsorted(starts, wanted).clip(max=len(starts) - 1)], n])
+    column = history[value]
+    out: dict[str, FloatArray] = {}
+    present = np.zeros(n_series, dtype=bool)
+    for a, b in itertools.pairwise(int(c) for c in cuts):
+        local = codes[a:b] - codes[a]
+        values = column.iloc[a:b].to_numpy(dtype=np.float64, na_value=np.nan)
+        if rows is not None:
+            keep = rows[a:b]
+            local, values = local[keep], values[keep]
+        width = int(codes[b - 1] - codes[a]) + 1
+        piece = _long_stats(local, values, width)
+        here = np.bincount(local, minlength=width) > 0
+        present[codes[a] : codes[a] + width] = here
+        for key, arr in piece.items():
+            out.setdefault(key, np.full(n_series, np.nan))[codes[a] : codes[a] + width] = arr
+    return {k: v[present] for k, v in out.items()}, present
 
 
 # --- scaled metrics ---------------------------------------------------------------------------

@@ -134,8 +134,8 @@ def _compose(preds: pd.DataFrame, best: str, segments: Mapping[str, str]) -> pd.
 def demand_classes(history: pd.DataFrame) -> pd.Series:
     """Each SKU's demand class (smooth, erratic, intermittent, lumpy, no_demand) on the known
     units of ``history``; per SKU, so a partitioned history's classes are its partitions'."""
-    known = history.loc[history["units"].notna(), ["sku", "date", "units"]]
-    return series_stats(known)["demand_class"].fillna("no_demand").astype(str)
+    stats = series_stats(history, known_only=True)
+    return stats["demand_class"].fillna("no_demand").astype(str)
 
 
 def sku_fallback(selection: Selection, classes: pd.Series) -> dict[str, str]:

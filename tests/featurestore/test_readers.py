@@ -428,7 +428,7 @@ def test_big_reads_stream_the_sales_in_batches_with_the_same_frame(
     (a 54M-row history held as Python rows needed 19 GB): on PostgreSQL as one CSV text per SKU
     parsed by pyarrow, elsewhere as rows from a server-side cursor. The frame is the one-fetch
     frame bit for bit, fractional units and prices, NULL prices and stock flags included."""
-    from featurestore import readers
+    from featurestore import history_grid, readers
 
     skus = [f"S{i}" for i in range(4)]
     add(engine, Product, [product(s, launch_date=d(0)) for s in skus])
@@ -459,6 +459,7 @@ def test_big_reads_stream_the_sales_in_batches_with_the_same_frame(
 
     monkeypatch.setattr(readers, "FETCH_BATCH", 5)
     monkeypatch.setattr(readers, "TEXT_BATCH", 3)
+    monkeypatch.setattr(history_grid, "JOIN_PIECE", 3)  # as-of joins a few rows at a time
     monkeypatch.setattr(readers, "fetch_batches", counted)
     streamed = read_frame(engine, end=d(7), as_of=d(5))
 

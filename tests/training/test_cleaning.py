@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import pandas as pd
 
 from tests.training.frames import as_history, make_history, make_products
@@ -105,3 +106,32 @@ def test_bulk_orders_are_capped_in_targets_and_features_never_in_the_frame() -> 
     # Usual days sell 3-7: capped, the forecast stays near them; uncapped, the spike moves it.
     assert means[True].max() < 15
     assert means[False].max() > 2 * means[True].max()
+
+
+@pytest.mark.parametrize("fractional", [False, True])
+def test_cleaning_a_piece_of_skus_at_a_time_is_the_cleaning_of_the_whole(
+    fractional: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """clean_targets works through pieces of whole SKUs (bounded memory at M5 scale); with
+    pieces of a few rows it censors and caps exactly as in one piece: stock-outs, zero runs,
+    store and calendar closures, caps, whole and fractional units (the whole's store sums)."""
+    from training import cleaning as C
+
+    frame = make_history(6, 150, seed=4, offsets=[0, 0, 20, 0, 60, 0], fractional=fractional)
+    rng = np.random.default_rng(4)
+    products = make_products(sorted(frame["sku"].unique()), stores=("S1", "S2"))
+    day = (frame["date"] - frame["date"].min()).dt.days.to_numpy()
+    frame["units"] = (frame["units"] + rng.integers(3, 8, len(frame))).astype(np.float32)
+    store = frame["sku"].map(products.set_index("sku")["store"]).to_numpy()
+    frame.loc[(store == "S1") & (day == 90), "units"] = 0  # a store closure
+    frame.loc[(frame["sku"] == "ITEM_3_S").to_numpy() & (day >= 40) & (day < 47), "units"] = 0
+    frame.loc[(frame["sku"] == "ITEM_5_S").to_numpy() & (day == 70), "units"] = 900  # bulk
+    frame["stock_out"] = ((day % 37) == 5).astype(np.int8)
+    frame["closed"] = (day == 111).astype(np.int8)
+    whole = clean_targets(frame, products)
+    assert whole.counts["stock_out_days"] and whole.counts["zero_run_days"]
+    assert whole.counts["closed_days"] and whole.counts["capped_days"]
+    monkeypatch.setattr(C, "CLEAN_PIECE_ROWS", 7)
+    pieces = clean_targets(frame, products)
+    np.testing.assert_array_equal(pieces.censored, whole.censored)
+    assert pieces.caps == whole.caps and pieces.counts == whole.counts

@@ -591,3 +591,16 @@ def test_unused_windowed_features_are_zeros_and_the_rest_unchanged(
         else:
             np.testing.assert_array_equal(skipped.X[:, i], full.X[:, i], err_msg=name)
     np.testing.assert_array_equal(partly.X, full.X)
+
+
+def test_sku_totals_by_pieces_of_skus_are_the_whole_history_totals(
+    history: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sku_totals works through pieces of whole SKUs (bounded memory at M5 scale): with pieces
+    of a few rows its totals and caps are the one-piece totals, index included."""
+    from training import cleaning
+
+    whole = features_module._sku_totals(history, None)
+    monkeypatch.setattr(cleaning, "CLEAN_PIECE_ROWS", 7)
+    pd.testing.assert_frame_equal(features_module.sku_totals(history, None), whole)
+    assert len(whole) == history["sku"].nunique()

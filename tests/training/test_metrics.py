@@ -283,3 +283,27 @@ def test_value_added(backtest: tuple[pd.DataFrame, pd.DataFrame]) -> None:
         - model["by_segment"]["category"]["toys"]["rmsse"]
         / naive["by_segment"]["category"]["toys"]["rmsse"]
     )
+
+
+@pytest.mark.parametrize("chunk", [10, 4_000_000])
+def test_series_stats_of_a_subset_in_place_equal_the_copy(
+    chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """series_stats(until=, known_only=) reads the rows in place, a piece of whole SKUs at a
+    time, and gives the statistics of the copied subset; SKUs without such rows are absent."""
+    from tests.training.frames import make_history
+
+    monkeypatch.setattr(M, "STATS_CHUNK_ROWS", chunk)
+    history = make_history(4, 60, seed=3, offsets=[0, 5, 30, 50])
+    history.loc[history.index[::7], "units"] = np.nan
+    cut = history["date"].min() + pd.Timedelta(days=40)
+    cases = {
+        "until": ({"until": cut}, history[history["date"] <= cut]),
+        "known": ({"known_only": True}, history[history["units"].notna()]),
+        "all": ({}, history),
+    }
+    for kw, copy in cases.values():
+        new = M.series_stats(history, **kw)
+        old = M.series_stats(copy[["sku", "date", "units"]].sample(frac=1.0, random_state=1))
+        pd.testing.assert_frame_equal(new, old, check_index_type=False)
+    assert len(M.series_stats(history, until=cut)) == 3  # the SKU launched on day 50 is absent

@@ -81,7 +81,7 @@ def totals(p: Partition, rows: Rows) -> pd.DataFrame:
 def scale_stats(p: Partition, cut: pd.Timestamp) -> pd.DataFrame:
     """series_stats of the history up to ``cut`` (the scaled metrics' scales), per SKU."""
     history = p.history
-    return series_stats(history.loc[history["date"] <= cut, ["sku", "date", "units"]])
+    return series_stats(history, until=cut)
 
 
 def demand_classes(p: Partition) -> pd.Series:
