@@ -18,6 +18,13 @@ from training.forecaster import Forecaster
 from training.metrics import bias, rmsse, series_stats, wape
 
 
+# Training rows of the cold-start model at most (a uniform sample above): it reads a SKU's
+# attributes, prices, promotions and calendar only, ~30 columns, and learns no more from the
+# full model's 2M rows (M5 scale: docs/benchmarks.md, Scale out). Catalogues of up to ~450
+# SKUs x 3 years train on every row.
+COLD_START_MAX_ROWS = 500_000
+
+
 def cold_start_forecaster(horizon: int, **model_params: Any) -> Forecaster:
     """An unfitted attribute-only forecaster (direct: its features need no history)."""
     return Forecaster(
@@ -27,6 +34,7 @@ def cold_start_forecaster(horizon: int, **model_params: Any) -> Forecaster:
         drop_groups=(HISTORY_GROUP,),
         model_params={"n_estimators": 200, **model_params},
         min_rows_per_sku=0,
+        max_train_rows=COLD_START_MAX_ROWS,
     )
 
 

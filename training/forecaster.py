@@ -168,14 +168,17 @@ def _training_rows(
     it may read, as it would on a copy of them)."""
     known = history["units"].notna().to_numpy()
     if bounds is not None:
-        # Rows are grouped by SKU: a row's age is its distance to its SKU's first row.
-        starts = np.repeat(bounds[:-1], np.diff(bounds))
-        age = np.arange(len(history), dtype=np.int64) - starts
-        del starts
+        # Rows are grouped by SKU: the first min_rows_per_sku rows of each run are too young
+        # (marked by position, without a row-sized age array).
+        k = np.minimum(np.diff(bounds), min_rows_per_sku)
+        young = np.zeros(len(history), dtype=bool)
+        young[np.repeat(bounds[:-1] - np.cumsum(k) + k, k) + np.arange(k.sum())] = True
+        mask = known & ~young
+        del young
     else:
         age = history.groupby("sku", sort=False).cumcount().to_numpy()
-    mask = known & (age >= min_rows_per_sku)
-    del age
+        mask = known & (age >= min_rows_per_sku)
+        del age
     if censored is not None:
         mask &= ~censored
     if max_train_days is not None:

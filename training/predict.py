@@ -10,6 +10,7 @@ arrays. Both reach the estimators through ``Estimator.predict`` only.
 from __future__ import annotations
 
 import datetime as dt
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from featurestore.readers import last_sales_date, read_frame, read_products
+from training.cleaning import day_numbers
 from training.errors import TrainingError
 from training.estimators import BASELINES
 from training.feature_inputs import Prepared, prepare, prepare_arrays
@@ -170,19 +172,40 @@ def _wide_units(past: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     if codes is None:
         wide = past.pivot(index="sku", columns="date", values="units")
         return wide.index.to_numpy(), wide.to_numpy(dtype=np.float64)
-    days = past["date"].to_numpy().view(np.int64)
-    columns, col = np.unique(days, return_inverse=True)
-    matrix = np.full((len(names), len(columns)), np.nan)
+    days = day_numbers(past["date"].to_numpy())
+    lo = int(days.min())
+    present = np.zeros(int(days.max()) - lo + 1, dtype=bool)
+    present[days - lo] = True  # the dates that have a row: pivot's columns
+    col = (np.cumsum(present, dtype=np.int64) - 1)[days - lo]
+    matrix = np.full((len(names), int(present.sum())), np.nan)
     matrix[codes, col] = past["units"].to_numpy(dtype=np.float64, na_value=np.nan)
     return names.to_numpy(), matrix
+
+
+# The last frame's baseline input: a backtest fold forecasts every baseline from one frame.
+_LAST_WIDE: list[tuple[Any, pd.Timestamp, tuple[np.ndarray, np.ndarray]]] = []
+
+
+def _baseline_input(frame: pd.DataFrame, origin: pd.Timestamp) -> tuple[np.ndarray, np.ndarray]:
+    """The SKUs and their units matrix over the BASELINE_DAYS up to the origin, made once per
+    frame and origin (read-only: every baseline reads the same one)."""
+    for ref, at, wide in _LAST_WIDE:
+        if ref() is frame and at == origin:
+            return wide
+    first = origin - pd.Timedelta(days=BASELINE_DAYS)
+    past = frame[(frame["date"] <= origin) & (frame["date"] > first)]
+    skus, matrix = _wide_units(past)
+    matrix.setflags(write=False)
+    # Forgotten with the frame (the callback), so the matrix does not outlive its frame.
+    ref = weakref.ref(frame, lambda _: _LAST_WIDE.clear())
+    _LAST_WIDE[:] = [(ref, origin, (skus, matrix))]
+    return skus, matrix
 
 
 def _baseline_frame(
     name: str, frame: pd.DataFrame, origin: pd.Timestamp, horizon: int
 ) -> pd.DataFrame:
-    first = origin - pd.Timedelta(days=BASELINE_DAYS)
-    past = frame[(frame["date"] <= origin) & (frame["date"] > first)]
-    skus, matrix = _wide_units(past)
+    skus, matrix = _baseline_input(frame, origin)
     values = BASELINES[name](matrix, horizon)
     dates = pd.date_range(origin + pd.Timedelta(days=1), periods=horizon, freq="D")
     return pd.DataFrame(
