@@ -17,7 +17,6 @@ from training.feature_groups import HISTORY_GROUP
 from training.forecaster import Forecaster
 from training.metrics import bias, rmsse, series_stats, wape
 
-
 # Training rows of the cold-start model at most (a uniform sample above): it reads a SKU's
 # attributes, prices, promotions and calendar only, ~30 columns, and learns no more from the
 # full model's 2M rows (M5 scale: docs/benchmarks.md, Scale out). Catalogues of up to ~450

@@ -200,34 +200,22 @@ def chunk_features(
     """Yield (name, values) for the targets of one chunk of SKUs, in the plan's order
     (``unused`` features as zeros, their windows not computed)."""
     windowed = _windowed(plan)
-    if windowed <= unused:
-        yield from _without_windows(plan, data, grid, targets, statics, covariates, windowed)
+    if not windowed <= unused:
+        yield from _chunk_features(plan, data, grid, targets, statics, covariates)
         return
-    yield from _chunk_features(plan, data, grid, targets, statics, covariates)
+    # Every windowed feature unused (an attribute-only model drops them all): zeros, their
+    # windows never computed.
+    zeros = np.zeros(len(targets))
+    for name, values in _chunk_features(
+        plan, data, grid, targets, statics, covariates, windows=False
+    ):
+        yield name, zeros if name in windowed else values
 
 
 def _windowed(plan: _Plan) -> frozenset[str]:
     """The plan's features read from the units' windows (sums, extremes, averages)."""
     prefixes = ("roll_", "ewm_", "zero_share_")
     return frozenset(n for n in feature_names(plan) if n.startswith(prefixes))
-
-
-def _without_windows(
-    plan: _Plan,
-    data: HistoryArrays,
-    grid: Grid,
-    targets: IntArray,
-    statics: dict[str, FloatArray],
-    covariates: dict[str, np.ndarray],
-    windowed: frozenset[str],
-) -> Iterator[tuple[str, FloatArray]]:
-    """The features with every windowed one unused: zeros, their windows never computed (an
-    attribute-only model drops them all)."""
-    zeros = np.zeros(len(targets))
-    for name, values in _chunk_features(
-        plan, data, grid, targets, statics, covariates, windows=False
-    ):
-        yield name, zeros if name in windowed else values
 
 
 def _chunk_features(

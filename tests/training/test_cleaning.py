@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import pandas as pd
+import pytest
 
 from tests.training.frames import as_history, make_history, make_products
 from training.cleaning import CAP_MEDIAN, ZERO_RUN_CHANCE, clean_targets, unit_caps

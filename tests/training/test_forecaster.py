@@ -398,6 +398,16 @@ def test_closed_days_are_forecast_zero(data: tuple[pd.DataFrame, pd.DataFrame]) 
     assert (pred.loc[pred["date"] != shut, "mean"] > 0).all()
 
 
+# The forecaster of the fit-on-a-view tests.
+VIEW_FIT: dict[str, object] = {
+    "model": "lgbm_tweedie",
+    "strategy": "multi",
+    "horizon": H,
+    "bucket": 7,
+    "model_params": SMALL,
+}
+
+
 @pytest.mark.parametrize("blocks", [False, True])
 def test_a_fit_on_visible_rows_is_the_fit_on_their_copy(
     data: tuple[pd.DataFrame, pd.DataFrame], blocks: bool
@@ -425,14 +435,8 @@ def test_a_fit_on_visible_rows_is_the_fit_on_their_copy(
     for col in ("on_promotion", "is_event", "is_holiday", "stock_out", "closed"):
         if col in noisy:
             noisy.loc[~visible, col] = rng.integers(0, 2, n).astype(noisy[col].dtype)
-    kw: dict[str, object] = {
-        "model": "lgbm_tweedie",
-        "strategy": "multi",
-        "horizon": H,
-        "bucket": 7,
-        "model_params": SMALL,
-        "max_train_rows": 500,  # a seeded sample: the same rows on the view as on the copy
-    }
+    # A seeded sample: the same rows on the view as on the copy.
+    kw: dict[str, object] = {**VIEW_FIT, "max_train_rows": 500}
     if blocks:
         kw.update(block_rows=150, bin_sample_rows=200)  # blocks and a sampled bin set
     a = Forecaster(**kw).fit(copy, products)  # type: ignore[arg-type]
@@ -457,15 +461,8 @@ def test_a_fit_on_visible_rows_not_grouped_by_sku_fits_their_copy(
     cut = history["date"].min() + pd.Timedelta(days=200)
     shuffled = history.sample(frac=1.0, random_state=3).reset_index(drop=True)
     visible = (shuffled["date"] <= cut).to_numpy()
-    kw: dict[str, object] = {
-        "model": "lgbm_tweedie",
-        "strategy": "multi",
-        "horizon": H,
-        "bucket": 7,
-        "model_params": SMALL,
-    }
-    a = Forecaster(**kw).fit(history[history["date"] <= cut], products)  # type: ignore[arg-type]
-    b = Forecaster(**kw).fit(shuffled, products, visible=visible)  # type: ignore[arg-type]
+    a = Forecaster(**VIEW_FIT).fit(history[history["date"] <= cut], products)  # type: ignore[arg-type]
+    b = Forecaster(**VIEW_FIT).fit(shuffled, products, visible=visible)  # type: ignore[arg-type]
     assert a.trained_until_ == b.trained_until_ == cut
     for sa, sb in zip(a.stages_, b.stages_, strict=True):
         assert sa.estimator.booster_.model_to_string() == sb.estimator.booster_.model_to_string()
