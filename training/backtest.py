@@ -183,7 +183,11 @@ def run_backtest(
             if candidate.is_baseline:
                 if recent is None:
                     recent = hide_after(
-                        history[dates > cut - pd.Timedelta(days=BASELINE_DAYS)], cut, end
+                        history.loc[
+                            dates > cut - pd.Timedelta(days=BASELINE_DAYS), ["sku", "date", "units"]
+                        ],
+                        cut,
+                        end,
                     )
                 pred = model.predict(recent, products, cut, horizon)
             else:

@@ -228,9 +228,9 @@ def predict_frame(
     with_stage: bool = False,
 ) -> pd.DataFrame:
     """sku, date, horizon, mean (and stage) for days origin+1 .. origin+horizon of each SKU."""
-    frame = frame.reset_index(drop=True)
-    if model.is_baseline:
+    if model.is_baseline:  # the frame itself: a fold's baselines share its units matrix
         return _baseline_frame(model.model, frame, origin, horizon)
+    frame = frame.reset_index(drop=True)
     history = History.of(frame, products)
     day = history.day(origin)
     keep = (day >= 1) & (day <= horizon)

@@ -122,3 +122,42 @@ def test_baselines_read_the_units_matrix_pivot_would_give() -> None:
         assert list(skus) == list(wide.index)
         np.testing.assert_array_equal(matrix, wide.to_numpy(dtype=np.float64))
     assert np.isnan(matrix).sum() == 11 + 1  # the late SKU's first 11 days, the dropped day
+
+
+def test_baselines_forecasting_from_one_frame_share_its_units_matrix(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A backtest fold forecasts every baseline from one frame: its units matrix is made once
+    (per frame and origin), and each baseline's forecast is the one from a fresh matrix."""
+    from training import predict as P
+
+    frame = make_history(n_skus=3, n_days=60)
+    products = make_products(sorted(frame["sku"].unique()))
+    origin = frame["date"].max() - pd.Timedelta(days=7)
+    hidden = hide_after(frame, origin, frame["date"].max())
+    fresh = {
+        name: Forecaster(model=name, horizon=7)
+        .fit(hidden, products)
+        .predict(hidden.copy(), products, origin)
+        for name in ("seasonal_naive", "moving_average", "tsb")
+    }
+    made: list[int] = []
+    real = P._wide_units
+
+    def counted(past: pd.DataFrame) -> Any:
+        made.append(len(past))
+        return real(past)
+
+    monkeypatch.setattr(P, "_wide_units", counted)
+    for name, expected in fresh.items():
+        got = (
+            Forecaster(model=name, horizon=7)
+            .fit(hidden, products)
+            .predict(hidden, products, origin)
+        )
+        pd.testing.assert_frame_equal(got, expected)
+    assert len(made) == 1
+    Forecaster(model="tsb", horizon=7).fit(hidden, products).predict(
+        hidden, products, origin - pd.Timedelta(days=1)
+    )
+    assert len(made) == 2  # another origin: another matrix
