@@ -8,6 +8,7 @@ import pytest
 
 from tests.training.frames import make_history, make_products
 from training import backtest as bt
+from training import forecaster as forecaster_module
 from training.coldstart import backtest_cold_start, cold_start_forecaster
 from training.forecaster import Forecaster, NotFittedForecaster
 
@@ -158,7 +159,8 @@ def test_cold_start_uses_no_sales_history(data: tuple[pd.DataFrame, pd.DataFrame
 def test_blockwise_training_matches_the_whole_matrix(
     data: tuple[pd.DataFrame, pd.DataFrame], strategy: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Building the LightGBM dataset from SKU blocks (big data) gives the same model."""
+    """Building the LightGBM dataset from SKU blocks (big data) gives the same model; the
+    stages' blocks are built together (each block's grid once for every stage)."""
     history, products = data
     origin = history["date"].max() - pd.Timedelta(days=H)
     train, frame = _split(history, origin)
@@ -179,10 +181,20 @@ def test_blockwise_training_matches_the_whole_matrix(
         return out
 
     monkeypatch.setattr(Forecaster, "_feature_blocks", spy)
+    passes: list[int] = []
+    real_stages = forecaster_module.transform_stages
+
+    def counted(builders: list[object], *args: object, **kwargs: object) -> object:
+        passes.append(len(builders))
+        return real_stages(builders, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(forecaster_module, "transform_stages", counted)
     # Blocks of at least 300 training rows (one or two SKUs); the bin sample covers every row.
     blocks = Forecaster(**kw, block_rows=300, bin_sample_rows=10**6)  # type: ignore[arg-type]
     blocks.fit(train, products)
     assert built and all(n >= 4 for n in built)
+    n_stages = len(blocks.stages_)
+    assert passes == [n_stages] * (built[0] + 1)  # every block and the bin sample, once
     a = whole.predict(frame, products, origin)
     b = blocks.predict(frame, products, origin)
     np.testing.assert_array_equal(a["mean"].to_numpy(), b["mean"].to_numpy())
