@@ -46,6 +46,7 @@ class TrainOutcome:
     version: str
     champion_model: str
     score: float
+    # Every candidate's reports; its predictions are the champion's and seasonal naive's only.
     backtest: BacktestResult
     metrics: dict[str, Any]
     comparison: Comparison | None = None  # with the champion, when train was given the registry
@@ -205,11 +206,16 @@ def train(
             step=options.step,
             progress=progress,
         )
+    calibration = calibrate(result, champion_name)
+    coverage = coverage_report(result, champion_name)
+    # Of the backtest's predictions (every candidate, every fold: 1.5 GB at M5 scale) only the
+    # champion's and seasonal naive's are kept (the bundle's "backtest"), before the refit.
+    kept = result.predictions["model"].isin([champion_name, "seasonal_naive"]).to_numpy()
+    result.predictions = result.predictions[kept].reset_index(drop=True)
+    del kept
     if progress:
         progress(f"champion {champion_name}: refitting on all data")
     final = runner.fit(next(c for c in _candidates(options) if c.model == model_name), progress)
-    calibration = calibrate(result, champion_name)
-    coverage = coverage_report(result, champion_name)
     shipped = _shipped(selection, final, runner)
     if progress:
         progress("cold-start model")
@@ -230,9 +236,7 @@ def train(
         "selection": shipped,
         "calibration": calibration,
         "cold_start": cold,
-        "backtest": result.predictions[
-            result.predictions["model"].isin([champion_name, "seasonal_naive"])
-        ].reset_index(drop=True),
+        "backtest": result.predictions,
     }
     fields = {
         "data_start": data_start,
