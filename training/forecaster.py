@@ -272,7 +272,12 @@ def _blocks(
 
     ``listed`` (bool per SKU): the SKUs the sample is drawn from (default: all), so a fit on a
     view draws from the SKUs a copy of its rows would hold."""
-    per_sku = np.add.reduceat(mask.astype(np.int64), bounds[:-1]) if len(mask) else np.array([])
+    # Counted as int8 into int64 sums: no int64 copy of the row mask.
+    per_sku = (
+        np.add.reduceat(mask.view(np.int8), bounds[:-1], dtype=np.int64)
+        if len(mask)
+        else np.array([])
+    )
     cum = np.cumsum(per_sku)
     ranges, first, done = [], 0, 0
     for i in range(len(per_sku)):

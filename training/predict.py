@@ -40,10 +40,14 @@ def quantile_column(level: float) -> str:
 
 
 def hide_after(history: pd.DataFrame, cutoff: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
-    """The frame as known at ``cutoff``: rows up to ``end``, units after the cut-off unknown."""
-    frame = history[history["date"] <= end].copy()
-    frame.loc[frame["date"] > cutoff, "units"] = np.nan
-    return frame.reset_index(drop=True)
+    """The frame as known at ``cutoff``: rows up to ``end``, units after the cut-off unknown.
+    (The rows' take is the only copy: copy-on-write keeps ``history``'s units as they are.)"""
+    frame = history[(history["date"] <= end).to_numpy()].reset_index(drop=True)
+    units = frame["units"].to_numpy(copy=True)
+    if units.dtype.kind != "f":  # whole-number units: NaN needs a float column
+        units = units.astype(np.float64)
+    units[(frame["date"] > cutoff).to_numpy()] = np.nan
+    return frame.assign(units=units)
 
 
 @dataclass
