@@ -167,19 +167,22 @@ def clean_targets(
 CLEAN_PIECE_ROWS = 2_000_000
 
 
-def sku_pieces(starts: np.ndarray, n: int) -> list[tuple[int, int, int, int]]:
-    """Row ranges of whole SKU runs of about CLEAN_PIECE_ROWS rows: (first row, end row, first
-    run, end run); ``starts`` are the runs' first rows."""
+def sku_pieces(
+    starts: np.ndarray, n: int, rows: int | None = None
+) -> list[tuple[int, int, int, int]]:
+    """Row ranges of whole SKU runs of about ``rows`` rows (default CLEAN_PIECE_ROWS): (first
+    row, end row, first run, end run); ``starts`` are the runs' first rows."""
     if n == 0:
         return []
-    wanted = np.arange(CLEAN_PIECE_ROWS, n, CLEAN_PIECE_ROWS)
+    size = CLEAN_PIECE_ROWS if rows is None else rows
+    wanted = np.arange(size, n, size)
     run_cuts = np.unique(np.r_[0, np.searchsorted(starts, wanted), len(starts)])
     run_cuts = run_cuts[run_cuts <= len(starts)]
-    rows = np.r_[starts, n][run_cuts]
+    first = np.r_[starts, n][run_cuts]
     return [
-        (int(rows[i]), int(rows[i + 1]), int(run_cuts[i]), int(run_cuts[i + 1]))
+        (int(first[i]), int(first[i + 1]), int(run_cuts[i]), int(run_cuts[i + 1]))
         for i in range(len(run_cuts) - 1)
-        if rows[i + 1] > rows[i]
+        if first[i + 1] > first[i]
     ]
 
 

@@ -249,3 +249,33 @@ def test_every_baseline_can_ship_and_serve(name: str) -> None:
     )
     got = BundleForecaster(bundle).forecast_arrays(frame, products, origin, H, [0.5])  # type: ignore[arg-type]
     np.testing.assert_allclose(got.mean, ref)
+
+
+def test_a_folds_forecast_by_pieces_of_skus_is_the_forecast_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fold's learned forecast runs a piece of whole SKUs at a time (bounded memory at M5
+    scale): the same rows and values as the whole catalogue at once."""
+    from tests.training.frames import make_history, make_products
+    from training import backtest as B
+    from training.forecaster import Forecaster
+    from training.predict import hide_after
+
+    history = make_history(5, 200, seed=2, offsets=[0, 0, 30, 0, 120])
+    products = make_products(sorted(history["sku"].unique()))
+    cut = history["date"].max() - pd.Timedelta(days=14)
+    end = cut + pd.Timedelta(days=14)
+    model = Forecaster(
+        model="lgbm_tweedie",
+        strategy="multi",
+        horizon=14,
+        bucket=7,
+        model_params={"n_estimators": 20, "num_leaves": 7, "min_data_in_leaf": 5},
+    ).fit(history[history["date"] <= cut], products)
+    since = cut - pd.Timedelta(days=model.required_history)
+    whole = model.predict(
+        hide_after(history[history["date"] >= since], cut, end), products, cut, 14
+    )
+    monkeypatch.setattr(B, "FORECAST_PIECE_ROWS", 250)  # about one SKU a piece
+    pieces = B._forecast_by_pieces(model, history, products, since, cut, end, 14)
+    pd.testing.assert_frame_equal(pieces, whole)
