@@ -267,7 +267,7 @@ def _forecast_by_pieces(
 
 
 def scored_backtest(
-    parts: Sequence[pd.DataFrame],
+    parts: list[pd.DataFrame],
     products: pd.DataFrame,
     stats: pd.DataFrame,
     cuts: list[pd.Timestamp],
@@ -279,23 +279,31 @@ def scored_backtest(
     baselines: Collection[str],
 ) -> BacktestResult:
     """Reports, ranking and the ensemble from the folds' predictions (model, fold, cutoff, sku,
-    date, horizon, y, yhat), the same for every runner (local or Dask).
+    date, horizon, y, yhat), the same for every runner (local or Dask); ``parts`` is emptied.
 
     ``stats`` are the series_stats of the history up to the first cut-off (gathered per SKU
     partition on a cluster); ``baselines`` the candidates' names that are feature-free.
     """
-    segments = products.set_index("sku")[["category", "store"]]
     predictions = pd.concat(parts, ignore_index=True)
-    predictions = predictions.join(segments, on="sku")
-    names = list(dict.fromkeys(predictions["model"]))
-    classes = stats["demand_class"]
-    predictions["demand_class"] = (
-        predictions["sku"].map(classes).fillna("no_demand").astype(str).to_numpy()
-    )
+    if isinstance(parts, list):
+        parts.clear()  # the folds' frames let go once concatenated (GBs at M5 scale)
+    # Each SKU's segments and demand class looked up once per SKU, added as columns (a join
+    # would copy every column: 17M rows at M5 scale).
+    codes, skus = pd.factorize(predictions["sku"])
+    segments = products.set_index("sku")[["category", "store"]].reindex(skus)
+    for column in ("category", "store"):
+        values = segments[column].to_numpy()[codes]
+        predictions[column] = pd.Series(values, dtype=segments[column].dtype)
+    classes = stats["demand_class"].reindex(skus).fillna("no_demand").astype(str).to_numpy()
+    predictions["demand_class"] = classes[codes]
+    del codes, segments, classes
+    model_codes, model_names = pd.factorize(predictions["model"])
+    names = [str(n) for n in model_names]
     reports = {
-        name: evaluate(predictions[predictions["model"] == name], train_stats=stats)
-        for name in names
+        name: evaluate(predictions[model_codes == k], train_stats=stats)
+        for k, name in enumerate(names)
     }
+    del model_codes
     ranking = sorted(names, key=lambda n: _score(reports[n]["overall"], metric))
     ensembles: dict[str, list[str]] = {}
     members = ensemble_members(ranking, ensemble_top, is_learned=lambda n: n not in baselines)
