@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from training.cleaning import run_starts, sku_pieces
+from training.cleaning import grouped_starts, sku_pieces
 from training.forecaster import Forecaster
 from training.inventory import NoResidualBlocks, replay
 from training.metrics import (
@@ -253,10 +253,10 @@ def _forecast_by_pieces(
     at a time when each SKU's rows come together (every SKU's forecast reads its own rows only:
     the same forecasts), else at once."""
     sku = history["sku"].to_numpy(dtype=object)
-    starts = np.flatnonzero(run_starts(sku))
-    pieces = sku_pieces(starts, len(sku), FORECAST_PIECE_ROWS)
-    if len(starts) != len(set(sku[starts])) or len(pieces) < 2:
-        pieces = [(0, len(sku), 0, len(starts))]
+    starts = grouped_starts(sku)
+    pieces = [] if starts is None else sku_pieces(starts, len(sku), FORECAST_PIECE_ROWS)
+    if len(pieces) < 2:
+        pieces = [(0, len(sku), 0, 0)]
     parts = []
     for a, b, _, _ in pieces:
         part = history.iloc[a:b]

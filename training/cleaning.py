@@ -51,14 +51,21 @@ class Cleaning:
         return dict(self.counts)
 
 
+def grouped_starts(sku: np.ndarray) -> np.ndarray | None:
+    """The first row of each SKU's run when every SKU's rows come together (as readers give
+    them), else None: checked on the runs' SKUs, not by hashing every row."""
+    starts = np.flatnonzero(run_starts(sku))
+    return starts if len(starts) == len(set(sku[starts])) else None
+
+
 def sku_codes(sku: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Integer codes of a SKU column (in order of first appearance) and the SKU of each code:
     from its runs when each SKU's rows come together (as readers give them), without hashing
     every row; grouping by the codes groups as grouping by the strings does, in the same order."""
-    change = run_starts(sku)
-    firsts = sku[change]
-    if len(set(firsts)) == len(firsts):
-        return np.cumsum(change, dtype=np.int64) - 1, firsts
+    starts = grouped_starts(sku)
+    if starts is not None:
+        runs = np.diff(np.r_[starts, len(sku)])
+        return np.repeat(np.arange(len(starts), dtype=np.int64), runs), sku[starts]
     codes, uniques = pd.factorize(sku, use_na_sentinel=False)
     return codes.astype(np.int64), np.asarray(uniques, dtype=object)
 

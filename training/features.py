@@ -19,7 +19,7 @@ import pandas as pd
 from sklearn.exceptions import NotFittedError
 
 from featurestore.schema import HISTORY_COLUMNS
-from training.cleaning import run_starts, sku_codes, sku_pieces, unit_caps
+from training.cleaning import grouped_starts, sku_codes, sku_pieces, unit_caps
 from training.feature_grid import (
     CALENDAR_COLUMNS,
     CATEGORICAL,
@@ -386,8 +386,8 @@ def sku_totals(history: pd.DataFrame, caps: dict[str, float] | None = None) -> p
     the whole history's: a history whose SKUs' rows come together is totalled a piece of whole
     SKUs at a time (bounded memory at M5 scale)."""
     sku = history["sku"].to_numpy(dtype=object)
-    starts = np.flatnonzero(run_starts(sku))
-    if len(starts) < 2 or len(starts) != len(set(sku[starts])):
+    starts = grouped_starts(sku)
+    if starts is None or len(starts) < 2:
         return _sku_totals(history, caps)
     parts = [_sku_totals(history.iloc[a:b], caps) for a, b, _, _ in sku_pieces(starts, len(sku))]
     totals = pd.concat([p for p in parts if len(p)] or parts[:1])

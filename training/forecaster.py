@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from featurestore.schema import HISTORY_COLUMNS
-from training.cleaning import clean_targets, run_starts
+from training.cleaning import clean_targets, grouped_starts
 from training.estimators import (
     BASELINES,
     Estimator,
@@ -250,13 +250,8 @@ def _extreme_day(history: pd.DataFrame, rows: np.ndarray, *, latest: bool) -> pd
 def _sku_starts(history: pd.DataFrame) -> np.ndarray | None:
     """First row of each SKU's run plus the end, or None if a SKU's rows are not contiguous."""
     sku = history["sku"].to_numpy()
-    if len(sku) == 0:
-        return None
-    starts = np.flatnonzero(run_starts(sku))
-    # Contiguous when no SKU starts two runs (a set of the runs' SKUs, not a hash of every row).
-    if len(starts) != len(set(sku[starts])):
-        return None
-    return np.concatenate([starts, [len(sku)]])
+    starts = grouped_starts(sku) if len(sku) else None
+    return None if starts is None else np.concatenate([starts, [len(sku)]])
 
 
 def _blocks(

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from training.backtest import BacktestResult, run_backtest
-from training.cleaning import run_starts, sku_codes
+from training.cleaning import grouped_starts, sku_codes
 from training.coldstart import backtest_cold_start, fit_cold_start
 from training.forecaster import Forecaster, first_day, last_day
 from training.selection import demand_classes
@@ -93,8 +93,8 @@ class LocalRunner:
         known = history["units"].notna().to_numpy()
         # Without copying the known rows' dates and SKU strings (GBs at M5 scale).
         sku = history["sku"].to_numpy(dtype=object)
-        starts = np.flatnonzero(run_starts(sku))
-        if len(starts) == len(set(sku[starts])):  # each SKU's rows together: count by runs
+        starts = grouped_starts(sku)
+        if starts is not None:  # each SKU's rows together: count by runs
             selling = np.logical_or.reduceat(known, starts) if len(starts) else known[:0]
         else:
             codes, _ = sku_codes(sku)
