@@ -90,6 +90,67 @@ class Clock:
         return {k: round(v, 1) for k, v in self.seconds.items()}
 
 
+class MemTrace:
+    """Where the memory peaks: a thread reads this process's resident set every 0.1 s and, at
+    each new high (50 MiB above the last one), keeps every thread's Python stack (frames of
+    this project only). ``--mem-trace``: the highs are printed and returned with the case."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.highs: list[dict[str, Any]] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.page_mb = os.sysconf("SC_PAGE_SIZE") / 2**20
+        self.t0 = time.perf_counter()
+        self.thread.start()
+
+    def _rss_mb(self) -> float:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * self.page_mb
+
+    def _stacks(self) -> list[list[str]]:
+        import threading
+        import traceback
+
+        me = threading.get_ident()
+        out = []
+        for ident, frame in sys._current_frames().items():
+            if ident == me:
+                continue
+            lines = [
+                f"{Path(f.filename).relative_to(ROOT)}:{f.lineno} {f.name}"
+                for f in traceback.extract_stack(frame)
+                if f.filename.startswith(str(ROOT)) and "/.venv" not in f.filename
+            ]
+            if lines:
+                out.append(lines[-6:])
+        return out
+
+    def _run(self) -> None:
+        last = 0.0
+        while not self.stop.wait(0.1):
+            rss = self._rss_mb()
+            if rss > last + 50:
+                last = rss
+                self.highs.append(
+                    {
+                        "at_s": round(time.perf_counter() - self.t0, 1),
+                        "rss_mb": round(rss),
+                        "stacks": self._stacks(),
+                    }
+                )
+
+    def done(self) -> list[dict[str, Any]]:
+        self.stop.set()
+        self.thread.join()
+        top = sorted(self.highs, key=lambda h: -h["rss_mb"])[:8]
+        for h in top:
+            print(f"[bench/scale] high {h['rss_mb']} MiB at {h['at_s']} s", file=sys.stderr)
+            for stack in h["stacks"]:
+                print("    " + " <- ".join(reversed(stack)), file=sys.stderr)
+        return top
+
+
 # ---------------------------------------------------------------- children
 
 
@@ -137,6 +198,7 @@ def _train(args: argparse.Namespace, engine_name: str) -> dict[str, Any]:
     engine = make_engine(url)
     models = Path(args.work) / "models"
     clock = Clock()
+    trace = MemTrace() if args.mem_trace else None
     workers: dict[str, float] = {}
     with history_runner(engine_name, "local", engine, url) as runner:
         outcome = train(engine, models, TrainOptions(), progress=clock, runner=runner)
@@ -144,8 +206,10 @@ def _train(args: argparse.Namespace, engine_name: str) -> dict[str, Any]:
             client = runner.client  # type: ignore[attr-defined]
             workers = {w: round(v, 1) for w, v in client.run(_vm_hwm_mb).items()}
     phases = clock.done()
+    highs = trace.done() if trace is not None else []
     model = outcome.backtest
     return {
+        **({"memory_highs": highs} if highs else {}),
         "case": f"train/{engine_name}",
         "version": outcome.version,
         "seconds": round(clock.last - clock.t0, 1),
@@ -269,7 +333,9 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         results.append(run_mlforecast(args))
     trained: dict[str, str] = {}
     for engine in [e for e in args.engines.split(",") if e]:
-        r = spawn([*me, "--child", f"train-{engine}", *size], args.threads, f"train {engine}")
+        trace = ["--mem-trace"] if args.mem_trace else []
+        cmd = [*me, "--child", f"train-{engine}", *size, *trace]
+        r = spawn(cmd, args.threads, f"train {engine}")
         trained[engine] = r["version"]
         results.append(r)
     version = trained.get("local") or next(iter(trained.values()), "")
@@ -305,6 +371,9 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--peer-python", default=str(ROOT / ".venv-peers" / "bin" / "python"))
     parser.add_argument("--peer-timeout", type=float, default=1200.0, help="seconds (20 min)")
+    parser.add_argument(
+        "--mem-trace", action="store_true", help="the training's memory highs with their stacks"
+    )
     parser.add_argument("--child")
     parser.add_argument("--version")
     args = parser.parse_args(argv)
