@@ -214,7 +214,10 @@ def _baseline_frame(
     dates = pd.date_range(origin + pd.Timedelta(days=1), periods=horizon, freq="D")
     return pd.DataFrame(
         {
-            "sku": np.repeat(skus, horizon),
+            # object, as the history's: pandas would infer its own string dtype, and a merge
+            # with the history's SKUs then makes a string object per row (50 MB per baseline
+            # and fold at M5 scale) instead of sharing the SKUs' strings.
+            "sku": pd.Series(np.repeat(skus, horizon), dtype=object),
             "date": np.tile(dates.to_numpy(), len(skus)),
             "horizon": np.tile(np.arange(1, horizon + 1, dtype=np.int16), len(skus)),
             "mean": np.clip(np.nan_to_num(values.reshape(-1), nan=0.0), 0.0, None),
@@ -245,7 +248,7 @@ def predict_frame(
         out, stage_of = _stage_means(model, history, day, keep)
     result = pd.DataFrame(
         {
-            "sku": history.sku[keep],
+            "sku": pd.Series(history.sku[keep], dtype=object),  # as in _baseline_frame
             "date": history.dates[keep],
             "horizon": day[keep].astype(np.int16),
             "mean": np.where(history.closed[keep], 0.0, np.clip(out[keep], 0.0, None)),

@@ -155,12 +155,26 @@ def test_cold_start_uses_no_sales_history(data: tuple[pd.DataFrame, pd.DataFrame
     assert report["wape"] is not None and report["wape"] >= 0
 
 
-@pytest.mark.parametrize("strategy", ["direct", "multi"])
+@pytest.mark.parametrize(
+    ("strategy", "bucket", "threads", "flow"),
+    [
+        ("direct", 14, None, "one stage"),
+        ("multi", 7, 2, "lockstep"),  # two stages, a thread each: binned together
+        ("multi", 7, 1, "in turn"),  # one thread: stage after stage
+        ("multi", 4, 2, "side by side"),  # four stages on two threads
+    ],
+)
 def test_blockwise_training_matches_the_whole_matrix(
-    data: tuple[pd.DataFrame, pd.DataFrame], strategy: str, monkeypatch: pytest.MonkeyPatch
+    data: tuple[pd.DataFrame, pd.DataFrame],
+    strategy: str,
+    bucket: int,
+    threads: int | None,
+    flow: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Building the LightGBM dataset from SKU blocks (big data) gives the same model; the
-    stages' blocks are built together (each block's grid once for every stage)."""
+    stages' blocks are built together (each block's grid once for every stage), and binned in
+    lockstep when every stage has a thread: one block's matrices kept at a time, not a stage's."""
     history, products = data
     origin = history["date"].max() - pd.Timedelta(days=H)
     train, frame = _split(history, origin)
@@ -169,9 +183,24 @@ def test_blockwise_training_matches_the_whole_matrix(
         "data_sample_strategy": "bagging",
         "bagging_fraction": 0.5,
         "feature_fraction": 0.5,
+        "num_threads": threads,
     }
-    kw = {"model": "lgbm_tweedie", "strategy": strategy, "horizon": H, "model_params": params}
+    kw = {
+        "model": "lgbm_tweedie",
+        "strategy": strategy,
+        "horizon": H,
+        "bucket": bucket,
+        "model_params": params,
+    }
     whole = Forecaster(**kw).fit(train, products)  # type: ignore[arg-type]
+    shared: list[forecaster_module._SharedBlocks] = []
+    real_shared = forecaster_module._SharedBlocks
+
+    def recorded(*args: object, **kwargs: object) -> object:
+        shared.append(real_shared(*args, **kwargs))  # type: ignore[arg-type]
+        return shared[-1]
+
+    monkeypatch.setattr(forecaster_module, "_SharedBlocks", recorded)
     built: list[int] = []
     real = Forecaster._feature_blocks
 
@@ -195,6 +224,14 @@ def test_blockwise_training_matches_the_whole_matrix(
     assert built and all(n >= 4 for n in built)
     n_stages = len(blocks.stages_)
     assert passes == [n_stages] * (built[0] + 1)  # every block and the bin sample, once
+    assert n_stages == {"one stage": 1, "lockstep": 2, "in turn": 2, "side by side": 4}[flow]
+    (blocks_of_fit,) = shared
+    assert blocks_of_fit.lockstep == (flow == "lockstep")
+    assert not blocks_of_fit.kept  # every kept matrix was taken
+    if flow == "lockstep":
+        assert blocks_of_fit.most_kept == n_stages - 1  # one block's, never more
+    elif flow == "in turn":
+        assert blocks_of_fit.most_kept == built[0] + 1  # the second stage's whole matrix
     a = whole.predict(frame, products, origin)
     b = blocks.predict(frame, products, origin)
     np.testing.assert_array_equal(a["mean"].to_numpy(), b["mean"].to_numpy())
