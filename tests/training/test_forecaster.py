@@ -125,6 +125,34 @@ def test_backtest_never_trains_past_its_cutoff(data: tuple[pd.DataFrame, pd.Data
     assert 0.0 <= cov["interval_coverage"] <= 1.0 and cov["rows"] > 0
 
 
+def test_backtest_predictions_share_the_historys_sku_strings(
+    data: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    """Every model's backtest rows hold the history's SKU strings (object, as readers give
+    them), not a string of their own per row: pandas infers its own string dtype for a new
+    frame's str column, and a merge with the history then made one object per row (50 MB per
+    model and fold at M5 scale; docs/benchmarks.md, M5 scale again: session 10)."""
+    history, products = data
+    # One str object per SKU shared by its rows, as featurestore.readers builds the column.
+    codes, names = pd.factorize(history["sku"])
+    sku_names = np.asarray(names, dtype=object)
+    history = history.assign(sku=pd.Series(sku_names[codes], dtype=object))
+    originals = {id(s) for s in sku_names}
+    candidates = [
+        Forecaster(model="seasonal_naive", horizon=H),
+        Forecaster(model="lgbm_tweedie", strategy="direct", horizon=H, model_params=SMALL),
+    ]
+    result = bt.run_backtest(history, products, candidates, folds=1, horizon=H)
+    sku = result.predictions["sku"]
+    assert sku.dtype == object
+    assert {id(s) for s in sku.to_numpy()} <= originals
+    origin = history["date"].max() - pd.Timedelta(days=H)
+    frame = bt.hide_after(history, origin, history["date"].max())
+    for model in candidates:
+        out = model.fit(frame, products).predict(frame, products, origin)
+        assert out["sku"].dtype == object, model.name
+
+
 def test_backtest_ensemble_is_the_mean(data: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     history, products = data
     candidates = [
