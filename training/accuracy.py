@@ -23,6 +23,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from featurestore.accuracy import RunRows
+from training.cleaning import day_numbers
 from training.estimators.baselines import moving_average, seasonal_naive
 from training.metrics import DEMAND_CLASSES, classify_demand, rmsse
 
@@ -47,7 +48,7 @@ class Actuals:
     def of(cls, history: pd.DataFrame, products: pd.DataFrame) -> Actuals:
         """From a dense history frame (sku, date, units) and the products (sku, category, store)."""
         codes, skus = pd.factorize(history["sku"], sort=True)
-        days = history["date"].to_numpy().astype("datetime64[D]").astype(np.int64)
+        days = day_numbers(history["date"].to_numpy())
         first = int(days.min()) if len(days) else 0
         width = int(days.max()) - first + 1 if len(days) else 0
         units = np.full((len(skus), width), np.nan)

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -197,6 +198,31 @@ def _units(column: pd.Series, a: int, b: int) -> np.ndarray:
     return column.iloc[a:b].to_numpy(dtype=np.float64, na_value=np.nan)
 
 
+class _DayTally:
+    """Units and rows per (store, day) on a dense (store x day) grid: sums of whole units are
+    exact in any order, so pieces tallied one after another give pandas' group sums exactly."""
+
+    def __init__(self, names: np.ndarray, first: int, last: int) -> None:
+        self.names, self.first, self.span = names, first, last - first + 1
+        size = len(names) * self.span
+        self.sums = np.zeros(size)
+        self.rows = np.zeros(size, dtype=np.int64)
+
+    def add(self, store: np.ndarray, day: np.ndarray, units: np.ndarray) -> None:
+        """Rows of stores ``store`` (codes into names) on days ``day`` (day_numbers)."""
+        key = store * self.span + (day - self.first)
+        self.sums += np.bincount(key, weights=units, minlength=len(self.sums))
+        self.rows += np.bincount(key, minlength=len(self.rows))
+
+    def frame(self, dtype: np.dtype[Any]) -> pd.DataFrame:
+        """store, date (as ``dtype``), u of every (store, day) that has a row."""
+        cell = np.flatnonzero(self.rows)
+        days = (self.first + cell % self.span).astype("datetime64[D]").astype(dtype)
+        return pd.DataFrame(
+            {"store": self.names[cell // self.span], "date": days, "u": self.sums[cell]}
+        )
+
+
 def _store_totals_by_pieces(
     pieces: list[tuple[int, int, int, int]],
     starts: np.ndarray,
@@ -205,15 +231,12 @@ def _store_totals_by_pieces(
     dates: np.ndarray,
     units_of: Callable[[int, int], np.ndarray],
 ) -> pd.DataFrame | None:
-    """``_store_totals`` tallied piece by piece on a dense (store x day) grid, exact when the
-    units are whole (sums of counts in any order); None when a piece's units are not whole."""
+    """``_store_totals`` tallied piece by piece (``_DayTally``), exact when the units are whole;
+    None when a piece's units are not whole."""
     if len(dates) == 0:
         return None
     all_days = day_numbers(np.array([dates.min(), dates.max()]))
-    first, span = int(all_days[0]), int(all_days[1] - all_days[0]) + 1
-    size = len(names) * span
-    sums = np.zeros(size)
-    rows = np.zeros(size, dtype=np.int64)
+    tally = _DayTally(names, int(all_days[0]), int(all_days[1]))
     total = 0.0
     for a, b, r0, r1 in pieces:
         units = units_of(a, b)
@@ -225,14 +248,10 @@ def _store_totals_by_pieces(
         if total >= 2.0**52:
             return None
         code = np.repeat(np.arange(r0, r1), np.diff(np.r_[starts[r0:r1], b]))
-        key = run_store[code][known] * span + (day_numbers(dates[a:b][known]) - first)
-        sums += np.bincount(key, weights=u, minlength=size)
-        rows += np.bincount(key, minlength=size)
-    cell = np.flatnonzero(rows)
-    if len(cell) == 0:
+        tally.add(run_store[code][known], day_numbers(dates[a:b][known]), u)
+    if not tally.rows.any():
         return None
-    days = (first + cell % span).astype("datetime64[D]").astype(dates.dtype)
-    return pd.DataFrame({"store": names[cell // span], "date": days, "u": sums[cell]})
+    return tally.frame(dates.dtype)
 
 
 def _flag(history: pd.DataFrame, name: str) -> np.ndarray:
@@ -274,17 +293,9 @@ def _store_totals(
         # Whole units (sales counts): their sums are exact in any order, so a dense (store x
         # day) tally gives pandas' (compensated) group sums exactly, at a fraction of the memory.
         day = day_numbers(dates[known])
-        first = int(day.min())
-        span = int(day.max()) - first + 1
-        key = store[known] * span + (day - first)
-        del day
-        size = len(names) * span
-        sums = np.bincount(key, weights=u, minlength=size)
-        rows = np.bincount(key, minlength=size)
-        del key
-        cell = np.flatnonzero(rows)
-        days = (first + cell % span).astype("datetime64[D]").astype(dates.dtype)
-        return pd.DataFrame({"store": names[cell // span], "date": days, "u": sums[cell]})
+        tally = _DayTally(names, int(day.min()), int(day.max()))
+        tally.add(store[known], day, u)
+        return tally.frame(dates.dtype)
     frame = pd.DataFrame({"store": store[known], "date": dates[known], "u": u}, copy=False)
     out = frame.groupby(["store", "date"], sort=False)["u"].sum().reset_index()
     out["store"] = names[out["store"].to_numpy()]

@@ -263,7 +263,7 @@ class FeatureBuilder:
             prepared = prepare(history, products)
         elif history is not None and prepared.n != len(history):
             raise ValueError("prepared inputs are of another history frame")
-        return transform_stages([self], [rows], prepared, unused=unused)[0]
+        return transform_stages([self], [rows], prepared, unused=[unused])[0]
 
     def _statics(self, attrs: dict[str, np.ndarray], data: HistoryArrays) -> dict[str, FloatArray]:
         """Per-SKU values (indexed by SKU code): hierarchy codes, encodings, start day, prices."""
@@ -300,7 +300,7 @@ def transform_stages(
     rows: Sequence[np.ndarray | Sequence[int] | Sequence[bool] | None],
     prepared: Prepared,
     *,
-    unused: frozenset[str] = frozenset(),
+    unused: Sequence[frozenset[str]] | None = None,
 ) -> list[FeatureMatrix]:
     """Each fitted builder's features of its own target rows of one prepared history.
 
@@ -309,7 +309,10 @@ def transform_stages(
     computed once for every builder with the same unit caps. A builder gets exactly the matrix
     its own ``transform`` gives: every grid result is aligned to absolute days, so a grid
     spanning all the builders' windows gives each the same values as its own narrower one.
+    ``unused`` (per builder): features its estimator drops; those no builder keeps are left
+    at 0 instead of computed (FeatureBuilder.transform).
     """
+    skipped = frozenset.intersection(*unused) if unused else frozenset()
     n = prepared.n
     sels = [_selection(r, n) for r in rows]
     outs = []
@@ -368,7 +371,7 @@ def transform_stages(
             pick: slice | IntArray = slice(a, b) if in_order else order[a:b]
             plan, names, X = builders[i].plan_, outs[i].feature_names, outs[i].X
             made = chunk_features(
-                plan, data, grid, sels[i][pick], statics[i], prepared.covariates, unused
+                plan, data, grid, sels[i][pick], statics[i], prepared.covariates, skipped
             )
             for position, (name, values) in enumerate(made):
                 if name != names[position]:

@@ -62,7 +62,7 @@ class _SharedBlocks:
         self.products = products
         self.builders = [b for b, _ in stages]
         self.cols = [c for _, c in stages]
-        self.unused = frozenset.intersection(*[_unused(b, c) for b, c in stages])
+        self.unused = [_unused(b, c) for b, c in stages]
         self.kept: dict[tuple[int, Any], np.ndarray] = {}
         self.lockstep = lockstep
         self.building: set[Any] = set()

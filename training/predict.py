@@ -86,8 +86,7 @@ class History:
             sku = np.asarray(source["sku"], dtype=object)
             dates = np.asarray(source["date"])
             units = np.asarray(source["units"], dtype=np.float64)
-        days = dates.astype("datetime64[D]").astype(np.int64)
-        return cls(source, products, sku, dates, days, units)
+        return cls(source, products, sku, dates, day_numbers(dates), units)
 
     def day(self, origin: pd.Timestamp) -> np.ndarray:
         """Each row's day relative to the origin (1 = the first forecast day)."""
@@ -133,10 +132,11 @@ def _stage_means(
     busy = [i for i, mine in enumerate(masks) if mine.any()]
     # The stages' features from one pass over the grid (window sums shared between them).
     stages = [model.stages_[i] for i in busy]
-    # Features no stage keeps (an attribute-only model's windows) are not computed.
-    unused = frozenset.intersection(*[s.unused for s in stages]) if stages else frozenset()
     matrices = transform_stages(
-        [s.builder for s in stages], [masks[i] for i in busy], history.prepared(), unused=unused
+        [s.builder for s in stages],
+        [masks[i] for i in busy],
+        history.prepared(),
+        unused=[s.unused for s in stages],
     )
     for idx, fm in zip(busy, matrices, strict=True):
         stage, mine = model.stages_[idx], masks[idx]
