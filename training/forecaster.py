@@ -137,8 +137,9 @@ def _unused(builder: FeatureBuilder, cols: np.ndarray | None) -> frozenset[str]:
     return frozenset(names) - {names[i] for i in cols}
 
 
-def _capped(builder: FeatureBuilder, sku: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Targets capped at their SKU's bulk-order cap (the builder's, learned at fit)."""
+def capped_targets(builder: FeatureBuilder, sku: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Targets capped at their SKU's bulk-order cap (the builder's, learned at fit): what every
+    engine trains on (the Dask engine's workers too, training.engine.dask_tasks.design)."""
     caps = builder.unit_caps_
     if not caps:
         return y
@@ -612,7 +613,7 @@ class Forecaster:
             X, y = self._feature_blocks(history, mask, bounds, build, len(kept), builder, draw)
         else:
             fm = builder.transform(history, products, rows=mask, unused=_unused(builder, cols))
-            X, y = (fm.X if keep.all() else fm.X[:, cols]), _capped(builder, fm.sku, fm.y)
+            X, y = (fm.X if keep.all() else fm.X[:, cols]), capped_targets(builder, fm.sku, fm.y)
             del fm
             clock["features"] += time.perf_counter() - t0
         if progress:
@@ -725,7 +726,7 @@ class Forecaster:
 
         sample = build("sample", history.iloc[sample_pos], mask[sample_pos])
         blocks = [(int(mask[a:b].sum()), partial(block, a, b)) for a, b in ranges]
-        y = _capped(
+        y = capped_targets(
             builder,
             history["sku"].to_numpy(dtype=object)[mask],
             history["units"].to_numpy(dtype=np.float32)[mask],

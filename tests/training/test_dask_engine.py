@@ -6,6 +6,7 @@ gets a small synthetic store of its own. The killed-worker tests kill a worker p
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 import threading
@@ -25,6 +26,7 @@ from featurestore.inventory_plans import latest_plan
 from featurestore.readers import SkuRange, read_frame, read_range, sku_ranges
 from tests.conftest import own_store
 from training.bundle import load_bundle
+from training.cleaning import clean_targets
 from training.engine.dask_batch import DaskForecastAll
 from training.engine.dask_runner import DaskRunner
 from training.engine.runner import LocalRunner
@@ -74,7 +76,10 @@ def client() -> Iterator[Any]:
 def store(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Store]:
-    catalogue = generate(SynthConfig(n_skus=12, n_days=200, seed=5))
+    # A fixed calendar (the default ends yesterday): this one has bulk orders that are capped,
+    # which the one-worker equality checks the Dask engine's targets against.
+    end = dt.date(2026, 12, 6)
+    catalogue = generate(SynthConfig(n_skus=12, n_days=200, seed=5, end=end))
     with own_store(request, tmp_path_factory.mktemp("dask")) as url:
         engine = make_engine(url)
         write_catalogue(engine, catalogue)
@@ -153,8 +158,11 @@ def test_each_worker_reads_only_its_own_partition(
 
 
 def test_one_worker_fits_the_very_same_model_as_local(store: Store) -> None:
-    """Same builder, rows and parameters: on one worker lightgbm.dask grows the local trees."""
-    local = backtest_on(LocalRunner(*load_history(store.engine)), options())
+    """Same builder, rows and parameters: on one worker lightgbm.dask grows the local trees
+    (from targets cleaned alike: bulk orders capped on the workers too)."""
+    history, products = load_history(store.engine)
+    assert clean_targets(history, products).summary()["capped_days"] > 0
+    local = backtest_on(LocalRunner(history, products), options())
     with (
         distributed.LocalCluster(
             n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0"

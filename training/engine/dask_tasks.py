@@ -21,7 +21,7 @@ from featurestore.readers import SkuRange, range_skus, read_range
 from training.cleaning import clean_targets, store_day_totals
 from training.coldstart import cold_start_forecasts
 from training.features import FeatureBuilder, sku_totals
-from training.forecaster import Forecaster, _training_rows
+from training.forecaster import Forecaster, _training_rows, capped_targets
 from training.metrics import series_stats
 from training.predict import BASELINE_DAYS, forecast_all, hide_after
 from training.selection import demand_classes as classify
@@ -151,7 +151,8 @@ def design(
         mask[chosen] = True
     fm = builder.transform(history, p.products, rows=mask)
     X = fm.X if len(cols) == fm.X.shape[1] else fm.X[:, cols]
-    return np.ascontiguousarray(X, dtype=np.float32), fm.y.astype(np.float32)
+    y = capped_targets(builder, fm.sku, fm.y)  # as a local fit caps them
+    return np.ascontiguousarray(X, dtype=np.float32), y.astype(np.float32)
 
 
 def matrix(pair: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
