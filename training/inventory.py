@@ -7,8 +7,13 @@ days 1..L), scaled the way ``training.quantiles`` scales (``(y - yhat) / sqrt(yh
 over the SKU's own daily means: ``y*_h = max(0, mu_h + r_h * sqrt(mu_h + 1))``. Whole blocks keep
 the days' dependence (a SKU whose forecast ran high on day 1 ran high all week); the blocks used
 for a SKU are the ``neighbours`` whose forecast level over those days is closest to its own, so a
-slow mover borrows the errors of slow movers. Sales are counts, so each path's total is rounded
-to whole units: every quantile is a whole number of units, never negative.
+slow mover borrows the errors of slow movers, and they are drawn from SKUs of its own demand class
+(smooth, erratic, intermittent, lumpy: ``training.metrics.demand_class``, as the backtest
+classified each SKU) when the backtest holds at least ``MIN_CLASS_BLOCKS`` of them: at the same
+level a smooth SKU's errors are narrower than a lumpy one's, and borrowing across classes
+over-stocked the smooth SKUs and under-stocked the lumpy ones (docs/benchmarks.md, Inventory).
+Sales are counts, so each path's total is rounded to whole units: every quantile is a whole
+number of units, never negative.
 
 The policy is periodic review (R, S): every ``review_days`` the stock position (on hand + on
 order) is raised to the order-up-to level S, the ``service_level`` quantile of demand over
@@ -32,6 +37,9 @@ from training.quantiles import QuantileCalibrator
 # Paths per SKU: the blocks whose forecast level is nearest. 200 leaves 10 paths above a P95,
 # enough for a stable order-up-to level without borrowing errors of SKUs ten times faster.
 NEIGHBOURS = 200
+# A demand class lends its own blocks only when it has at least this many (else every class's):
+# half the neighbours still leaves 5 paths above a P95.
+MIN_CLASS_BLOCKS = NEIGHBOURS // 2
 # SKUs per vectorised step: bounds the (skus x paths x days) array to a few tens of MB.
 CHUNK = 256
 SERVICE_LEVEL_RANGE = (0.5, 0.999)
@@ -52,6 +60,7 @@ class ResidualBlocks:
     sku: np.ndarray  # (blocks,) object
     demand_class: np.ndarray  # (blocks,) object
     _cum: np.ndarray | None = field(default=None, repr=False)
+    _class_of: dict[str, str] | None = field(default=None, repr=False)
 
     @property
     def horizon(self) -> int:
@@ -110,6 +119,22 @@ class ResidualBlocks:
         if self._cum is None:
             self._cum = np.cumsum(self.yhat, axis=1)
         return np.asarray(self._cum[:, days - 1] / days)
+
+    def classes_of(
+        self, skus: Sequence[str] | np.ndarray, cold: Sequence[bool] | np.ndarray | None = None
+    ) -> np.ndarray:
+        """Each SKU's demand class as its blocks carry it; none ("") for a SKU without blocks
+        (new since the backtest) and for a ``cold`` (cold-start) SKU, which borrows from every
+        class, widened by the cold-start model's measured error."""
+        if self._class_of is None:
+            self._class_of = dict(
+                zip(self.sku.tolist(), self.demand_class.astype(str).tolist(), strict=True)
+            )
+        found = self._class_of
+        out = np.asarray([found.get(str(s), "") for s in skus], dtype=object)
+        if cold is not None:
+            out[np.asarray(cold, dtype=bool)] = ""
+        return out
 
     def joint(self, skus: np.ndarray, level: np.ndarray) -> np.ndarray:
         """(cut-offs, skus): each SKU's block at every cut-off, its own where the backtest has
@@ -181,6 +206,30 @@ def _neighbours(block_level: np.ndarray, sku_level: np.ndarray, k: int) -> np.nd
     return np.asarray(order[start[:, None] + np.arange(k)[None, :]])
 
 
+def _pools(
+    blocks: ResidualBlocks, classes: np.ndarray | None, n: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(SKU rows, blocks they borrow from): each SKU's own demand class where the backtest holds
+    at least MIN_CLASS_BLOCKS blocks of it, every block otherwise (no class, or too few)."""
+    everything = np.arange(len(blocks))
+    if classes is None:
+        return [(np.arange(n), everything)]
+    classes = np.asarray(classes, dtype=object)
+    if classes.shape != (n,):
+        raise ValueError(f"classes {classes.shape} do not match {n} SKUs")
+    pooled = np.zeros(n, dtype=bool)
+    out = []
+    for cls in sorted({str(c) for c in classes.tolist() if c}):
+        mine = np.flatnonzero(blocks.demand_class == cls)
+        if len(mine) >= MIN_CLASS_BLOCKS:
+            rows = classes == cls
+            pooled |= rows
+            out.append((np.flatnonzero(rows), mine))
+    if not pooled.all():
+        out.append((np.flatnonzero(~pooled), everything))
+    return out
+
+
 def lead_time_demand(
     means: np.ndarray,
     blocks: ResidualBlocks,
@@ -190,11 +239,14 @@ def lead_time_demand(
     levels: Sequence[float] = DEFAULT_LEVELS,
     widen: np.ndarray | float = 1.0,
     neighbours: int = NEIGHBOURS,
+    classes: np.ndarray | None = None,
 ) -> LeadTimeDemand:
     """The demand total over ``lead_days + review_days`` of each SKU from its daily means.
 
     ``means`` is (skus, days >= lead + review), day 1 first. ``widen`` multiplies the residuals
-    (per SKU or one factor): cold-start SKUs pass their measured widening.
+    (per SKU or one factor): cold-start SKUs pass their measured widening. ``classes``: each
+    SKU's demand class (``ResidualBlocks.classes_of``; "" for none): its paths come from blocks
+    of that class when the backtest has enough of them.
     """
     days = lead_days + review_days
     means = np.clip(np.asarray(means, dtype=np.float64), 0.0, None)
@@ -210,20 +262,24 @@ def lead_time_demand(
     n = len(means)
     mu = means[:, :days]
     width = np.broadcast_to(np.asarray(widen, dtype=np.float64), (n,))
-    near = _neighbours(blocks.level(days), mu.mean(axis=1), neighbours)
+    block_level = blocks.level(days)
+    sku_level = mu.mean(axis=1)
     resid = blocks.scaled[:, :days]
     out = np.empty((n, len(qs)))
     lead_out = np.empty((n, len(qs)))
-    for a in range(0, n, CHUNK):
-        b = min(a + CHUNK, n)
-        m = mu[a:b, None, :]
-        r = resid[near[a:b]] * width[a:b, None, None]
-        paths = path_values(m, r)  # (skus, k, days)
-        # Each path's total rounded to whole units, as demand is counted: a slow mover's paths
-        # are then mostly 0, and its P80 is 0 when most of its weeks sell nothing (rounding the
-        # quantile up instead would ask for a unit that most cycles never need).
-        out[a:b] = upper_quantiles(np.rint(paths.sum(axis=2)), qs)
-        lead_out[a:b] = upper_quantiles(np.rint(paths[:, :, :lead_days].sum(axis=2)), qs)
+    paths = neighbours
+    for rows, pool in _pools(blocks, classes, n):
+        near = pool[_neighbours(block_level[pool], sku_level[rows], neighbours)]
+        paths = min(paths, near.shape[1])
+        for a in range(0, len(rows), CHUNK):
+            i = rows[a : a + CHUNK]
+            m = mu[i, None, :]
+            sample = path_values(m, resid[near[a : a + CHUNK]] * width[i, None, None])
+            # Each path's total rounded to whole units, as demand is counted: a slow mover's
+            # paths are then mostly 0, and its P80 is 0 when most of its weeks sell nothing
+            # (rounding the quantile up instead would ask for a unit most cycles never need).
+            out[i] = upper_quantiles(np.rint(sample.sum(axis=2)), qs)
+            lead_out[i] = upper_quantiles(np.rint(sample[:, :, :lead_days].sum(axis=2)), qs)
     out = np.maximum.accumulate(out, axis=1).clip(0.0, None)
     lead_out = np.maximum.accumulate(lead_out, axis=1).clip(0.0, None)
     return LeadTimeDemand(
@@ -234,7 +290,7 @@ def lead_time_demand(
         quantiles=out,
         lead_quantiles=lead_out,
         lead_mean=mu[:, :lead_days].sum(axis=1),
-        paths=int(near.shape[1]),
+        paths=int(min(paths, len(blocks))),
     )
 
 
@@ -331,6 +387,7 @@ def replay(
     blocks of the other folds only (cross-conformal: a fold never calibrates itself). Against it,
     the shortcut a user would build: the sum of the calibrated daily quantiles over the same days
     (the calibrator, too, fitted on the other folds). Reported overall and by demand class.
+    Each SKU borrows from its own demand class as when serving (``lead_time_demand``).
     """
     blocks = ResidualBlocks.from_backtest(rows)
     folds = np.unique(blocks.fold)
@@ -361,6 +418,7 @@ def replay(
                     review_days=review_days,
                     levels=[level],
                     neighbours=neighbours,
+                    classes=blocks.demand_class[mine],
                 )
                 ours[mine] = demand.quantiles[:, 0]
                 naive[mine] = _summed_daily(calibrators[fold], yhat_days[mine], level)

@@ -181,6 +181,7 @@ class InventoryService:
                 review_days=review,
                 levels=levels,
                 widen=widen,
+                classes=cal.blocks.classes_of(skus, cold=[cold[s] for s in skus]),
             )
             decided = policy(
                 demand,
@@ -267,6 +268,7 @@ def plan_frame(
             review_days=review_days,
             levels=[service_level],
             widen=np.where(cold[rows], cal.cold_widen, 1.0),
+            classes=cal.blocks.classes_of(skus[rows], cold=cold[rows]),
         )
         decided = policy(demand, service_level)
         parts.append(

@@ -10,6 +10,7 @@ import pytest
 from scipy import stats
 
 from training.inventory import (
+    MIN_CLASS_BLOCKS,
     NoResidualBlocks,
     ResidualBlocks,
     check_service_level,
@@ -148,6 +149,57 @@ def test_blocks_are_drawn_from_the_sku_level() -> None:
     )
     slow, fast = demand.quantiles[:, 0] - demand.mean
     assert slow < 10 and fast > 100
+
+
+def _two_classes() -> ResidualBlocks:
+    """300 smooth SKUs (sd 5) and 300 lumpy ones (sd 25), every one forecast at 50 a day, in
+    alternate blocks (at one level the nearest neighbours are the first ones: both classes)."""
+    lumpy = backtest_rows(50.0, sd=25.0, seed=9).assign(
+        sku=lambda f: f["sku"] + "L", demand_class="lumpy"
+    )
+    rows = pd.concat([backtest_rows(50.0, sd=5.0, seed=8), lumpy], ignore_index=True)
+    return ResidualBlocks.from_backtest(rows.sort_values(["fold", "sku", "horizon"]))
+
+
+def test_blocks_are_drawn_from_the_sku_demand_class() -> None:
+    blocks = _two_classes()
+    means = np.full((2, HORIZON), 50.0)
+    days, alpha = 7, 0.95
+    textbook = days * 50.0 + stats.norm.ppf(alpha) * np.sqrt(days) * np.array([5.0, 25.0])
+    classed = lead_time_demand(
+        means, blocks, lead_days=days, levels=[alpha], classes=np.array(["smooth", "lumpy"])
+    )
+    # Each SKU gets its own class's spread: the textbook answer of sd 5 and of sd 25 (200 paths:
+    # the P95 has a standard error of about 2 and 10 units).
+    smooth, lumpy = classed.quantiles[:, 0]
+    assert smooth == pytest.approx(textbook[0], abs=6)
+    assert lumpy == pytest.approx(textbook[1], abs=30)
+    # Without classes both borrow from the same mixed neighbours: one answer for both, too wide
+    # for the smooth SKU and too narrow for the lumpy one.
+    mixed = lead_time_demand(means, blocks, lead_days=days, levels=[alpha]).quantiles[:, 0]
+    assert mixed[0] == mixed[1]
+    assert textbook[0] + 10 < mixed[0] < textbook[1] - 10
+
+
+def test_a_class_with_few_blocks_borrows_from_every_class() -> None:
+    blocks = _two_classes()
+    few = blocks.subset(
+        (blocks.demand_class == "smooth") | np.isin(blocks.sku, [f"S{i:04d}L" for i in range(30)])
+    )
+    assert 0 < int((few.demand_class == "lumpy").sum()) < MIN_CLASS_BLOCKS
+    means = np.full((3, HORIZON), 50.0)
+    classes = np.array(["lumpy", "", "smooth"], dtype=object)
+    got = lead_time_demand(means, few, lead_days=7, levels=[0.95], classes=classes).quantiles
+    pooled = lead_time_demand(means, few, lead_days=7, levels=[0.95]).quantiles
+    assert got[0, 0] == pooled[0, 0] and got[1, 0] == pooled[1, 0]
+    with pytest.raises(ValueError, match="classes"):
+        lead_time_demand(means, few, lead_days=7, levels=[0.95], classes=classes[:2])
+
+
+def test_each_sku_has_the_class_its_blocks_carry() -> None:
+    blocks = _two_classes()
+    got = blocks.classes_of(["S0001", "S0002L", "NEW", "S0003"], cold=[False, False, False, True])
+    assert got.tolist() == ["smooth", "lumpy", "", ""]
 
 
 def test_cold_start_widening_widens() -> None:
