@@ -13,7 +13,7 @@ from typing import Any, get_args
 
 from training.backtest import SELECTION_METRICS
 from training.estimators import model_names
-from training.forecaster import DEFAULT_STRATEGY, Strategy
+from training.forecaster import DEFAULT_FLOORS, DEFAULT_STRATEGY, Strategy
 
 # The baselines are cheap and strong on short, noisy histories: the champion must beat them
 # (training.selection ships the backtest's best, baselines and the ensemble included).
@@ -49,6 +49,11 @@ class TrainOptions:
     lag_floors: tuple[int, ...] | None = None
     cold_start_share: float = 0.1
     model_params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def floors(self) -> tuple[int, ...] | None:
+        """The multi strategy's stages: the chosen lag floors, else the forecaster's default."""
+        return DEFAULT_FLOORS if self.lag_floors is None else self.lag_floors
 
 
 class InvalidOptions(ValueError):

@@ -25,7 +25,7 @@ from training.bundle import save_bundle
 from training.engine.runner import HistoryRunner, LocalRunner
 from training.errors import TrainingError
 from training.estimators import family, model_names
-from training.forecaster import DEFAULT_FLOORS, STRATEGY_NOTE, Forecaster
+from training.forecaster import STRATEGY_NOTE, Forecaster
 from training.memory import release_large_blocks
 from training.metrics import value_added
 from training.options import TrainOptions
@@ -98,7 +98,7 @@ def _candidates(options: TrainOptions) -> list[Forecaster]:
                 strategy=options.strategy,
                 horizon=options.horizon,
                 model_params=params,
-                floors=DEFAULT_FLOORS if options.lag_floors is None else options.lag_floors,
+                floors=options.floors,
             )
         )
     return out

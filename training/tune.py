@@ -129,6 +129,7 @@ def tune(
             strategy=options.strategy,
             horizon=options.horizon,
             model_params={**keep, **params},
+            floors=options.floors,
         )
         t0 = time.perf_counter()
         release_large_blocks()

@@ -335,6 +335,7 @@ def tune(
     step: int | None = STEP,
     metric: str = METRIC,
     n_estimators: int | None = TREES,
+    lag_floors: str | None = FLOORS,
     promote: str = PROMOTE_OPTION,
 ) -> None:
     """Random search of LightGBM parameters on the rolling-origin backtest, then train with the
@@ -349,6 +350,7 @@ def tune(
         step=step,
         metric=metric,
         n_estimators=n_estimators,
+        lag_floors=lag_floors,
     )
     registry = Registry(settings.models_dir)
     never = promote == "never" and registry.champion() is not None

@@ -64,3 +64,26 @@ def test_time_budget_stops_the_search(data: tuple[pd.DataFrame, pd.DataFrame]) -
 def test_needs_a_learned_model() -> None:
     with pytest.raises(TrainingError, match="lgbm"):
         learned_model(TrainOptions(models=["seasonal_naive", "tsb"]))
+
+
+def test_the_search_backtests_the_chosen_lag_floors(
+    data: tuple[pd.DataFrame, pd.DataFrame], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import training.tune as module
+
+    seen: list[tuple[int, ...] | None] = []
+    real = module.run_backtest
+
+    def spy(history: pd.DataFrame, products: pd.DataFrame, candidates: list, **kw: object):
+        seen.extend(c.floors for c in candidates)
+        return real(history, products, candidates, **kw)
+
+    monkeypatch.setattr(module, "run_backtest", spy)
+    history, products = data
+    short = TrainOptions(**{**vars(OPTIONS), "strategy": "multi", "lag_floors": (1, 7, 14)})
+    found = tune(history, products, short, trials=2, max_minutes=60)
+    assert seen == [(1, 7, 14), (1, 7, 14)]
+    assert tuned_options(short, found).lag_floors == (1, 7, 14)  # and the final train keeps them
+    default = TrainOptions(**{**vars(OPTIONS), "strategy": "multi"})
+    tune(history, products, default, trials=1, max_minutes=60)
+    assert seen[-1] == default.floors
