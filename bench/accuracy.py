@@ -328,6 +328,8 @@ def run_dataset(ds: Dataset, work: Path, args: argparse.Namespace) -> dict[str, 
     train_args = ["train", "--cutoff", cutoff.isoformat(), "--promote", "always"]
     if args.folds is not None:
         train_args += ["--folds", str(args.folds)]
+    if args.metric is not None:
+        train_args += ["--metric", args.metric]
     salesfc(env, *train_args)
     fit_seconds = time.perf_counter() - t0
     load1 = os.getloadavg()[0]
@@ -531,6 +533,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer SKUs and one fold")
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--folds", type=int, default=None, help="salesfc train --folds")
+    parser.add_argument("--metric", default=None, help="salesfc train --metric (selection)")
     parser.add_argument("--no-peers", action="store_true", help="skip AutoETS and mlforecast")
     parser.add_argument("--write", action="store_true", help=f"write {DOC.name}'s section")
     parser.add_argument("--json", type=Path, help="also write the raw results as JSON")

@@ -33,7 +33,7 @@ ProgressFn = Callable[[str], None]
 BASELINE = "seasonal_naive"
 # The metrics a backtest ranks by, all lower-is-better; a report's other figures (bias, sums,
 # counts) do not order models, so selecting by them is refused rather than ranked by accident.
-SELECTION_METRICS = ("rmsse", "wape", "mase", "rmse", "mae", "mse", "abs_bias")
+SELECTION_METRICS = ("rmsse", "wape", "wrmsse", "mase", "rmse", "mae", "mse", "abs_bias")
 LOWER_IS_BETTER = frozenset(SELECTION_METRICS)
 
 

@@ -28,6 +28,9 @@ CV2_CUTOFF = 0.49
 DEMAND_CLASSES = ("smooth", "intermittent", "erratic", "lumpy", "no_demand")
 
 POINT_METRICS = ("mse", "rmse", "mae", "wape", "bias", "rmsse", "mase")
+# WRMSSE weighs each series by its units over this many days up to the last day of its training
+# history (M5 weighs by revenue over the same 28 days; units need no price file).
+WEIGHT_DAYS = 28
 
 
 class ScaledScore(NamedTuple):
@@ -210,15 +213,20 @@ def series_stats(
     until: pd.Timestamp | None = None,
     known_only: bool = False,
 ) -> pd.DataFrame:
-    """Per-SKU scale_sq, scale_abs, adi, cv2 and demand_class from a dense long history frame.
+    """Per-SKU scale_sq, scale_abs, adi, cv2, recent_units and demand_class from a dense long
+    history frame.
 
     ``until``: only the rows dated on or before it; ``known_only``: only the rows with a known
     value. Either is the statistics of that subset, read in place (no copy of the rows) when
     the frame is in (sku, date) order, as readers give it; SKUs without such rows are absent.
+    ``recent_units``: the units of the WEIGHT_DAYS days up to ``until`` (else the frame's last
+    day), the WRMSSE weights.
     """
     missing = {"sku", "date", value} - set(train_history.columns)
     if missing:
         raise ValueError(f"train_history lacks columns {sorted(missing)}")
+    last = pd.Timestamp(until if until is not None else train_history["date"].max())
+    recent_from = (last - pd.Timedelta(days=WEIGHT_DAYS - 1)).to_datetime64()
     codes, skus = ordered_codes(train_history)
     if codes is None:
         rows = _subset(train_history, value, until, known_only)
@@ -228,9 +236,15 @@ def series_stats(
         codes = sorted_codes.astype(np.intp)
         values = hist[value].to_numpy(dtype=np.float64, na_value=np.nan)
         stats = _long_stats(codes, values, len(skus))
+        dates = pd.to_datetime(hist["date"]).to_numpy(dtype="datetime64[ns]")
+        stats["recent_units"] = _recent_units(codes, values, dates, recent_from, len(skus))
     else:
         stats, present = _long_stats_by_runs(
-            codes, train_history, value, _subset(train_history, value, until, known_only)
+            codes,
+            train_history,
+            value,
+            _subset(train_history, value, until, known_only),
+            recent_from,
         )
         skus = skus[present]
     out = pd.DataFrame(stats, index=pd.Index(skus, name="sku"))
@@ -255,26 +269,46 @@ def _subset(
 STATS_CHUNK_ROWS = 4_000_000
 
 
+def _recent_units(
+    codes: npt.NDArray[np.intp],
+    units: FloatArray,
+    dates: np.ndarray,
+    start: np.datetime64,
+    n_series: int,
+) -> FloatArray:
+    """Units per series on the rows dated on or after ``start`` (unknown units count 0)."""
+    rows = (dates >= start) & ~np.isnan(units)
+    return np.bincount(codes[rows], units[rows], minlength=n_series).astype(np.float64)
+
+
 def _long_stats_by_runs(
-    codes: npt.NDArray[np.intp], history: pd.DataFrame, value: str, rows: np.ndarray | None
+    codes: npt.NDArray[np.intp],
+    history: pd.DataFrame,
+    value: str,
+    rows: np.ndarray | None,
+    recent_from: np.datetime64,
 ) -> tuple[dict[str, FloatArray], np.ndarray]:
-    """``_long_stats`` of a frame in (sku, date) order, a piece of whole SKUs at a time (the
-    same rows in the same order per SKU: the same values), and which SKUs had rows."""
+    """``_long_stats`` (and ``_recent_units`` from ``recent_from``) of a frame in (sku, date)
+    order, a piece of whole SKUs at a time (the same rows in the same order per SKU: the same
+    values), and which SKUs had rows."""
     n, n_series = len(codes), int(codes[-1]) + 1
     starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
     wanted = np.arange(STATS_CHUNK_ROWS, n, STATS_CHUNK_ROWS)
     cuts = np.unique(np.r_[0, starts[np.searchsorted(starts, wanted).clip(max=len(starts) - 1)], n])
     column = history[value]
+    day = history["date"]
     out: dict[str, FloatArray] = {}
     present = np.zeros(n_series, dtype=bool)
     for a, b in itertools.pairwise(int(c) for c in cuts):
         local = codes[a:b] - codes[a]
         values = column.iloc[a:b].to_numpy(dtype=np.float64, na_value=np.nan)
+        dates = day.iloc[a:b].to_numpy()
         if rows is not None:
             keep = rows[a:b]
-            local, values = local[keep], values[keep]
+            local, values, dates = local[keep], values[keep], dates[keep]
         width = int(codes[b - 1] - codes[a]) + 1
         piece = _long_stats(local, values, width)
+        piece["recent_units"] = _recent_units(local, values, dates, recent_from, width)
         here = np.bincount(local, minlength=width) > 0
         present[codes[a] : codes[a] + width] = here
         for key, arr in piece.items():
@@ -381,9 +415,16 @@ def _metrics_block(
     codes: npt.NDArray[np.intp],
     stats: pd.DataFrame,
     weights: FloatArray | None,
+    recent: FloatArray | None = None,
 ) -> dict[str, float | int | None]:
-    sq = _scaled((yhat - y) ** 2, codes, stats["scale_sq"].to_numpy(), weights, root=True)
+    """Every point metric of the rows; with ``recent`` (units per series) also WRMSSE."""
+    sq_err = (yhat - y) ** 2
+    scale_sq = stats["scale_sq"].to_numpy()
+    sq = _scaled(sq_err, codes, scale_sq, weights, root=True)
     ab = _scaled(np.abs(yhat - y), codes, stats["scale_abs"].to_numpy(), weights, root=False)
+    extra: dict[str, float | int | None] = {}
+    if recent is not None:
+        extra["wrmsse"] = _clean(_scaled(sq_err, codes, scale_sq, recent, root=True).value)
     return {
         "n": int(y.size),
         "n_series": int(np.unique(codes).size),
@@ -398,6 +439,7 @@ def _metrics_block(
         "mase": _clean(ab.value),
         "n_scaled_series": sq.n_series,
         "n_excluded_series": sq.n_excluded,
+        **extra,
     }
 
 
@@ -472,7 +514,12 @@ def evaluate(
         by_segment[seg] = {k: block(idx) for k, idx in _text_groups(labels)}
     horizons = frame["horizon"].to_numpy(dtype=np.int64)
     by_horizon = {int(h): block(idx) for h, idx in _groups(horizons)}
-    return {"overall": block(slice(None)), "by_segment": by_segment, "by_horizon": by_horizon}
+    # WRMSSE (a selection metric) overall: each series weighted by its recent units.
+    recent = None
+    if "recent_units" in stats:
+        recent = stats["recent_units"].fillna(0.0).to_numpy(dtype=np.float64)
+    overall = _metrics_block(y, yhat, codes, stats, weights, recent)
+    return {"overall": overall, "by_segment": by_segment, "by_horizon": by_horizon}
 
 
 def value_added(

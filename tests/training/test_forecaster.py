@@ -125,6 +125,19 @@ def test_backtest_never_trains_past_its_cutoff(data: tuple[pd.DataFrame, pd.Data
     assert 0.0 <= cov["interval_coverage"] <= 1.0 and cov["rows"] > 0
 
 
+def test_backtest_ranks_by_wrmsse(data: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    history, products = data
+    names = ("seasonal_naive", "moving_average", "tsb", "ses")
+    candidates = [Forecaster(model=n, horizon=H) for n in names]
+    result = bt.run_backtest(
+        history, products, candidates, folds=2, horizon=H, metric="wrmsse", ensemble_top=2
+    )
+    scores = [result.reports[n]["overall"]["wrmsse"] for n in result.ranking]
+    assert all(s is not None for s in scores) and scores == sorted(scores)
+    assert [result.score(n) for n in result.ranking] == scores
+    assert any(n.startswith("ensemble(") for n in result.ranking)  # compositions carry it too
+
+
 def test_backtest_predictions_share_the_historys_sku_strings(
     data: tuple[pd.DataFrame, pd.DataFrame],
 ) -> None:

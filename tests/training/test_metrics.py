@@ -231,6 +231,39 @@ def test_evaluate_overall_segments_and_horizons(
     assert report["by_horizon"][2]["bias"] == pytest.approx(M.bias(h2["y"], h2["yhat"]))
 
 
+def test_wrmsse_weighs_each_series_by_its_recent_units(
+    backtest: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    frame, hist = backtest
+    overall = M.evaluate(frame, train_history=hist)["overall"]
+    expected = np.array(
+        [m5_rmsse_literal(*args) for args in zip(TRAIN, ACTUAL, FORECAST, strict=True)]
+    )
+    weights = np.array(TRAIN, dtype=float).sum(axis=1)  # 10 days: all inside the 28-day window
+    assert weights.std() > 0 and expected.std() > 0  # the weighting can move the mean
+    assert overall["wrmsse"] == pytest.approx(np.sum(weights * expected) / weights.sum())
+    assert overall["wrmsse"] != pytest.approx(overall["rmsse"])
+    # Only the overall block carries it (what selection ranks by).
+    assert "wrmsse" not in next(iter(M.evaluate(frame, train_history=hist)["by_horizon"].values()))
+
+
+def test_recent_units_are_the_last_28_days_up_to_until() -> None:
+    days = pd.date_range("2024-01-01", periods=90)
+    early = np.where(np.arange(90) < 40, 5.0, 0.0)  # stopped selling on day 40
+    late = np.where(np.arange(90) >= 60, 2.0, 0.0)
+    late[70] = np.nan  # an unknown day counts nothing
+    hist = pd.DataFrame(
+        {"sku": np.repeat(["a", "b"], 90), "date": np.tile(days, 2), "units": np.r_[early, late]}
+    )
+    for frame in (hist, hist.sample(frac=1.0, random_state=2)):  # in order, and not
+        stats = M.series_stats(frame)
+        assert stats.loc["a", "recent_units"] == 0.0
+        assert stats.loc["b", "recent_units"] == 2.0 * 27  # days 62..89 less the unknown 70
+        cut = M.series_stats(frame, until=days[45])
+        assert cut.loc["a", "recent_units"] == 5.0 * 22  # days 18..45, sold on 18..39
+        assert cut.loc["b", "recent_units"] == 0.0
+
+
 def test_evaluate_segments_keep_whole_names_beside_a_missing_one(
     backtest: tuple[pd.DataFrame, pd.DataFrame],
 ) -> None:
