@@ -99,14 +99,17 @@ class BacktestResult:
         return _score(self.reports[model]["overall"], self.metric)
 
     def table(self) -> pd.DataFrame:
-        """Model comparison: overall metrics per model, best first."""
+        """Model comparison: overall metrics per model, best first (the ranking metric first
+        when the usual columns lack it)."""
+        shown = ("rmsse", "wape", "mase", "rmse", "mae", "bias")
+        columns = shown if self.metric in (*shown, "abs_bias") else (self.metric, *shown)
         rows = []
         for name in self.ranking:
             overall = self.reports[name]["overall"]
             rows.append(
                 {
                     "model": name,
-                    **{k: overall.get(k) for k in ("rmsse", "wape", "mase", "rmse", "mae", "bias")},
+                    **{k: overall.get(k) for k in columns},
                     "fit_seconds": self.fit_seconds.get(name),
                 }
             )

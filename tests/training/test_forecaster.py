@@ -136,6 +136,9 @@ def test_backtest_ranks_by_wrmsse(data: tuple[pd.DataFrame, pd.DataFrame]) -> No
     assert all(s is not None for s in scores) and scores == sorted(scores)
     assert [result.score(n) for n in result.ranking] == scores
     assert any(n.startswith("ensemble(") for n in result.ranking)  # compositions carry it too
+    table = result.table()  # what `salesfc train` prints: the ranking metric shown
+    assert list(table.columns[:3]) == ["model", "wrmsse", "rmsse"]
+    assert table["wrmsse"].tolist() == scores
 
 
 def test_backtest_predictions_share_the_historys_sku_strings(
