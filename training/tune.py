@@ -1,10 +1,11 @@
 """Hyperparameter search for the learned model: random search on the rolling-origin backtest.
 
 Each trial backtests the learned candidate with one draw of LightGBM parameters on the folds
-`salesfc train` would use; the first trial is the family's defaults, so the search can only keep
-or improve them. It stops at ``trials`` or when the next trial would start after ``max_minutes``.
-``salesfc tune`` then trains with the best parameters (they land in the bundle manifest's
-``params.model_params``, the trials in ``metrics.tuning``).
+`salesfc train` would use, on the history a runner holds (read into this process, or partitioned
+on a Dask cluster: training.engine); the first trial is the family's defaults, so the search can
+only keep or improve them. It stops at ``trials`` or when the next trial would start after
+``max_minutes``. ``salesfc tune`` then trains with the best parameters (they land in the bundle
+manifest's ``params.model_params``, the trials in ``metrics.tuning``).
 """
 
 from __future__ import annotations
@@ -16,9 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from training.backtest import run_backtest
+from training.engine.runner import HistoryRunner
 from training.errors import TrainingError
 from training.estimators import family
 from training.forecaster import Forecaster
@@ -98,8 +98,7 @@ def learned_model(options: TrainOptions) -> str:
 
 
 def tune(
-    history: pd.DataFrame,
-    products: pd.DataFrame,
+    runner: HistoryRunner,
     options: TrainOptions,
     *,
     trials: int,
@@ -133,9 +132,7 @@ def tune(
         )
         t0 = time.perf_counter()
         release_large_blocks()
-        backtest = run_backtest(
-            history,
-            products,
+        backtest = runner.backtest(
             [candidate],
             folds=options.folds,
             horizon=options.horizon,

@@ -337,6 +337,8 @@ def tune(
     n_estimators: int | None = TREES,
     lag_floors: str | None = FLOORS,
     promote: str = PROMOTE_OPTION,
+    engine: str = ENGINE,
+    scheduler: str | None = SCHEDULER,
 ) -> None:
     """Random search of LightGBM parameters on the rolling-origin backtest, then train with the
     best; the parameters and the trials go into the bundle manifest."""
@@ -354,41 +356,44 @@ def tune(
     )
     registry = Registry(settings.models_dir)
     never = promote == "never" and registry.champion() is not None
-    engine = get_engine()
+    store = get_engine()
     with Phases("tune", console) as phases:
-        phases.start("reading history")
-        history, products = load_history(engine, options.cutoff)
-        phases.start(f"search ({trials} trials at most, {max_minutes:g} min)", total=trials)
+        phases.start("reading history" + (" on the Dask workers" if engine == "dask" else ""))
+        with history_runner(
+            engine, scheduler, store, settings.database_url, options.cutoff
+        ) as runner:
+            if runner is None:
+                runner = LocalRunner(*load_history(store, options.cutoff))
+            phases.start(f"search ({trials} trials at most, {max_minutes:g} min)", total=trials)
 
-        def trial_done(message: str) -> None:
-            phases.advance()
-            phases.describe(message)
-            console.print(message)
+            def trial_done(message: str) -> None:
+                phases.advance()
+                phases.describe(message)
+                console.print(message)
 
-        try:
-            found = run_tune(
-                history,
-                products,
-                options,
-                trials=trials,
-                max_minutes=max_minutes,
-                seed=seed,
-                progress=trial_done,
+            try:
+                found = run_tune(
+                    runner,
+                    options,
+                    trials=trials,
+                    max_minutes=max_minutes,
+                    seed=seed,
+                    progress=trial_done,
+                )
+            except TrainingError as exc:
+                raise typer.BadParameter(str(exc)) from exc
+            best = found.best
+            phases.start("training with the best parameters")
+            steps = TrainingSteps(phases, _fits(options))
+            outcome = run_train(
+                store,
+                settings.models_dir,
+                tuned_options(options, found),
+                progress=steps,
+                compare_with=None if never else registry,
+                tuning=found.to_dict(),
+                runner=runner,
             )
-        except TrainingError as exc:
-            raise typer.BadParameter(str(exc)) from exc
-        del history, products
-        best = found.best
-        phases.start("training with the best parameters")
-        steps = TrainingSteps(phases, _fits(options))
-        outcome = run_train(
-            engine,
-            settings.models_dir,
-            tuned_options(options, found),
-            progress=steps,
-            compare_with=None if never else registry,
-            tuning=found.to_dict(),
-        )
     state = _promotion(registry, outcome, promote, never)
     console.print(
         f"best of {len(found.trials)} trials: {metric} {best['score']:.4f} "

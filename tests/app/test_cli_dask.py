@@ -1,4 +1,4 @@
-"""`--engine dask --scheduler local` on the command line (train, backtest, forecast-all,
+"""`--engine dask --scheduler local` on the command line (train, backtest, tune, forecast-all,
 inventory-plan), on SQLite and PostgreSQL, and the compose profile the nightly job uses."""
 
 from __future__ import annotations
@@ -57,6 +57,23 @@ def test_train_and_forecast_all_on_a_local_cluster(settings: Settings, tmp_path:
 
     # inventory-plan takes the same options (its plan against local: tests/training).
     assert "--scheduler" in _ok(runner, ["inventory-plan", "--help"])
+
+
+def test_tune_on_a_local_cluster_scores_as_locally(settings: Settings) -> None:
+    runner = CliRunner()
+    _ok(runner, ["demo-data", "--skus", "8", "--days", "150", "--seed", "5"])
+    tune = ["tune", "--trials", "2", *TRAIN]
+    trials, outputs = [], []
+    for extra in ([], DASK):
+        outputs.append(_ok(runner, [*tune, *extra]))
+        version = outputs[-1].strip().splitlines()[-1]
+        manifest = json.loads((settings.models_dir / version / "manifest.json").read_text())
+        trials.append(manifest["metrics"]["tuning"]["trials"])
+    assert "on the Dask workers" in outputs[1] and "on the Dask workers" not in outputs[0]
+    local, dask = trials
+    assert [t["params"] for t in dask] == [t["params"] for t in local]  # the same draws
+    # Each worker bins its own rows (tests/training/test_dask_engine.py): close, not equal.
+    assert [t["score"] for t in dask] == pytest.approx([t["score"] for t in local], rel=0.1)
 
 
 @pytest.mark.parametrize(

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from tests.training.frames import make_history, make_products
+from training.engine.runner import LocalRunner
 from training.errors import TrainingError
 from training.options import TrainOptions
 from training.tune import SPACE, learned_model, sample, tune, tuned_options
@@ -21,9 +21,9 @@ OPTIONS = TrainOptions(
 
 
 @pytest.fixture(scope="module")
-def data() -> tuple[pd.DataFrame, pd.DataFrame]:
+def data() -> LocalRunner:
     history = make_history(n_skus=4, n_days=150, seed=6)
-    return history, make_products(sorted(history["sku"].unique()))
+    return LocalRunner(history, make_products(sorted(history["sku"].unique())))
 
 
 def test_samples_stay_in_bounds() -> None:
@@ -38,12 +38,9 @@ def test_samples_stay_in_bounds() -> None:
                 assert spec[1] <= params[name] <= spec[2]
 
 
-def test_search_keeps_the_best_and_starts_from_the_defaults(
-    data: tuple[pd.DataFrame, pd.DataFrame],
-) -> None:
-    history, products = data
+def test_search_keeps_the_best_and_starts_from_the_defaults(data: LocalRunner) -> None:
     seen: list[str] = []
-    found = tune(history, products, OPTIONS, trials=3, max_minutes=60, progress=seen.append)
+    found = tune(data, OPTIONS, trials=3, max_minutes=60, progress=seen.append)
     assert [t["trial"] for t in found.trials] == [1, 2, 3] and len(seen) == 3
     assert found.trials[0]["params"] == {}
     assert found.best["score"] == min(t["score"] for t in found.trials)
@@ -55,9 +52,8 @@ def test_search_keeps_the_best_and_starts_from_the_defaults(
     assert doc["best_score"] <= doc["default_score"] and len(doc["trials"]) == 3
 
 
-def test_time_budget_stops_the_search(data: tuple[pd.DataFrame, pd.DataFrame]) -> None:
-    history, products = data
-    found = tune(history, products, OPTIONS, trials=50, max_minutes=1e-6)
+def test_time_budget_stops_the_search(data: LocalRunner) -> None:
+    found = tune(data, OPTIONS, trials=50, max_minutes=1e-6)
     assert len(found.trials) == 1  # the defaults always run; the next would overrun
 
 
@@ -66,24 +62,23 @@ def test_needs_a_learned_model() -> None:
         learned_model(TrainOptions(models=["seasonal_naive", "tsb"]))
 
 
-def test_the_search_backtests_the_chosen_lag_floors(
-    data: tuple[pd.DataFrame, pd.DataFrame], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import training.tune as module
+class _Spy(LocalRunner):
+    """A local runner that notes the lag floors of every candidate it backtests."""
 
-    seen: list[tuple[int, ...] | None] = []
-    real = module.run_backtest
+    seen: list[tuple[int, ...] | None]
 
-    def spy(history: pd.DataFrame, products: pd.DataFrame, candidates: list, **kw: object):
-        seen.extend(c.floors for c in candidates)
-        return real(history, products, candidates, **kw)
+    def backtest(self, candidates, **kw):  # type: ignore[no-untyped-def]
+        self.seen.extend(c.floors for c in candidates)
+        return super().backtest(candidates, **kw)
 
-    monkeypatch.setattr(module, "run_backtest", spy)
-    history, products = data
+
+def test_the_search_backtests_the_chosen_lag_floors(data: LocalRunner) -> None:
+    spy = _Spy(data.history, data.products)
+    spy.seen = []
     short = TrainOptions(**{**vars(OPTIONS), "strategy": "multi", "lag_floors": (1, 7, 14)})
-    found = tune(history, products, short, trials=2, max_minutes=60)
-    assert seen == [(1, 7, 14), (1, 7, 14)]
+    found = tune(spy, short, trials=2, max_minutes=60)
+    assert spy.seen == [(1, 7, 14), (1, 7, 14)]
     assert tuned_options(short, found).lag_floors == (1, 7, 14)  # and the final train keeps them
     default = TrainOptions(**{**vars(OPTIONS), "strategy": "multi"})
-    tune(history, products, default, trials=1, max_minutes=60)
-    assert seen[-1] == default.floors
+    tune(spy, default, trials=1, max_minutes=60)
+    assert spy.seen[-1] == default.floors
