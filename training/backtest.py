@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from training.cleaning import grouped_starts, sku_pieces
+from training.cleaning import grouped_starts, not_demand, sku_pieces, store_closures
 from training.forecaster import Forecaster
 from training.inventory import NoResidualBlocks, replay
 from training.metrics import (
@@ -170,10 +170,11 @@ def run_backtest(
     # Scaled metrics use the earliest fold's training history, as known before every forecast.
     stats = series_stats(history, until=cuts[0])
     dates = history["date"]
+    scored = demand_days(history, products, store_closures(history, products), cuts[0])
     for fold, cut in enumerate(cuts):
         end = cut + pd.Timedelta(days=horizon)
         seen = (dates <= cut).to_numpy()
-        actual = history.loc[(dates > cut) & (dates <= end), ["sku", "date", "units"]]
+        actual = history.loc[(dates > cut) & (dates <= end) & scored, ["sku", "date", "units"]]
         # The baselines share one frame per fold: their last BASELINE_DAYS days, hidden after
         # the cut-off (they read nothing else).
         recent: pd.DataFrame | None = None
@@ -222,6 +223,24 @@ def run_backtest(
         fit_seconds=fit_seconds,
         baselines={c.name for c in candidates if c.is_baseline},
     )
+
+
+def demand_days(
+    history: pd.DataFrame,
+    products: pd.DataFrame,
+    closed_days: pd.MultiIndex,
+    after: pd.Timestamp,
+) -> np.ndarray:
+    """Per row, whether a backtest scores it: every row dated after ``after`` (the first
+    cut-off) whose units measure demand (``training.cleaning.not_demand``: not flagged out of
+    stock, not a closed day). A closed store's empty day is no forecast error: scored, it
+    decided the selection by who forecast December's level lowest (docs/benchmarks.md,
+    Selection by volume-weighted RMSSE)."""
+    late = (history["date"] > after).to_numpy()
+    columns = [c for c in ("sku", "date", "stock_out", "closed") if c in history]
+    out = np.zeros(len(history), dtype=bool)
+    out[late] = ~not_demand(history.loc[late, columns], products, closed_days)
+    return out
 
 
 def fold_cutoffs(
@@ -410,6 +429,7 @@ __all__ = [
     "calibrate",
     "coverage_report",
     "cutoffs",
+    "demand_days",
     "fold_cutoffs",
     "hide_after",
     "inventory_report",

@@ -122,14 +122,7 @@ def clean_targets(
     units_of = partial(_units, history["units"])
     stock_flag, closed_flag = _flag(history, "stock_out"), _flag(history, "closed")
     if closed_days is None:
-        totals = _store_totals_by_pieces(pieces, starts, run_store, names, dates, units_of)
-        if totals is None:  # fractional units: pandas' sums of the whole, as before
-            units = units_of(0, n)
-            code = np.cumsum(change, dtype=np.int64) - 1
-            known = ~np.isnan(units)
-            totals = _store_totals(run_store[code], names, dates, units, known)
-            del units, code, known
-        closed_days = closed_store_days(totals)
+        closed_days = _closed_days(pieces, starts, change, run_store, names, dates, units_of)
     closures = _Closures(names, closed_days)
     # Every rule but the store's closures is per SKU: computed a piece of whole SKUs at a time,
     # its row-sized temporaries ~0.3 GB whatever the history's size.
@@ -169,6 +162,58 @@ def clean_targets(
     counts = {f"{k}_days": v for k, v in tally.items()}
     counts["rows"] = n
     return Cleaning(censored=censored, caps=caps, counts=counts)
+
+
+def _closed_days(
+    pieces: list[tuple[int, int, int, int]],
+    starts: np.ndarray,
+    change: np.ndarray,
+    run_store: np.ndarray,
+    names: np.ndarray,
+    dates: np.ndarray,
+    units_of: Callable[[int, int], np.ndarray],
+) -> pd.MultiIndex:
+    """``closed_store_days`` of the rows' store totals, tallied a piece of whole SKUs at a time
+    (pandas' sums of the whole when the units are fractional)."""
+    totals = _store_totals_by_pieces(pieces, starts, run_store, names, dates, units_of)
+    if totals is None:
+        n = len(dates)
+        units = units_of(0, n)
+        code = np.cumsum(change, dtype=np.int64) - 1
+        totals = _store_totals(run_store[code], names, dates, units, ~np.isnan(units))
+    return closed_store_days(totals)
+
+
+def store_closures(history: pd.DataFrame, products: pd.DataFrame) -> pd.MultiIndex:
+    """The (store, date) closures of a whole history (rows grouped by SKU): days its store sold
+    nothing though that weekday usually sells plenty (``closed_store_days``)."""
+    sku = history["sku"].to_numpy(dtype=object)
+    change = run_starts(sku)
+    starts = np.flatnonzero(change)
+    run_store, names = _store_codes(products, np.arange(len(starts)), sku[starts])
+    return _closed_days(
+        sku_pieces(starts, len(sku)),
+        starts,
+        change,
+        run_store,
+        names,
+        history["date"].to_numpy(),
+        partial(_units, history["units"]),
+    )
+
+
+def not_demand(
+    history: pd.DataFrame, products: pd.DataFrame, closed_days: pd.MultiIndex
+) -> np.ndarray:
+    """Per row, whether its units measure no demand whatever the model: flagged out of stock,
+    a ``closed`` calendar day, or its store closed that day (``closed_days``:
+    ``store_closures`` of the whole history). Backtests score the other rows, as training
+    keeps these out of its targets."""
+    sku = history["sku"].to_numpy(dtype=object)
+    change = run_starts(sku)
+    store, names = _store_codes(products, np.cumsum(change, dtype=np.int64) - 1, sku[change])
+    closed = _Closures(names, closed_days).on(store, history["date"].to_numpy())
+    return np.asarray(_flag(history, "stock_out") | _flag(history, "closed") | closed)
 
 
 # Rows per piece of clean_targets (whole SKUs): its ~25 row-sized temporaries stay ~0.3 GB.

@@ -417,3 +417,33 @@ def test_dask_fit_cleans_the_targets_as_the_local_fit(store: Store, client: Any)
     assert dask.n_train_rows_ == local.n_train_rows_
     assert dask.stages_[0].builder.unit_caps_ == local.stages_[0].builder.unit_caps_
     assert dask.stages_[0].names == local.stages_[0].names
+
+
+def test_a_workers_fold_scores_the_days_the_local_backtest_scores() -> None:
+    """A partition's fold rows leave out the catalogue's closed store days and the flagged
+    stock-outs, as run_backtest does (the closures read from the whole store's days)."""
+    from tests.training.test_forecaster import _with_closure_and_stock_out
+    from training import backtest as bt
+    from training.cleaning import store_closures
+    from training.engine import dask_tasks as tasks
+    from training.forecaster import Forecaster
+
+    history, products, closed_day, _ = _with_closure_and_stock_out()
+    local = bt.run_backtest(history, products, [Forecaster(model="moving_average", horizon=7)],
+                            folds=1, horizon=7)  # fmt: skip
+    cut = local.cutoffs[0]
+    model = Forecaster(model="moving_average", horizon=7)
+    model.fit(history, products, visible=(history["date"] <= cut).to_numpy())
+    closures = store_closures(history, products)
+    assert len(closures) == 1 and closures[0][1] == closed_day
+    mine = sorted(products["sku"])[:4]  # one worker's SKU range
+    part = tasks.Partition(
+        SkuRange(mine[0], sorted(products["sku"])[4], 4),
+        history[history["sku"].isin(mine)].reset_index(drop=True),
+        products[products["sku"].isin(mine)],
+    )
+    got = tasks.fold_predictions(part, model, cut, 7, closures)
+    want = local.predictions[local.predictions["sku"].isin(mine)]
+    key = ["sku", "date"]
+    assert got[key].sort_values(key).values.tolist() == want[key].sort_values(key).values.tolist()
+    assert len(got) < 4 * 7  # something was left out

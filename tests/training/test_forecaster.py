@@ -125,6 +125,38 @@ def test_backtest_never_trains_past_its_cutoff(data: tuple[pd.DataFrame, pd.Data
     assert 0.0 <= cov["interval_coverage"] <= 1.0 and cov["rows"] > 0
 
 
+def _with_closure_and_stock_out() -> tuple[pd.DataFrame, pd.DataFrame, pd.Timestamp, str]:
+    """Eight busy SKUs in two stores; store CA_1 closed on one day of the last fold's window
+    (all its SKUs sold nothing) and one TX_1 SKU flagged out of stock on another."""
+    history = make_history(n_skus=8, n_days=200, seed=11)
+    history["units"] = history["units"] * 10 + 5  # every store day sells plenty
+    products = make_products(sorted(history["sku"].unique()))
+    store_of = dict(zip(products["sku"], products["store"], strict=True))
+    closed_day = history["date"].max() - pd.Timedelta(days=3)
+    in_ca = history["sku"].map(store_of).eq("CA_1")
+    history.loc[in_ca & history["date"].eq(closed_day), "units"] = 0.0
+    out_sku = sorted(s for s, st in store_of.items() if st == "TX_1")[0]
+    history["stock_out"] = (
+        history["sku"].eq(out_sku) & history["date"].eq(closed_day - pd.Timedelta(days=2))
+    ).astype("int8")
+    return history, products, closed_day, out_sku
+
+
+def test_backtest_scores_no_closed_or_stocked_out_day() -> None:
+    history, products, closed_day, out_sku = _with_closure_and_stock_out()
+    candidates = [Forecaster(model=n, horizon=H) for n in ("seasonal_naive", "moving_average")]
+    result = bt.run_backtest(history, products, candidates, folds=2, horizon=H)
+    rows = result.predictions
+    store_of = dict(zip(products["sku"], products["store"], strict=True))
+    closed = rows["date"].eq(closed_day) & rows["sku"].map(store_of).eq("CA_1")
+    stocked_out = rows["sku"].eq(out_sku) & rows["date"].eq(closed_day - pd.Timedelta(days=2))
+    assert not closed.any() and not stocked_out.any()
+    # Every other day of both folds is scored, for every model: 2 x 8 x 14, less 4 + 1.
+    assert len(rows[rows["model"] == "moving_average"]) == 2 * 8 * H - 4 - 1
+    # The other store's SKUs sold on the closed day: scored.
+    assert (rows["date"].eq(closed_day) & rows["sku"].map(store_of).eq("TX_1")).sum() == 2 * 4
+
+
 def test_backtest_ranks_by_wrmsse(data: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     history, products = data
     names = ("seasonal_naive", "moving_average", "tsb", "ses")

@@ -196,6 +196,12 @@ class DaskRunner:
         stats = pd.concat(
             client.gather([client.submit(tasks.scale_stats, p, cuts[0]) for p in self.parts])
         )
+        # As run_backtest: closed store days (from the whole store's days) are not scored.
+        closed = closed_store_days(
+            pd.concat(
+                client.gather([client.submit(tasks.store_totals, p, Rows()) for p in self.parts])
+            )
+        )
         parts: list[pd.DataFrame] = []
         fit_seconds: dict[str, float] = {}
         for fold, cut in enumerate(cuts):
@@ -205,7 +211,7 @@ class DaskRunner:
                     progress(f"fold {fold + 1}/{len(cuts)} (cut-off {cut.date()}): {model.name}")
                 t0 = time.perf_counter()
                 self._fit(model, Rows(cut=cut), progress=None)
-                pred = self._map_model(tasks.fold_predictions, model, cut, horizon)
+                pred = self._map_model(tasks.fold_predictions, model, cut, horizon, closed)
                 fit_seconds[candidate.name] = (
                     fit_seconds.get(candidate.name, 0.0) + time.perf_counter() - t0
                 )

@@ -18,6 +18,7 @@ import pandas as pd
 
 from featurestore.db import engine_for
 from featurestore.readers import SkuRange, range_skus, read_range
+from training.backtest import demand_days
 from training.cleaning import clean_targets, store_day_totals
 from training.coldstart import cold_start_forecasts
 from training.features import FeatureBuilder, sku_totals
@@ -166,14 +167,18 @@ def target(pair: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
 
 
 def fold_predictions(
-    p: Partition, model: Forecaster, cut: pd.Timestamp, horizon: int
+    p: Partition,
+    model: Forecaster,
+    cut: pd.Timestamp,
+    horizon: int,
+    closed_days: pd.MultiIndex,
 ) -> pd.DataFrame:
-    """The fold's forecasts after ``cut`` beside the units (as run_backtest makes them)."""
+    """The fold's forecasts after ``cut`` beside the units of the days it is scored on (as
+    run_backtest makes them: ``closed_days`` are the whole catalogue's store closures)."""
     history = p.history
     end = cut + pd.Timedelta(days=horizon)
-    actual = history.loc[
-        (history["date"] > cut) & (history["date"] <= end), ["sku", "date", "units"]
-    ]
+    scored = demand_days(history, p.products, closed_days, cut)
+    actual = history.loc[scored & (history["date"] <= end).to_numpy(), ["sku", "date", "units"]]
     if actual.empty:
         return pd.DataFrame(columns=["sku", "date", "horizon", "y", "yhat"])
     if model.is_baseline:
