@@ -25,6 +25,7 @@ by the cold-start model's RMSSE over the champion's, both measured by the backte
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,9 @@ from training.quantiles import QuantileCalibrator
 # Paths per SKU: the blocks whose forecast level is nearest. 200 leaves 10 paths above a P95,
 # enough for a stable order-up-to level without borrowing errors of SKUs ten times faster.
 NEIGHBOURS = 200
+# A residual block may miss this share of its days at most (unscored days, filled with its mean
+# forecast and no error): a closure day or a stock-out costs a block nothing, a fold does not.
+MAX_MISSING_SHARE = 0.25
 # A demand class lends its own blocks only when it has at least this many (else every class's):
 # half the neighbours still leaves 5 paths above a P95.
 MIN_CLASS_BLOCKS = NEIGHBOURS // 2
@@ -47,7 +51,7 @@ DEFAULT_LEVELS = (0.5, 0.8, 0.9, 0.95, 0.99)
 
 
 class NoResidualBlocks(ValueError):
-    """The backtest holds no complete residual block over the requested days."""
+    """The backtest holds no residual block that covers enough of its horizon."""
 
 
 @dataclass
@@ -74,8 +78,10 @@ class ResidualBlocks:
     def from_backtest(cls, rows: pd.DataFrame) -> ResidualBlocks:
         """Blocks from one model's backtest rows (fold, sku, horizon, y, yhat[, demand_class]).
 
-        Only blocks complete over the fold's horizon are kept: a path with a hole would cover
-        fewer days than it claims.
+        A block may miss at most MAX_MISSING_SHARE of the fold's days (days the backtest does
+        not score: a closed store, a flagged stock-out; a SKU launched or ended inside the
+        fold): they are filled with its mean forecast and no error, so a path still covers
+        every day it claims. Blocks missing more are left out.
         """
         if rows.empty:
             raise NoResidualBlocks("the backtest holds no rows")
@@ -88,9 +94,13 @@ class ResidualBlocks:
         yhat = np.full((n, top), np.nan)
         y[codes, h - 1] = rows["y"].to_numpy(dtype=np.float64)
         yhat[codes, h - 1] = np.clip(rows["yhat"].to_numpy(dtype=np.float64), 0.0, None)
-        ok = np.isfinite(y).all(axis=1) & np.isfinite(yhat).all(axis=1)
+        present = np.isfinite(y) & np.isfinite(yhat)
+        ok = present.sum(axis=1) >= math.ceil((1.0 - MAX_MISSING_SHARE) * top)
         if not ok.any():
-            raise NoResidualBlocks("no backtest block is complete over its horizon")
+            raise NoResidualBlocks("no backtest block covers enough of its horizon")
+        level = np.where(present, yhat, 0.0).sum(axis=1) / np.maximum(present.sum(axis=1), 1)
+        yhat = np.where(present, yhat, level[:, None])
+        y = np.where(present, y, yhat)
         first = np.zeros(n, dtype=np.int64)
         first[codes[::-1]] = np.arange(len(rows))[::-1]  # a row of each block
         if "demand_class" in rows:

@@ -209,6 +209,25 @@ def test_cold_start_widening_widens() -> None:
     assert demand.quantiles[1, 0] > demand.quantiles[0, 0] + 5
 
 
+def test_blocks_with_a_few_unscored_days_are_kept_and_filled() -> None:
+    rows = backtest_rows(np.linspace(10, 40, 4), skus=4, folds=1, sd=3.0, seed=12)
+    # SKU 0 misses two days (a closed store, a stock-out: not scored), SKU 1 misses 4 days
+    # (more than a quarter of 14: left out), SKU 2 launched on day 5 (left out).
+    drop = (
+        (rows["sku"].eq("S0000") & rows["horizon"].isin([3, 9]))
+        | (rows["sku"].eq("S0001") & rows["horizon"].isin([2, 5, 8, 11]))
+        | (rows["sku"].eq("S0002") & rows["horizon"].lt(5))
+    )
+    blocks = ResidualBlocks.from_backtest(rows[~drop])
+    assert sorted(blocks.sku.tolist()) == ["S0000", "S0003"]
+    i = blocks.sku.tolist().index("S0000")
+    assert np.isfinite(blocks.scaled[i]).all() and np.isfinite(blocks.yhat[i]).all()
+    assert blocks.scaled[i, [2, 8]].tolist() == [0.0, 0.0]  # no error on the days not scored
+    assert blocks.yhat[i, 2] == pytest.approx(10.0)  # the block's mean forecast
+    with pytest.raises(NoResidualBlocks):
+        ResidualBlocks.from_backtest(rows[~rows["horizon"].isin([2, 5, 8, 11])])  # all miss 4
+
+
 def test_bad_inputs_are_refused(steady: ResidualBlocks) -> None:
     with pytest.raises(ValueError, match="backtest horizon"):
         lead_time_demand(np.ones((1, 20)), steady, lead_days=15, review_days=1)
