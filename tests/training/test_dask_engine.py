@@ -447,3 +447,45 @@ def test_a_workers_fold_scores_the_days_the_local_backtest_scores() -> None:
     key = ["sku", "date"]
     assert got[key].sort_values(key).values.tolist() == want[key].sort_values(key).values.tolist()
     assert len(got) < 4 * 7  # something was left out
+
+
+def test_label_groups_give_every_part_sales() -> None:
+    from training.engine.dask_runner import label_groups
+    from training.errors import TrainingError
+
+    assert label_groups([5.0, 0.0, 3.0, 0.0]) == [[2], [0, 1, 3]]
+    assert label_groups([0.0, 2.0]) == [[1, 0]]
+    assert label_groups([1.0, 2.0]) == [[0], [1]]
+    assert label_groups([]) == []
+    with pytest.raises(TrainingError, match="all zero"):
+        label_groups([0.0, 0.0])
+
+
+def test_a_worker_holding_only_unsold_skus_trains(
+    client: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """One SKU per partition, partitions placed on the workers in turn, every other SKU never
+    sold: one worker holds only zero targets, which LightGBM's tweedie refuses on a machine
+    ("sum of labels is zero"); its parts join a part with sales (label_groups)."""
+    catalogue = generate(SynthConfig(n_skus=6, n_days=120, seed=9, end=dt.date(2026, 12, 6)))
+    skus = sorted(catalogue.products["sku"])
+    unsold = set(skus[1::2])
+    sales = catalogue.sales
+    sales.loc[sales["sku"].isin(unsold), "units"] = 0
+    url = f"sqlite:///{tmp_path_factory.mktemp('unsold') / 'store.db'}"
+    from featurestore import migrations
+    from training.forecaster import Forecaster
+
+    migrations.upgrade(url)
+    engine = make_engine(url)
+    write_catalogue(engine, catalogue)
+    runner = DaskRunner.open(client, engine, url, partitions=len(skus))
+    try:
+        model = runner.fit(
+            Forecaster(model="lgbm_tweedie", strategy="direct", horizon=7,
+                       model_params={"n_estimators": 10})
+        )  # fmt: skip
+    finally:
+        runner.close()
+        engine.dispose()
+    assert model.stages_ and model.n_train_rows_ > 0

@@ -92,6 +92,27 @@ def _window(summaries: Sequence[dict[str, Any]]) -> Window:
     )
 
 
+def label_groups(sums: Sequence[float]) -> list[list[int]]:
+    """The designs (by index) each LightGBM part is made of: one part per design, except that a
+    design whose targets sum to zero joins the part of the design with the largest sum.
+
+    LightGBM's tweedie and poisson objectives stop on a machine whose own labels sum to zero,
+    and lightgbm.dask trains each worker on the parts it holds: on a small catalogue (a SKU per
+    partition) a worker could hold only SKUs that never sold. Joined, every part has sales.
+    """
+    if not sums:
+        return []
+    best = max(range(len(sums)), key=lambda i: sums[i])
+    if sums[best] <= 0:
+        raise TrainingError("no sales in the rows to train on: the targets are all zero")
+    groups: list[list[int]] = []
+    for i, total in enumerate(sums):
+        if total > 0 and i != best:
+            groups.append([i])
+    groups.append([best, *(i for i, total in enumerate(sums) if total <= 0)])
+    return groups
+
+
 def _sklearn_params(est: LGBMEstimator) -> dict[str, Any]:
     """The estimator's lgb.train parameters for lightgbm.dask (its threads: each worker's own)."""
     params = est.lgb_params()
@@ -376,16 +397,26 @@ class DaskRunner:
 
         client = self.client
         k = len(names)
+        sums = client.gather([client.submit(tasks.label_sum, f) for _, f in designs])
+        groups = label_groups(sums)
         X = da.concatenate(
             [
-                da.from_delayed(delayed(tasks.matrix)(f), shape=(n, k), dtype=np.float32)
-                for n, f in designs
+                da.from_delayed(
+                    delayed(tasks.stacked)([designs[i][1] for i in g], matrix=True),
+                    shape=(sum(designs[i][0] for i in g), k),
+                    dtype=np.float32,
+                )
+                for g in groups
             ]
         )
         y = da.concatenate(
             [
-                da.from_delayed(delayed(tasks.target)(f), shape=(n,), dtype=np.float32)
-                for n, f in designs
+                da.from_delayed(
+                    delayed(tasks.stacked)([designs[i][1] for i in g], matrix=False),
+                    shape=(sum(designs[i][0] for i in g),),
+                    dtype=np.float32,
+                )
+                for g in groups
             ]
         )
         reg = DaskLGBMRegressor(client=client, **_sklearn_params(est))

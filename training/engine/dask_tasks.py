@@ -156,14 +156,15 @@ def design(
     return np.ascontiguousarray(X, dtype=np.float32), y.astype(np.float32)
 
 
-def matrix(pair: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """The features of a design."""
-    return pair[0]
+def label_sum(pair: tuple[np.ndarray, np.ndarray]) -> float:
+    """The sum of a design's targets."""
+    return float(np.sum(pair[1], dtype=np.float64))
 
 
-def target(pair: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """The targets of a design."""
-    return pair[1]
+def stacked(pairs: list[tuple[np.ndarray, np.ndarray]], *, matrix: bool) -> np.ndarray:
+    """The features (``matrix``) or the targets of designs, one after another."""
+    arrays = [pair[0] if matrix else pair[1] for pair in pairs]
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
 
 def fold_predictions(
