@@ -442,7 +442,7 @@ def test_a_workers_fold_scores_the_days_the_local_backtest_scores() -> None:
         history[history["sku"].isin(mine)].reset_index(drop=True),
         products[products["sku"].isin(mine)],
     )
-    got = tasks.fold_predictions(part, model, cut, 7, closures)
+    got = tasks.fold_predictions(part, model, cut, 7, tasks.scored_days(part, closures, cut))
     want = local.predictions[local.predictions["sku"].isin(mine)]
     key = ["sku", "date"]
     assert got[key].sort_values(key).values.tolist() == want[key].sort_values(key).values.tolist()

@@ -217,12 +217,10 @@ class DaskRunner:
         stats = pd.concat(
             client.gather([client.submit(tasks.scale_stats, p, cuts[0]) for p in self.parts])
         )
-        # As run_backtest: closed store days (from the whole store's days) are not scored.
-        closed = closed_store_days(
-            pd.concat(
-                client.gather([client.submit(tasks.store_totals, p, Rows()) for p in self.parts])
-            )
-        )
+        # As run_backtest: the days each partition's folds score, once for every fold and
+        # candidate (closed store days read from the whole store's days are not scored).
+        closed = self._closures(Rows())
+        scored = [client.submit(tasks.scored_days, p, closed, cuts[0]) for p in self.parts]
         parts: list[pd.DataFrame] = []
         fit_seconds: dict[str, float] = {}
         for fold, cut in enumerate(cuts):
@@ -232,7 +230,7 @@ class DaskRunner:
                     progress(f"fold {fold + 1}/{len(cuts)} (cut-off {cut.date()}): {model.name}")
                 t0 = time.perf_counter()
                 self._fit(model, Rows(cut=cut), progress=None)
-                pred = self._map_model(tasks.fold_predictions, model, cut, horizon, closed)
+                pred = self._map_model(tasks.fold_predictions, model, cut, horizon, per_part=scored)
                 fit_seconds[candidate.name] = (
                     fit_seconds.get(candidate.name, 0.0) + time.perf_counter() - t0
                 )
@@ -288,14 +286,36 @@ class DaskRunner:
 
     # -- the fit --------------------------------------------------------------------------------
 
-    def _map_model(self, fn: Callable[..., Any], model: Forecaster, *args: Any) -> list[Any]:
-        """fn(partition, model, *args) on every partition, the fitted model sent once to each."""
+    def _map_model(
+        self,
+        fn: Callable[..., Any],
+        model: Forecaster,
+        *args: Any,
+        per_part: Sequence[Any] | None = None,
+    ) -> list[Any]:
+        """fn(partition, model, *args[, per_part[i]]) on every partition, the fitted model sent
+        once to each (``per_part``: one more argument per partition, e.g. futures on it)."""
         client = self.client
         [shared] = client.scatter([model], broadcast=True, hash=False)
+        extra = [() if per_part is None else (per_part[i],) for i in range(len(self.parts))]
         try:
-            return list(client.gather([client.submit(fn, p, shared, *args) for p in self.parts]))
+            return list(
+                client.gather(
+                    [
+                        client.submit(fn, p, shared, *args, *more)
+                        for p, more in zip(self.parts, extra, strict=True)
+                    ]
+                )
+            )
         finally:
             client.cancel([shared])
+
+    def _closures(self, rows: Rows) -> pd.MultiIndex:
+        """The store closures of ``rows``, from the whole store's days summed over the
+        partitions (training.cleaning.closed_store_days)."""
+        client = self.client
+        totals = client.gather([client.submit(tasks.store_totals, p, rows) for p in self.parts])
+        return closed_store_days(pd.concat(totals))
 
     def _fit(self, model: Forecaster, rows: Rows, progress: ProgressFn | None) -> Forecaster:
         """Forecaster.fit over the partitions (its learned state set as its own fit sets it)."""
@@ -319,13 +339,7 @@ class DaskRunner:
         # years; stock-outs, zero runs and closures out of the targets (the store closures
         # from the whole store's days, summed over the partitions).
         model.yearly_ = (last - self.extent.first_known).days + 1 >= YEARLY_MIN_DAYS
-        closed = None
-        if model.clean:
-            closed = closed_store_days(
-                pd.concat(
-                    client.gather([client.submit(tasks.store_totals, p, rows) for p in self.parts])
-                )
-            )
+        closed = self._closures(rows) if model.clean else None
         eligible = client.gather(
             [client.submit(tasks.eligible_rows, p, rows, model, last, closed) for p in self.parts]
         )

@@ -167,19 +167,25 @@ def stacked(pairs: list[tuple[np.ndarray, np.ndarray]], *, matrix: bool) -> np.n
     return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
 
+def scored_days(p: Partition, closed_days: pd.MultiIndex, after: pd.Timestamp) -> np.ndarray:
+    """Per row of the partition, whether a backtest with its first cut-off at ``after`` scores
+    it (training.backtest.demand_days; ``closed_days``: the whole catalogue's closures)."""
+    return demand_days(p.history, p.products, closed_days, after)
+
+
 def fold_predictions(
     p: Partition,
     model: Forecaster,
     cut: pd.Timestamp,
     horizon: int,
-    closed_days: pd.MultiIndex,
+    scored: np.ndarray,
 ) -> pd.DataFrame:
     """The fold's forecasts after ``cut`` beside the units of the days it is scored on (as
-    run_backtest makes them: ``closed_days`` are the whole catalogue's store closures)."""
+    run_backtest makes them; ``scored``: the partition's ``scored_days``)."""
     history = p.history
     end = cut + pd.Timedelta(days=horizon)
-    scored = demand_days(history, p.products, closed_days, cut)
-    actual = history.loc[scored & (history["date"] <= end).to_numpy(), ["sku", "date", "units"]]
+    dates = history["date"]
+    actual = history.loc[(dates > cut) & (dates <= end) & scored, ["sku", "date", "units"]]
     if actual.empty:
         return pd.DataFrame(columns=["sku", "date", "horizon", "y", "yhat"])
     if model.is_baseline:
