@@ -328,6 +328,9 @@ def scored_backtest(
     ranking = sorted(names, key=lambda n: _score(reports[n]["overall"], metric))
     ensembles: dict[str, list[str]] = {}
     members = ensemble_members(ranking, ensemble_top, is_learned=lambda n: n not in baselines)
+    # Chosen by rank, named in a fixed order (the learned model, then baselines by name): two
+    # runs whose members tie or swap places (a cluster's trees differ a little) ship one name.
+    members.sort(key=lambda n: (n in baselines, n))
     if len(members) > 1:
         ens = ensemble_predictions(predictions, members)
         name = "ensemble(" + "+".join(members) + ")"
