@@ -209,9 +209,7 @@ def not_demand(
     a ``closed`` calendar day, or its store closed that day (``closed_days``:
     ``store_closures`` of the whole history). Backtests score the other rows, as training
     keeps these out of its targets."""
-    sku = history["sku"].to_numpy(dtype=object)
-    change = run_starts(sku)
-    store, names = _store_codes(products, np.cumsum(change, dtype=np.int64) - 1, sku[change])
+    store, names = _row_stores(history, products)
     closed = _Closures(names, closed_days).on(store, history["date"].to_numpy())
     return np.asarray(_flag(history, "stock_out") | _flag(history, "closed") | closed)
 
@@ -329,6 +327,13 @@ def _store_codes(
     return run_code.astype(np.int64)[code], np.asarray(names, dtype=object)
 
 
+def _row_stores(history: pd.DataFrame, products: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of a SKU-sorted history, its store's code, and the store of each code."""
+    sku = history["sku"].to_numpy(dtype=object)
+    change = run_starts(sku)
+    return _store_codes(products, np.cumsum(change, dtype=np.int64) - 1, sku[change])
+
+
 def _store_totals(
     store: np.ndarray, names: np.ndarray, dates: np.ndarray, units: np.ndarray, known: np.ndarray
 ) -> pd.DataFrame:
@@ -350,10 +355,8 @@ def _store_totals(
 def store_day_totals(history: pd.DataFrame, products: pd.DataFrame) -> pd.DataFrame:
     """Units per (store, date) over the rows with known units; SKU partitions' totals summed
     per (store, date) are the whole catalogue's."""
-    sku = history["sku"].to_numpy(dtype=object)
     units = history["units"].to_numpy(dtype=np.float64, na_value=np.nan)
-    change = run_starts(sku)
-    store, names = _store_codes(products, np.cumsum(change, dtype=np.int64) - 1, sku[change])
+    store, names = _row_stores(history, products)
     return _store_totals(store, names, history["date"].to_numpy(), units, ~np.isnan(units))
 
 

@@ -110,3 +110,20 @@ def serving_frame(
     out = history[(history["date"] >= first) & (history["date"] <= last)].copy()
     out.loc[out["date"] > origin, "units"] = np.nan
     return out.reset_index(drop=True)
+
+
+def with_closure_and_stock_out() -> tuple[pd.DataFrame, pd.DataFrame, pd.Timestamp, str]:
+    """Eight busy SKUs in two stores; store CA_1 closed on one day of the last fold's window
+    (all its SKUs sold nothing) and one TX_1 SKU flagged out of stock on another."""
+    history = make_history(n_skus=8, n_days=200, seed=11)
+    history["units"] = history["units"] * 10 + 5  # every store day sells plenty
+    products = make_products(sorted(history["sku"].unique()))
+    store_of = dict(zip(products["sku"], products["store"], strict=True))
+    closed_day = history["date"].max() - pd.Timedelta(days=3)
+    in_ca = history["sku"].map(store_of).eq("CA_1")
+    history.loc[in_ca & history["date"].eq(closed_day), "units"] = 0.0
+    out_sku = sorted(s for s, st in store_of.items() if st == "TX_1")[0]
+    history["stock_out"] = (
+        history["sku"].eq(out_sku) & history["date"].eq(closed_day - pd.Timedelta(days=2))
+    ).astype("int8")
+    return history, products, closed_day, out_sku

@@ -25,6 +25,7 @@ from featurestore.db import make_engine
 from featurestore.inventory_plans import latest_plan
 from featurestore.readers import SkuRange, read_frame, read_range, sku_ranges
 from tests.conftest import own_store
+from tests.training.frames import with_closure_and_stock_out
 from training.bundle import load_bundle
 from training.cleaning import clean_targets
 from training.engine.dask_batch import DaskForecastAll
@@ -422,13 +423,12 @@ def test_dask_fit_cleans_the_targets_as_the_local_fit(store: Store, client: Any)
 def test_a_workers_fold_scores_the_days_the_local_backtest_scores() -> None:
     """A partition's fold rows leave out the catalogue's closed store days and the flagged
     stock-outs, as run_backtest does (the closures read from the whole store's days)."""
-    from tests.training.test_forecaster import _with_closure_and_stock_out
     from training import backtest as bt
     from training.cleaning import store_closures
     from training.engine import dask_tasks as tasks
     from training.forecaster import Forecaster
 
-    history, products, closed_day, _ = _with_closure_and_stock_out()
+    history, products, closed_day, _ = with_closure_and_stock_out()
     local = bt.run_backtest(history, products, [Forecaster(model="moving_average", horizon=7)],
                             folds=1, horizon=7)  # fmt: skip
     cut = local.cutoffs[0]
@@ -461,25 +461,28 @@ def test_label_groups_give_every_part_sales() -> None:
         label_groups([0.0, 0.0])
 
 
-def test_a_worker_holding_only_unsold_skus_trains(
-    client: Any, tmp_path_factory: pytest.TempPathFactory
-) -> None:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def unsold_store(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Store]:
+    """Six SKUs of which every other one never sold."""
+    catalogue = generate(SynthConfig(n_skus=6, n_days=120, seed=9, end=dt.date(2026, 12, 6)))
+    unsold = set(sorted(catalogue.products["sku"])[1::2])
+    catalogue.sales.loc[catalogue.sales["sku"].isin(unsold), "units"] = 0
+    with own_store(request, tmp_path_factory.mktemp("unsold")) as url:
+        engine = make_engine(url)
+        write_catalogue(engine, catalogue)
+        yield Store(url, engine)
+        engine.dispose()
+
+
+def test_a_worker_holding_only_unsold_skus_trains(unsold_store: Store, client: Any) -> None:
     """One SKU per partition, partitions placed on the workers in turn, every other SKU never
     sold: one worker holds only zero targets, which LightGBM's tweedie refuses on a machine
     ("sum of labels is zero"); its parts join a part with sales (label_groups)."""
-    catalogue = generate(SynthConfig(n_skus=6, n_days=120, seed=9, end=dt.date(2026, 12, 6)))
-    skus = sorted(catalogue.products["sku"])
-    unsold = set(skus[1::2])
-    sales = catalogue.sales
-    sales.loc[sales["sku"].isin(unsold), "units"] = 0
-    url = f"sqlite:///{tmp_path_factory.mktemp('unsold') / 'store.db'}"
-    from featurestore import migrations
     from training.forecaster import Forecaster
 
-    migrations.upgrade(url)
-    engine = make_engine(url)
-    write_catalogue(engine, catalogue)
-    runner = DaskRunner.open(client, engine, url, partitions=len(skus))
+    runner = DaskRunner.open(client, unsold_store.engine, unsold_store.url, partitions=6)
     try:
         model = runner.fit(
             Forecaster(model="lgbm_tweedie", strategy="direct", horizon=7,
@@ -487,5 +490,4 @@ def test_a_worker_holding_only_unsold_skus_trains(
         )  # fmt: skip
     finally:
         runner.close()
-        engine.dispose()
     assert model.stages_ and model.n_train_rows_ > 0

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.training.frames import make_history, make_products
+from tests.training.frames import make_history, make_products, with_closure_and_stock_out
 from training import backtest as bt
 from training import forecaster as forecaster_module
 from training.coldstart import backtest_cold_start, cold_start_forecaster
@@ -125,25 +125,8 @@ def test_backtest_never_trains_past_its_cutoff(data: tuple[pd.DataFrame, pd.Data
     assert 0.0 <= cov["interval_coverage"] <= 1.0 and cov["rows"] > 0
 
 
-def _with_closure_and_stock_out() -> tuple[pd.DataFrame, pd.DataFrame, pd.Timestamp, str]:
-    """Eight busy SKUs in two stores; store CA_1 closed on one day of the last fold's window
-    (all its SKUs sold nothing) and one TX_1 SKU flagged out of stock on another."""
-    history = make_history(n_skus=8, n_days=200, seed=11)
-    history["units"] = history["units"] * 10 + 5  # every store day sells plenty
-    products = make_products(sorted(history["sku"].unique()))
-    store_of = dict(zip(products["sku"], products["store"], strict=True))
-    closed_day = history["date"].max() - pd.Timedelta(days=3)
-    in_ca = history["sku"].map(store_of).eq("CA_1")
-    history.loc[in_ca & history["date"].eq(closed_day), "units"] = 0.0
-    out_sku = sorted(s for s, st in store_of.items() if st == "TX_1")[0]
-    history["stock_out"] = (
-        history["sku"].eq(out_sku) & history["date"].eq(closed_day - pd.Timedelta(days=2))
-    ).astype("int8")
-    return history, products, closed_day, out_sku
-
-
 def test_backtest_scores_no_closed_or_stocked_out_day() -> None:
-    history, products, closed_day, out_sku = _with_closure_and_stock_out()
+    history, products, closed_day, out_sku = with_closure_and_stock_out()
     candidates = [Forecaster(model=n, horizon=H) for n in ("seasonal_naive", "moving_average")]
     result = bt.run_backtest(history, products, candidates, folds=2, horizon=H)
     rows = result.predictions
