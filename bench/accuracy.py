@@ -251,6 +251,51 @@ def _seasonal_naive(train: pd.DataFrame, dates: pd.DatetimeIndex) -> pd.DataFram
     return out.rename(columns={"y": "yhat"})[["sku", "date", "yhat"]].fillna({"yhat": 0.0})
 
 
+def oracle_wape(
+    actual: pd.DataFrame, train: pd.DataFrame, cutoff: dt.date, *, shaped: bool
+) -> float:
+    """The least held-out WAPE of a forecast that knows the held-out days in advance but may
+    only pick one level per SKU (times the SKU's weekday shape from its last training year,
+    training.estimators.baselines.weekday_shape, when ``shaped``), with the total bias within
+    TARGET_BIAS: a linear programme, min sum |y - s c[sku]| s.t. |sum s c - sum y| <= 5%.
+
+    No forecast knows each SKU's coming level; a WAPE target below this floor asks for more
+    than the SKU's level and weekday shape (the day each order comes).
+    """
+    import scipy.sparse as sp
+    from scipy.optimize import linprog
+
+    from training.estimators.baselines import weekday_shape
+
+    y = actual["y"].to_numpy(np.float64)
+    code, skus = pd.factorize(actual["sku"])
+    k, n = len(skus), len(y)
+    weight = np.ones(n)
+    if shaped:
+        wide = train.pivot(index="sku", columns="date", values="y").reindex(skus)
+        wide = wide.reindex(columns=pd.date_range(wide.columns.min(), cutoff, freq="D"))
+        shape = weekday_shape(wide.to_numpy(dtype=np.float64), HORIZON)
+        day = (actual["date"] - pd.Timestamp(cutoff)).dt.days.to_numpy() - 1
+        weight = shape[code, day]
+    rows = np.arange(n)
+    cols = np.r_[code, k + rows]
+    # e >= y - w c and e >= w c - y, over the variables (c per SKU, e per row)
+    under = sp.csr_matrix((np.r_[-weight, -np.ones(n)], (np.r_[rows, rows], cols)), (n, k + n))
+    over = sp.csr_matrix((np.r_[weight, -np.ones(n)], (np.r_[rows, rows], cols)), (n, k + n))
+    total = sp.csr_matrix(np.r_[np.bincount(code, weights=weight, minlength=k), np.zeros(n)])
+    units = float(y.sum())
+    res = linprog(
+        np.r_[np.zeros(k), np.ones(n)],
+        A_ub=sp.vstack([under, over, total, -total]),
+        b_ub=np.r_[-y, y, units * (1 + TARGET_BIAS), -units * (1 - TARGET_BIAS)],
+        bounds=(0, None),
+        method="highs",
+    )
+    if res.status != 0:
+        raise RuntimeError(f"the oracle's linear programme failed: {res.message}")
+    return float(res.fun / units)
+
+
 PEER_NAMES = {"ets": "AutoETS", "mlforecast": "mlforecast LightGBM"}
 
 
@@ -371,6 +416,11 @@ def run_dataset(ds: Dataset, work: Path, args: argparse.Namespace) -> dict[str, 
         scores[name] = _score(actual, pred, train, band)
         _log(f"{ds.name} / {name}: {scores[name]}")
     model = _champion_model(work)
+    oracle = {
+        "flat": oracle_wape(actual, train, cutoff, shaped=False),
+        "shaped": oracle_wape(actual, train, cutoff, shaped=True),
+    }
+    _log(f"{ds.name} / oracle WAPE floors: {oracle}")
     return {
         "dataset": ds.name,
         "cutoff": cutoff.isoformat(),
@@ -385,6 +435,7 @@ def run_dataset(ds: Dataset, work: Path, args: argparse.Namespace) -> dict[str, 
         "load_avg": [round(load0, 2), round(load1, 2)],
         "peer_stats": peer_stats,
         "scores": scores,
+        "oracle_wape": oracle,
     }
 
 
@@ -493,6 +544,19 @@ def render(
             f"- {r['dataset']} (cut-off {r['cutoff']}, {r['skus_scored']:,} of "
             f"{r['skus_ingested']:,} SKUs scored, {r['rows_scored']:,} rows): " + "; ".join(parts)
         )
+        if r.get("oracle_wape"):
+            o = r["oracle_wape"]
+            lines.append(
+                f"  - WAPE floor of a forecast that knows each SKU's held-out days and picks its "
+                f"best level (total bias within +-{TARGET_BIAS:.0%}): {_f(o['flat'])} flat, "
+                f"{_f(o['shaped'])} shaped by the SKU's weekday profile (oracle_wape); the "
+                f"target {_f(v['wape']['bound'])} "
+                + (
+                    "is below both: no forecast of that form meets it"
+                    if v["wape"]["bound"] < min(o["flat"], o["shaped"])
+                    else f"lies {v['wape']['bound'] / o['shaped'] - 1:.1%} above the shaped floor"
+                )
+            )
     lines += ["", "Notes:", ""]
     for r in results:
         timing = (

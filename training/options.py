@@ -22,9 +22,11 @@ DEFAULT_MODELS = (
     "moving_average",
     "moving_average_56",
     "ses",
-    "ses_weekly",
     "croston",
     "tsb",
+    "moving_average_dow",
+    "ses_dow",
+    "tsb_dow",
     "lgbm_tweedie",
 )
 DEFAULT_ENSEMBLE_TOP = 3

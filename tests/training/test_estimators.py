@@ -237,6 +237,9 @@ def test_moving_average() -> None:
         "ses_weekly",
         "croston",
         "tsb",
+        "moving_average_dow",
+        "ses_dow",
+        "tsb_dow",
     }
 
 
@@ -346,7 +349,7 @@ INTERMITTENT = np.array([[0, 0, 3, 0, 2, 0, 0, 4]], dtype=np.float64)
 
 
 def test_baselines_are_model_names() -> None:
-    for name in ("moving_average_56", "ses", "ses_weekly", "croston", "tsb"):
+    for name in ("moving_average_56", "ses", "ses_weekly", "croston", "tsb", "ses_dow", "tsb_dow"):
         assert name in E.model_names() and name in E.BASELINES
         assert E.family(name) is None
 
@@ -390,6 +393,46 @@ def test_ses_weekly_keeps_the_weekday_shape() -> None:
     np.testing.assert_allclose(ses_weekly(hist, 14, shrink=0.0)[0], np.tile(week, 2))
 
 
+DOW = ("moving_average_dow", "ses_dow", "tsb_dow")
+
+
+def test_weekday_shape_by_hand() -> None:
+    from training.estimators.baselines import weekday_shape
+
+    # Two weeks ending on a "Sunday" (the next day is column 0): 2 units Monday to Friday,
+    # 0 on Saturday, 5 on Sunday: 30 units a fortnight, the week's shares 2/15 .. 0 .. 5/15.
+    week = np.array([2.0, 2.0, 2.0, 2.0, 2.0, 0.0, 5.0])
+    hist = np.tile(week, 2)[None, :]
+    share = week / week.sum()
+    # 30 units against 20 pseudo-units spread flat: 7 (30 share + 20/7) / 50.
+    np.testing.assert_allclose(
+        weekday_shape(hist, 9, prior_units=20.0)[0], np.tile(7 * (30 * share + 20 / 7) / 50, 2)[:9]
+    )
+    np.testing.assert_allclose(weekday_shape(hist, 7, prior_units=0.0)[0], 7 * share)
+    # Unobserved days leave their weekday's mean alone; a SKU that never sold stays flat.
+    gappy = hist.copy()
+    gappy[0, 0] = np.nan
+    np.testing.assert_allclose(weekday_shape(gappy, 7, prior_units=0.0)[0], 7 * share)
+    np.testing.assert_allclose(weekday_shape(np.zeros((1, 14)), 7)[0], np.ones(7))
+    # Only the last `weeks` weeks count: a shape from long ago is forgotten.
+    old = np.r_[np.tile([0.0, 0, 0, 0, 0, 0, 70.0], 4), np.tile([10.0] * 7, 2)][None, :]
+    np.testing.assert_allclose(weekday_shape(old, 7, weeks=2, prior_units=0.0)[0], np.ones(7))
+
+
+def test_weekday_shaped_baselines_keep_their_level_and_take_the_shape() -> None:
+    rng = np.random.default_rng(7)
+    week = np.array([3.0, 3.0, 3.0, 3.0, 3.0, 0.0, 6.0])
+    hist = rng.poisson(np.tile(week, 52)).astype(np.float64)[None, :]
+    for name, flat in (("moving_average_dow", "moving_average"), ("ses_dow", "ses"),
+                       ("tsb_dow", "tsb")):  # fmt: skip
+        shaped, level = E.BASELINES[name](hist, 14)[0], E.BASELINES[flat](hist, 14)[0]
+        # The same units over a week as the flat baseline (the shape has mean 1) ...
+        np.testing.assert_allclose(shaped[:7].mean(), level[0], rtol=1e-9)
+        # ... and Saturdays, never sold on, near zero: 900 units a year against 20 pseudo-units.
+        assert shaped[5] < 0.05 * level[0] and shaped[6] > 1.8 * level[0], name
+        np.testing.assert_allclose(shaped[:7], shaped[7:])
+
+
 def test_croston_by_hand() -> None:
     from training.estimators.baselines import croston
 
@@ -414,7 +457,7 @@ def test_tsb_by_hand_and_decay() -> None:
 
 def test_new_baselines_are_nan_safe() -> None:
     hist = np.array([[np.nan, np.nan, 1.0, 0.0, 2.0], [np.nan] * 5])
-    for name in ("moving_average_56", "ses", "ses_weekly", "croston", "tsb"):
+    for name in ("moving_average_56", "ses", "ses_weekly", "croston", "tsb", *DOW):
         out = E.BASELINES[name](hist, 3)
         assert out.shape == (2, 3) and np.isfinite(out).all(), name
         assert (out >= 0).all() and (out[1] == 0).all(), name

