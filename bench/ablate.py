@@ -49,6 +49,15 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any], tuple[str, ...]]] = {
     "yearly-always": ({"training.forecaster.YEARLY_MIN_DAYS": 0}, {}, ()),
     "no-caps": ({}, {"builder_params": {"cap_units": False}}, ()),
     "short": ({}, {"floors": (1, 14, 28)}, ()),
+    "per-stage": ({}, {"tree_budget": "per_stage"}, ()),
+    "direct": ({}, {"strategy": "direct"}, ()),
+    "slow-1000": ({}, {"model_params": {"n_estimators": 1000, "learning_rate": 0.025}}, ()),
+    "slow-2000": ({}, {"model_params": {"n_estimators": 2000, "learning_rate": 0.0125}}, ()),
+    "slow-1000-leaves15": (
+        {},
+        {"model_params": {"n_estimators": 1000, "learning_rate": 0.025, "num_leaves": 15}},
+        (),
+    ),
 }
 
 
