@@ -612,9 +612,10 @@ def render(
 
 
 def write_section(section: str, doc: Path = DOC) -> None:
-    """Replace (or add) this script's section, leaving the other sections alone."""
+    """Replace (or add) this script's section up to its first subsection, leaving the other
+    sections and the section's own subsections (the studies written by hand) alone."""
     text = doc.read_text() if doc.exists() else "# Benchmarks\n\n"
-    pattern = re.compile(r"^" + re.escape(SECTION) + r"\n.*?(?=^## |\Z)", re.S | re.M)
+    pattern = re.compile(r"^" + re.escape(SECTION) + r"\n.*?(?=^##+ |\Z)", re.S | re.M)
     if pattern.search(text):
         text = pattern.sub(lambda _m: section + "\n", text, count=1)
     else:
