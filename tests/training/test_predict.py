@@ -69,7 +69,7 @@ def test_a_new_family_trains_and_forecasts_with_no_other_change(registered: None
 
 def test_pipeline_rejects_an_unknown_model_naming_the_known_ones() -> None:
     with pytest.raises(
-        RuntimeError, match=r"choose from seasonal_naive, moving_average, .*tsb, linear"
+        RuntimeError, match=r"choose from seasonal_naive, moving_average, .*tsb_dow, linear"
     ):
         _candidates(TrainOptions(models=["nope"]))
 
