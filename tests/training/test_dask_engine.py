@@ -206,7 +206,15 @@ def test_two_workers_backtest_like_local(store: Store, client: Any) -> None:
             assert got == pytest.approx(want, rel=0.1)
 
 
-BASELINE_MODELS = ["seasonal_naive", "moving_average", "ses", "croston", "tsb"]
+BASELINE_MODELS = [
+    "seasonal_naive",
+    "moving_average",
+    "ses",
+    "croston",
+    "tsb",
+    "ses_dow",
+    "tsb_dow",
+]
 
 
 def test_selection_on_dask_is_the_local_selection(store: Store, client: Any) -> None:
