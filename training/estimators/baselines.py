@@ -109,18 +109,23 @@ def ses(
     return np.repeat(np.clip(level, 0.0, None)[:, None], horizon, axis=1)
 
 
-def weekly_profile(history_units: np.ndarray, weeks: int = 8, shrink: float = 1.0) -> FloatArray:
-    """(n_series, 7) multiplicative weekday factors of the last ``weeks`` weeks, mean 1, shrunk
-    toward 1 by ``shrink`` pseudo-weeks (column j: the weekday of the day j+1 after the end)."""
-    h = _history(history_units)
+def _by_weekday(h: FloatArray, weeks: int) -> tuple[FloatArray, FloatArray, np.ndarray]:
+    """The last ``weeks`` weeks of ``h`` (NaN-padded in front to whole weeks) and, per series
+    and weekday, the units and the count of its observed days there. Column j is the weekday of
+    the day j+1 after the history's end (its last day is column 0 of the week before)."""
     n_series, n_days = h.shape
     tail = h[:, -weeks * 7 :] if n_days >= weeks * 7 else h
     pad = (-tail.shape[1]) % 7
     tail = np.concatenate([np.full((n_series, pad), np.nan), tail], axis=1)
     by_day = tail.reshape(n_series, -1, 7)
     seen = ~np.isnan(by_day)
-    total = np.where(seen, by_day, 0.0).sum(axis=1)
-    count = seen.sum(axis=1)
+    return tail, np.where(seen, by_day, 0.0).sum(axis=1), seen.sum(axis=1)
+
+
+def weekly_profile(history_units: np.ndarray, weeks: int = 8, shrink: float = 1.0) -> FloatArray:
+    """(n_series, 7) multiplicative weekday factors of the last ``weeks`` weeks, mean 1, shrunk
+    toward 1 by ``shrink`` pseudo-weeks (column j: the weekday of the day j+1 after the end)."""
+    tail, total, count = _by_weekday(_history(history_units), weeks)
     mean_day = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
     overall = _row_mean(tail)
     raw = np.divide(
@@ -128,7 +133,6 @@ def weekly_profile(history_units: np.ndarray, weeks: int = 8, shrink: float = 1.
     )
     factor = (count * raw + shrink) / (count + shrink)
     factor /= np.maximum(factor.mean(axis=1, keepdims=True), 1e-12)
-    # tail's last column is the last day of the history: column 0 of the next week.
     return factor
 
 
@@ -168,14 +172,7 @@ def weekday_shape(
     h = _history(history_units)
     if horizon < 1:
         raise ValueError("horizon must be positive")
-    n_series, n_days = h.shape
-    tail = h[:, -weeks * 7 :] if n_days >= weeks * 7 else h
-    pad = (-tail.shape[1]) % 7
-    tail = np.concatenate([np.full((n_series, pad), np.nan), tail], axis=1)
-    by_day = tail.reshape(n_series, -1, 7)  # column j: the weekday of day j+1 after the end
-    seen = ~np.isnan(by_day)
-    count = seen.sum(axis=1)
-    total = np.where(seen, by_day, 0.0).sum(axis=1)
+    _, total, count = _by_weekday(h, weeks)
     mean_day = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
     week = mean_day.sum(axis=1, keepdims=True)
     share = np.divide(mean_day, week, out=np.full_like(mean_day, 1 / 7), where=week > 0)
