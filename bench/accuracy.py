@@ -267,7 +267,7 @@ def oracle_wape(actual: pd.DataFrame, train: pd.DataFrame, cutoff: dt.date, shap
     import scipy.sparse as sp
     from scipy.optimize import linprog
 
-    from training.estimators.baselines import weekday_shape
+    from training.estimators.baselines import SHAPE_PRIOR_UNITS, weekday_shape
 
     y = actual["y"].to_numpy(np.float64)
     code, skus = pd.factorize(actual["sku"])
@@ -279,7 +279,8 @@ def oracle_wape(actual: pd.DataFrame, train: pd.DataFrame, cutoff: dt.date, shap
         matrix = wide.to_numpy(dtype=np.float64)
         if shape == "catalogue":
             matrix = np.nansum(matrix, axis=0, keepdims=True)
-        factors = weekday_shape(matrix, HORIZON, prior_units=0.0 if shape == "catalogue" else 20)
+        prior = 0.0 if shape == "catalogue" else SHAPE_PRIOR_UNITS  # the shaped baselines'
+        factors = weekday_shape(matrix, HORIZON, prior_units=prior)
         day = (actual["date"] - pd.Timestamp(cutoff)).dt.days.to_numpy() - 1
         weight = factors[0 if shape == "catalogue" else code, day]
     rows = np.arange(n)
