@@ -50,6 +50,22 @@ def test_a_baseline_that_wins_the_backtest_ships() -> None:
     assert choose(result) == Selection("seasonal_naive", ("seasonal_naive",))
 
 
+def test_an_ensemble_is_named_in_a_fixed_order_whatever_the_ranking() -> None:
+    """Members are chosen by rank but named learned model first, then baselines by name: a
+    cluster whose trees move the ranking a little ships the local bundle's name."""
+    history = _weekly(4, 150)
+    products = make_products(sorted(history["sku"].unique()))
+    candidates = [
+        Forecaster(model="seasonal_naive", horizon=H),
+        Forecaster(model="moving_average", horizon=H),
+        Forecaster(model="lgbm_poisson", strategy="direct", horizon=H, model_params=SMALL),
+    ]
+    result = bt.run_backtest(history, products, candidates, folds=2, horizon=H, ensemble_top=3)
+    assert result.ranking.index("seasonal_naive") < result.ranking.index("lgbm_poisson/direct")
+    members = ["lgbm_poisson/direct", "moving_average", "seasonal_naive"]
+    assert result.ensembles == {"ensemble(" + "+".join(members) + ")": members}
+
+
 def test_the_ensemble_ships_when_it_is_best_and_holds_one_learned_model() -> None:
     history = make_history(n_skus=4, n_days=160, seed=4)
     products = make_products(sorted(history["sku"].unique()))
